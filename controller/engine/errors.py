@@ -1,0 +1,83 @@
+"""Typed engine errors. Each says whether retrying the same request can help.
+
+The reconciler turns `retryable` into policy: retry with backoff (Reconciling) or stop until the
+spec changes (Stalled). The engine answers validation errors with 500 and a plain-text body, busy
+runners with 409 (dmr-api.md 3.2, 8); those texts are kept verbatim in `message`.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class. `status` is the HTTP status when there was a response, `message` the engine's text."""
+
+    retryable: bool = False
+    reason: str = "EngineError"
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.url = url
+
+    def __str__(self) -> str:
+        where = f" ({self.status} from {self.url})" if self.status and self.url else ""
+        return f"{self.message}{where}"
+
+
+class EngineUnreachable(EngineError):
+    """No HTTP answer: connection refused, DNS, timeout. The engine may be restarting."""
+
+    retryable = True
+    reason = "EngineUnreachable"
+
+
+class RunnerBusy(EngineError):
+    """409 `runner already active`: a request is in flight on the runner; its stored config is unchanged."""
+
+    retryable = True
+    reason = "RunnerBusy"
+
+
+class EngineRejected(EngineError):
+    """500 with the engine's text on `_configure`: a runtime flag not allowed, a bad hf_overrides key...
+    Sending the same request again gives the same answer."""
+
+    retryable = False
+    reason = "EngineRejected"
+
+
+class LoadFailed(EngineError):
+    """The runner could not start (500 `unable to load runner: ...` on preload/inference).
+    Sometimes transient (a crash, a slow start), sometimes not (bad arguments): retried with backoff."""
+
+    retryable = True
+    reason = "LoadFailed"
+
+
+class NotFound(EngineError):
+    """404: a model that is not in the store or the registry, or a backend the engine does not know."""
+
+    retryable = False
+    reason = "NotFound"
+
+
+class BadRequest(EngineError):
+    """400 `invalid request`: the engine could not decode the JSON (a bug on our side or a bad value)."""
+
+    retryable = False
+    reason = "BadRequest"
+
+
+class PullFailed(EngineError):
+    """A pull that failed before or during the stream (a stream without a `success` line is a failure)."""
+
+    retryable = True
+    reason = "PullFailed"
+
+
+class ServerError(EngineError):
+    """Any other 5xx (503 while the engine starts or shuts down, 412 backend not installed...)."""
+
+    retryable = True
+    reason = "EngineError"

@@ -1,0 +1,79 @@
+"""Docker Model Runner's wire vocabulary, spelled exactly as the engine spells it.
+
+This is the only module that knows the engine's JSON keys and routes. The spellings are mixed
+on purpose (`context-size` but `keep_alive`): they are what the engine's Go structs declare
+(dmr-api.md section 3.1). Go's decoder ignores unknown keys silently, so a misspelling here
+would be a silent no-op on the engine: keep every key in this one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# POST /engines[/{backend}]/_configure body keys (BackendConfiguration, flattened).
+MODEL: Final = "model"
+MODE: Final = "mode"
+CONTEXT_SIZE: Final = "context-size"
+RUNTIME_FLAGS: Final = "runtime-flags"
+RAW_RUNTIME_FLAGS: Final = "raw-runtime-flags"
+KEEP_ALIVE: Final = "keep_alive"
+SPECULATIVE: Final = "speculative"
+DRAFT_MODEL: Final = "draft_model"
+NUM_TOKENS: Final = "num_tokens"
+MIN_ACCEPTANCE_RATE: Final = "min_acceptance_rate"
+VLLM: Final = "vllm"
+HF_OVERRIDES: Final = "hf-overrides"
+GPU_MEMORY_UTILIZATION: Final = "gpu-memory-utilization"
+LLAMACPP: Final = "llamacpp"
+REASONING_BUDGET: Final = "reasoning-budget"
+
+# GET /engines/_configure entries (ModelConfigEntry has no JSON tags: Go field names).
+ENTRY_BACKEND: Final = "Backend"
+ENTRY_MODEL: Final = "Model"
+ENTRY_MODEL_ID: Final = "ModelID"
+ENTRY_MODE: Final = "Mode"
+ENTRY_CONFIG: Final = "Config"
+
+# Backends (the `Name` constants of pkg/inference/backends/*).
+LLAMA_CPP: Final = "llama.cpp"
+VLLM_BACKEND: Final = "vllm"
+MLX: Final = "mlx"
+SGLANG: Final = "sglang"
+DIFFUSERS: Final = "diffusers"
+BACKENDS: Final = (LLAMA_CPP, VLLM_BACKEND, MLX, SGLANG, DIFFUSERS)
+DEFAULT_BACKEND: Final = LLAMA_CPP
+
+# Modes (BackendMode).
+COMPLETION: Final = "completion"
+EMBEDDING: Final = "embedding"
+RERANKING: Final = "reranking"
+IMAGE_GENERATION: Final = "image-generation"
+MODES: Final = (COMPLETION, EMBEDDING, RERANKING, IMAGE_GENERATION)
+
+# Model formats (GET /models -> config.format).
+FORMAT_GGUF: Final = "gguf"
+FORMAT_SAFETENSORS: Final = "safetensors"
+FORMAT_DDUF: Final = "dduf"
+FORMAT_DIFFUSERS: Final = "diffusers"
+
+# Header that turns an inference request into a synchronous load (preload).
+PRELOAD_ONLY_HEADER: Final = "X-Preload-Only"
+
+# Docker Desktop's engine-socket path prefix.
+DESKTOP_PREFIX: Final = "/exp/vDD4.40"
+
+INT32_MAX: Final = 2**31 - 1
+
+
+def configure_path(backend: str | None) -> str:
+    """The `_configure` route for a backend; `None` is the default route (llama.cpp, auto-switched)."""
+    return "/engines/_configure" if backend is None else f"/engines/{backend}/_configure"
+
+
+def backend_for_format(fmt: str | None) -> str:
+    """The backend DMR selects for a model format on Linux (scheduler.go selectBackendForModel)."""
+    if fmt == FORMAT_SAFETENSORS:
+        return VLLM_BACKEND
+    if fmt in (FORMAT_DDUF, FORMAT_DIFFUSERS):
+        return DIFFUSERS
+    return LLAMA_CPP
