@@ -9,6 +9,7 @@ would be a silent no-op on the engine: keep every key in this one place.
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import quote
 
 # POST /engines[/{backend}]/_configure body keys (BackendConfiguration, flattened).
 MODEL: Final = "model"
@@ -77,3 +78,80 @@ def backend_for_format(fmt: str | None) -> str:
     if fmt in (FORMAT_DDUF, FORMAT_DIFFUSERS):
         return DIFFUSERS
     return LLAMA_CPP
+
+
+# Routes (dmr-api.md section 2). `configure_path` above covers POST `_configure`.
+ROUTE_ROOT: Final = "/"
+ROUTE_VERSION: Final = "/version"
+ROUTE_MODELS: Final = "/models"
+ROUTE_PULL: Final = "/models/create"
+ROUTE_STORED_CONFIGS: Final = "/engines/_configure"  # GET; there is no per-backend GET
+ROUTE_ENGINES_STATUS: Final = "/engines/status"
+ROUTE_PS: Final = "/engines/ps"
+ROUTE_DF: Final = "/engines/df"
+ROUTE_UNLOAD: Final = "/engines/unload"
+ROUTE_REQUESTS: Final = "/engines/requests"
+
+# Query parameters.
+QUERY_MODEL: Final = "model"  # GET /engines/_configure, GET /engines/requests
+QUERY_FORCE: Final = "force"  # DELETE /models/{name}
+
+# GET /version.
+VERSION: Final = "version"
+
+# POST /models/create body, and its NDJSON progress lines.
+PULL_FROM: Final = "from"
+BEARER_TOKEN: Final = "bearer-token"
+PROGRESS_TYPE: Final = "type"
+PROGRESS_MESSAGE: Final = "message"
+PROGRESS_TOTAL: Final = "total"
+PROGRESS_LAYER: Final = "layer"
+LAYER_ID: Final = "id"
+LAYER_SIZE: Final = "size"
+LAYER_CURRENT: Final = "current"
+PROGRESS_MODE: Final = "mode"
+LINE_PROGRESS: Final = "progress"
+LINE_SUCCESS: Final = "success"
+LINE_WARNING: Final = "warning"
+LINE_ERROR: Final = "error"
+
+# GET /models entries.
+MODEL_ID: Final = "id"
+MODEL_TAGS: Final = "tags"
+MODEL_CREATED: Final = "created"
+MODEL_CONFIG: Final = "config"
+MODEL_FORMAT: Final = "format"
+MODEL_CONTEXT_SIZE: Final = "context_size"
+MODEL_SIZE: Final = "size"
+
+# GET /engines/ps entries (BackendStatus).
+PS_BACKEND: Final = "backend_name"
+PS_MODEL: Final = "model_name"
+PS_MODE: Final = "mode"
+PS_LAST_USED: Final = "last_used"
+PS_IN_USE: Final = "in_use"
+PS_LOADING: Final = "loading"
+PS_KEEP_ALIVE: Final = "keep_alive"
+GO_ZERO_TIME: Final = "0001-01-01T00:00:00Z"  # `last_used` while a runner is in use or loading
+
+# POST /engines/unload body and answer.
+UNLOAD_ALL: Final = "all"
+UNLOAD_BACKEND: Final = "backend"
+UNLOAD_MODELS: Final = "models"
+UNLOADED_RUNNERS: Final = "unloaded_runners"
+
+# GET /engines/requests entries.
+REQUESTS_MODEL: Final = "model"
+REQUESTS_CONFIG: Final = "config"
+REQUESTS_COUNT: Final = "count"
+REQUESTS_RECORDS: Final = "records"
+
+
+def model_path(ref: str) -> str:
+    """`/models/{name...}` for a reference; the name keeps its `/` and `:` (Go matches the rest of the path)."""
+    return f"{ROUTE_MODELS}/{quote(ref, safe='/:@')}"
+
+
+def chat_completions_path(backend: str | None) -> str:
+    """The OpenAI chat route, used with `X-Preload-Only: true` to load a runner synchronously."""
+    return "/engines/v1/chat/completions" if backend is None else f"/engines/{backend}/v1/chat/completions"
