@@ -1,0 +1,268 @@
+"""What to do next for one LocalModel on one engine (pure: spec and observation in, plan out).
+
+`plan_model` is called again after every step that changes what the engine holds (a pull gives
+the model its ID and format, which decide the backend and the config key), so each call only has
+to answer "given what the engine reports now, what is the next thing to do?". The executor in
+reconcile.py performs the plan's actions and calls it again; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from controller import wire
+from controller.desired import ConfigureRequest, RenderError, render_configure
+from controller.engine.compare import config_differences
+from controller.engine.errors import EngineError
+from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
+from controller.refs import canonical_ref
+from controller.spec import LocalModelSpec
+from controller.status import Reason
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One engine, as one observe round saw it (GET /models, /engines/_configure, /engines/ps)."""
+
+    engine: str
+    models: tuple[ModelInfo, ...] = ()
+    configs: tuple[StoredConfig, ...] = ()
+    runners: tuple[RunnerInfo, ...] = ()
+    error: EngineError | None = None  # set when the engine could not be observed
+
+    def with_model(self, info: ModelInfo) -> Observation:
+        others = tuple(m for m in self.models if m.id != info.id)
+        return Observation(self.engine, others + (info,), self.configs, self.runners, self.error)
+
+
+# Actions, in the order the executor performs them.
+@dataclass(frozen=True)
+class Pull:
+    ref: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Configure:
+    request: ConfigureRequest
+    why: str  # "missing" (nothing stored: first apply or engine restart) or "drift"
+    differences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckLiveRunner:
+    """Read the loaded runner's own config (GET /engines/requests?model=)."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class Evict:
+    """Unload the idle runner that still runs an old config (stored configs are kept)."""
+
+    ref: str
+    differences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Preload:
+    ref: str
+    backend: str | None
+
+
+Action = Pull | Configure | CheckLiveRunner | Evict | Preload
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Nothing more can be done in this reconcile. `retryable` blocks clear by themselves (a busy
+    runner becomes idle); the others need a change to the spec or to the engine's store."""
+
+    reason: Reason
+    message: str
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    blocked: Blocked | None = None
+    model: ModelInfo | None = None
+    backend: str | None = None
+    request: ConfigureRequest | None = None
+    stored: StoredConfig | None = None
+    runner: RunnerInfo | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.actions and self.blocked is None
+
+
+def find_model(models: Iterable[ModelInfo], ref: str) -> ModelInfo | None:
+    """The stored model a reference names (by tag, `ai/x` = `docker.io/ai/x:latest`, or by ID)."""
+    want = canonical_ref(ref)
+    for info in models:
+        if info.id.lower() == want or any(canonical_ref(tag) == want for tag in info.tags):
+            return info
+    return None
+
+
+def effective_mode(spec: LocalModelSpec) -> str:
+    """The mode the engine files the config under (dmr-api.md 3.3 step 5)."""
+    if spec.mode:
+        return spec.mode
+    return wire.EMBEDDING if runtime_flag_list(spec) == ["--embeddings"] else wire.COMPLETION
+
+
+def runtime_flag_list(spec: LocalModelSpec) -> list[str]:
+    if spec.runtime_flags:
+        return list(spec.runtime_flags)
+    if spec.raw_runtime_flags:
+        try:
+            return shlex.split(spec.raw_runtime_flags)
+        except ValueError:
+            return []
+    return []
+
+
+def find_stored(configs: Iterable[StoredConfig], model: ModelInfo, backend: str, mode: str) -> StoredConfig | None:
+    for entry in configs:
+        if entry.backend == backend and entry.model_id == model.id and entry.mode == mode:
+            return entry
+    return None
+
+
+def find_runner(runners: Iterable[RunnerInfo], model: ModelInfo, backend: str, mode: str) -> RunnerInfo | None:
+    """`ps` names runners by the reference the client sent, so match it against every tag and the ID."""
+    names = {canonical_ref(tag) for tag in model.tags} | {model.id.lower()}
+    for runner in runners:
+        if runner.backend == backend and runner.mode == mode and canonical_ref(runner.model) in names:
+            return runner
+    return None
+
+
+def plan_model(
+    spec: LocalModelSpec,
+    observation: Observation,
+    *,
+    pulled: frozenset[str] = frozenset(),
+    configured_now: bool = False,
+    live_config: dict[str, Any] | None = None,
+    live_checked: bool = False,
+) -> Plan:
+    """The next actions for `spec` on the observed engine.
+
+    `pulled` holds the references already pulled for this spec (pullPolicy Always pulls once per
+    spec change, not on every drift pass). `configured_now` says a configure was sent in this
+    reconcile; `live_config`/`live_checked` carry the loaded runner's own config once read.
+    """
+    pulls: list[Action] = []
+    for ref, role in _wanted_refs(spec):
+        present = find_model(observation.models, ref) is not None
+        if spec.pull_policy == "Never" and not present:
+            return Plan(blocked=Blocked(
+                Reason.MODEL_NOT_PRESENT,
+                f"{role} {ref} is not in the engine's store and pullPolicy is Never: "
+                f"pull it (docker model pull {ref}) or set pullPolicy: IfNotPresent",
+            ))
+        if ref in pulled:
+            if not present:
+                return Plan(blocked=Blocked(
+                    Reason.MODEL_NOT_FOUND,
+                    f"{role} {ref} was pulled but the engine does not list it; check the reference"))
+            continue
+        if not present:
+            pulls.append(Pull(ref, f"{role} not in the engine's store"))
+        elif spec.pull_policy == "Always":
+            pulls.append(Pull(ref, "pullPolicy is Always"))
+    if pulls:
+        return Plan(actions=tuple(pulls))
+
+    model = find_model(observation.models, spec.model)
+    assert model is not None  # every wanted ref is present once no pull is left
+    backend = spec.backend or wire.backend_for_format(model.format)
+    try:
+        request = render_configure(spec, backend)
+    except RenderError as exc:
+        return Plan(blocked=Blocked(Reason.BACKEND_MISMATCH, str(exc)), model=model, backend=backend)
+    mode = effective_mode(spec)
+    stored = find_stored(observation.configs, model, backend, mode)
+    runner = find_runner(observation.runners, model, backend, mode)
+    base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner,
+                notes=request.notes)
+
+    if stored is None:
+        return Plan(actions=(Configure(request, "missing"),), **base)
+    differences = tuple(config_differences(request.body, stored.config, backend=backend))
+    if differences:
+        return Plan(actions=(Configure(request, "drift", differences),), **base)
+
+    # The stored config is right. A loaded runner may still run an older one (dmr-api.md 8.5, 8.6).
+    if runner is not None and not runner.loading:
+        if not live_checked:
+            return Plan(actions=(CheckLiveRunner(spec.model),), **base)
+        if live_config is not None:
+            stale = tuple(config_differences(request.body, live_config, backend=backend))
+            if stale:
+                if runner.in_use:
+                    return Plan(blocked=Blocked(
+                        Reason.RUNNER_STALE,
+                        "the loaded runner still runs an older config and is busy; it is evicted "
+                        "as soon as it is idle: " + "; ".join(stale), retryable=True), **base)
+                actions: list[Action] = [Evict(spec.model, stale)]
+                if spec.preload:
+                    actions.append(Preload(spec.model, request.backend))
+                return Plan(actions=tuple(actions), **base)
+    if runner is None and spec.preload and (configured_now or _keep_resident(spec)):
+        return Plan(actions=(Preload(spec.model, request.backend),), **base)
+    return Plan(**base)
+
+
+def _keep_resident(spec: LocalModelSpec) -> bool:
+    """preload with keepAlive -1 means "keep it loaded": reload after an unload or restart."""
+    return spec.keep_alive is not None and spec.keep_alive.strip() == "-1"
+
+
+def _wanted_refs(spec: LocalModelSpec) -> list[tuple[str, str]]:
+    refs = [(spec.model, "model")]
+    if spec.speculative is not None and spec.speculative.draft_model:
+        refs.append((spec.speculative.draft_model, "draft model"))
+    return refs
+
+
+def mode_key(spec: LocalModelSpec) -> tuple[str, str]:
+    """What two LocalModels must not share on one engine: the engine keeps one config per key."""
+    return canonical_ref(spec.model), effective_mode(spec)
+
+
+def find_conflicts(specs: Sequence[tuple[str, LocalModelSpec]]) -> dict[str, str]:
+    """Names whose (model, mode) an earlier name (in the given order) already claims, with a message.
+
+    The engine stores one config per (backend, model, mode) and replaces it wholesale, so two
+    LocalModels for the same model and mode would overwrite each other on every pass.
+    """
+    owners: dict[tuple[str, str], str] = {}
+    conflicts: dict[str, str] = {}
+    for name, spec in specs:
+        key = mode_key(spec)
+        if key in owners:
+            conflicts[name] = (f"{owners[key]} already declares model {spec.model} in mode {key[1]}; "
+                               "the engine keeps one config per model and mode, so the two would "
+                               "overwrite each other: merge them or set a different mode")
+        else:
+            owners[key] = name
+    return conflicts
+
+
+def backoff_delay(attempt: int, jitter: float) -> float:
+    """Capped exponential backoff with full jitter in [50%, 100%] of the step.
+
+    `attempt` counts failures in a row (1 for the first); `jitter` is a number in [0, 1)."""
+    step = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    return step * (0.5 + jitter / 2)

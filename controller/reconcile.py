@@ -1,0 +1,418 @@
+"""The one reconcile entry point every front-end calls: observe an engine, then bring each
+LocalModel on it to the desired state, step by step, and say how it went.
+
+The daemon, the CLI and the Kubernetes operator all use `EngineReconciler`:
+
+    observation = await reconciler.observe()            # 3 requests, shared by all models
+    outcome = await reconciler.reconcile(key, model, observation)
+    ... publish outcome.status; come back after outcome.requeue_after (or the drift interval)
+
+Each call is level-triggered: it compares the spec with what the engine reports now and acts on
+the difference, whatever event caused the call. The only memory kept between calls is what makes
+it cheap and polite (failure counts for backoff, a permanent error not to resend, pulls already
+done for this spec); a new process re-derives everything else from the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from controller.engine.client import EngineClient
+from controller.engine.compare import config_differences
+from controller.engine.errors import EngineError, EngineRejected, NotFound, PullFailed, RunnerBusy
+from controller.engine.types import PullProgress, RunnerInfo
+from controller.plan import (
+    CheckLiveRunner,
+    Configure,
+    Evict,
+    Observation,
+    Plan,
+    Preload,
+    Pull,
+    backoff_delay,
+    effective_mode,
+    find_model,
+    find_stored,
+    plan_model,
+)
+from controller.spec import LocalModel, LocalModelSpec
+from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
+from controller.wire import backend_for_format
+
+log = logging.getLogger("localmodel.reconcile")
+
+# A reconcile re-plans after every step; a plan that has not settled after this many steps is a bug
+# in the plan (or an engine that keeps changing under us), not something to loop on.
+MAX_STEPS = 8
+# After a configure the engine loads the model in the background; look at the runner again soon.
+LOADING_RECHECK_SECONDS = 5.0
+
+EventSink = Callable[[str, str, str, str], None]  # (key, "Normal" | "Warning", reason, message)
+ProgressSink = Callable[[str, EngineStatus], None]
+
+
+@dataclass
+class _Memory:
+    """What one model's reconciles remember about it on one engine. All of it may be lost."""
+
+    fingerprint: str
+    failures: int = 0
+    pulled: set[str] = field(default_factory=set)
+    stalled: EngineStatus | None = None  # a permanent error for this exact spec
+    live_ok: bool = False  # the loaded runner was checked to run the desired config
+    applied_once: bool = False  # this process applied or verified this spec at least once
+    last_applied_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: EngineStatus
+    requeue_after: float | None  # None: come back on the next drift pass or spec change
+
+
+@dataclass(frozen=True)
+class FinalizeOutcome:
+    done: bool
+    message: str
+    error: EngineError | None = None
+
+
+def spec_fingerprint(spec: LocalModelSpec) -> str:
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EngineReconciler:
+    """Reconciles LocalModels against one engine. Safe to call concurrently for different keys."""
+
+    def __init__(
+        self,
+        name: str,
+        client: EngineClient,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        jitter: Callable[[], float] = random.random,
+        on_event: EventSink | None = None,
+        on_progress: ProgressSink | None = None,
+        preload_timeout: float = 300.0,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self._clock = clock
+        self._jitter = jitter
+        self._on_event = on_event or (lambda *_: None)
+        self._on_progress = on_progress or (lambda *_: None)
+        self._preload_timeout = preload_timeout
+        self._memory: dict[str, _Memory] = {}
+
+    # ---- observe -------------------------------------------------------------------------------
+
+    async def observe(self) -> Observation:
+        """One round of reads shared by every model on this engine. Never raises."""
+        try:
+            models, configs, runners = await asyncio.gather(
+                self.client.list_models(), self.client.stored_configs(), self.client.ps()
+            )
+        except EngineError as exc:
+            return Observation(self.name, error=exc)
+        return Observation(self.name, tuple(models), tuple(configs), tuple(runners))
+
+    # ---- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self, key: str, model: LocalModel, observation: Observation) -> Outcome:
+        spec = model.spec
+        generation = model.metadata.generation
+        memory = self._remember(key, spec)
+        if memory.stalled is not None and memory.stalled.reason not in _RECHECKED_EACH_PASS:
+            return Outcome(replace(memory.stalled, observed_generation=generation), None)
+        if observation.error is not None:
+            return self._failed(key, memory, observation.error, generation, None)
+
+        pulled_now: set[str] = set()
+        configured: Configure | None = None
+        live_config: dict[str, Any] | None = None
+        live_checked = memory.live_ok
+        plan = Plan()
+        try:
+            for _ in range(MAX_STEPS):
+                plan = plan_model(spec, observation, pulled=frozenset(memory.pulled),
+                                  configured_now=configured is not None,
+                                  live_config=live_config, live_checked=live_checked)
+                if plan.runner is None:  # nothing loaded: nothing to check until a runner appears
+                    memory.live_ok = live_checked = False
+                if plan.blocked is not None or not plan.actions:
+                    break
+                for action in plan.actions:
+                    if isinstance(action, Pull):
+                        observation = await self._pull(key, action, observation, generation)
+                        memory.pulled.add(action.ref)
+                        pulled_now.add(action.ref)
+                    elif isinstance(action, Configure):
+                        observation = await self._configure(key, spec, action, observation, plan)
+                        configured = action
+                        memory.live_ok = live_checked = False
+                        live_config = None
+                    elif isinstance(action, CheckLiveRunner):
+                        live_config = await self._live_config(plan)
+                        live_checked = True
+                        memory.live_ok = live_config is None or not config_differences(
+                            plan.request.body, live_config, backend=plan.backend)  # type: ignore[union-attr]
+                    elif isinstance(action, Evict):
+                        observation = await self._evict(key, action, observation, plan)
+                        live_checked, live_config = False, None
+                    elif isinstance(action, Preload):
+                        observation = await self._preload(key, action, observation, plan, spec)
+            else:
+                raise EngineError(f"plan did not settle after {MAX_STEPS} steps; last plan: {plan.actions}")
+        except EngineError as exc:
+            return self._failed(key, memory, exc, generation, plan)
+
+        if plan.blocked is not None:
+            status = self._status(plan, generation, Phase.STALLED, plan.blocked.reason, plan.blocked.message,
+                                  memory, stalled=not plan.blocked.retryable)
+            if plan.blocked.retryable:
+                memory.failures += 1
+                return Outcome(replace(status, phase=Phase.RETRYING), self._backoff(memory))
+            memory.stalled = status
+            self._on_event(key, "Warning", plan.blocked.reason.value, plan.blocked.message)
+            return Outcome(status, None)
+
+        memory.failures = 0
+        memory.stalled = None
+        if configured is not None:
+            memory.last_applied_time = self._clock()
+        reason = Reason.APPLIED
+        if configured is not None and memory.applied_once:
+            reason = Reason.DRIFT_REPAIRED
+        memory.applied_once = True
+        status = self._status(plan, generation, Phase.READY, reason,
+                              _ready_message(plan, configured), memory, ready=True)
+        requeue = None
+        if plan.runner is not None and plan.runner.loading:
+            requeue = LOADING_RECHECK_SECONDS  # check the runner's own config once it has loaded
+        return Outcome(status, requeue)
+
+    def forget(self, key: str) -> None:
+        self._memory.pop(key, None)
+
+    # ---- finalize ------------------------------------------------------------------------------
+
+    async def finalize(self, key: str, model: LocalModel, observation: Observation | None = None) -> FinalizeOutcome:
+        """Apply `deletionPolicy` for a LocalModel that is gone: Unload (evict and drop its stored
+        config), Delete (also remove the model from the store) or Retain (nothing)."""
+        spec = model.spec
+        self.forget(key)
+        if spec.deletion_policy == "Retain":
+            return FinalizeOutcome(True, "deletionPolicy Retain: left the engine as it is")
+        try:
+            if observation is None or observation.error is not None:
+                observation = await self.observe()
+                if observation.error is not None:
+                    raise observation.error
+            info = find_model(observation.models, spec.model)
+            if info is None:
+                return FinalizeOutcome(True, f"{spec.model} is not in the engine's store; nothing to unload")
+            backend = spec.backend or backend_for_format(info.format)
+            # models + backend deletes the stored configs for that backend and model and evicts
+            # every mode (dmr-api.md 6, unload).
+            await self.client.unload(models=[spec.model], backend=backend)
+            message = f"unloaded {spec.model} and dropped its stored config on {backend}"
+            self._on_event(key, "Normal", "Unloaded", message)
+            if spec.deletion_policy == "Delete":
+                try:
+                    await self.client.delete_model(spec.model)
+                    message += "; deleted the model from the engine's store"
+                    self._on_event(key, "Normal", "Deleted", f"deleted {spec.model} from the engine's store")
+                except NotFound:
+                    message += "; the model was already gone from the store"
+                except EngineError as exc:
+                    if exc.status != 409:
+                        raise
+                    warning = (f"{spec.model} has other tags, so the engine refused to delete it without "
+                               f"force; left in the store (remove it with: docker model rm --force {spec.model})")
+                    self._on_event(key, "Warning", "DeleteRefused", warning)
+                    message += "; " + warning
+            return FinalizeOutcome(True, message)
+        except EngineError as exc:
+            self._on_event(key, "Warning", exc.reason, f"deletionPolicy {spec.deletion_policy} failed: {exc}")
+            return FinalizeOutcome(False, str(exc), exc)
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    async def _pull(self, key: str, action: Pull, observation: Observation, generation: int | None) -> Observation:
+        log.info("pulling %s on %s (%s)", action.ref, self.name, action.why)
+        layers: dict[str, tuple[int, int]] = {}
+
+        def progress(line: PullProgress) -> None:
+            if line.layer:
+                layers[line.layer] = (line.current or 0, layers.get(line.layer, (0, 0))[1] or 0)
+            total = line.total or None
+            done = sum(current for current, _ in layers.values())
+            self._on_progress(key, EngineStatus(
+                engine=self.name, phase=Phase.PULLING, reason=Reason.PULLING,
+                message=f"pulling {action.ref}: {line.message}".strip(),
+                pull=PullProgressInfo(done, total), observed_generation=generation))
+
+        result = await self.client.pull(action.ref, on_progress=progress)
+        info = await self.client.get_model(action.ref)
+        self._on_event(key, "Normal", "Pulled", f"{action.ref}: {result.message}")
+        return observation.with_model(info)
+
+    async def _configure(self, key: str, spec: LocalModelSpec, action: Configure,
+                         observation: Observation, plan: Plan) -> Observation:
+        request = action.request
+        await self.client.configure(request.body, backend=request.backend)
+        # Read back what the engine stored, and the runners (a configure evicts an idle runner and
+        # starts a background load; a runner that was loading keeps its old config).
+        configs, runners = await asyncio.gather(
+            self.client.stored_configs(model=spec.model), self.client.ps())
+        assert plan.model is not None and plan.backend is not None
+        stored = find_stored(configs, plan.model, plan.backend, effective_mode(spec))
+        if stored is None:
+            raise _VerifyFailed(f"the engine accepted the config for {spec.model} but does not report it back")
+        differences = config_differences(request.body, stored.config, backend=plan.backend)
+        if differences:
+            raise _VerifyFailed("the engine did not keep: " + "; ".join(differences))
+        if action.why == "drift":
+            what = "; ".join(action.differences)
+            self._on_event(key, "Normal", Reason.DRIFT_REPAIRED.value,
+                           f"re-applied the config of {spec.model} on {self.name}: {what}")
+        else:
+            self._on_event(key, "Normal", Reason.APPLIED.value,
+                           f"applied and verified the config of {spec.model} on {self.name}")
+        kept = tuple(c for c in observation.configs if c is not stored and not (
+            c.backend == stored.backend and c.model_id == stored.model_id and c.mode == stored.mode))
+        return replace(observation, configs=kept + (stored,), runners=tuple(runners))
+
+    async def _live_config(self, plan: Plan) -> dict[str, Any] | None:
+        assert plan.model is not None
+        for entry in await self.client.runner_configs(model=plan.request.body["model"]):  # type: ignore[union-attr]
+            if entry.model_id == plan.model.id:
+                return entry.config
+        return None
+
+    async def _evict(self, key: str, action: Evict, observation: Observation, plan: Plan) -> Observation:
+        # `models` without `backend` evicts every mode and keeps the stored configs (dmr-api.md 6).
+        await self.client.unload(models=[action.ref])
+        self._on_event(key, "Normal", "RunnerEvicted",
+                       f"evicted the idle runner of {action.ref}, which ran an older config: "
+                       + "; ".join(action.differences))
+        runners = tuple(r for r in observation.runners if r is not plan.runner)
+        return replace(observation, runners=runners)
+
+    async def _preload(self, key: str, action: Preload, observation: Observation, plan: Plan,
+                       spec: LocalModelSpec) -> Observation:
+        await self.client.preload(action.ref, backend=action.backend, timeout=self._preload_timeout)
+        self._on_event(key, "Normal", "Preloaded", f"loaded {action.ref} so the first request is warm")
+        loaded = RunnerInfo(backend=plan.backend or "", model=action.ref, mode=effective_mode(spec),
+                            in_use=False, loading=False, keep_alive=None, last_used=None)
+        return replace(observation, runners=observation.runners + (loaded,))
+
+    # ---- status --------------------------------------------------------------------------------
+
+    def _remember(self, key: str, spec: LocalModelSpec) -> _Memory:
+        fingerprint = spec_fingerprint(spec)
+        memory = self._memory.get(key)
+        if memory is None or memory.fingerprint != fingerprint:
+            applied_once = memory.applied_once if memory is not None else False
+            memory = _Memory(fingerprint=fingerprint, applied_once=applied_once)
+            self._memory[key] = memory
+        return memory
+
+    def _backoff(self, memory: _Memory) -> float:
+        return backoff_delay(memory.failures, self._jitter())
+
+    def _failed(self, key: str, memory: _Memory, exc: EngineError, generation: int | None,
+                plan: Plan | None) -> Outcome:
+        reason = _reason_for(exc)
+        message = _error_message(exc, plan)
+        if exc.retryable:
+            memory.failures += 1
+            delay = self._backoff(memory)
+            status = self._status(plan, generation, Phase.RETRYING, reason,
+                                  f"{message} (retrying in {delay:.0f}s)", memory, last_error=message)
+            log.warning("%s on %s: %s (attempt %d, retry in %.1fs)", key, self.name, message,
+                        memory.failures, delay)
+            if memory.failures == 1 or memory.failures % 10 == 0:
+                self._on_event(key, "Warning", reason.value, message)
+            return Outcome(status, delay)
+        status = self._status(plan, generation, Phase.STALLED, reason, message, memory,
+                              stalled=True, last_error=message)
+        memory.stalled = status
+        log.error("%s on %s: %s (stalled until the spec changes)", key, self.name, message)
+        self._on_event(key, "Warning", reason.value, message)
+        return Outcome(status, None)
+
+    def _status(self, plan: Plan | None, generation: int | None, phase: Phase, reason: Reason,
+                message: str, memory: _Memory, *, ready: bool = False, stalled: bool = False,
+                last_error: str | None = None) -> EngineStatus:
+        plan = plan or Plan()
+        return EngineStatus(
+            engine=self.name,
+            phase=phase,
+            reason=reason,
+            message=message,
+            ready=ready,
+            stalled=stalled,
+            backend=plan.backend,
+            model_id=plan.model.id if plan.model else None,
+            applied_config=dict(plan.stored.config) if plan.stored else None,
+            loaded=plan.runner is not None and not plan.runner.loading,
+            last_error=last_error,
+            last_applied_time=memory.last_applied_time,
+            notes=plan.notes,
+            observed_generation=generation,
+        )
+
+
+class _VerifyFailed(EngineError):
+    retryable = True
+    reason = "VerifyFailed"
+
+
+# Stalled reasons that the next observation can clear without a spec change (someone pulls the
+# model by hand for pullPolicy Never): re-planned on every pass, which costs no request.
+_RECHECKED_EACH_PASS = {Reason.MODEL_NOT_PRESENT}
+
+
+def _reason_for(exc: EngineError) -> Reason:
+    if isinstance(exc, EngineRejected):
+        return Reason.FLAG_REJECTED
+    if isinstance(exc, RunnerBusy):
+        return Reason.RUNNER_BUSY
+    if isinstance(exc, PullFailed):
+        return Reason.PULL_FAILED
+    if isinstance(exc, NotFound):
+        return Reason.MODEL_NOT_FOUND
+    if isinstance(exc, _VerifyFailed):
+        return Reason.VERIFY_FAILED
+    try:
+        return Reason(exc.reason)
+    except ValueError:
+        return Reason.ENGINE_ERROR
+
+
+def _error_message(exc: EngineError, plan: Plan | None) -> str:
+    if isinstance(exc, EngineRejected):
+        return f"the engine rejected the config: {exc.message} (fix the spec; the engine's allowlist decides)"
+    if isinstance(exc, RunnerBusy):
+        return f"the runner is busy serving a request ({exc.message}); the config is applied once it is idle"
+    return str(exc)
+
+
+def _ready_message(plan: Plan, configured: Configure | None) -> str:
+    verb = "applied and verified" if configured is not None else "verified"
+    loaded = ", loaded" if plan.runner is not None and not plan.runner.loading else ""
+    model = plan.request.body["model"] if plan.request else "model"
+    return f"{model} on {plan.backend}: config {verb}{loaded}"
