@@ -1,0 +1,3 @@
+module localmodel.test/peers/fake-llama-server
+
+go 1.26.0
