@@ -1,0 +1,39 @@
+# Two entry points for a new machine (README): `make demo` and `make test`.
+# Both create .venv with the package installed; nothing else is needed beyond Python 3.11 (and Go for the real peers).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast peers bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# The main job: the daemon keeps examples/ applied on the embedded DMR emulator (Ctrl-C to stop).
+demo: $(STAMP)
+	$(BIN)/localmodel watch examples --emulator --interval 10 --status-addr 127.0.0.1:9464
+
+# Builds (or reuses) the real peers, then runs every test: unit, contract, end-to-end, peers.
+test: $(STAMP)
+	LOCALMODEL_PEERS_FILE=$(VENV)/peers.env; \
+	  tests/peers/build > $$LOCALMODEL_PEERS_FILE || true; \
+	  LOCALMODEL_PEERS_FILE=$$LOCALMODEL_PEERS_FILE $(BIN)/pytest
+
+# Everything that needs no Go build.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m 'not peers'
+
+peers:
+	tests/peers/build
+
+bench: $(STAMP)
+	$(BIN)/python bench/daemon_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
