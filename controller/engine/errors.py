@@ -81,3 +81,25 @@ class ServerError(EngineError):
 
     retryable = True
     reason = "EngineError"
+
+
+class PullRejected(PullFailed):
+    """A pull refused before streaming for a reason a retry cannot fix: 401 (credentials), 422 (unsupported
+    media type). The spec (model reference or token) has to change."""
+
+    retryable = False
+    reason = "PullRejected"
+
+
+class DeleteConflict(EngineError):
+    """409 on `DELETE /models/{name}`: the model has several tags. Delete one tag, or delete with force."""
+
+    retryable = False
+    reason = "DeleteConflict"
+
+
+class BackendNotInstalled(ServerError):
+    """412 on inference/preload: the backend (vLLM, ...) is not installed in this engine."""
+
+    retryable = False
+    reason = "BackendNotInstalled"

@@ -67,3 +67,12 @@ class Endpoint:
     prefix: str = ""
     uds: str | None = None  # Unix socket path, for Docker Desktop's engine socket
     source: str = "explicit"  # explicit | MODEL_RUNNER_HOST | docker model status | default
+
+
+@dataclass(frozen=True)
+class LiveRunnerConfig:
+    """One entry of `GET /engines/requests` that has a live runner: the config that runner was started with.
+    It can differ from the stored config (a runner that was loading or busy during a configure)."""
+
+    model_id: str  # sha256:... as the engine reports it
+    config: dict[str, Any]

@@ -1,0 +1,452 @@
+"""Async HTTP client for one Docker Model Runner engine (dmr-api.md is the contract).
+
+Every method sends exactly one request and either returns parsed values (controller.engine.types)
+or raises a typed error (controller.engine.errors) that carries the HTTP status, the URL and the
+engine's own text. The engine answers errors in plain text (`http.Error`), validation errors with
+500 and busy runners with 409, so the status code alone decides the error type per route.
+
+    async with EngineClient("http://127.0.0.1:12434") as engine:
+        await engine.pull("ai/smollm2")
+        await engine.configure({"model": "ai/smollm2", "context-size": 8192})
+        stored = await engine.stored_configs("ai/smollm2")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import httpx
+
+from controller import __version__, wire
+from controller.engine.errors import (
+    BackendNotInstalled,
+    BadRequest,
+    DeleteConflict,
+    EngineError,
+    EngineRejected,
+    EngineUnreachable,
+    LoadFailed,
+    NotFound,
+    PullFailed,
+    PullRejected,
+    RunnerBusy,
+    ServerError,
+)
+from controller.engine.types import (
+    Endpoint,
+    LiveRunnerConfig,
+    ModelInfo,
+    PullProgress,
+    PullResult,
+    RunnerInfo,
+    StoredConfig,
+)
+
+PULL_LINE_TIMEOUT = 300.0  # seconds allowed between two lines of a pull stream
+PRELOAD_TIMEOUT = 300.0  # the engine itself waits up to 300 s for a runner to become ready
+
+ErrorMap = Mapping[int, type[EngineError]]
+T = TypeVar("T")
+
+# Status codes every route shares; each method adds its own.
+_COMMON: ErrorMap = {400: BadRequest, 404: NotFound}
+
+
+class EngineClient:
+    """One engine, one connection pool. Not thread-safe; share it between tasks of one event loop."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint | str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(url=endpoint)
+        self.name = name or self.endpoint.url
+        self.timeout = timeout
+        self.requests_sent = 0
+        self._base = self.endpoint.url.rstrip("/") + self.endpoint.prefix
+        if transport is None and self.endpoint.uds:
+            transport = httpx.AsyncHTTPTransport(uds=self.endpoint.uds)
+        # No Origin header, ever: the engine's CORS middleware answers 403 to unknown origins.
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            http2=False,
+            headers={"User-Agent": f"localmodel/{__version__}", "Accept": "application/json"},
+        )
+
+    async def __aenter__(self) -> EngineClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"EngineClient({self.name!r}, {self._base!r})"
+
+    # -- health and inventory ---------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        """True when the engine answers `GET /` with 200; False when it is unreachable or answers otherwise."""
+        try:
+            response = await self._send("GET", wire.ROUTE_ROOT)
+        except EngineUnreachable:
+            return False
+        return response.status_code == 200
+
+    async def version(self) -> str:
+        """`GET /version`: the engine's version (`v1.2.6`, `dev` for an unversioned build)."""
+        return await self._get(wire.ROUTE_VERSION, lambda body: _field(body, wire.VERSION, str, "version"))
+
+    async def status(self) -> dict[str, str]:
+        """`GET /engines/status`: backend name -> status text (`Running: llama.cpp ...`, `Not Installed: ...`)."""
+        return await self._get(wire.ROUTE_ENGINES_STATUS, lambda body: _mapping_of(body, str, "engine status"))
+
+    async def df(self) -> dict[str, int]:
+        """`GET /engines/df`: disk usage in bytes (`models_disk_usage`, `default_backend_disk_usage`)."""
+        return await self._get(wire.ROUTE_DF, lambda body: _mapping_of(body, int, "disk usage"))
+
+    async def list_models(self) -> list[ModelInfo]:
+        """`GET /models`: the models in the local store."""
+        return await self._get(wire.ROUTE_MODELS, lambda body: [_parse_model(item) for item in _list(body)])
+
+    async def get_model(self, ref: str) -> ModelInfo:
+        """`GET /models/{ref}`; raises NotFound when the model is not in the local store."""
+        return await self._get(wire.model_path(ref), _parse_model)
+
+    # -- pull and delete -------------------------------------------------------------------
+
+    async def pull(
+        self,
+        ref: str,
+        *,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        bearer_token: str | None = None,
+    ) -> PullResult:
+        """`POST /models/create`, reading the NDJSON progress stream line by line.
+
+        The stream has no total timeout; it fails if the engine stays silent for PULL_LINE_TIMEOUT seconds.
+        An `error` line, or a stream that ends without a `success` line, raises PullFailed.
+        """
+        body: dict[str, Any] = {wire.PULL_FROM: ref}
+        if bearer_token:
+            body[wire.BEARER_TOKEN] = bearer_token
+        timeout = httpx.Timeout(self.timeout, read=PULL_LINE_TIMEOUT)
+        errors: ErrorMap = {**_COMMON, 401: PullRejected, 422: PullRejected, 500: PullFailed}
+        success: PullProgress | None = None
+        url = self._url(wire.ROUTE_PULL)
+        async with self._stream("POST", wire.ROUTE_PULL, json=body, timeout=timeout) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise _error(response, errors)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                progress = _parse_progress(line, response)
+                if on_progress is not None:
+                    on_progress(progress)
+                if progress.type == wire.LINE_ERROR:
+                    raise PullFailed(progress.message or "pull failed", status=200, url=url)
+                if progress.type == wire.LINE_SUCCESS:
+                    success = progress
+        if success is None:
+            raise PullFailed("pull stream ended without success", status=200, url=url)
+        return PullResult(message=success.message, cached=success.message.startswith("Using cached model"))
+
+    async def delete_model(self, ref: str, *, force: bool = False) -> None:
+        """`DELETE /models/{ref}[?force=true]`. A model with several tags needs `force` (DeleteConflict)."""
+        params = {wire.QUERY_FORCE: "true"} if force else None
+        response = await self._send("DELETE", wire.model_path(ref), params=params)
+        if response.status_code == 409:
+            text = _text(response)
+            raise DeleteConflict(
+                f"{text}: {ref} has several tags; delete one tag, or delete with force",
+                status=409,
+                url=str(response.request.url),
+            )
+        _check(response, _COMMON)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    async def configure(self, body: dict[str, Any], *, backend: str | None = None) -> None:
+        """`POST /engines[/{backend}]/_configure` with the full desired config (the engine replaces, never merges).
+
+        202 means stored (or unchanged). 409 RunnerBusy: a request is in flight on the runner and the stored
+        config is unchanged. 500 EngineRejected: a flag or hf-overrides key refused, with the engine's text.
+        """
+        response = await self._send("POST", wire.configure_path(backend), json=body)
+        _check(response, {**_COMMON, 409: RunnerBusy, 500: EngineRejected})
+
+    async def stored_configs(self, model: str | None = None) -> list[StoredConfig]:
+        """`GET /engines/_configure[?model=]`: the configs the next load of each (backend, model, mode) will use.
+
+        The filter matches the model's resolved ID, so a config stored before the pull is not found by it.
+        """
+        params = {wire.QUERY_MODEL: model} if model is not None else None
+        return await self._get(
+            wire.ROUTE_STORED_CONFIGS, lambda body: [_parse_stored(item) for item in _list(body)], params=params
+        )
+
+    async def runner_configs(self, model: str | None = None) -> list[LiveRunnerConfig]:
+        """`GET /engines/requests[?model=]`: the config each live runner was started with (entries without one
+        are skipped). Compare with `stored_configs` to find a runner still serving an older config."""
+        params = {wire.QUERY_MODEL: model} if model is not None else None
+        return await self._get(
+            wire.ROUTE_REQUESTS,
+            lambda body: [live for live in map(_parse_live, _list(body)) if live is not None],
+            params=params,
+        )
+
+    async def ps(self) -> list[RunnerInfo]:
+        """`GET /engines/ps`: runners that are loaded or loading."""
+        return await self._get(wire.ROUTE_PS, lambda body: [_parse_runner(item) for item in _list(body)])
+
+    async def unload(
+        self, *, models: list[str] | None = None, backend: str | None = None, all: bool = False
+    ) -> int:
+        """`POST /engines/unload`; returns how many idle runners were evicted (busy ones stay).
+
+        `all=True` also deletes every stored config; `models` with a `backend` deletes those models' configs
+        on that backend; `models` alone evicts on every backend and deletes no config.
+        """
+        body = {
+            wire.UNLOAD_ALL: all,
+            wire.UNLOAD_BACKEND: backend or "",
+            wire.UNLOAD_MODELS: list(models or []),
+        }
+        response = await self._send("POST", wire.ROUTE_UNLOAD, json=body)
+        _check(response, _COMMON)
+        return _read(response, lambda body: _field(body, wire.UNLOADED_RUNNERS, int, "unload answer"))
+
+    async def preload(self, model: str, *, backend: str | None = None, timeout: float = PRELOAD_TIMEOUT) -> None:
+        """Load the model's runner now and wait until it is ready (`X-Preload-Only: true` on the chat route).
+
+        500 LoadFailed with the engine's text (bad arguments, a crash); 412 BackendNotInstalled.
+        """
+        response = await self._send(
+            "POST",
+            wire.chat_completions_path(backend),
+            json={wire.MODEL: model},
+            headers={wire.PRELOAD_ONLY_HEADER: "true"},
+            timeout=httpx.Timeout(self.timeout, read=timeout),
+        )
+        _check(response, {**_COMMON, 412: BackendNotInstalled, 500: LoadFailed})
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self._base + path
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        url = self._url(path)
+        self.requests_sent += 1
+        with _unreachable_on_transport_error(url):
+            return await self._http.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+
+    @asynccontextmanager
+    async def _stream(
+        self, method: str, path: str, *, json: Any, timeout: httpx.Timeout
+    ) -> AsyncIterator[httpx.Response]:
+        url = self._url(path)
+        self.requests_sent += 1
+        with _unreachable_on_transport_error(url):
+            async with self._http.stream(method, url, json=json, timeout=timeout) as response:
+                yield response
+
+    async def _get(
+        self, path: str, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None
+    ) -> T:
+        response = await self._send("GET", path, params=params)
+        _check(response, _COMMON)
+        return _read(response, parse)
+
+
+@contextmanager
+def _unreachable_on_transport_error(url: str) -> Iterator[None]:
+    """Turns httpx transport failures (refused, reset, DNS, timeouts) into EngineUnreachable naming the URL."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise EngineUnreachable(f"engine did not answer in time ({type(exc).__name__}) at {url}", url=url) from exc
+    except httpx.TransportError as exc:
+        detail = str(exc) or type(exc).__name__
+        raise EngineUnreachable(f"cannot reach the engine at {url}: {detail}", url=url) from exc
+
+
+# -- status codes ---------------------------------------------------------------------------
+
+
+def _text(response: httpx.Response) -> str:
+    """The engine's plain-text answer without Go's trailing newline."""
+    return response.text.strip()
+
+
+def _error(response: httpx.Response, errors: ErrorMap) -> EngineError:
+    status = response.status_code
+    text = _text(response)
+    cls = errors.get(status, ServerError)
+    message = text or f"HTTP {status} {response.reason_phrase}".strip()
+    if cls is ServerError:
+        message = f"unexpected answer {status}: {message}"
+    return cls(message, status=status, url=str(response.request.url))
+
+
+def _check(response: httpx.Response, errors: ErrorMap) -> None:
+    if not response.is_success:
+        raise _error(response, errors)
+
+
+# -- parsing (defensive: a malformed answer is a ServerError, never a KeyError) -----------------
+
+
+class _Malformed(ValueError):
+    """Raised by the parsers below; `_read` turns it into a ServerError with the status and URL."""
+
+
+def _read(response: httpx.Response, parse: Callable[[Any], T]) -> T:
+    """Decode the JSON body and parse it; a malformed answer becomes a ServerError naming what was wrong."""
+    try:
+        return parse(_decode(response.text))
+    except _Malformed as exc:
+        raise _malformed_error(response, str(exc)) from exc
+
+
+def _malformed_error(response: httpx.Response, detail: str) -> ServerError:
+    request = response.request
+    return ServerError(
+        f"malformed answer from the engine to {request.method} {request.url.path}: {detail}",
+        status=response.status_code,
+        url=str(request.url),
+    )
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Malformed(f"not JSON ({exc}): {text[:200]!r}") from exc
+
+
+def _as(value: Any, kind: type[T], what: str) -> T:
+    # bool is an int in Python; JSON true is never a valid count or size.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Malformed(f"{what}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []  # Go encodes an empty (nil) slice as null
+    return _as(value, list, "body")
+
+
+def _mapping_of(value: Any, kind: type[T], what: str) -> dict[str, T]:
+    return {str(k): _as(v, kind, f"{what} {k!r}") for k, v in _as(value, dict, what).items()}
+
+
+def _field(obj: Any, key: str, kind: type[T], what: str, default: T | None = None) -> T:
+    """`obj[key]` checked against `kind`; missing or null gives `default`, or is malformed without one."""
+    if not isinstance(obj, dict):
+        raise _Malformed(f"{what}: expected an object, got {obj!r}")
+    if obj.get(key) is None:
+        if default is None:
+            raise _Malformed(f"{what}: missing {key!r}")
+        return default
+    return _as(obj[key], kind, f"{what} field {key!r}")
+
+
+def _optional(obj: dict[str, Any], key: str, kind: type[T], what: str) -> T | None:
+    value = obj.get(key)
+    return None if value is None else _as(value, kind, f"{what} field {key!r}")
+
+
+def _parse_model(item: Any) -> ModelInfo:
+    what = "model"
+    model_id = _field(item, wire.MODEL_ID, str, what)
+    tags = _field(item, wire.MODEL_TAGS, list, what, default=[])
+    config = _field(item, wire.MODEL_CONFIG, dict, what, default={})
+    return ModelInfo(
+        id=model_id,
+        tags=tuple(_as(tag, str, f"{what} tag") for tag in tags),
+        format=_optional(config, wire.MODEL_FORMAT, str, what),
+        context_size=_optional(config, wire.MODEL_CONTEXT_SIZE, int, what),
+        size=_optional(config, wire.MODEL_SIZE, str, what),
+        raw=item,
+    )
+
+
+def _parse_stored(item: Any) -> StoredConfig:
+    what = "stored config entry"
+    return StoredConfig(
+        backend=_field(item, wire.ENTRY_BACKEND, str, what),
+        model=_field(item, wire.ENTRY_MODEL, str, what, default=""),
+        model_id=_field(item, wire.ENTRY_MODEL_ID, str, what),
+        mode=_field(item, wire.ENTRY_MODE, str, what, default=wire.COMPLETION),
+        config=_field(item, wire.ENTRY_CONFIG, dict, what, default={}),
+    )
+
+
+def _parse_live(item: Any) -> LiveRunnerConfig | None:
+    what = "requests entry"
+    config = _field(item, wire.REQUESTS_CONFIG, dict, what, default={})
+    if not config:
+        return None  # no live runner for this model
+    return LiveRunnerConfig(model_id=_field(item, wire.REQUESTS_MODEL, str, what), config=config)
+
+
+def _parse_runner(item: Any) -> RunnerInfo:
+    what = "runner"
+    last_used = _field(item, wire.PS_LAST_USED, str, what, default="")
+    return RunnerInfo(
+        backend=_field(item, wire.PS_BACKEND, str, what),
+        model=_field(item, wire.PS_MODEL, str, what),
+        mode=_field(item, wire.PS_MODE, str, what, default=wire.COMPLETION),
+        in_use=_field(item, wire.PS_IN_USE, bool, what, default=False),
+        loading=_field(item, wire.PS_LOADING, bool, what, default=False),
+        keep_alive=_optional(item, wire.PS_KEEP_ALIVE, str, what),
+        last_used=None if last_used in ("", wire.GO_ZERO_TIME) else last_used,
+    )
+
+
+def _parse_progress(line: str, response: httpx.Response) -> PullProgress:
+    try:
+        return _progress(_decode(line))
+    except _Malformed as exc:
+        raise _malformed_error(response, str(exc)) from exc
+
+
+def _progress(item: Any) -> PullProgress:
+    what = "pull progress line"
+    layer = _field(item, wire.PROGRESS_LAYER, dict, what, default={})
+    return PullProgress(
+        type=_field(item, wire.PROGRESS_TYPE, str, what),
+        message=_field(item, wire.PROGRESS_MESSAGE, str, what, default=""),
+        total=_optional(item, wire.PROGRESS_TOTAL, int, what),
+        current=_optional(layer, wire.LAYER_CURRENT, int, what),
+        layer=_optional(layer, wire.LAYER_ID, str, what),
+    )
