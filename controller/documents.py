@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -193,20 +193,18 @@ def _yaml_error(exc: yaml.YAMLError, file: str | None) -> SpecError:
     return SpecError(file, line, None, "", message)
 
 
-def _compose(text: str, file: str | None, result: LoadResult) -> list[yaml.Node]:
-    """The document nodes of `text`; a syntax error is recorded and ends the stream."""
-    nodes: list[yaml.Node] = []
+def _documents(text: str, file: str | None, result: LoadResult) -> Iterator[yaml.Node]:
+    """The document nodes of `text`, one at a time; a syntax error is recorded and ends the stream."""
     loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
-                nodes.append(node)
+                yield node
     except yaml.YAMLError as exc:
         result.errors.append(_yaml_error(exc, file))
     finally:
         loader.dispose()
-    return nodes
 
 
 def _locate(node: yaml.Node, loc: Loc) -> int:
@@ -272,7 +270,7 @@ class _Document:
 def load_text(text: str, file: str | None = None) -> LoadResult:
     """Load every LocalModel in `text` (one YAML stream); `file` labels errors and sources."""
     result = LoadResult(files=[file] if file else [])
-    for node in _compose(text, file, result):
+    for node in _documents(text, file, result):
         try:
             data = _Loader("").construct_document(node)
         except yaml.YAMLError as exc:
@@ -361,12 +359,12 @@ def _load_model_entry(doc: _Document, key: Any, entry: Any, taken: set[str], ref
         doc.note(base, f"skipped: provider {provider!r} is not dmr (Docker Model Runner)")
         return
     name = _unique(doc, base, dns_name(str(key)), taken)
+    if isinstance(entry.get("model"), str):
+        refs.setdefault(canonical_ref(entry["model"]), name)  # even if invalid: agents' refs mean this entry
     spec = _entry_spec(doc, base, entry, name)
-    translate = _translator(base)
-    model = doc.parse(_localmodel(name, spec), base, translate)
+    model = doc.parse(_localmodel(name, spec), base, _translator(base))
     if model is not None:
         doc.add(model, base)
-        refs.setdefault(canonical_ref(model.spec.model), name)
 
 
 def _entry_spec(doc: _Document, base: Loc, entry: Mapping[Any, Any], name: str) -> dict[str, Any]:
