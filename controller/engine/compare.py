@@ -80,8 +80,8 @@ def effective_flags(config: Mapping[str, Any]) -> list[str]:
 
 
 def effective_mode(desired_body: Mapping[str, Any]) -> str:
-    """The mode the engine stores a body under: `mode` if given, `embedding` if the flags are exactly
-    `--embeddings`, else `completion` (dmr-api.md 3.3 step 5)."""
+    """The mode the engine stores a body under: `mode` if given, `embedding` if the flags contain the token
+    `--embeddings`, else `completion` (dmr-api.md 3.3 step 5; the engine uses `slices.Contains`)."""
     mode = desired_body.get(wire.MODE)
     if mode:
         return str(mode)
@@ -89,7 +89,7 @@ def effective_mode(desired_body: Mapping[str, Any]) -> str:
         flags = effective_flags(desired_body)
     except ValueError:
         return wire.COMPLETION
-    return wire.EMBEDDING if flags == ["--embeddings"] else wire.COMPLETION
+    return wire.EMBEDDING if "--embeddings" in flags else wire.COMPLETION
 
 
 def find_stored_config(

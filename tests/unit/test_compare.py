@@ -110,7 +110,8 @@ def test_backend_ignores_blocks_it_never_reads(backend: str | None, expected: li
         ({"model": "ai/x", "mode": "reranking"}, "reranking"),
         ({"model": "ai/x", "runtime-flags": ["--embeddings"]}, "embedding"),
         ({"model": "ai/x", "raw-runtime-flags": "--embeddings"}, "embedding"),
-        ({"model": "ai/x", "runtime-flags": ["--embeddings", "-t", "2"]}, "completion"),
+        ({"model": "ai/x", "runtime-flags": ["-t", "2", "--embeddings"]}, "embedding"),
+        ({"model": "ai/x", "runtime-flags": ["--embeddings=false"]}, "completion"),
         ({"model": "ai/x", "runtime-flags": ["--embedding"]}, "completion"),
     ],
 )
