@@ -1,0 +1,543 @@
+"""HTTP layer of the emulator: DMR's routes on aiohttp, rendering `EmulatorState` the way the Go server does.
+
+Fidelity details kept on purpose: error bodies are `text/plain; charset=utf-8` with the message and
+a newline (Go's http.Error); JSON bodies end with a newline and escape `<`, `>`, `&` (Go's encoder);
+unknown paths answer `404 page not found` (`not found` under /engines and /models) and wrong
+methods `405 Method Not Allowed`; a pull that fails midway has already answered 200, so it ends
+with an `error` line and then the plain-text http.Error line the Go handler appends.
+The control API under /_emulator/ is documented in `controller.emulator`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from controller import wire
+from controller.emulator.catalog import Artifact, format_size
+from controller.emulator.config import DecodeError, decode_object, plain
+from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
+from controller.engine.errors import EngineError
+
+VERSION = "v1.2.9-emulator"
+MAX_BODY = 10 * 1024 * 1024
+CONTROL_PREFIX = "/_emulator/"
+_CORS_PREFIXES = ("/models", "/engines", "/v1/", "/rerank", "/score")
+_STATE_KEY = web.AppKey("state", EmulatorState)
+_INFERENCE_OPS = ("v1/chat/completions", "v1/completions", "v1/embeddings", "v1/images/generations", "rerank", "score")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def go_error(status: int, message: str) -> web.Response:
+    """Go's http.Error: plain text, the message plus a newline."""
+    response = web.Response(status=status, text=message + "\n", content_type="text/plain", charset="utf-8")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def go_json_text(value: Any) -> str:
+    """json.Encoder output: compact, `<`, `>`, `&` escaped, newline-terminated."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") + "\n"
+
+
+def go_json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=go_json_text(value), content_type="application/json")
+
+
+def _html_escape(text: str) -> str:
+    """Go's html.EscapeString."""
+    return (
+        text.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
+    )
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[_STATE_KEY]
+
+
+# --- middlewares -----------------------------------------------------------------------------
+
+@web.middleware
+async def go_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Engine errors and aiohttp's routing misses, rendered as the Go server renders them."""
+    try:
+        return await handler(request)
+    except EngineError as exc:
+        return go_error(exc.status or 500, exc.message)
+    except web.HTTPMethodNotAllowed as exc:
+        response = go_error(405, "Method Not Allowed")
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        inner = request.path.startswith(("/engines/", "/models/"))
+        return go_error(404, "not found" if inner else "404 page not found")
+
+
+@web.middleware
+async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts requests per route (for tests and benchmarks) and applies the configured latency."""
+    if request.path.startswith(CONTROL_PREFIX):
+        return await handler(request)
+    state = _state(request)
+    resource = request.match_info.route.resource
+    state.count(f"{request.method} {resource.canonical if resource else request.path}")
+    if state.latency > 0:
+        await asyncio.sleep(state.latency)
+    return await handler(request)
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """pkg/middleware/cors.go on /models, /engines and their aliases: a foreign Origin gets 403."""
+    origin = request.headers.get("Origin", "")
+    if not origin or not request.path.startswith(_CORS_PREFIXES):
+        return await handler(request)
+    if origin not in _state(request).allowed_origins:
+        return go_error(403, "Origin not allowed")
+    if request.method == "OPTIONS":
+        response = web.Response(status=204)
+        response.headers.update({
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": "GET, POST, DELETE",
+            "Access-Control-Allow-Headers": "*",
+        })
+        return response
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = origin
+    return response
+
+
+# --- health ----------------------------------------------------------------------------------
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="Docker Model Runner is running", content_type="text/plain", charset="utf-8")
+
+
+async def version(request: web.Request) -> web.Response:
+    return go_json({"version": VERSION})
+
+
+# --- /models ---------------------------------------------------------------------------------
+
+async def list_models(request: web.Request) -> web.Response:
+    return go_json([m.to_json() for m in _state(request).models.values()])
+
+
+async def get_model(request: web.Request) -> web.Response:
+    state = _state(request)
+    name = request.match_info["name"]
+    model = state.lookup(name) or state.find_by_short_name(name)
+    if model is None:
+        return go_error(404, "model not found")
+    return go_json(model.to_json())
+
+
+async def delete_model(request: web.Request) -> web.Response:
+    force = request.query.get("force")
+    forced = force is not None and (force == "" or force.lower() in ("1", "t", "true"))
+    return go_json(_state(request).delete_model(request.match_info["name"], forced))
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    """POST /models/create: at most two pulls at once; progress lines, then success (or an error line)."""
+    state = _state(request)
+    try:
+        fields = decode_object(await request.read(), ("from", "bearer-token"))
+        ref = fields.get("from")
+        if ref is not None and not isinstance(ref, str):
+            raise DecodeError("from must be a string")
+    except DecodeError:
+        return go_error(400, "invalid request body")
+    async with state.pull_slots:
+        artifact, tag = state.pull_target(ref or "")
+        as_json = request.headers.get("Accept") == "application/json"
+        response = web.StreamResponse(status=200)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Type"] = "application/json" if as_json else "text/plain"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+
+        async def send(line: dict[str, Any]) -> None:
+            text = json.dumps(line, separators=(",", ":")) + "\n"
+            await response.write((text if as_json else _html_escape(text)).encode())
+
+        if artifact.digest in state.models:
+            state.add_model(artifact, tag)
+            await send(_pull_line("success", f"Using cached model: {format_size(artifact.size_bytes)}"))
+        else:
+            failure, state.pull_failure = state.pull_failure, None
+            lines = _progress_lines(artifact, failure)
+            for line in lines:
+                await send(line)
+                if state.pull_seconds:
+                    await asyncio.sleep(state.pull_seconds / len(lines))
+            if failure is not None:
+                await send(_pull_line("error", f"Error: {failure.message}"))
+                await response.write(
+                    f"error while pulling model: writing image to store: {failure.message}\n".encode()
+                )
+            else:
+                state.add_model(artifact, tag)
+                await send(_pull_line("success", "Model pulled successfully"))
+        await response.write_eof()
+        return response
+
+
+def _pull_line(kind: str, message: str, total: int = 0, layer: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": kind, "message": message, "total": total, "layer": layer or {"size": 0, "current": 0}, "mode": "pull"}
+
+
+def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dict[str, Any]]:
+    """Four progress lines per layer; with a failure, only those up to `after_bytes` (default: half)."""
+    total = artifact.size_bytes
+    stop_at = total // 2 if failure is not None and failure.after_bytes is None else None
+    if failure is not None and failure.after_bytes is not None:
+        stop_at = failure.after_bytes
+    per_layer = total // artifact.layers
+    lines = []
+    done = 0
+    for index in range(artifact.layers):
+        size = per_layer if index < artifact.layers - 1 else total - per_layer * (artifact.layers - 1)
+        layer_id = "sha256:" + hashlib.sha256(f"{artifact.digest}/{index}".encode()).hexdigest()
+        for step in (1, 2, 3, 4):
+            current = size * step // 4
+            if stop_at is not None and done + current > stop_at:
+                return lines
+            lines.append(_pull_line(
+                "progress", f"Downloaded: {current / 1024 / 1024:.2f} MB", total,
+                {"id": layer_id, "size": size, "current": current},
+            ))
+        done += size
+    return lines
+
+
+# --- /engines management ---------------------------------------------------------------------
+
+async def status(request: web.Request) -> web.Response:
+    return go_json(BACKEND_STATUS)
+
+
+async def ps(request: web.Request) -> web.Response:
+    return go_json(_state(request).running())
+
+
+async def df(request: web.Request) -> web.Response:
+    return go_json(_state(request).disk_usage())
+
+
+async def unload(request: web.Request) -> web.Response:
+    body = await request.read()
+    if len(body) > MAX_BODY:
+        return go_error(400, "request too large")
+    try:
+        fields = decode_object(body, ("all", "backend", "models"))
+        all_, backend, models = fields.get("all"), fields.get("backend"), plain(fields.get("models"))
+        if all_ is not None and not isinstance(all_, bool):
+            raise DecodeError("all must be a boolean")
+        if backend is not None and not isinstance(backend, str):
+            raise DecodeError("backend must be a string")
+        if models is not None and not (isinstance(models, list) and all(isinstance(m, (str, type(None))) for m in models)):
+            raise DecodeError("models must be an array of strings")
+    except DecodeError:
+        return go_error(400, "invalid request")
+    count = _state(request).unload(bool(all_), backend or "", [m or "" for m in models or []])
+    return go_json({"unloaded_runners": count})
+
+
+async def configure(request: web.Request) -> web.Response:
+    state = _state(request)
+    backend = request.match_info.get("backend")
+    if backend is not None and backend not in wire.BACKENDS:
+        return go_error(404, "backend not found")
+    body = await request.read()
+    if len(body) > MAX_BODY:
+        return go_error(400, "request too large")
+    used_backend, model = state.configure(backend, body)
+    state.spawn(state.preload(used_backend, model))
+    return web.Response(status=202)
+
+
+async def get_configs(request: web.Request) -> web.Response:
+    return go_json(_state(request).config_entries(request.query.get("model") or None))
+
+
+async def requests_view(request: web.Request) -> web.Response:
+    return go_json(_state(request).requests_view(request.query.get("model") or None))
+
+
+async def openai_models(request: web.Request) -> web.Response:
+    state = _state(request)
+    name = request.match_info.get("name")
+    models = list(state.models.values()) if name is None else [state.local_model(name)]
+    data = [
+        {
+            "id": m.tags[0] if m.tags else m.id, "object": "model", "created": 1742816981, "owned_by": "docker",
+            "dmr": {k: v for k, v in {
+                "context_window": m.artifact.context_size, "architecture": m.artifact.architecture,
+                "parameters": m.artifact.parameters, "quantization": m.artifact.quantization,
+                "size": format_size(m.artifact.size_bytes),
+            }.items() if v},
+        }
+        for m in models
+    ]
+    return go_json(data[0] if name is not None else {"object": "list", "data": data})
+
+
+# --- inference -------------------------------------------------------------------------------
+
+def _mode_for_path(path: str) -> str:
+    if path.endswith("/v1/embeddings"):
+        return wire.EMBEDDING
+    if path.endswith(("/rerank", "/score")):
+        return wire.RERANKING
+    if path.endswith("/v1/images/generations"):
+        return wire.IMAGE_GENERATION
+    return wire.COMPLETION
+
+
+async def inference(request: web.Request) -> web.Response:
+    """OpenAI inference: load (or reuse) the runner with the stored config, answer a tiny canned result."""
+    state = _state(request)
+    backend = request.match_info.get("backend")
+    if backend is not None and backend not in wire.BACKENDS:
+        return go_error(404, "backend not found")
+    body = await request.read()
+    if len(body) > MAX_BODY:
+        return go_error(400, "request too large")
+    try:
+        model = decode_object(body, (wire.MODEL,)).get(wire.MODEL)
+        if model is not None and not isinstance(model, str):
+            raise DecodeError("model must be a string")
+    except DecodeError:
+        return go_error(400, "invalid request")
+    if not model:
+        return go_error(400, "model is required")
+    runner = await state.acquire(backend, model, _mode_for_path(request.path))
+    try:
+        if request.headers.get(wire.PRELOAD_ONLY_HEADER) == "true":
+            return web.Response(status=200)
+        answer = _canned_answer(request.path, model)
+        _record(state, runner, request, body, answer)
+        return go_json(answer)
+    finally:
+        state.release(runner)
+
+
+def _record(state: EmulatorState, runner: Runner, request: web.Request, body: bytes, answer: Any) -> None:
+    now = state.now()
+    state.record(runner, {
+        "id": f"{runner.model_id}_{int(now * 1e9)}",
+        "model": runner.model_ref,
+        "method": request.method,
+        "url": request.path,
+        "request": body.decode(errors="replace"),
+        "response": json.dumps(answer, separators=(",", ":")),
+        "timestamp": int(now),
+        "status_code": 200,
+        **({"user_agent": request.headers["User-Agent"]} if request.headers.get("User-Agent") else {}),
+    })
+
+
+def _canned_answer(path: str, model: str) -> dict[str, Any]:
+    created = int(time.time())
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    if path.endswith("/v1/embeddings"):
+        return {"object": "list", "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2, 0.3]}]}
+    if path.endswith(("/rerank", "/score")):
+        return {"model": model, "results": [{"index": 0, "relevance_score": 1.0}], "usage": usage}
+    if path.endswith("/v1/images/generations"):
+        return {"created": created, "data": []}
+    if path.endswith("/v1/completions"):
+        return {"id": "cmpl-emulator", "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": "Hello from the DMR emulator.", "finish_reason": "stop"}],
+                "usage": usage}
+    return {"id": "chatcmpl-emulator", "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "Hello from the DMR emulator."}}],
+            "usage": usage}
+
+
+# --- control API -----------------------------------------------------------------------------
+
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=go_json_text({"error": f"invalid JSON: {exc}"}), content_type="application/json")
+    if not isinstance(value, dict):
+        raise web.HTTPBadRequest(text=go_json_text({"error": "expected a JSON object"}), content_type="application/json")
+    return value
+
+
+def _control_error(message: str, status: int = 400) -> web.Response:
+    return go_json({"error": message}, status=status)
+
+
+def _number(body: dict[str, Any], key: str, default: float | None = None) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise web.HTTPBadRequest(
+            text=go_json_text({"error": f"'{key}' must be a number >= 0"}), content_type="application/json"
+        )
+    return float(value)
+
+
+def _runner_json(runner: Runner | None) -> dict[str, Any] | None:
+    if runner is None:
+        return None
+    return {"backend": runner.backend, "model_id": runner.model_id, "model_ref": runner.model_ref,
+            "mode": runner.mode, "loading": runner.loading, "in_use": runner.in_use,
+            "config": runner.config.to_json()}
+
+
+async def control_restart(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.restart()
+    return go_json({"boot_id": state.boot_id})
+
+
+async def control_runner_flag(request: web.Request) -> web.Response:
+    """POST /_emulator/busy and /_emulator/loading."""
+    body = await _control_body(request)
+    flag = "busy" if request.path.endswith("/busy") else "loading"
+    model, value = body.get("model"), body.get(flag, True)
+    if not isinstance(model, str) or not model or not isinstance(value, bool):
+        return _control_error(f"body must be {{\"model\": REF, \"{flag}\": true|false, \"backend\"?, \"mode\"?}}")
+    setter = _state(request).set_busy if flag == "busy" else _state(request).set_loading
+    try:
+        runner = setter(model, value, body.get("backend"), body.get("mode"))
+    except EngineError as exc:
+        return _control_error(exc.message, exc.status or 400)
+    return go_json({"runner": _runner_json(runner)})
+
+
+async def control_fail_next_pull(request: web.Request) -> web.Response:
+    body = await _control_body(request)
+    after = body.get("after_bytes")
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        return _control_error("'after_bytes' must be an integer >= 0")
+    message = body.get("message", "failed to download layer: unexpected EOF")
+    if not isinstance(message, str):
+        return _control_error("'message' must be a string")
+    _state(request).pull_failure = PullFailure(after, message)
+    return go_json({"armed": True})
+
+
+async def control_latency(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.latency = _number(await _control_body(request), "seconds")
+    return go_json({"seconds": state.latency})
+
+
+async def control_conflicts(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.pending_conflicts = int(_number(await _control_body(request), "count"))
+    return go_json({"count": state.pending_conflicts})
+
+
+async def control_advance(request: web.Request) -> web.Response:
+    state = _state(request)
+    evicted = state.advance(_number(await _control_body(request), "seconds"))
+    return go_json({"evicted": evicted, "now": state.now()})
+
+
+async def control_state(request: web.Request) -> web.Response:
+    return go_json(_state(request).snapshot())
+
+
+async def control_reset_counters(request: web.Request) -> web.Response:
+    _state(request).counters.clear()
+    return go_json({"counters": {}})
+
+
+async def control_catalog(request: web.Request) -> web.Response:
+    """Add an artifact to the registry (and to the store when "pulled": true)."""
+    body = await _control_body(request)
+    pulled = body.pop("pulled", False)
+    if "tags" in body and isinstance(body["tags"], list):
+        body["tags"] = tuple(body["tags"])
+    try:
+        artifact = Artifact(**body)
+    except TypeError as exc:
+        return _control_error(f"invalid artifact: {exc}")
+    state = _state(request)
+    state.catalog.add(artifact)
+    if pulled:
+        for ref in artifact.refs():
+            found = state.catalog.lookup(ref)
+            if found is not None:
+                state.add_model(*found)
+    return go_json({"id": artifact.digest, "refs": artifact.refs()})
+
+
+# --- application -----------------------------------------------------------------------------
+
+def create_app(state: EmulatorState | None = None, *, eviction_interval: float = 1.0) -> web.Application:
+    """The emulator as an aiohttp application. A periodic task evicts idle runners every `eviction_interval`."""
+    app = web.Application(middlewares=[go_errors, count_and_delay, cors], client_max_size=4 * MAX_BODY)
+    app[_STATE_KEY] = state or EmulatorState()
+    routes = app.router
+    routes.add_get("/", root)
+    routes.add_get("/version", version)
+    routes.add_get("/models", list_models)
+    routes.add_post("/models/create", pull)
+    routes.add_get("/models/{name:.+}", get_model)
+    routes.add_delete("/models/{name:.+}", delete_model)
+    routes.add_get("/engines/status", status)
+    routes.add_get("/engines/ps", ps)
+    routes.add_get("/engines/df", df)
+    routes.add_post("/engines/unload", unload)
+    routes.add_get("/engines/requests", requests_view)
+    routes.add_get("/engines/_configure", get_configs)
+    routes.add_post("/engines/_configure", configure)
+    routes.add_post("/engines/{backend}/_configure", configure)
+    for prefix in ("/engines", "/engines/{backend}", ""):
+        for op in _INFERENCE_OPS:
+            routes.add_post(f"{prefix}/{op}", inference)
+        routes.add_get(f"{prefix}/v1/models", openai_models)
+        routes.add_get(f"{prefix}/v1/models/{{name:.+}}", openai_models)
+    routes.add_post(CONTROL_PREFIX + "restart", control_restart)
+    routes.add_post(CONTROL_PREFIX + "busy", control_runner_flag)
+    routes.add_post(CONTROL_PREFIX + "loading", control_runner_flag)
+    routes.add_post(CONTROL_PREFIX + "fail-next-pull", control_fail_next_pull)
+    routes.add_post(CONTROL_PREFIX + "latency", control_latency)
+    routes.add_post(CONTROL_PREFIX + "conflicts", control_conflicts)
+    routes.add_post(CONTROL_PREFIX + "advance", control_advance)
+    routes.add_get(CONTROL_PREFIX + "state", control_state)
+    routes.add_post(CONTROL_PREFIX + "reset-counters", control_reset_counters)
+    routes.add_post(CONTROL_PREFIX + "catalog", control_catalog)
+    app.cleanup_ctx.append(_periodic_eviction(eviction_interval))
+    return app
+
+
+def _periodic_eviction(interval: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def evictor(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                app[_STATE_KEY].evict_idle()
+
+        task = asyncio.get_running_loop().create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return evictor

@@ -1,0 +1,168 @@
+"""The emulated registry: which models a pull can fetch, and what they look like once stored.
+
+Each `Artifact` is one model artifact (one digest). Tags of the same repository that name the same
+artifact share it, as `ai/smollm2:latest` and `ai/smollm2:360M-Q4_K_M` do on Docker Hub; a model
+pulled under both then carries two tags (which matters for `DELETE /models/{id}`, dmr-api.md 6).
+
+A catalog file (`localmodel emulator --catalog FILE`) is a JSON or YAML list of artifacts, each
+`{"name": "ai/x", "tags": ["latest", "1B"], "format": "gguf", "context_size": 4096,
+"size_bytes": 1000000, "quantization": "Q4_K_M", "parameters": "1 B", "architecture": "llama"}`;
+only `name` is required. Entries are added to the default catalog (a tag already there is replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller import wire
+from controller.refs import canonical_ref, qualified_ref
+
+_HF_SHORT = "hf.co/"
+_HF_LONG = "huggingface.co/"
+_MIB = 1024 * 1024
+_CREATED = 1742816981  # a fixed creation time keeps GET /models stable across runs
+
+
+def store_key(ref: str) -> str:
+    """The comparison key of a tag reference. Like DMR, `hf.co/...` is the same as `huggingface.co/...`."""
+    ref = ref.strip()
+    if ref.lower().startswith(_HF_SHORT):
+        ref = _HF_LONG + ref[len(_HF_SHORT):]
+    return canonical_ref(ref)
+
+
+def stored_tag(ref: str) -> str:
+    """The tag as current DMR stores it: registry-qualified, name lowercased, tag kept as written."""
+    ref = ref.strip()
+    if ref.lower().startswith(_HF_SHORT):
+        ref = _HF_LONG + ref[len(_HF_SHORT):]
+    qualified = qualified_ref(ref)
+    slash = qualified.rfind("/")
+    colon = qualified.rfind(":")
+    if colon > slash:
+        return qualified[:colon].lower() + qualified[colon:]
+    return qualified.lower()
+
+
+def format_size(size_bytes: int) -> str:
+    """Sizes as DMR's `config.size` shows them (go-units HumanSize style, binary units)."""
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.2f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One pullable model artifact and the tags (of its repository) that point at it."""
+
+    name: str  # repository, e.g. "ai/smollm2"
+    tags: tuple[str, ...] = ("latest",)
+    format: str = wire.FORMAT_GGUF
+    context_size: int | None = None
+    size_bytes: int = 100 * _MIB
+    quantization: str = "Q4_K_M"
+    parameters: str = ""
+    architecture: str = "llama"
+    layers: int = 1
+
+    @property
+    def digest(self) -> str:
+        """Deterministic `sha256:<hex>` from the repository and its first tag."""
+        seed = f"{store_key(self.name)}@{self.tags[0]}".encode()
+        return "sha256:" + hashlib.sha256(seed).hexdigest()
+
+    def refs(self) -> list[str]:
+        return [f"{self.name}:{tag}" for tag in self.tags]
+
+    def config_json(self) -> dict[str, Any]:
+        """`config` of GET /models (types.Config, omitempty)."""
+        config: dict[str, Any] = {"format": self.format}
+        for key, value in (
+            ("quantization", self.quantization),
+            ("parameters", self.parameters),
+            ("architecture", self.architecture),
+            ("size", format_size(self.size_bytes)),
+        ):
+            if value:
+                config[key] = value
+        if self.format == wire.FORMAT_GGUF and self.architecture:
+            config["gguf"] = {"general.architecture": self.architecture}
+        if self.format == wire.FORMAT_SAFETENSORS and self.architecture:
+            config["safetensors"] = {"architecture": self.architecture}
+        if self.context_size is not None:
+            config["context_size"] = self.context_size
+        return config
+
+
+DEFAULT_ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("ai/smollm2", ("latest", "360M-Q4_K_M"), context_size=8192, size_bytes=268_836_256,
+             quantization="IQ2_XXS/Q4_K_M", parameters="361.82 M"),
+    Artifact("ai/smollm2", ("135M-Q4_0",), context_size=8192, size_bytes=91_733_568,
+             quantization="Q4_0", parameters="134.52 M"),
+    Artifact("ai/qwen3", ("latest", "8B"), context_size=40960, size_bytes=5_030_000_000,
+             quantization="Q4_K_M", parameters="8.19 B", architecture="qwen3", layers=2),
+    Artifact("ai/qwen3", ("14B",), context_size=40960, size_bytes=9_000_000_000,
+             quantization="Q4_K_M", parameters="14.77 B", architecture="qwen3", layers=2),
+    Artifact("ai/qwen3", ("0.6B-F16",), context_size=40960, size_bytes=1_500_000_000,
+             quantization="F16", parameters="751.63 M", architecture="qwen3"),
+    Artifact("ai/llama3.2", ("latest", "3B"), context_size=131072, size_bytes=2_019_000_000,
+             quantization="Q4_K_M", parameters="3.21 B"),
+    Artifact("ai/embeddinggemma", ("latest",), context_size=2048, size_bytes=323_000_000,
+             quantization="Q8_0", parameters="307.58 M", architecture="gemma-embedding"),
+    Artifact("ai/smollm2-vllm", ("latest",), format=wire.FORMAT_SAFETENSORS, context_size=8192,
+             size_bytes=724_000_000, quantization="", parameters="361.82 M", architecture="LlamaForCausalLM"),
+    Artifact("hf.co/bartowski/SmolLM2-135M-Instruct-GGUF", ("latest", "Q4_K_M"), context_size=8192,
+             size_bytes=105_000_000, parameters="134.52 M"),
+)
+
+
+class Catalog:
+    """Tag reference -> artifact. Lookups are O(1) by normalised reference."""
+
+    def __init__(self, artifacts: tuple[Artifact, ...] | list[Artifact] = DEFAULT_ARTIFACTS) -> None:
+        self._by_key: dict[str, tuple[Artifact, str]] = {}
+        for artifact in artifacts:
+            self.add(artifact)
+
+    def add(self, artifact: Artifact) -> None:
+        for ref in artifact.refs():
+            self._by_key[store_key(ref)] = (artifact, stored_tag(ref))
+
+    def lookup(self, ref: str) -> tuple[Artifact, str] | None:
+        """The artifact a reference names and the tag it will be stored under, or None."""
+        return self._by_key.get(store_key(ref))
+
+    def refs(self) -> list[str]:
+        return sorted(tag for _, tag in self._by_key.values())
+
+
+def load_artifacts(path: str | Path) -> list[Artifact]:
+    """Read a catalog file (JSON, or YAML when the suffix is .yaml/.yml)."""
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError(f"catalog {path}: expected a list of artifacts, got {type(data).__name__}")
+    artifacts = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError(f"catalog {path}: entry {index} needs a string 'name' (e.g. \"ai/smollm2\")")
+        fields = dict(item)
+        if "tags" in fields:
+            fields["tags"] = tuple(fields["tags"])
+        try:
+            artifacts.append(Artifact(**fields))
+        except TypeError as exc:
+            raise ValueError(f"catalog {path}: entry {index}: {exc}") from None
+    return artifacts
