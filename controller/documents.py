@@ -255,10 +255,12 @@ class _Document:
         try:
             return parse_localmodel(data, file=self.file, line=line)
         except SpecInvalid as exc:
+            located = []
             for error in exc.errors:
                 loc = translate(error.loc) if translate else (*prefix, *error.loc)
                 path = format_path(loc) if translate else error.path
-                self.result.errors.append(replace(error, line=self.line(loc), path=path, loc=loc))
+                located.append(replace(error, line=self.line(loc), path=path, loc=loc))
+            self.result.errors.extend(sorted(located, key=lambda e: e.line or 0))
         except RecursionError:
             self.error(prefix, "recursive YAML aliases are not allowed in a LocalModel")
         return None
