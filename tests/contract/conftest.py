@@ -1,0 +1,136 @@
+"""The engine behind the contract tests: one fixture, `engine`, parametrised over engine kinds.
+
+Every test talks to the engine through `engine.client` (an EngineClient over real HTTP on loopback)
+and names models through the `Engine` fields, never by hard-coded references, so that the same test
+runs against every kind:
+
+- `emulator`: controller.emulator on a free loopback port, with its control API (`engine.control`).
+- a real Docker Model Runner (tests/support/peers.py `dmr_server`) can be added to ENGINE_KINDS with
+  a `_start_<kind>` function that yields an `Engine` with `control=None`.
+
+Tests that need the control API (busy runners, failing pulls, latency, clock) carry
+`@pytest.mark.emulator_only("why")` and are skipped with that reason on kinds without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.emulator import running_emulator
+from controller.engine.client import EngineClient
+
+
+class EmulatorControl:
+    """The emulator's control API under /_emulator/ (see controller.emulator for the routes)."""
+
+    def __init__(self, url: str) -> None:
+        self._http = httpx.AsyncClient(base_url=f"{url}/_emulator/", timeout=10.0)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self._http.request(method, route, json=body)
+        assert response.status_code == 200, f"control {route}: {response.status_code} {response.text}"
+        return response.json()
+
+    async def restart(self) -> None:
+        await self._call("POST", "restart")
+
+    async def busy(self, model: str, busy: bool = True, *, backend: str | None = None) -> None:
+        await self._call("POST", "busy", _without_none({"model": model, "busy": busy, "backend": backend}))
+
+    async def loading(self, model: str, loading: bool = True, *, backend: str | None = None) -> None:
+        await self._call("POST", "loading", _without_none({"model": model, "loading": loading, "backend": backend}))
+
+    async def fail_next_pull(self, message: str, *, after_bytes: int | None = None) -> None:
+        await self._call("POST", "fail-next-pull", _without_none({"message": message, "after_bytes": after_bytes}))
+
+    async def latency(self, seconds: float) -> None:
+        await self._call("POST", "latency", {"seconds": seconds})
+
+    async def conflicts(self, count: int) -> None:
+        await self._call("POST", "conflicts", {"count": count})
+
+    async def state(self) -> dict[str, Any]:
+        return await self._call("GET", "state")
+
+
+def _without_none(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@dataclass
+class Engine:
+    """A running engine and the models it offers. Pulled at start: `model`, `draft_model`, `vllm_model`."""
+
+    kind: str
+    url: str
+    client: EngineClient
+    control: EmulatorControl | None
+    restart: Callable[[], Awaitable[None]]  # restart the engine process: stored configs are lost
+    model: str  # GGUF
+    draft_model: str  # a smaller GGUF model, for speculative decoding
+    fresh_model: str  # pullable, not pulled at start
+    second_tag: str | None  # another tag of `model`'s artifact, not pulled at start
+    vllm_model: str | None  # safetensors, served by vLLM; None when the engine has no vLLM
+
+    @property
+    def ctl(self) -> EmulatorControl:
+        """The control API, for tests marked emulator_only."""
+        assert self.control is not None, "this test needs @pytest.mark.emulator_only"
+        return self.control
+
+    def needs_vllm(self) -> str:
+        if self.vllm_model is None:
+            pytest.skip(f"the {self.kind} engine has no vLLM model")
+        return self.vllm_model
+
+
+@asynccontextmanager
+async def _start_emulator() -> AsyncIterator[Engine]:
+    model, draft, vllm = "ai/smollm2:latest", "ai/smollm2:135M-Q4_0", "ai/smollm2-vllm"
+    async with (
+        running_emulator(load_seconds=0, preload_models=[model, draft, vllm]) as emulator,
+        EngineClient(emulator.url, name="emulator") as client,
+    ):
+        control = EmulatorControl(emulator.url)
+        try:
+            yield Engine(
+                kind="emulator",
+                url=emulator.url,
+                client=client,
+                control=control,
+                restart=control.restart,
+                model=model,
+                draft_model=draft,
+                fresh_model="ai/embeddinggemma",
+                second_tag="ai/smollm2:360M-Q4_K_M",
+                vllm_model=vllm,
+            )
+        finally:
+            await control.aclose()
+
+
+ENGINE_KINDS: dict[str, Callable[[], AbstractAsyncContextManager[Engine]]] = {"emulator": _start_emulator}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "emulator_only(reason): needs the emulator's control API; skipped on a real engine"
+    )
+
+
+@pytest.fixture(params=sorted(ENGINE_KINDS))
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    marker = request.node.get_closest_marker("emulator_only")
+    if marker is not None and request.param != "emulator":
+        pytest.skip(f"needs the emulator control API: {marker.args[0] if marker.args else 'no reason given'}")
+    async with ENGINE_KINDS[request.param]() as started:
+        yield started
