@@ -184,7 +184,8 @@ def _yaml_error(exc: yaml.YAMLError, file: str | None) -> SpecError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
     if isinstance(exc, yaml.constructor.ConstructorError):
-        message = f"{exc.problem}" if exc.problem else str(exc)
+        problem = exc.problem or str(exc)
+        message = problem if problem.startswith("duplicate key") else f"unsupported YAML: {problem}"
     elif isinstance(exc, yaml.MarkedYAMLError):
         parts = [p for p in (exc.context, exc.problem) if p]
         message = "YAML syntax error: " + ", ".join(parts) if parts else f"YAML syntax error: {exc}"
