@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from controller.spec import (
 )
 
 Loc = tuple[Any, ...]
+Translate = Callable[[Loc], Loc]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 DMR_PROVIDER = "dmr"
@@ -250,7 +251,7 @@ class _Document:
         path = format_path(loc)
         self.result.notes.append(f"{where}: {path}: {text}" if path else f"{where}: {text}")
 
-    def parse(self, data: Any, prefix: Loc, translate: Any = None) -> LocalModel | None:
+    def parse(self, data: Any, prefix: Loc, translate: Translate | None = None) -> LocalModel | None:
         """Validate a LocalModel at `prefix`; errors are re-pointed at the fields' lines (and paths, via `translate`)."""
         line = self.line(prefix)
         try:
@@ -477,7 +478,7 @@ def _put(spec: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-def _translator(base: Loc) -> Any:
+def _translator(base: Loc) -> Translate:
     """Maps a LocalModel error location (`spec.vllm.hfOverrides.x`) to the docker-agent file's own keys."""
 
     def translate(loc: Loc) -> Loc:
