@@ -1,0 +1,92 @@
+"""Runners over HTTP: preload, ps, the live-runner view (`/engines/requests`) and unload (dmr-api.md 4, 6, 8)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.engine.compare import config_differences
+from controller.engine.errors import LoadFailed, NotFound
+from tests.contract.conftest import Engine
+
+
+async def test_preload_starts_a_runner_with_the_stored_config(engine: Engine) -> None:
+    body = {"model": engine.model, "context-size": 4096, "keep_alive": "10m"}
+    await engine.client.configure(body)
+    await engine.client.preload(engine.model)
+    (runner,) = [r for r in await engine.client.ps() if r.model == engine.model]
+    assert (runner.backend, runner.mode, runner.keep_alive) == ("llama.cpp", "completion", "10m0s")
+    assert not runner.loading and not runner.in_use
+    model = await engine.client.get_model(engine.model)
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert live.model_id == model.id
+    assert config_differences(body, live.config) == []
+
+
+async def test_a_runner_without_a_stored_config_uses_the_packaged_context_size(engine: Engine) -> None:
+    await engine.client.preload(engine.model)
+    model = await engine.client.get_model(engine.model)
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert live.config == {"context-size": model.context_size}
+
+
+async def test_preload_of_an_unknown_model_is_not_found(engine: Engine) -> None:
+    with pytest.raises(NotFound):
+        await engine.client.preload("ai/no-such-model:1B")
+
+
+async def test_out_of_range_gpu_memory_is_accepted_then_fails_at_load(engine: Engine) -> None:
+    vllm_model = engine.needs_vllm()
+    await engine.client.configure({"model": vllm_model, "vllm": {"gpu-memory-utilization": 1.5}}, backend="vllm")
+    with pytest.raises(LoadFailed) as caught:
+        await engine.client.preload(vllm_model, backend="vllm")
+    assert "gpu-memory-utilization must be between 0.0 and 1.0" in caught.value.message
+    assert caught.value.status == 500
+
+
+@pytest.mark.emulator_only("holds a runner in the loading state across a configure")
+async def test_runner_loading_during_configure_keeps_the_old_config(engine: Engine) -> None:
+    model = await engine.client.get_model(engine.model)
+    assert model.context_size not in (None, 2048)
+    await engine.ctl.loading(engine.model)  # starts with no stored config: the packaged context size
+    wanted = {"model": engine.model, "context-size": 2048}
+    await engine.client.configure(wanted)  # 202: a loading runner is not looked at
+    await engine.ctl.loading(engine.model, False)
+    stored = await engine.client.stored_configs(engine.model)
+    assert [config_differences(wanted, e.config) for e in stored] == [[]]
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert config_differences(wanted, live.config) == [f"context-size: want 2048, engine has {model.context_size}"]
+
+
+async def test_unload_all_evicts_runners_and_forgets_configs(engine: Engine) -> None:
+    await engine.client.configure({"model": engine.model, "context-size": 4096})
+    await engine.client.preload(engine.model)
+    assert await engine.client.unload(all=True) == 1
+    assert await engine.client.ps() == []
+    assert await engine.client.stored_configs() == []
+    assert await engine.client.runner_configs() == []
+
+
+async def test_unload_models_on_a_backend_forgets_only_their_configs(engine: Engine) -> None:
+    await engine.client.configure({"model": engine.model, "context-size": 4096})
+    await engine.client.configure({"model": engine.draft_model, "context-size": 2048})
+    await engine.client.preload(engine.model)
+    assert await engine.client.unload(models=[engine.model], backend="llama.cpp") == 1
+    assert await engine.client.stored_configs(engine.model) == []
+    assert [e.config for e in await engine.client.stored_configs(engine.draft_model)] == [{"context-size": 2048}]
+
+
+async def test_unload_models_without_a_backend_keeps_the_configs(engine: Engine) -> None:
+    await engine.client.configure({"model": engine.model, "context-size": 4096})
+    await engine.client.preload(engine.model)
+    assert await engine.client.unload(models=[engine.model]) == 1
+    assert await engine.client.ps() == []
+    assert [e.config for e in await engine.client.stored_configs(engine.model)] == [{"context-size": 4096}]
+
+
+@pytest.mark.emulator_only("marks the runner busy")
+async def test_unload_leaves_busy_runners(engine: Engine) -> None:
+    await engine.client.preload(engine.model)
+    await engine.ctl.busy(engine.model)
+    assert await engine.client.unload(all=True) == 0
+    (runner,) = await engine.client.ps()
+    assert runner.in_use and runner.last_used is None
