@@ -1,0 +1,223 @@
+"""The reconcile core (controller/reconcile.py) against an engine over real HTTP on loopback.
+
+Each test drives `EngineReconciler` the way every front-end does (observe once, reconcile, look at
+the outcome) and checks what the engine holds afterwards through the client, not through the
+reconciler's own account of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.engine.client import EngineClient
+from controller.engine.compare import config_differences
+from controller.reconcile import EngineReconciler, Outcome
+from controller.spec import LocalModel, parse_localmodel
+from controller.status import Phase, Reason
+from tests.contract.conftest import Engine
+
+
+def localmodel(name: str = "m", **spec: Any) -> LocalModel:
+    return parse_localmodel({"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel",
+                             "metadata": {"name": name, "generation": 1}, "spec": spec})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.progress: list[Any] = []
+
+    def event(self, key: str, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+def reconciler_for(engine: Engine, recorder: Recorder | None = None, **options: Any) -> EngineReconciler:
+    recorder = recorder or Recorder()
+    return EngineReconciler(engine.kind, engine.client, on_event=recorder.event,
+                            on_progress=lambda key, status: recorder.progress.append(status),
+                            jitter=lambda: 0.0, **options)
+
+
+async def run(reconciler: EngineReconciler, model: LocalModel) -> Outcome:
+    return await reconciler.reconcile(model.name, model, await reconciler.observe())
+
+
+async def stored_config(engine: Engine, ref: str) -> dict[str, Any] | None:
+    entries = await engine.client.stored_configs(model=ref)
+    return entries[0].config if entries else None
+
+
+async def test_pulls_configures_and_verifies_a_new_model(engine: Engine) -> None:
+    recorder = Recorder()
+    model = localmodel(model=engine.fresh_model, contextSize=4096, keepAlive="10m")
+    outcome = await run(reconciler_for(engine, recorder), model)
+    assert outcome.status.ready and outcome.status.phase is Phase.READY, outcome.status
+    assert outcome.status.reason is Reason.APPLIED and outcome.status.backend == "llama.cpp"
+    assert outcome.status.applied_config == {"context-size": 4096, "keep_alive": "10m0s"}
+    assert recorder.reasons()[:2] == ["Pulled", "Applied"]
+    assert recorder.progress and recorder.progress[-1].phase is Phase.PULLING
+    assert config_differences({"context-size": 4096, "keep_alive": "10m"},
+                              await stored_config(engine, engine.fresh_model)) == []
+
+
+async def test_an_idle_pass_costs_only_the_observation(engine: Engine) -> None:
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=engine.model, contextSize=4096)
+    await run(reconciler, model)
+    await run(reconciler, model)  # may read the live runner's config once, after the background load
+    before = engine.client.requests_sent
+    outcome = await run(reconciler, model)
+    assert outcome.status.ready and outcome.requeue_after is None
+    assert engine.client.requests_sent - before == 3  # GET /models, /engines/_configure, /engines/ps
+
+
+async def test_engine_restart_is_repaired_on_the_next_pass(engine: Engine) -> None:
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    model = localmodel(model=engine.model, contextSize=4096)
+    await run(reconciler, model)
+    await engine.restart()
+    assert await stored_config(engine, engine.model) is None
+    outcome = await run(reconciler, model)
+    assert outcome.status.ready and outcome.status.reason is Reason.DRIFT_REPAIRED
+    assert await stored_config(engine, engine.model) == {"context-size": 4096}
+
+
+async def test_a_config_overwritten_by_another_client_is_reapplied(engine: Engine) -> None:
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    model = localmodel(model=engine.model, contextSize=4096, runtimeFlags=["--threads", "2"])
+    await run(reconciler, model)
+    await engine.client.configure({"model": engine.model, "context-size": 2048})  # an Ollama-style overwrite
+    outcome = await run(reconciler, model)
+    assert outcome.status.reason is Reason.DRIFT_REPAIRED
+    (message,) = [m for _, reason, m in recorder.events if reason == "DriftRepaired"]
+    assert "context-size" in message and "runtime-flags" in message
+    assert await stored_config(engine, engine.model) == {"context-size": 4096, "runtime-flags": ["--threads", "2"]}
+
+
+async def test_a_rejected_flag_stalls_without_resending(engine: Engine) -> None:
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    model = localmodel(model=engine.model, runtimeFlags=["--no-such-flag"])
+    outcome = await run(reconciler, model)
+    assert outcome.status.stalled and outcome.status.reason is Reason.FLAG_REJECTED
+    assert 'runtime flag "--no-such-flag" is not allowed' in outcome.status.message
+    assert outcome.requeue_after is None and ("Warning", "FlagRejected") == recorder.events[-1][:2]
+    before = engine.client.requests_sent
+    again = await reconciler.reconcile(model.name, model, await reconciler.observe())
+    assert again.status.stalled and engine.client.requests_sent - before == 3  # observe only, no configure
+    fixed = localmodel(model=engine.model, runtimeFlags=["--threads", "2"])
+    assert (await run(reconciler, fixed)).status.ready
+
+
+async def test_pull_policy_never_waits_for_the_model(engine: Engine) -> None:
+    outcome = await run(reconciler_for(engine), localmodel(model=engine.fresh_model, pullPolicy="Never"))
+    assert outcome.status.stalled and outcome.status.reason is Reason.MODEL_NOT_PRESENT
+    assert (await run(reconciler_for(engine), localmodel(model=engine.model, pullPolicy="Never"))).status.ready
+
+
+async def test_a_model_the_registry_does_not_have_stalls(engine: Engine) -> None:
+    outcome = await run(reconciler_for(engine), localmodel(model="ai/no-such-model:1B"))
+    assert not outcome.status.ready and outcome.status.last_error
+
+
+async def test_speculative_decoding_pulls_the_draft_too(engine: Engine) -> None:
+    recorder = Recorder()
+    model = localmodel(model=engine.fresh_model, speculative={"draftModel": engine.draft_model, "numTokens": 8})
+    outcome = await run(reconciler_for(engine, recorder), model)
+    assert outcome.status.ready, outcome.status
+    assert (await stored_config(engine, engine.fresh_model))["speculative"]["num_tokens"] == 8
+
+
+async def test_vllm_model_goes_to_the_vllm_route_with_notes(engine: Engine) -> None:
+    vllm_model = engine.needs_vllm()
+    model = localmodel(model=vllm_model, thinkingBudget="low",
+                       vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"factor": 4.0}}})
+    outcome = await run(reconciler_for(engine), model)
+    assert outcome.status.ready and outcome.status.backend == "vllm", outcome.status
+    assert any("thinking" in note for note in outcome.status.notes)
+    (entry,) = await engine.client.stored_configs(model=vllm_model)
+    assert entry.backend == "vllm" and entry.config["vllm"]["gpu-memory-utilization"] == 0.5
+
+
+async def test_preload_leaves_the_runner_loaded_with_the_config(engine: Engine) -> None:
+    outcome = await run(reconciler_for(engine), localmodel(model=engine.model, contextSize=4096, preload=True))
+    assert outcome.status.ready and outcome.status.loaded, outcome.status
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert live.config == {"context-size": 4096}
+
+
+@pytest.mark.emulator_only("marks the runner busy")
+async def test_a_busy_runner_is_retried_with_backoff_then_applied(engine: Engine) -> None:
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=engine.model, contextSize=4096)
+    await run(reconciler, model)
+    await engine.ctl.busy(engine.model)
+    changed = localmodel(model=engine.model, contextSize=8192)
+    first = await run(reconciler, changed)
+    second = await run(reconciler, changed)
+    assert first.status.reason is Reason.RUNNER_BUSY and not first.status.ready and not first.status.stalled
+    assert first.status.phase is Phase.RETRYING and 0 < first.requeue_after < second.requeue_after
+    assert await stored_config(engine, engine.model) == {"context-size": 4096}  # unchanged while busy
+    await engine.ctl.busy(engine.model, False)
+    assert (await run(reconciler, changed)).status.ready
+    assert await stored_config(engine, engine.model) == {"context-size": 8192}
+
+
+@pytest.mark.emulator_only("fails a pull midway")
+async def test_a_pull_that_fails_midway_is_retried(engine: Engine) -> None:
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=engine.fresh_model)
+    await engine.ctl.fail_next_pull("connection reset by peer")
+    outcome = await run(reconciler, model)
+    assert outcome.status.reason is Reason.PULL_FAILED and outcome.requeue_after
+    assert "connection reset by peer" in outcome.status.message
+    assert (await run(reconciler, model)).status.ready
+
+
+@pytest.mark.emulator_only("holds a runner in loading during the configure")
+async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine: Engine) -> None:
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    await engine.client.configure({"model": engine.model, "context-size": 2048})
+    await engine.client.unload(models=[engine.model])  # drop the background load of that configure
+    await engine.ctl.loading(engine.model)  # a load starts with the old config...
+    model = localmodel(model=engine.model, contextSize=4096, preload=True)
+    first = await run(reconciler, model)  # ...and the configure lands while it loads
+    assert first.status.ready and first.requeue_after  # stored config right; look again once loaded
+    await engine.ctl.loading(engine.model, False)
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert live.config == {"context-size": 2048}  # the race of dmr-api.md 8.5
+    outcome = await run(reconciler, model)
+    assert outcome.status.ready and "RunnerEvicted" in recorder.reasons()
+    (live,) = await engine.client.runner_configs(engine.model)
+    assert live.config == {"context-size": 4096}
+
+
+async def test_unreachable_engine_backs_off() -> None:
+    async with EngineClient("http://127.0.0.1:9", timeout=1.0) as client:
+        reconciler = EngineReconciler("gone", client, jitter=lambda: 0.0)
+        model = localmodel(model="ai/smollm2")
+        delays = [(await run(reconciler, model)).requeue_after for _ in range(4)]
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize(("policy", "config_kept", "model_kept"),
+                         [("Unload", False, True), ("Delete", False, False), ("Retain", True, True)])
+async def test_deletion_policies(engine: Engine, policy: str, config_kept: bool, model_kept: bool) -> None:
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=engine.fresh_model, contextSize=4096, deletionPolicy=policy, preload=True)
+    assert (await run(reconciler, model)).status.ready
+    result = await reconciler.finalize(model.name, model)
+    assert result.done, result.message
+    assert (await stored_config(engine, engine.fresh_model) is not None) == config_kept
+    present = [m for m in await engine.client.list_models() if any("embeddinggemma" in t for t in m.tags)]
+    assert bool(present) == model_kept
+    if policy != "Retain":
+        assert not [r for r in await engine.client.ps() if "embeddinggemma" in r.model]
