@@ -413,10 +413,12 @@ def _parse_stored(item: Any) -> StoredConfig:
 
 def _parse_live(item: Any) -> LiveRunnerConfig | None:
     what = "requests entry"
-    config = _field(item, wire.REQUESTS_CONFIG, dict, what, default={})
-    if not config:
-        return None  # no live runner for this model
-    return LiveRunnerConfig(model_id=_field(item, wire.REQUESTS_MODEL, str, what), config=config)
+    if not isinstance(item, dict) or item.get(wire.REQUESTS_CONFIG) is None:
+        return None  # no live runner for this model (`{}` is a runner started with an empty config)
+    return LiveRunnerConfig(
+        model_id=_field(item, wire.REQUESTS_MODEL, str, what),
+        config=_field(item, wire.REQUESTS_CONFIG, dict, what),
+    )
 
 
 def _parse_runner(item: Any) -> RunnerInfo:

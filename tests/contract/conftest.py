@@ -6,7 +6,8 @@ runs against every kind:
 
 - `emulator`: controller.emulator on a free loopback port, with its control API (`engine.control`).
 - a real Docker Model Runner (tests/support/peers.py `dmr_server`) can be added to ENGINE_KINDS with
-  a `_start_<kind>` function that yields an `Engine` with `control=None`.
+  a `_start_<kind>(request)` that takes the server from `request.getfixturevalue("dmr_server")` and
+  yields an `Engine` with `control=None` (and its param marked `peers`).
 
 Tests that need the control API (busy runners, failing pulls, latency, clock) carry
 `@pytest.mark.emulator_only("why")` and are skipped with that reason on kinds without it.
@@ -94,7 +95,7 @@ class Engine:
 
 
 @asynccontextmanager
-async def _start_emulator() -> AsyncIterator[Engine]:
+async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     model, draft, vllm = "ai/smollm2:latest", "ai/smollm2:135M-Q4_0", "ai/smollm2-vllm"
     async with (
         running_emulator(load_seconds=0, preload_models=[model, draft, vllm]) as emulator,
@@ -118,7 +119,9 @@ async def _start_emulator() -> AsyncIterator[Engine]:
             await control.aclose()
 
 
-ENGINE_KINDS: dict[str, Callable[[], AbstractAsyncContextManager[Engine]]] = {"emulator": _start_emulator}
+ENGINE_KINDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]] = {
+    "emulator": _start_emulator,
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,5 +135,5 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     marker = request.node.get_closest_marker("emulator_only")
     if marker is not None and request.param != "emulator":
         pytest.skip(f"needs the emulator control API: {marker.args[0] if marker.args else 'no reason given'}")
-    async with ENGINE_KINDS[request.param]() as started:
+    async with ENGINE_KINDS[request.param](request) as started:
         yield started

@@ -29,6 +29,12 @@ async def test_a_runner_without_a_stored_config_uses_the_packaged_context_size(e
     assert live.config == {"context-size": model.context_size}
 
 
+async def test_a_runner_started_with_an_empty_stored_config_reports_it(engine: Engine) -> None:
+    await engine.client.configure({"model": engine.model})
+    await engine.client.preload(engine.model)
+    assert [live.config for live in await engine.client.runner_configs(engine.model)] == [{}]
+
+
 async def test_preload_of_an_unknown_model_is_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound):
         await engine.client.preload("ai/no-such-model:1B")

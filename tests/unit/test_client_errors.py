@@ -223,10 +223,12 @@ async def test_unload_sends_every_field_and_returns_the_count() -> None:
 
 async def test_runner_configs_skip_models_without_a_live_runner() -> None:
     body = [{"count": 1, "model": "sha256:a", "config": {"context-size": 4096}, "records": []},
-            {"count": 3, "model": "sha256:b", "records": []}]
+            {"count": 3, "model": "sha256:b", "records": []},
+            {"count": 0, "model": "sha256:c", "config": None, "records": []},
+            {"count": 0, "model": "sha256:d", "config": {}, "records": []}]
     async with client_for(answer(200, json.dumps(body), "application/json")) as engine:
         live = await engine.runner_configs()
-    assert [(r.model_id, r.config) for r in live] == [("sha256:a", {"context-size": 4096})]
+    assert [(r.model_id, r.config) for r in live] == [("sha256:a", {"context-size": 4096}), ("sha256:d", {})]
 
 
 async def test_ps_zero_time_is_no_last_use() -> None:
