@@ -8,15 +8,15 @@ reconcile.py performs the plan's actions and calls it again; nothing here does I
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from controller import wire
 from controller.desired import ConfigureRequest, RenderError, render_configure
+from controller.engine import compare
 from controller.engine.compare import config_differences
 from controller.engine.errors import EngineError
-from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
+from controller.engine.types import ModelInfo, RunnerInfo
 from controller.refs import canonical_ref
 from controller.spec import LocalModelSpec
 from controller.status import Reason
@@ -115,27 +115,7 @@ def find_model(models: Iterable[ModelInfo], ref: str) -> ModelInfo | None:
 
 def effective_mode(spec: LocalModelSpec) -> str:
     """The mode the engine files the config under (dmr-api.md 3.3 step 5)."""
-    if spec.mode:
-        return spec.mode
-    return wire.EMBEDDING if runtime_flag_list(spec) == ["--embeddings"] else wire.COMPLETION
-
-
-def runtime_flag_list(spec: LocalModelSpec) -> list[str]:
-    if spec.runtime_flags:
-        return list(spec.runtime_flags)
-    if spec.raw_runtime_flags:
-        try:
-            return shlex.split(spec.raw_runtime_flags)
-        except ValueError:
-            return []
-    return []
-
-
-def find_stored(configs: Iterable[StoredConfig], model: ModelInfo, backend: str, mode: str) -> StoredConfig | None:
-    for entry in configs:
-        if entry.backend == backend and entry.model_id == model.id and entry.mode == mode:
-            return entry
-    return None
+    return compare.effective_mode(render_configure(spec).body)
 
 
 def find_runner(runners: Iterable[RunnerInfo], model: ModelInfo, backend: str, mode: str) -> RunnerInfo | None:
@@ -192,7 +172,7 @@ def plan_model(
     except RenderError as exc:
         return Plan(blocked=Blocked(Reason.BACKEND_MISMATCH, str(exc)), model=model, backend=backend)
     mode = effective_mode(spec)
-    stored = find_stored(observation.configs, model, backend, mode)
+    stored = compare.find_stored_config(observation.configs, spec.model, model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
     base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner,
                 notes=request.notes)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from controller.engine.client import EngineClient
-from controller.engine.compare import config_differences
+from controller.engine.compare import config_differences, find_stored_config
 from controller.engine.errors import EngineError, EngineRejected, NotFound, PullFailed, RunnerBusy
 from controller.engine.types import PullProgress, RunnerInfo
 from controller.plan import (
@@ -39,7 +39,6 @@ from controller.plan import (
     backoff_delay,
     effective_mode,
     find_model,
-    find_stored,
     plan_model,
 )
 from controller.spec import LocalModel, LocalModelSpec
@@ -278,7 +277,7 @@ class EngineReconciler:
         configs, runners = await asyncio.gather(
             self.client.stored_configs(model=spec.model), self.client.ps())
         assert plan.model is not None and plan.backend is not None
-        stored = find_stored(configs, plan.model, plan.backend, effective_mode(spec))
+        stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, effective_mode(spec))
         if stored is None:
             raise _VerifyFailed(f"the engine accepted the config for {spec.model} but does not report it back")
         differences = config_differences(request.body, stored.config, backend=plan.backend)

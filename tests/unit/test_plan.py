@@ -169,7 +169,8 @@ def test_effective_mode_follows_the_engine():
     assert effective_mode(spec()) == "completion"
     assert effective_mode(spec(runtimeFlags=["--embeddings"])) == "embedding"
     assert effective_mode(spec(rawRuntimeFlags="--embeddings")) == "embedding"
-    assert effective_mode(spec(runtimeFlags=["--embeddings", "-t", "2"])) == "completion"
+    assert effective_mode(spec(runtimeFlags=["--embeddings", "-t", "2"])) == "embedding"
+    assert effective_mode(spec(runtimeFlags=["-t", "2"])) == "completion"
     assert effective_mode(spec(mode="reranking")) == "reranking"
 
 
