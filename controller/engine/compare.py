@@ -52,7 +52,8 @@ def config_differences(
     MLX/SGLang/diffusers) is ignored: the engine stores it but a difference there changes nothing.
     """
     differences: list[str] = []
-    differences += _compare(wire.CONTEXT_SIZE, desired_body.get(wire.CONTEXT_SIZE), reported.get(wire.CONTEXT_SIZE), zero=0)
+    want_context, have_context = desired_body.get(wire.CONTEXT_SIZE), reported.get(wire.CONTEXT_SIZE)
+    differences += _compare(wire.CONTEXT_SIZE, want_context, have_context, zero=0)
     differences += _compare_flags(desired_body, reported)
     differences += _compare_keep_alive(desired_body.get(wire.KEEP_ALIVE), reported.get(wire.KEEP_ALIVE))
     differences += _compare_speculative(_block(desired_body, wire.SPECULATIVE), _block(reported, wire.SPECULATIVE))
