@@ -303,7 +303,11 @@ class KubeAPIServer:
 
 
 def kube_api_client(kubeconfig: str):
+    """A ``kubernetes.client.ApiClient`` for ``kubeconfig`` (TLS is not verified)."""
+    import urllib3
     from kubernetes import config
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     return config.new_client_from_config(config_file=str(kubeconfig))
 
@@ -367,6 +371,7 @@ def wait_for_crd_established(kubeconfig: str | os.PathLike, name: str, timeout: 
     """Wait until CRD ``name`` (e.g. ``localmodels.localmodel.io``) is Established and its
     resource is served (visible in discovery). Returns the CRD as a dict."""
     from kubernetes import client
+    from kubernetes.dynamic import DynamicClient
 
     api = kube_api_client(str(kubeconfig))
     try:
@@ -385,9 +390,8 @@ def wait_for_crd_established(kubeconfig: str | os.PathLike, name: str, timeout: 
             for v in crd["spec"]["versions"]:
                 if not v.get("served"):
                     continue
-                resp = api.call_api(f"/apis/{group}/{v['name']}", "GET", response_type="object",
-                                    auth_settings=["BearerToken"], _return_http_data_only=True)
-                if plural not in {r["name"] for r in resp.get("resources", [])}:
+                resp = DynamicClient(api).request("get", f"/apis/{group}/{v['name']}")
+                if plural not in {r.name for r in resp.resources}:
                     return False
             return True
 
@@ -444,6 +448,8 @@ def start_kube_apiserver(binaries: PeerBinaries, workdir: Path, ready_timeout: f
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # 127.0.0.1 is rejected by the default (lease) endpoint reconciler.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={port}",
             f"--cert-dir={workdir / 'certs'}",
             "--service-account-issuer=https://kubernetes.default.svc",
