@@ -223,7 +223,7 @@ def _check_thinking_budget(value: object) -> int | str:
 def _seconds_hint(number: str) -> str:
     try:
         seconds = int(float(number))
-    except ValueError:
+    except (ValueError, OverflowError):  # "1e999" is a number too, and infinite
         return "30s or 5m"
     if seconds > 0 and seconds % 60 == 0:
         return f"{seconds}s or {seconds // 60}m"
@@ -468,7 +468,7 @@ class LocalModelSpec(BaseModel):
                 "rawRuntimeFlags: keep only one of them",
                 ("rawRuntimeFlags",),
             )
-        if self.backend is not None and self.backend != wire.VLLM_BACKEND and self.vllm is not None and self.vllm.is_set:
+        if self.backend is not None and self.backend != wire.VLLM_BACKEND and self.vllm is not None:
             raise _Invalid(
                 f"vllm options apply only to the vllm backend, but backend is {self.backend}: "
                 "remove the vllm block or set backend: vllm",

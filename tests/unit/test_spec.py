@@ -323,8 +323,16 @@ def test_vllm_options_conflict_with_explicit_other_backend(backend: str) -> None
     assert "set backend: vllm" in error.message
 
 
-def test_empty_vllm_block_does_not_conflict() -> None:
-    assert valid(backend="llama.cpp", vllm={}).vllm == VllmOptions()
+def test_any_vllm_block_conflicts_with_another_backend() -> None:
+    # Even an empty block: the CRD's CEL rule cannot look inside hfOverrides, so both validators
+    # reject the block itself and agree (tests/unit/test_crd.py).
+    assert "vllm options apply only to the vllm backend" in one_error(backend="llama.cpp", vllm={}).message
+
+
+def test_a_huge_bare_number_keep_alive_is_a_clean_error() -> None:
+    # found by hypothesis: float("1e999") is infinite and int() of it used to raise OverflowError
+    error = one_error(keepAlive="1e999")
+    assert error.path == "spec.keepAlive" and "is not a duration" in error.message
 
 
 # --- speculative -----------------------------------------------------------------------------
