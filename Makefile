@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(BIN)/localmodel watch examples --emulator --interval 10 --status-addr 127.0.0.1:9464
 
 # Builds (or reuses) the real peers, then runs every test: unit, contract, end-to-end, peers.
+# Property tests run derandomized here (the landing gate); plain `pytest` explores new examples.
 test: $(STAMP)
 	LOCALMODEL_PEERS_FILE=$(VENV)/peers.env; \
 	  tests/peers/build > $$LOCALMODEL_PEERS_FILE || true; \
-	  LOCALMODEL_PEERS_FILE=$$LOCALMODEL_PEERS_FILE $(BIN)/pytest
+	  LOCALMODEL_PEERS_FILE=$$LOCALMODEL_PEERS_FILE HYPOTHESIS_PROFILE=ci $(BIN)/pytest
 
 # Everything that needs no Go build.
 test-fast: $(STAMP)

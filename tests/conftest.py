@@ -1,0 +1,13 @@
+"""Settings shared by every test level."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# Shared CI machines are slow and noisy: no per-example deadline. The `ci` profile (.ci/run) is
+# derandomized so that a landing never depends on luck; locally every run explores new examples.
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
