@@ -1,0 +1,105 @@
+"""`localmodel watch DIR`: the file-watch daemon."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
+
+DIR is watched recursively for *.yaml and *.yml files (LocalModel documents and docker-agent
+configurations). On every change, and on a drift pass every --interval seconds, the engine is
+observed once (GET /models, /engines/_configure, /engines/ps) and each model that differs is
+pulled, configured, verified by reading back and, with preload: true, loaded. A restarted engine,
+an unloaded runner or a config overwritten by another client is repaired on the next pass.
+
+A broken file (YAML error, invalid spec, a name declared twice) is reported with its file and line
+and removes nothing: the last good version of its models stays applied. A LocalModel that is gone
+from the files is handled per its deletionPolicy (Unload, Delete or Retain) once a second read has
+confirmed it is gone (editors' temp files and renames cause no deletes).
+"""
+
+EPILOG = """\
+examples:
+  localmodel watch examples --emulator                  # try it: an embedded DMR emulator, no Docker needed
+  localmodel watch ~/localmodels                        # the engine is discovered (MODEL_RUNNER_HOST,
+                                                        #   docker model status, 127.0.0.1:12434)
+  localmodel watch ~/localmodels --engine http://127.0.0.1:12434 --status-addr 127.0.0.1:9464
+  curl -s 127.0.0.1:9464/status                         # every model's conditions and detail (JSON)
+  localmodel status --daemon 127.0.0.1:9464             # the same, as a table
+
+endpoints (with --status-addr):
+  GET /status    engine, every LocalModel's conditions, per-engine detail and source file, file errors
+  GET /metrics   Prometheus: localmodel_reconciles_total{result}, localmodel_reconcile_errors_total{reason},
+                 localmodel_reconcile_duration_seconds, localmodel_engine_up, localmodel_models(_ready),
+                 localmodel_file_errors, localmodel_engine_requests_total
+  GET /healthz   200 while the reconcile loop runs
+
+Logs go to stderr, one line per event (applied, pulled, drift repaired, stalled, file error, engine
+down/up): text on a terminal, JSON lines otherwise (--log-format). SIGINT or SIGTERM stops it within
+a second; a restart re-derives everything from the files and the engine.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "watch",
+        help="keep a directory of LocalModel files applied (the daemon)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("directory", metavar="DIR", help="directory to watch (recursively)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--engine", metavar="URL",
+                       help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)")
+    where.add_argument("--emulator", action="store_true",
+                       help="start the built-in DMR emulator in this process and use it (for trying localmodel out)")
+    parser.add_argument("--interval", type=_positive, default=30.0, metavar="SECONDS",
+                        help="drift pass: how often the engine is re-checked (default: 30)")
+    parser.add_argument("--status-addr", metavar="HOST:PORT",
+                        help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)")
+    parser.add_argument("--concurrency", type=int, default=16, metavar="N",
+                        help="models reconciled at the same time (default: 16)")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log line format (default: text on a terminal, json otherwise)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import sys
+    from pathlib import Path
+
+    from controller.logs import setup_logging
+    from controller.standalone.run import run_daemon
+    from controller.standalone.server import parse_addr
+
+    root = Path(args.directory)
+    if not root.is_dir():
+        print(f"localmodel watch: {root} is not a directory (give the directory that holds your LocalModel files)",
+              file=sys.stderr)
+        return 2
+    try:
+        status_addr = parse_addr(args.status_addr) if args.status_addr else None
+    except ValueError as exc:
+        print(f"localmodel watch: --status-addr: {exc}", file=sys.stderr)
+        return 2
+    if args.concurrency < 1:
+        print("localmodel watch: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    setup_logging(args.log_format, level=logging.DEBUG if args.verbose else logging.INFO)
+    return asyncio.run(run_daemon(root, engine=args.engine, emulator=args.emulator, interval=args.interval,
+                                  status_addr=status_addr, concurrency=args.concurrency))

@@ -1,0 +1,113 @@
+"""Structured logging shared by the long-running front-ends (the daemon, later the operator).
+
+One line per meaningful event: a model applied or repaired, a pull, a stalled model with its
+reason, a file error, the engine going down or coming back. Never one line per idle pass.
+
+Two formats:
+
+- `text` (the default on a terminal): `12:00:01 INFO  applied  qwen3-chat  applied and verified ... file=a.yaml:3`
+- `json` (the default otherwise, i.e. under systemd, in a container, piped to a file): one JSON
+  object per line, `{"time", "level", "logger", "event", "message", ...fields}`.
+
+JSON rather than logfmt off a terminal: the fields carry free text (engine error messages, config
+differences with quotes and `=`), which logfmt escapes ambiguously across tools, while journald,
+Loki, jq and every log shipper parse JSON lines as they are.
+
+Emit events with `log_event(logger, "applied", "message", model="x", file="a.yaml:3")`; plain
+`logger.info(...)` calls from other modules are formatted too (event = the logger's last part).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+FORMATS = ("text", "json")
+_FIELDS = "lm_fields"
+_EVENT = "lm_event"
+# Libraries that log every request or every file event at INFO: kept to warnings.
+_CHATTY = ("httpx", "httpcore", "watchfiles", "aiohttp.access", "kopf.objects")
+
+
+def log_event(logger: logging.Logger, event: str, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event with structured fields (None values are left out)."""
+    clean = {key: value for key, value in fields.items() if value is not None}
+    logger.log(level, message, extra={_EVENT: event, _FIELDS: clean})
+
+
+def default_format(stream: TextIO) -> str:
+    """`text` for a person at a terminal, `json` for machines."""
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def setup_logging(fmt: str | None = None, *, level: int = logging.INFO, stream: TextIO | None = None) -> str:
+    """Install one handler on the root logger; returns the format chosen. Safe to call again."""
+    stream = stream or sys.stderr
+    chosen = fmt or default_format(stream)
+    if chosen not in FORMATS:
+        raise ValueError(f"log format {chosen!r}: use one of {', '.join(FORMATS)}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    return chosen
+
+
+def _event(record: logging.LogRecord) -> str:
+    return str(getattr(record, _EVENT, None) or record.name.rsplit(".", 1)[-1])
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, _FIELDS, None)
+    return dict(fields) if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; exceptions go in `error` as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": _event(record),
+            "message": record.getMessage(),
+        }
+        for key, value in _fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL event [model] message key=value ...` for people."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _fields(record)
+        model = fields.pop("model", None)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        parts = [stamp, f"{record.levelname:<7}", _event(record)]
+        if model:
+            parts.append(str(model))
+        parts.append(record.getMessage())
+        parts += [f"{key}={_text_value(value)}" for key, value in fields.items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (" " in text or not text) else text

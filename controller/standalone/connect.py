@@ -1,0 +1,38 @@
+"""Which engine a command talks to: `--engine URL`, the embedded emulator (`--emulator`), or discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from controller.engine.client import EngineClient
+from controller.engine.discovery import discover_endpoint
+from controller.logs import log_event
+
+log = logging.getLogger("localmodel.engine")
+
+
+@contextlib.asynccontextmanager
+async def connect(engine: str | None = None, *, emulator: bool = False, quiet: bool = False) -> AsyncIterator[EngineClient]:
+    """An EngineClient for the chosen engine, closed (and the emulator stopped) on exit.
+
+    Raises ValueError for a malformed `engine` URL.
+    """
+    if emulator:
+        from controller.emulator import running_emulator
+
+        async with running_emulator("127.0.0.1", 0) as emu:
+            if not quiet:
+                log_event(log, "engine", f"started the embedded DMR emulator on {emu.url}", engine=emu.url)
+            async with EngineClient(emu.url) as client:
+                client.endpoint = client.endpoint.__class__(url=emu.url, source="embedded emulator")
+                yield client
+        return
+    endpoint = await asyncio.to_thread(discover_endpoint, engine)
+    if not quiet:
+        how = "given with --engine" if endpoint.source == "explicit" else f"found via {endpoint.source}"
+        log_event(log, "engine", f"using the engine at {endpoint.url} ({how})", engine=endpoint.url)
+    async with EngineClient(endpoint) as client:
+        yield client

@@ -1,0 +1,457 @@
+"""The file-watch daemon: keeps a directory of LocalModel files applied to one engine, forever.
+
+One loop. It wakes on a file event, at the earliest model's due time, or on the drift pass; at
+each wake it re-reads what changed on disk, observes the engine once (three requests, shared by
+every model), and starts the due models' reconciles as independent tasks, at most `concurrency`
+at a time. A long pull or preload of one model therefore never delays the others, and an idle
+drift pass costs the observation and nothing more.
+
+The daemon keeps no state that matters for correctness: a restart re-reads the files and
+re-observes the engine. What it keeps (backoff counters, conditions, last good file versions) only
+makes it polite and informative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from controller.documents import ModelSource
+from controller.engine.client import EngineClient
+from controller.logs import log_event
+from controller.plan import Observation, backoff_delay, find_conflicts
+from controller.reconcile import EngineReconciler, utcnow
+from controller.refs import canonical_ref
+from controller.spec import LocalModel, LocalModelSpec
+from controller.standalone.files import DEFAULT_SETTLE_SECONDS, ModelFiles, is_watched
+from controller.standalone.metrics import Metrics
+from controller.standalone.schedule import Schedule
+from controller.status import READY, TRUE, Condition, EngineStatus, ModelStatus, Phase, Reason, rfc3339, summarize
+
+log = logging.getLogger("localmodel.daemon")
+
+DEFAULT_INTERVAL = 30.0
+DEFAULT_CONCURRENCY = 16
+DELETE_ATTEMPTS = 5  # finalize tries before giving up on an unreachable engine (with backoff)
+WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
+WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
+
+
+def with_generation(model: LocalModel, generation: int) -> LocalModel:
+    """The model with `metadata.generation` set: the daemon counts spec changes per name, as the API server does."""
+    return model.model_copy(update={"metadata": model.metadata.model_copy(update={"generation": generation})})
+
+
+def model_refs(spec: LocalModelSpec) -> set[str]:
+    """The references a spec keeps in the engine's store (the model and its draft model)."""
+    refs = {canonical_ref(spec.model)}
+    if spec.speculative is not None and spec.speculative.draft_model:
+        refs.add(canonical_ref(spec.speculative.draft_model))
+    return refs
+
+
+@dataclass
+class Record:
+    """One declared LocalModel and how it stands."""
+
+    model: LocalModel  # with the daemon's generation
+    source: ModelSource
+    conditions: tuple[Condition, ...] = ()
+    engine: EngineStatus | None = None
+    conflict: str | None = None  # set while another LocalModel owns this (model, mode)
+
+    @property
+    def generation(self) -> int:
+        return self.model.metadata.generation or 1
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == READY and c.status == TRUE for c in self.conditions)
+
+    def to_dict(self) -> dict[str, Any]:
+        status = ModelStatus(self.model.name, self.model.spec.model, self.generation, self.conditions,
+                             (self.engine,) if self.engine else ())
+        return {**status.to_dict(), "source": str(self.source)}
+
+
+@dataclass
+class Deletion:
+    """A LocalModel that disappeared from the files and whose deletionPolicy is still to be applied."""
+
+    model: LocalModel
+    source: ModelSource
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class EngineHealth:
+    url: str
+    source: str
+    up: bool | None = None  # None until the first observation
+    failures: int = 0
+    last_observed: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class Clocks:
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = utcnow
+    jitter: Callable[[], float] = random.random
+
+
+class Daemon:
+    def __init__(
+        self,
+        root: Path,
+        client: EngineClient,
+        *,
+        engine_name: str = "local",
+        interval: float = DEFAULT_INTERVAL,
+        settle: float = DEFAULT_SETTLE_SECONDS,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        clocks: Clocks | None = None,
+    ) -> None:
+        self.root = root
+        self.client = client
+        self.interval = interval
+        self.clocks = clocks or Clocks()
+        self.files = ModelFiles(root, settle=settle)
+        self.reconciler = EngineReconciler(engine_name, client, clock=self.clocks.wall, jitter=self.clocks.jitter,
+                                           on_event=self._event, on_progress=self._progress)
+        self.schedule = Schedule(interval, next_drift=self.clocks.monotonic())
+        self.metrics = Metrics(lambda: client.requests_sent)
+        self.engine = EngineHealth(client.endpoint.url, client.endpoint.source)
+        self.records: dict[str, Record] = {}
+        self.deletions: dict[str, Deletion] = {}
+        self.last_pass: float | None = None
+        self._first_seen: dict[str, int] = {}
+        self._sequence = itertools.count()
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._hinted: set[Path] = set()
+        self._wake = asyncio.Event()
+        self._logged_errors: set[str] = set()
+        self._scanned = False
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, watch: bool = True) -> None:
+        """Run until `stop` is set, then cancel in-flight work."""
+        log_event(log, "started", f"watching {self.root} for LocalModels; drift pass every {self.interval:g}s",
+                  directory=str(self.root), engine=self.engine.url)
+        tasks = [asyncio.create_task(self._relay(stop), name="stop relay")]
+        if watch:
+            tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
+        try:
+            while not stop.is_set():
+                await self.run_pass()
+                await self._sleep(stop)
+        finally:
+            for task in [*tasks, *self._busy.values()]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
+            log_event(log, "stopped", "stopped")
+
+    async def run_pass(self) -> None:
+        """One wake-up: re-read what changed, observe once if anything is due, start the due work."""
+        now = self.clocks.monotonic()
+        self.last_pass = now
+        hinted, self._hinted = self._hinted, set()
+        settle = self.files.next_settle()
+        if not self._scanned or hinted or (settle is not None and settle <= now) or now >= self.schedule.next_drift:
+            self._scanned = True
+            self._sync_files(now, hinted)
+        wake = self.schedule.take(now, self._busy)
+        if not wake:
+            return
+        observation = await self.reconciler.observe()
+        for name in self._after_observe(observation, list(wake.names), self.clocks.monotonic()):
+            self._busy[name] = asyncio.create_task(self._work(name, observation), name=f"reconcile {name}")
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        wake_at = self.schedule.next_wake(self._busy)
+        settle = self.files.next_settle()
+        if settle is not None:
+            wake_at = min(wake_at, settle)
+        timeout = max(0.0, wake_at - self.clocks.monotonic())
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        from watchfiles import awatch
+
+        absolute = self.root.resolve()
+
+        def interesting(_change: object, path: str) -> bool:
+            # YAML files, and paths without a suffix (a directory moved in or out); a spurious wake
+            # only costs a stat of the directory tree.
+            candidate = Path(path)
+            return is_watched(candidate, absolute) or (not candidate.suffix and is_watched(candidate / "x.yaml", absolute))
+
+        async for changes in awatch(absolute, watch_filter=interesting, stop_event=stop, step=WATCH_STEP_MS,
+                                    debounce=WATCH_DEBOUNCE_MS, recursive=True):
+            self._hinted |= {self.root / Path(path).relative_to(absolute) for _, path in changes}
+            self._wake.set()
+
+    # ---- files -> records ----------------------------------------------------------------------
+
+    def _sync_files(self, now: float, hinted: set[Path]) -> None:
+        if not self.files.refresh(now, hinted):
+            return
+        self._log_file_errors()
+        self._apply_desired(now)
+
+    def _log_file_errors(self) -> None:
+        current = {str(error): error for error in self.files.errors}
+        for text, error in current.items():
+            if text not in self._logged_errors:
+                log_event(log, "file_error", error.message, level=logging.WARNING, model=error.object,
+                          file=f"{error.file}:{error.line}" if error.line else error.file, field=error.path or None)
+        for text in self._logged_errors - set(current):
+            log_event(log, "file_fixed", f"resolved: {text}")
+        self._logged_errors = set(current)
+        self.metrics.file_errors.set(len(current))
+
+    def _apply_desired(self, now: float) -> None:
+        desired = self.files.desired
+        for name in desired:
+            self._first_seen.setdefault(name, next(self._sequence))
+        order = sorted(desired, key=self._first_seen.__getitem__)
+        conflicts = find_conflicts([(name, desired[name].model.spec) for name in order])
+        for name in order:
+            self._declare(name, desired[name].model, desired[name].source, conflicts.get(name), now)
+        for name in [n for n in self.records if n not in desired]:
+            self._first_seen.pop(name, None)
+            self._undeclare(self.records.pop(name), now)
+        self._update_gauges()
+
+    def _declare(self, name: str, model: LocalModel, source: ModelSource, conflict: str | None, now: float) -> None:
+        record = self.records.get(name)
+        if record is None:
+            self.deletions.pop(name, None)  # back before its deletion ran
+            record = self.records[name] = Record(with_generation(model, 1), source)
+            record.engine = EngineStatus(self.reconciler.name, Phase.PENDING, Reason.PENDING,
+                                         "waiting for the first reconcile", observed_generation=1)
+            changed = True
+        else:
+            changed = record.model.spec != model.spec
+            generation = record.generation + 1 if changed else record.generation
+            record.model, record.source = with_generation(model, generation), source
+        if conflict is not None:
+            if record.conflict != conflict:
+                log_event(log, "conflict", conflict, level=logging.WARNING, model=name, file=str(source))
+                self.reconciler.forget(name)
+                self.schedule.remove(name)
+                record.conflict = conflict
+                self._set_status(record, EngineStatus(
+                    self.reconciler.name, Phase.STALLED, Reason.CONFLICT, conflict, stalled=True,
+                    observed_generation=record.generation))
+            return
+        if changed or record.conflict is not None:
+            if not changed:
+                log_event(log, "conflict_resolved", "no other LocalModel claims this model and mode any more",
+                          model=name)
+            record.conflict = None
+            self.schedule.due_at(name, now)
+        elif name not in self.schedule:
+            self.schedule.on_drift(name)
+
+    def _undeclare(self, record: Record, now: float) -> None:
+        name = record.model.name
+        self.reconciler.forget(name)
+        self.schedule.remove(name)
+        if record.conflict is not None:
+            return  # it never touched the engine
+        refs = model_refs(record.model.spec)
+        users = sorted(other.model.name for other in self.records.values()
+                       if other.conflict is None and refs & model_refs(other.model.spec))
+        if users:
+            log_event(log, "removed", f"{record.model.spec.model} stays on the engine: "
+                      f"{', '.join(users)} still declares it", model=name, file=str(record.source))
+            return
+        log_event(log, "removed", f"gone from the files; applying deletionPolicy {record.model.spec.deletion_policy}",
+                  model=name, file=str(record.source))
+        self.deletions[name] = Deletion(record.model, record.source)
+        self.schedule.due_at(name, now)
+
+    # ---- observation and work ------------------------------------------------------------------
+
+    def _after_observe(self, observation: Observation, names: list[str], now: float) -> list[str]:
+        """Track the engine's health; returns the names to work on."""
+        self.engine.last_observed = self.clocks.wall()
+        if observation.error is not None:
+            self.engine.failures += 1
+            self.engine.last_error = str(observation.error)
+            if self.engine.up is not False:
+                log_event(log, "engine_down", f"cannot observe the engine: {observation.error}; retrying",
+                          level=logging.WARNING, engine=self.engine.url)
+            self.engine.up = False
+            self.metrics.engine_up.set(0)
+            # Probe again soon, at most one interval away; every model waits for the engine.
+            self.schedule.next_drift = now + min(self.interval, backoff_delay(self.engine.failures, self.clocks.jitter()))
+            for name in names:
+                if name in self.records:
+                    self._unreachable(self.records[name], str(observation.error))
+                    self.metrics.reconciles.labels("unreachable").inc()
+            return [name for name in names if name in self.deletions]
+        if self.engine.up is False:
+            log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
+            names = [n for n in [*self.records, *self.deletions]
+                     if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)]
+            self.schedule.next_drift = now + self.interval
+        elif self.engine.up is None:
+            log_event(log, "engine_up", "the engine answers", engine=self.engine.url)
+        self.engine.up, self.engine.failures, self.engine.last_error = True, 0, None
+        self.metrics.engine_up.set(1)
+        return names
+
+    def _unreachable(self, record: Record, message: str) -> None:
+        previous = record.engine or EngineStatus(self.reconciler.name, Phase.PENDING, Reason.PENDING, "")
+        self._set_status(record, replace(
+            previous, phase=Phase.RETRYING, reason=Reason.ENGINE_UNREACHABLE, ready=False, stalled=False,
+            message=f"the engine is unreachable ({message}); retrying", last_error=message, pull=None,
+            observed_generation=record.generation))
+
+    async def _work(self, name: str, observation: Observation) -> None:
+        try:
+            async with self._slots:
+                if name in self.deletions:
+                    await self._finalize(name, observation)
+                elif name in self.records:
+                    await self._reconcile(name, observation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in one model's reconcile must not stop the others
+            log.exception("reconcile of %s failed unexpectedly; retrying on the next drift pass", name)
+            if name in self.schedule:
+                self.schedule.on_drift(name)
+        finally:
+            self._busy.pop(name, None)
+            self._wake.set()
+
+    async def _reconcile(self, name: str, observation: Observation) -> None:
+        record = self.records[name]
+        model = record.model
+        started = time.perf_counter()
+        outcome = await self.reconciler.reconcile(name, model, observation)
+        self.metrics.duration.observe(time.perf_counter() - started)
+        now = self.clocks.monotonic()
+        current = self.records.get(name)
+        if current is None or current.conflict is not None:
+            return  # removed or overruled while we worked; already handled
+        if current.model != model:
+            self.schedule.due_at(name, now)  # changed while we worked: the new version next
+            return
+        status = outcome.status
+        self._set_status(current, status)
+        result = "ready" if status.ready else "stalled" if status.stalled else "retrying"
+        self.metrics.reconciles.labels(result).inc()
+        if not status.ready:
+            self.metrics.errors.labels(status.reason.value).inc()
+        if outcome.requeue_after is not None:
+            self.schedule.due_at(name, now + outcome.requeue_after)
+        else:
+            self.schedule.on_drift(name)
+
+    async def _finalize(self, name: str, observation: Observation) -> None:
+        deletion = self.deletions[name]
+        outcome = await self.reconciler.finalize(name, deletion.model, observation)
+        now = self.clocks.monotonic()
+        if self.deletions.get(name) is not deletion:
+            if name in self.records:  # declared again while we were deleting it
+                self.schedule.due_at(name, now)
+            return
+        if outcome.done:
+            log_event(log, "deleted", outcome.message, model=name)
+            del self.deletions[name]
+            self.schedule.remove(name)
+            return
+        deletion.attempts += 1
+        deletion.last_error = outcome.message
+        if deletion.attempts >= DELETE_ATTEMPTS:
+            log_event(log, "delete_abandoned",
+                      f"gave up applying deletionPolicy {deletion.model.spec.deletion_policy} after "
+                      f"{deletion.attempts} attempts: {outcome.message}; clean up by hand "
+                      f"(docker model unload {deletion.model.spec.model})",
+                      level=logging.WARNING, model=name)
+            del self.deletions[name]
+            self.schedule.remove(name)
+            return
+        self.schedule.due_at(name, now + backoff_delay(deletion.attempts, self.clocks.jitter()))
+
+    # ---- status --------------------------------------------------------------------------------
+
+    def _set_status(self, record: Record, status: EngineStatus) -> None:
+        was_ready = record.ready
+        record.engine = status
+        record.conditions = tuple(summarize([status], record.generation, record.conditions, self.clocks.wall()))
+        if record.ready and not was_ready:
+            log_event(log, "ready", status.message, model=record.model.name, file=str(record.source))
+        if was_ready != record.ready:
+            self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self.metrics.models.set(len(self.records))
+        self.metrics.models_ready.set(sum(1 for r in self.records.values() if r.ready))
+
+    def _event(self, key: str, kind: str, reason: str, message: str) -> None:
+        record = self.records.get(key)
+        source = str(record.source) if record else None
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        log_event(log, reason, message, level=level, model=key, file=source)
+
+    def _progress(self, key: str, status: EngineStatus) -> None:
+        record = self.records.get(key)
+        if record is not None:
+            self._set_status(record, status)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What GET /status serves."""
+        records = sorted(self.records.values(), key=lambda r: r.model.name)
+        return {
+            "directory": str(self.root),
+            "interval": self.interval,
+            "engine": {
+                "name": self.reconciler.name,
+                "url": self.engine.url,
+                "foundBy": self.engine.source,
+                "up": self.engine.up,
+                "lastObserved": rfc3339(self.engine.last_observed) if self.engine.last_observed else None,
+                "lastError": self.engine.last_error,
+                "requestsSent": self.client.requests_sent,
+            },
+            "summary": {
+                "models": len(records),
+                "ready": sum(1 for r in records if r.ready),
+                "stalled": sum(1 for r in records if r.engine is not None and r.engine.stalled),
+                "fileErrors": len(self.files.errors),
+            },
+            "models": [r.to_dict() for r in records],
+            "deleting": [
+                {"name": name, "model": d.model.spec.model, "deletionPolicy": d.model.spec.deletion_policy,
+                 "attempts": d.attempts, "lastError": d.last_error, "source": str(d.source)}
+                for name, d in sorted(self.deletions.items())
+            ],
+            "files": self.files.report(),
+        }
+
+    def healthy(self, now: float) -> bool:
+        """The loop has run within two intervals (plus slack): it is not stuck."""
+        return self.last_pass is not None and now - self.last_pass <= 2 * self.interval + 10
