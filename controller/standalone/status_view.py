@@ -1,0 +1,95 @@
+"""`localmodel status`: tables from a daemon's GET /status or straight from an engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, TextIO
+
+import httpx
+
+from controller import wire
+from controller.engine.errors import EngineError
+from controller.standalone.connect import connect
+from controller.standalone.oneshot import engine_inventory
+from controller.standalone.server import parse_addr
+from controller.standalone.terminal import table
+
+DAEMON_HEADERS = ["NAME", "MODEL", "BACKEND", "CONTEXT", "KEEP-ALIVE", "LOADED", "READY", "MESSAGE"]
+ENGINE_HEADERS = ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP-ALIVE", "LOADED", "READY", "MESSAGE"]
+
+
+def daemon_rows(status: dict[str, Any]) -> list[list[str]]:
+    """One row per LocalModel of a daemon's /status document."""
+    rows = []
+    for model in status.get("models", []):
+        engine = (model.get("engines") or [{}])[0]
+        config = engine.get("appliedConfig") or {}
+        ready = next((c for c in model.get("conditions", []) if c.get("type") == "Ready"), {})
+        is_ready = ready.get("status") == "True"
+        rows.append([
+            model.get("name", ""),
+            model.get("model", ""),
+            engine.get("backend") or "-",
+            str(config.get(wire.CONTEXT_SIZE, "-")),
+            str(config.get(wire.KEEP_ALIVE, "-")),
+            "yes" if engine.get("loaded") else "no",
+            "True" if is_ready else ready.get("reason", "Unknown"),
+            ready.get("message", ""),
+        ])
+    return rows
+
+
+def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        print(f"localmodel status: --daemon: {exc}", file=err)
+        return 2
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/status"
+    try:
+        response = httpx.get(url, timeout=5.0)
+        response.raise_for_status()
+        status = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        print(f"localmodel status: cannot read {url}: {exc} (is `localmodel watch --status-addr {addr}` running?)",
+              file=err)
+        return 1
+    if output == "json":
+        print(json.dumps(status, indent=2), file=out)
+    else:
+        print(table(DAEMON_HEADERS, daemon_rows(status)), file=out)
+        engine = status.get("engine", {})
+        state = "up" if engine.get("up") else "DOWN: " + str(engine.get("lastError")) if engine.get("up") is False else "not observed yet"
+        print(f"\nengine {engine.get('url')} ({state}); directory {status.get('directory')}", file=out)
+        for file in status.get("files", []):
+            for error in file.get("errors", []):
+                print(f"file error: {error.get('text')}", file=out)
+    summary = status.get("summary", {})
+    all_ready = summary.get("ready") == summary.get("models") and not summary.get("fileErrors")
+    return 0 if all_ready else 1
+
+
+def show_engine(engine: str | None, output: str, out: TextIO, err: TextIO) -> int:
+    async def read() -> tuple[str, list[Any]]:
+        async with connect(engine, quiet=True) as client:
+            return client.endpoint.url, await engine_inventory(client)
+
+    try:
+        url, rows = asyncio.run(read())
+    except ValueError as exc:
+        print(f"localmodel status: {exc}", file=err)
+        return 2
+    except EngineError as exc:
+        print(f"localmodel status: {exc}", file=err)
+        return 1
+    if output == "json":
+        print(json.dumps({"engine": url, "models": [row.to_dict() for row in rows]}, indent=2), file=out)
+        return 0
+    lines = [[r.model, r.backend, r.mode, r.context, r.keep_alive, r.loaded, "-", r.message] for r in rows]
+    print(table(ENGINE_HEADERS, lines), file=out)
+    entries = f"{len(rows)} entr" + ("y" if len(rows) == 1 else "ies")
+    print(f"\nengine {url}: {entries} (READY needs LocalModels: use --daemon, or localmodel plan FILE...)",
+          file=out)
+    return 0
