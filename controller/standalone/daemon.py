@@ -19,7 +19,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -179,6 +179,16 @@ class Daemon:
         for name in self._after_observe(observation, list(wake.names), self.clocks.monotonic()):
             self._busy[name] = asyncio.create_task(self._work(name, observation), name=f"reconcile {name}")
 
+    def notice(self, paths: Iterable[Path]) -> None:
+        """Files changed (or may have): re-read them on the next pass, which starts now."""
+        self._hinted |= set(paths)
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no reconcile or deletion is in flight."""
+        while self._busy:
+            await asyncio.gather(*list(self._busy.values()), return_exceptions=True)
+
     async def _sleep(self, stop: asyncio.Event) -> None:
         wake_at = self.schedule.next_wake(self._busy)
         settle = self.files.next_settle()
@@ -207,8 +217,7 @@ class Daemon:
 
         async for changes in awatch(absolute, watch_filter=interesting, stop_event=stop, step=WATCH_STEP_MS,
                                     debounce=WATCH_DEBOUNCE_MS, recursive=True):
-            self._hinted |= {self.root / Path(path).relative_to(absolute) for _, path in changes}
-            self._wake.set()
+            self.notice(self.root / Path(path).relative_to(absolute) for _, path in changes)
 
     # ---- files -> records ----------------------------------------------------------------------
 

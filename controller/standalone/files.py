@@ -11,7 +11,9 @@ models by accident:
 - A file that loses LocalModels (emptied, truncated, deleted) is believed only when a second read,
   at least `settle` seconds later, still shows the loss. Until then its previous models stay.
 - A name declared in two files stays with the file that declared it first (the one already applied);
-  the other declaration is reported as a duplicate with its file and line, and ignored.
+  the other declaration is reported as a duplicate with its file and line, and ignored. A name a
+  file only still holds (kept from its last good version, absent from its latest read) yields to a
+  file that declares it now: that is a LocalModel moving between files, not a duplicate.
 
 Nothing here does more I/O than reading the directory; time comes in as an argument.
 """
@@ -74,6 +76,7 @@ class FileState:
     notes: tuple[str, ...] = ()
     stamp: Stamp | None = None
     shrink_since: float | None = None  # when a read first showed fewer models (not yet believed)
+    held: frozenset[str] = frozenset()  # names kept from the last good version, absent from the latest read
 
 
 class ModelFiles:
@@ -128,7 +131,8 @@ class ModelFiles:
                 models, shrink_since = {**old, **new}, started
         else:
             models = new
-        state = FileState(models, tuple(result.errors), tuple(result.notes), stamp, shrink_since)
+        held = frozenset(models) - frozenset(new)
+        state = FileState(models, tuple(result.errors), tuple(result.notes), stamp, shrink_since, held)
         if stamp is None and not models and shrink_since is None:
             self._files.pop(path, None)
         else:
@@ -137,10 +141,15 @@ class ModelFiles:
 
     def _compose(self) -> None:
         """Combine the files into one set by name; the incumbent owner of a name keeps it."""
-        claims: dict[str, list[tuple[Path, Sourced]]] = {}
+        declared: dict[str, list[tuple[Path, Sourced]]] = {}
+        held: dict[str, list[tuple[Path, Sourced]]] = {}
+        order: dict[str, None] = {}  # names in file order, then line order: decides who came first at startup
         for path in sorted(self._files):
-            for name, item in self._files[path].models.items():
-                claims.setdefault(name, []).append((path, item))
+            state = self._files[path]
+            for name, item in sorted(state.models.items(), key=lambda kv: kv[1].source.line or 0):
+                order.setdefault(name)
+                (held if name in state.held else declared).setdefault(name, []).append((path, item))
+        claims = {name: declared.get(name) or held[name] for name in order}
         desired: dict[str, Sourced] = {}
         owners: dict[str, Path] = {}
         duplicates: list[SpecError] = []

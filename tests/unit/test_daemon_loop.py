@@ -1,0 +1,208 @@
+"""The daemon's decisions, pass by pass, against the in-process emulator on loopback.
+
+Time is virtual: the daemon's monotonic clock is a counter the test advances, and each pass is
+driven by `run_pass()` (then `wait_idle()` for the reconciles it started), so drift passes, settle
+times and backoffs happen without sleeping.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.emulator import running_emulator
+from controller.engine.client import EngineClient
+from controller.standalone.daemon import DELETE_ATTEMPTS, Clocks, Daemon
+from controller.status import Reason
+from tests.support.emulator import emulator
+
+INTERVAL = 30.0
+SETTLE = 0.5
+
+
+class VirtualTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def localmodel(name: str, model: str, **spec: Any) -> str:
+    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
+             f"  model: {model}"] + [f"  {key}: {value}" for key, value in spec.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Harness:
+    def __init__(self, root: Path, client: EngineClient) -> None:
+        self.root = root
+        self.time = VirtualTime()
+        self.client = client
+        self.daemon = Daemon(root, client, interval=INTERVAL, settle=SETTLE,
+                             clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0))
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text)
+        self.daemon.notice([path])
+        return path
+
+    async def run_pass(self, advance: float = 0.0) -> None:
+        self.time.now += advance
+        await self.daemon.run_pass()
+        await self.daemon.wait_idle()
+
+    async def drift(self) -> None:
+        """Advance to the next drift pass and run it."""
+        await self.run_pass(max(0.0, self.daemon.schedule.next_drift - self.time.now))
+
+    def reason(self, name: str) -> str:
+        record = self.daemon.records[name]
+        assert record.engine is not None
+        return record.engine.reason.value
+
+
+async def stored(client: EngineClient, ref: str) -> dict[str, Any] | None:
+    entries = await client.stored_configs(model=ref)
+    return entries[0].config if entries else None
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Any]:
+    async with emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, engine: Any) -> AsyncIterator[Harness]:
+    async with EngineClient(engine.url) as client:
+        yield Harness(tmp_path, client)
+
+
+async def test_models_go_ready_and_an_idle_drift_pass_costs_only_the_observation(harness: Harness) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    harness.write("b.yaml", localmodel("b", "ai/qwen3:0.6B-F16", keepAlive="10m"))
+    harness.write("c.yaml", localmodel("c", "ai/llama3.2"))
+    await harness.run_pass()
+    assert all(r.ready for r in harness.daemon.records.values())
+    await harness.drift()  # may read a loaded runner's own config once
+    await harness.drift()
+    before = harness.client.requests_sent
+    await harness.drift()
+    assert harness.client.requests_sent - before == 3
+    assert all(r.ready for r in harness.daemon.records.values())
+
+
+async def test_an_edit_reconciles_only_the_edited_model(harness: Harness, engine: Any) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    harness.write("b.yaml", localmodel("b", "ai/llama3.2", contextSize=4096))
+    await harness.run_pass()
+    engine.state.counters.clear()
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=8192))
+    await harness.run_pass(0.1)
+    configures = {route: n for route, n in engine.state.counters.items() if route.startswith("POST") and "_configure" in route}
+    assert sum(configures.values()) == 1
+    assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
+    assert harness.daemon.records["a"].generation == 2 and harness.daemon.records["b"].generation == 1
+
+
+async def test_an_engine_restart_is_repaired_on_the_next_drift_pass(harness: Harness, engine: Any) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    await harness.run_pass()
+    engine.state.restart()
+    assert await stored(harness.client, "ai/smollm2") is None
+    await harness.drift()
+    assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
+    assert harness.daemon.records["a"].ready and harness.reason("a") == Reason.DRIFT_REPAIRED.value
+
+
+async def test_the_later_of_two_models_with_the_same_model_and_mode_is_stalled_until_the_first_goes(
+        harness: Harness, engine: Any) -> None:
+    harness.write("first.yaml", localmodel("first", "ai/smollm2", contextSize=4096))
+    await harness.run_pass()
+    harness.write("second.yaml", localmodel("second", "ai/smollm2", contextSize=8192))
+    await harness.run_pass(0.1)
+    second = harness.daemon.records["second"]
+    assert second.engine is not None and second.engine.stalled and harness.reason("second") == "Conflict"
+    assert "first already declares model ai/smollm2" in second.engine.message
+    assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
+    (harness.root / "first.yaml").unlink()
+    harness.daemon.notice([harness.root / "first.yaml"])
+    await harness.run_pass(0.1)
+    await harness.run_pass(SETTLE)
+    assert set(harness.daemon.records) == {"second"} and harness.daemon.records["second"].ready
+    assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
+    assert "POST /engines/unload" not in engine.state.counters  # "second" still uses the model
+
+
+async def test_renaming_a_file_sends_nothing_to_the_engine(harness: Harness, engine: Any) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    await harness.run_pass()
+    engine.state.counters.clear()
+    (harness.root / "a.yaml").rename(harness.root / "renamed.yaml")
+    harness.daemon.notice([harness.root / "a.yaml", harness.root / "renamed.yaml"])
+    await harness.run_pass(0.1)
+    await harness.run_pass(SETTLE)
+    assert harness.daemon.records["a"].ready and str(harness.daemon.records["a"].source).endswith("renamed.yaml:1")
+    assert not harness.daemon.deletions
+    assert set(engine.state.counters) <= {"GET /models", "GET /engines/_configure", "GET /engines/ps"}
+
+
+async def test_a_removed_model_is_unloaded_only_once_the_removal_has_settled(harness: Harness, engine: Any) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    await harness.run_pass()
+    path = harness.root / "a.yaml"
+    path.unlink()
+    harness.daemon.notice([path])
+    await harness.run_pass(0.1)
+    assert "a" in harness.daemon.records and await stored(harness.client, "ai/smollm2") is not None
+    assert harness.daemon.files.next_settle() == pytest.approx(harness.time.now + SETTLE)
+    await harness.run_pass(SETTLE)
+    assert not harness.daemon.records and not harness.daemon.deletions
+    assert await stored(harness.client, "ai/smollm2") is None
+
+
+async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everything_resumes_when_it_answers(
+        tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with EngineClient(f"http://127.0.0.1:{port}") as client:
+        harness = Harness(tmp_path, client)
+        harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+        harness.write("b.yaml", localmodel("b", "ai/llama3.2"))
+        await harness.run_pass()
+        assert harness.daemon.engine.up is False and client.requests_sent == 3
+        assert {harness.reason(n) for n in "ab"} == {"EngineUnreachable"}
+        assert harness.daemon.schedule.next_drift - harness.time.now < INTERVAL  # probes sooner than a drift pass
+        async with running_emulator("127.0.0.1", port, load_seconds=0):
+            await harness.drift()
+            assert harness.daemon.engine.up is True
+            assert all(r.ready for r in harness.daemon.records.values())
+
+
+async def test_a_deletion_against_an_unreachable_engine_is_retried_a_bounded_number_of_times(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    client = EngineClient("http://127.0.0.1:1")  # replaced below: the emulator's port is known only once it runs
+    async with emulator() as emu:
+        client = EngineClient(emu.url)
+        harness = Harness(tmp_path, client)
+        harness.write("a.yaml", localmodel("a", "ai/smollm2"))
+        await harness.run_pass()
+        assert harness.daemon.records["a"].ready
+    (tmp_path / "a.yaml").unlink()
+    harness.daemon.notice([tmp_path / "a.yaml"])
+    await harness.run_pass(0.1)
+    await harness.run_pass(SETTLE)  # the first attempt
+    failed_so_far = []
+    while harness.daemon.deletions:
+        failed_so_far.append(harness.daemon.deletions["a"].attempts)
+        await harness.run_pass(60.0)
+    await client.aclose()
+    assert failed_so_far == list(range(1, DELETE_ATTEMPTS))
+    assert "gave up applying deletionPolicy Unload after 5 attempts" in caplog.text
