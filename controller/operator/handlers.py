@@ -1,0 +1,133 @@
+"""The kopf handlers: when a pass runs. What a pass does is in runtime.py.
+
+Triggers, all level-based (the pass compares the spec with what the engines report now, whatever
+woke it):
+
+- a daemon per LocalModel (`reconcile`) runs the passes: the first when the object appears (on
+  creation, and for every existing object when the operator starts: that is "resume"), then again
+  after the delay the reconciler asks for (a runner loading, a retry with backoff) or after the drift
+  interval; the drift pass is what repairs an engine that restarted or was reconfigured by hand.
+  A daemon rather than `@kopf.timer` because the next pass's time varies with the outcome;
+- `wake` (every watch event of a LocalModel) cuts the daemon's sleep short when the spec changed
+  (the update trigger) and forgets the object once it is gone;
+- `finalize` (`@kopf.on.delete`, which makes kopf hold this process's finalizer) applies
+  `deletionPolicy`;
+- node-agent mode only: `node-labels` re-runs every pass when nodes or their labels change.
+
+kopf keeps no state on the objects for these handlers: the diff-base storage is a no-op (there are
+no on.create/on.update handlers to diff for) and progress annotations, written only while kopf itself
+retries the delete handler, use this process's own prefix. Peering is off (`standalone`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from controller.crd import GROUP, PLURAL, VERSION
+from controller.operator.bootstrap import StartupError, build_operator
+from controller.operator.config import OperatorConfig
+from controller.operator.identity import NODE_AGENT
+from controller.operator.kube import SERVICE_ACCOUNT_DIR, KubeClient
+from controller.operator.metrics import HealthServer, Metrics, parse_addr
+
+log = logging.getLogger("localmodel.operator")
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+class StatelessDiffBase(kopf.DiffBaseStorage):
+    """Stores no "last handled configuration" on the objects: every handler here is level-based, so
+    nothing needs a diff, and N node agents must not write N copies of every spec into annotations."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SERVICE_ACCOUNT_DIR / "token").is_file()
+
+
+def login(settings: kopf.OperatorSettings) -> tuple[Any, Path | None]:
+    """Credentials: the pod's service account in-cluster, else the kubeconfig ($KUBECONFIG)."""
+    if in_cluster():
+        return kopf.login_with_service_account(settings=settings), SERVICE_ACCOUNT_DIR / "token"
+    info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise StartupError("no credentials: run in a pod with a service account, or give --kubeconfig")
+    return info, None
+
+
+def post_event(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """The handlers of one operator process, in a registry of their own."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry, id="login")
+    def credentials(settings: kopf.OperatorSettings, **_: Any) -> Any:
+        return login(settings)[0]
+
+    @kopf.on.startup(registry=registry, id="configure")
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        identity = config.identity
+        settings.persistence.finalizer = identity.finalizer
+        settings.persistence.diffbase_storage = StatelessDiffBase()
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=identity.annotation_prefix)
+        settings.queueing.worker_limit = config.worker_limit
+        settings.posting.level = logging.WARNING  # kopf's own handler chatter; our Events go explicitly
+        settings.posting.reporting_component = identity.reporting_component
+        settings.posting.reporting_instance = identity.agent_id
+        settings.scanning.disabled = True
+        settings.peering.standalone = True
+        memo.metrics = Metrics()
+        memo.health = HealthServer(memo.metrics, *parse_addr(config.health_addr))
+        await memo.health.start()
+        try:
+            info, token_file = login(settings)
+            memo.kube = KubeClient.from_connection_info(info, token_file)
+            memo.operator = await build_operator(config, memo.kube, metrics=memo.metrics, post_event=post_event)
+        except StartupError as exc:
+            raise kopf.PermanentError(str(exc)) from None
+        memo.health.ready = True
+
+    @kopf.on.cleanup(registry=registry, id="close")
+    async def close(memo: kopf.Memo, **_: Any) -> None:
+        if memo.get("operator") is not None:
+            await memo.operator.aclose()
+        if memo.get("kube") is not None:
+            await memo.kube.aclose()
+        if memo.get("health") is not None:
+            await memo.health.stop()
+
+    @kopf.daemon(*RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0)
+    async def keep_reconciled(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                              **_: Any) -> None:
+        while not stopped and not memo.operator.closed:
+            delay = await memo.operator.reconcile_object(body)
+            await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
+
+    @kopf.on.event(*RESOURCE, registry=registry, id="wake")
+    def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.operator.object_changed(event.get("type"), body)
+
+    @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
+    async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await memo.operator.finalize_object(body)
+
+    if config.mode == NODE_AGENT:
+        @kopf.on.event("", "v1", "nodes", registry=registry, id="node-labels")
+        def node_labels(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+            memo.operator.node_changed(event.get("type"), body)
+
+    return registry

@@ -1,0 +1,155 @@
+"""The few Kubernetes API calls the operator makes itself (kopf does the watching, the finalizers and
+the Events): read a LocalModel, write its status, read Nodes and a ConfigMap.
+
+Status is written with server-side apply on the status subresource, under this process's own field
+manager, with the resourceVersion it was computed from as a precondition: two node agents that
+summarise the object at the same time cannot overwrite each other's view (the second one gets 409,
+re-reads and recomputes).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from controller.crd import GROUP, PLURAL, VERSION
+from controller.spec import API_VERSION, KIND
+
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
+JSON_PATCH_CONTENT_TYPE: Final = "application/json-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server could not be reached)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class Conflict(KubeError):
+    """409: the object changed since it was read (or a field is owned by another manager)."""
+
+
+class Gone(KubeError):
+    """404: the object does not exist (any more)."""
+
+
+class KubeClient:
+    """An async client for one API server. Build it with `from_connection_info`."""
+
+    def __init__(self, server: str, *, token: Callable[[], str | None] = lambda: None,
+                 headers: Mapping[str, str] | None = None, verify: ssl.SSLContext | bool = True,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._token = token
+        self._http = httpx.AsyncClient(base_url=server.rstrip("/"), headers=dict(headers or {}),
+                                       verify=verify, transport=transport, timeout=30.0)
+        self.requests_sent = 0
+
+    @classmethod
+    def from_connection_info(cls, info: Any, token_file: Path | None = None) -> KubeClient:
+        """From a kopf `ConnectionInfo` (kubeconfig or in-cluster service account), with its TLS
+        settings and credentials. `token_file`: re-read the bearer token from this file on every
+        request (the in-cluster projected token, which the kubelet rotates before it expires)."""
+        headers = info.as_http_headers()
+
+        def token() -> str | None:
+            if token_file is not None and token_file.is_file():
+                return token_file.read_text().strip() or info.token
+            return None
+
+        return cls(info.server, token=token, headers=headers, verify=info.as_ssl_context())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- LocalModels ---------------------------------------------------------------------------
+
+    async def get_localmodel(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._request("GET", _localmodel_path(namespace, name))
+
+    async def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                           resource_version: str | None, field_manager: str) -> dict[str, Any]:
+        """Server-side apply `status` (only the fields this manager owns) with a resourceVersion
+        precondition; raises Conflict when the object changed since it was read."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "status": dict(status)}
+        return await self._request(
+            "PATCH", _localmodel_path(namespace, name) + "/status", content=json.dumps(body),
+            params={"fieldManager": field_manager, "force": "true"},
+            headers={"Content-Type": APPLY_CONTENT_TYPE})
+
+    async def remove_engine_entries(self, namespace: str, name: str, current: Mapping[str, Any],
+                                    names: set[str]) -> dict[str, Any]:
+        """Remove other writers' `status.engines[]` entries (their nodes are gone), guarded by the
+        object's resourceVersion and each entry's name."""
+        rv = (current.get("metadata") or {}).get("resourceVersion")
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+        entries = (current.get("status") or {}).get("engines") or []
+        for index in sorted((i for i, e in enumerate(entries) if e.get("name") in names), reverse=True):
+            ops.append({"op": "test", "path": f"/status/engines/{index}/name", "value": entries[index]["name"]})
+            ops.append({"op": "remove", "path": f"/status/engines/{index}"})
+        return await self._request("PATCH", _localmodel_path(namespace, name) + "/status",
+                                   content=json.dumps(ops), headers={"Content-Type": JSON_PATCH_CONTENT_TYPE})
+
+    # ---- Nodes and ConfigMaps ------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> dict[str, Any]:
+        return await self._request("GET", f"/api/v1/nodes/{name}")
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        return list((await self._request("GET", "/api/v1/nodes")).get("items") or [])
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.requests_sent += 1
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise KubeError(0, f"{method} {path}: {exc!r}") from exc
+        if response.status_code >= 400:
+            message = _api_message(response)
+            error = {409: Conflict, 404: Gone}.get(response.status_code, KubeError)
+            raise error(response.status_code, f"{method} {path}: {message}")
+        return response.json() if response.content else {}
+
+
+def _localmodel_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+
+def _api_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message") or response.text)
+    except ValueError:
+        return response.text.strip()
+
+
+def node_labels(node: Mapping[str, Any]) -> dict[str, str]:
+    return dict((node.get("metadata") or {}).get("labels") or {})
+
+
+def node_internal_ip(node: Mapping[str, Any]) -> str | None:
+    """The node's InternalIP (else its first address), where a node's DMR listens."""
+    addresses = (node.get("status") or {}).get("addresses") or []
+    for kind in ("InternalIP", "ExternalIP", "Hostname"):
+        for address in addresses:
+            if address.get("type") == kind and address.get("address"):
+                return str(address["address"])
+    return None

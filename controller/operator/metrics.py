@@ -1,0 +1,91 @@
+"""Prometheus metrics and the probe endpoints, served on one port (`--health-addr`, default `:8080`):
+
+    /healthz   200 while the event loop answers (liveness)
+    /readyz    200 once the operator has started (engines resolved, API server reachable), else 503
+    /metrics   Prometheus text format
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+NAMESPACE = "localmodel_operator"
+
+
+@dataclass
+class Metrics:
+    """The operator's metrics, in their own registry (one per operator, so tests can read them)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.reconciles = Counter(f"{NAMESPACE}_reconciles", "LocalModel passes, by result "
+                                  "(ready, progressing, stalled, invalid)", ["result"], registry=r)
+        self.errors = Counter(f"{NAMESPACE}_errors", "Engine or API errors met during passes, by reason",
+                              ["reason"], registry=r)
+        self.duration = Histogram(f"{NAMESPACE}_reconcile_duration_seconds", "Duration of one LocalModel pass "
+                                  "(all its engines, and the status write)", registry=r,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.engines_up = Gauge(f"{NAMESPACE}_engine_up", "1 when the engine answered its last observation",
+                                ["engine"], registry=r)
+        self.models_ready = Gauge(f"{NAMESPACE}_models_ready", "LocalModels whose Ready condition is True",
+                                  registry=r)
+        self.models = Gauge(f"{NAMESPACE}_models", "LocalModels this process reconciles", registry=r)
+        self.status_writes = Counter(f"{NAMESPACE}_status_writes", "Status writes, by result "
+                                     "(written, unchanged, conflict)", ["result"], registry=r)
+        self.finalizations = Counter(f"{NAMESPACE}_finalizations", "deletionPolicy runs, by result "
+                                     "(done, released-after-errors)", ["result"], registry=r)
+
+
+class HealthServer:
+    """The aiohttp server behind the probes and /metrics."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self.ready = False
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host or None, self.port)
+        await site.start()
+        if self.port == 0:  # tests: report the port picked
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="starting\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """`:8080`, `0.0.0.0:8080`, `127.0.0.1:0` or `[::1]:8080` -> (host, port); host "" is every address."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--health-addr {text!r}: use HOST:PORT or :PORT, e.g. :8080")
+    return host.strip("[]"), int(port)

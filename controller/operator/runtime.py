@@ -1,0 +1,401 @@
+"""The operator's one pass per LocalModel, whatever triggered it, and its finalizer.
+
+    pass = parse the spec -> reconcile on each targeted engine (controller.reconcile) -> write status
+
+The kopf handlers (handlers.py) only decide *when* a pass runs; everything else is here, free of kopf,
+so it can be tested with a fake API server and emulated engines. State kept between passes is only
+what makes them cheap (the shared engine observations, when each object last passed) and can be lost:
+a restarted operator re-derives everything from the objects and the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from controller.engine.client import EngineClient
+from controller.operator.config import OperatorConfig
+from controller.operator.engines import EngineRef, SharedObservation
+from controller.operator.identity import CENTRAL
+from controller.operator.kube import Conflict, Gone, KubeClient, KubeError, node_labels
+from controller.operator.metrics import Metrics
+from controller.operator.statuses import (
+    StatusUpdate,
+    compose_status,
+    conflict_status,
+    invalid_spec_status,
+    spec_error_message,
+)
+from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
+from controller.plan import find_conflicts
+from controller.reconcile import EngineReconciler, Outcome
+from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
+from controller.status import EngineStatus, Phase
+
+log = logging.getLogger("localmodel.operator")
+
+# A pass after a spec change (or an object's first) accepts an engine observation this recent, so
+# that a burst of new objects shares a few observations instead of making one each.
+FRESH_WINDOW_SECONDS = 1.0
+STATUS_WRITE_ATTEMPTS = 3
+STATUS_RETRY_SECONDS = 10.0  # when the status could not be written for another reason than a conflict
+
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
+
+
+@dataclass
+class Engine:
+    """One engine and everything the passes share about it."""
+
+    ref: EngineRef
+    reconciler: EngineReconciler
+    observations: SharedObservation
+    client: EngineClient
+
+
+@dataclass
+class ObjectState:
+    """What passes remember about one LocalModel (by uid). All of it may be lost."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_pass: float | None = None  # monotonic start of the previous pass
+    last_generation: int | None = None
+    invalid_reported: int | None = None  # the generation whose InvalidSpec event was posted
+
+
+@dataclass(frozen=True)
+class Claim:
+    created: str
+    spec: LocalModelSpec
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class Operator:
+    """Reconciles LocalModels against this process's engines and writes their status."""
+
+    def __init__(self, config: OperatorConfig, kube: KubeClient, engines: Sequence[EngineRef], *,
+                 metrics: Metrics | None = None, post_event: EventPoster = lambda *_: None,
+                 nodes: Mapping[str, Mapping[str, str]] | None = None,
+                 clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep,
+                 client_factory: Callable[[EngineRef], EngineClient] | None = None) -> None:
+        self.config = config
+        self.identity = config.identity
+        self.kube = kube
+        self.metrics = metrics or Metrics()
+        self._post_event = post_event
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self.nodes: dict[str, dict[str, str]] = {k: dict(v) for k, v in (nodes or {}).items()}
+        make_client = client_factory or (lambda ref: EngineClient(ref.url, name=ref.name))
+        self.engines = [self._engine(ref, make_client(ref)) for ref in engines]
+        self._passes = asyncio.Semaphore(config.worker_limit)
+        self._states: dict[str, ObjectState] = {}
+        self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
+        self._claims: dict[str, Claim] = {}
+        self._ready: dict[str, bool] = {}
+        self.closed = False
+
+    def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
+        reconciler = EngineReconciler(ref.name, client,
+                                      on_event=lambda key, kind, reason, message: self._engine_event(
+                                          ref.name, key, kind, reason, message))
+        return Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop starting passes, let the running ones finish (up to `grace` seconds), close the clients."""
+        self.closed = True
+
+        async def drain() -> None:
+            for _ in range(self.config.worker_limit):
+                await self._passes.acquire()
+
+        try:
+            await asyncio.wait_for(drain(), timeout=grace)
+        except TimeoutError:
+            log.warning("passes still running after %.0fs; closing the engine clients anyway", grace)
+        for engine in self.engines:
+            await engine.client.aclose()
+
+    @property
+    def central(self) -> bool:
+        return self.config.mode == CENTRAL
+
+    # ---- one pass ------------------------------------------------------------------------------
+
+    async def reconcile_object(self, body: Mapping[str, Any]) -> float | None:
+        """One pass over one LocalModel. Returns when to come back (seconds), or None for the next
+        drift pass or spec change."""
+        obj = copy.deepcopy(dict(body))
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp") or self.closed:
+            return None  # being deleted: the finalizer applies deletionPolicy, passes must not re-apply
+        key, generation = object_key(obj), meta.get("generation")
+        state = self.state(meta["uid"])
+        started = self._monotonic()
+        same_spec = state.last_pass is not None and state.last_generation == generation
+        not_before = state.last_pass if same_spec and state.last_pass is not None else started - FRESH_WINDOW_SECONDS
+        state.last_pass, state.last_generation = started, generation
+        self._bodies[key] = obj
+        async with self._passes, state.lock:
+            with self.metrics.duration.time():
+                targets = self.targets(obj)
+                statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
+                update = await self._publish(obj, statuses, targeted=bool(targets))
+        if update is None:
+            requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
+        else:
+            self._ready[meta["uid"]] = update.ready
+        self.metrics.reconciles.labels(result).inc()
+        self.metrics.models_ready.set(sum(self._ready.values()))
+        self.metrics.models.set(len(self._states))
+        return requeue
+
+    async def _reconcile_engines(self, obj: dict[str, Any], targets: Sequence[Engine], not_before: float,
+                                 state: ObjectState) -> tuple[list[EngineStatus], float | None, str]:
+        meta = obj["metadata"]
+        key, generation = object_key(obj), meta.get("generation")
+        try:
+            spec = validate_spec(obj.get("spec"), meta["name"])
+        except SpecInvalid as exc:
+            if state.invalid_reported != generation:
+                state.invalid_reported = generation
+                self._post_event(obj, "Warning", "InvalidSpec", spec_error_message(exc))
+            return [invalid_spec_status(e.ref.name, exc, generation) for e in targets], None, "invalid"
+        if not targets:
+            self._claims.pop(key, None)
+            return [], None, "untargeted"
+        conflict = self._conflict(key, meta.get("creationTimestamp", ""), spec)
+        if conflict is not None:
+            return [conflict_status(e.ref.name, conflict, generation) for e in targets], None, "stalled"
+        model = LocalModel(metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"),
+                                               generation=generation), spec=spec)
+        outcomes = await asyncio.gather(*(self._reconcile_on(e, key, model, not_before) for e in targets))
+        statuses = [outcome.status for outcome in outcomes]
+        delays = [o.requeue_after for o in outcomes if o.requeue_after is not None]
+        for status in statuses:
+            if status.phase in (Phase.RETRYING, Phase.STALLED):
+                self.metrics.errors.labels(status.reason.value).inc()
+        if all(s.ready for s in statuses):
+            result = "ready"
+        elif any(s.stalled for s in statuses):
+            result = "stalled"
+        else:
+            result = "progressing"
+        return statuses, min(delays) if delays else None, result
+
+    async def _reconcile_on(self, engine: Engine, key: str, model: LocalModel, not_before: float) -> Outcome:
+        observation = await engine.observations.get(not_before)
+        self.metrics.engines_up.labels(engine.ref.name).set(0 if observation.error else 1)
+        return await engine.reconciler.reconcile(key, model, observation)
+
+    def _conflict(self, key: str, created: str, spec: LocalModelSpec) -> str | None:
+        """Another LocalModel already declares this model and mode on the same engines: the engine
+        keeps one config per (model, mode), so the older object wins and this one is Stalled."""
+        self._claims[key] = Claim(created, spec)
+        ordered = sorted(self._claims.items(), key=lambda item: (item[1].created, item[0]))
+        return find_conflicts([(name, claim.spec) for name, claim in ordered]).get(key)
+
+    # ---- status --------------------------------------------------------------------------------
+
+    async def _publish(self, obj: dict[str, Any], statuses: list[EngineStatus], *,
+                       targeted: bool) -> StatusUpdate | None:
+        """Write the status if it differs from what the object holds; None if it could not be written."""
+        meta = obj["metadata"]
+        namespace, name, generation = meta.get("namespace", ""), meta["name"], meta.get("generation")
+        expected = self.expected_engines(obj)
+        current = obj
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            update = compose_status(current.get("status"), statuses, generation=generation, expected=expected,
+                                    owns=self._owns, existing_engine=self._engine_exists, now=self._clock())
+            if not update.changed or not self._should_write(current, targeted, expected, update):
+                self.metrics.status_writes.labels("unchanged").inc()
+                return update
+            try:
+                if update.prune:
+                    await self.kube.remove_engine_entries(namespace, name, current, set(update.prune))
+                    current = await self.kube.get_localmodel(namespace, name)
+                    continue
+                await self.kube.apply_status(namespace, name, update.apply, field_manager=self.identity.field_manager,
+                                             resource_version=current["metadata"].get("resourceVersion"))
+                self.metrics.status_writes.labels("written").inc()
+                return update
+            except Conflict:
+                self.metrics.status_writes.labels("conflict").inc()
+                try:
+                    current = await self.kube.get_localmodel(namespace, name)
+                except Gone:
+                    return update
+                if current["metadata"].get("generation") != generation:
+                    return update  # a newer spec: the pass it triggers writes the status
+            except Gone:
+                return update
+            except KubeError as exc:
+                self.metrics.errors.labels("StatusWriteFailed").inc()
+                log.error("could not write the status of %s: %s", object_key(obj), exc)
+                return None
+        log.warning("status of %s kept changing under us; trying again on the next pass", object_key(obj))
+        return None
+
+    def _should_write(self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str],
+                      update: StatusUpdate) -> bool:
+        """A node agent that the object does not target speaks only to remove its own entry, to
+        prune entries of nodes that are gone, or when no engine is targeted at all (NoEngines)."""
+        if self.central or targeted or update.prune or not expected:
+            return True
+        entries = (current.get("status") or {}).get("engines") or ()
+        return any(entry.get("name") == self.config.node_name for entry in entries)
+
+    def _owns(self, name: str) -> bool:
+        return self.central or name == self.config.node_name
+
+    def _engine_exists(self, name: str) -> bool:
+        return self.central or name in self.nodes
+
+    # ---- targeting -----------------------------------------------------------------------------
+
+    def targets(self, obj: Mapping[str, Any]) -> list[Engine]:
+        """The engines this process reconciles the object on."""
+        if self.central:
+            return list(self.engines)
+        labels = self.nodes.get(self.config.node_name or "", {})
+        if (selector_matches(raw_node_selector(obj.get("spec")), labels)
+                and selector_matches(self.config.agent_node_selector, labels)):
+            return list(self.engines)
+        return []
+
+    def expected_engines(self, obj: Mapping[str, Any]) -> list[str]:
+        """The engines that should report on the object: central, this process's engines; node
+        agents, the nodes matching the object's nodeSelector (and the agents' node selector)."""
+        if self.central:
+            return [engine.ref.name for engine in self.engines]
+        return matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
+
+    # ---- deletion ------------------------------------------------------------------------------
+
+    async def finalize_object(self, body: Mapping[str, Any]) -> None:
+        """Apply `deletionPolicy` on every targeted engine, with bounded retries. An engine that keeps
+        failing does not block the deletion: the finalizer is released with a Warning event."""
+        obj = copy.deepcopy(dict(body))
+        meta = obj["metadata"]
+        key = object_key(obj)
+        self._bodies[key] = obj
+        state = self.state(meta["uid"])
+        async with state.lock:
+            self._claims.pop(key, None)
+            targets = self.targets(obj)
+            try:
+                spec = validate_spec(obj.get("spec"), meta["name"])
+            except SpecInvalid:
+                log.info("%s: the spec never validated, so nothing was applied; releasing", key)
+                return
+            model = LocalModel(metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"),
+                                                   generation=meta.get("generation")), spec=spec)
+            await asyncio.gather(*(self._finalize_on(engine, key, model, obj) for engine in targets))
+
+    async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
+        attempts = max(1, self.config.finalize_attempts)
+        for attempt in range(1, attempts + 1):
+            outcome = await engine.reconciler.finalize(key, model)
+            if outcome.done:
+                log.info("%s on %s: %s", key, engine.ref.name, outcome.message)
+                self.metrics.finalizations.labels("done").inc()
+                return
+            if attempt < attempts:
+                await self._sleep(self.config.finalize_backoff * 2 ** (attempt - 1))
+        self.metrics.finalizations.labels("released-after-errors").inc()
+        message = (f"released the finalizer after {attempts} failed attempts to apply deletionPolicy "
+                   f"{model.spec.deletion_policy} on engine {engine.ref.name}: {outcome.message}; the engine "
+                   "may still hold the model and its config")
+        log.warning("%s: %s", key, message)
+        self._post_event(obj, "Warning", "FinalizerReleased", message)
+
+    # ---- per-object memory and wake-ups -------------------------------------------------------
+
+    def state(self, uid: str) -> ObjectState:
+        state = self._states.get(uid)
+        if state is None:
+            state = self._states[uid] = ObjectState()
+        return state
+
+    async def wait_for_next_pass(self, uid: str, delay: float | None, stopped: Awaitable[Any]) -> None:
+        """Sleep until `delay` (or the drift interval) passes, the object is woken up, or `stopped`
+        (kopf's daemon stopper) completes."""
+        state = self.state(uid)
+        waiters = [asyncio.ensure_future(state.wake.wait()), asyncio.ensure_future(stopped)]
+        try:
+            await asyncio.wait(waiters, timeout=delay if delay is not None else self.config.drift_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        state.wake.clear()
+
+    def object_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event for a LocalModel: wake its pass when the spec changed; forget it when gone."""
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        if event_type == "DELETED":
+            self.forget(body)
+            return
+        state = self._states.get(uid)
+        if state is not None and state.last_generation != meta.get("generation"):
+            state.wake.set()
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = object_key(body)
+        self._states.pop(meta.get("uid", ""), None)
+        self._ready.pop(meta.get("uid", ""), None)
+        self._bodies.pop(key, None)
+        self._claims.pop(key, None)
+        for engine in self.engines:
+            engine.reconciler.forget(key)
+        self.metrics.models.set(len(self._states))
+        self.metrics.models_ready.set(sum(self._ready.values()))
+
+    def node_changed(self, event_type: str | None, node: Mapping[str, Any]) -> None:
+        """A watch event for a Node (node-agent mode): keep the label index, and re-run every pass
+        when the set of nodes or their labels changed (targets and expected engines may differ)."""
+        name = (node.get("metadata") or {}).get("name")
+        if not name:
+            return
+        before = self.nodes.get(name)
+        if event_type == "DELETED":
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = node_labels(node)
+        if self.nodes.get(name) != before:
+            for state in self._states.values():
+                state.wake.set()
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def _engine_event(self, engine: str, key: str, kind: str, reason: str, message: str) -> None:
+        if kind == "Normal":  # the engine changed: what other passes observed is out of date
+            for candidate in self.engines:
+                if candidate.ref.name == engine:
+                    candidate.observations.invalidate()
+        obj = self._bodies.get(key)
+        if obj is not None:
+            if len(self.engines) > 1 and engine not in message:
+                message = f"engine {engine}: {message}"
+            self._post_event(obj, kind, reason, message)
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
