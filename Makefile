@@ -21,10 +21,10 @@ demo: $(STAMP)
 
 # Builds (or reuses) the real peers, then runs every test: unit, contract, end-to-end, peers.
 # Property tests run derandomized here (the landing gate); plain `pytest` explores new examples.
+# A peer that fails to build fails the tests that need it, with the build log's tail.
 test: $(STAMP)
-	LOCALMODEL_PEERS_FILE=$(VENV)/peers.env; \
-	  tests/peers/build > $$LOCALMODEL_PEERS_FILE || true; \
-	  LOCALMODEL_PEERS_FILE=$$LOCALMODEL_PEERS_FILE HYPOTHESIS_PROFILE=ci $(BIN)/pytest
+	tests/peers/build > $(VENV)/peers.env 2> $(VENV)/peers.env.log || true
+	LOCALMODEL_PEERS_FILE=$(CURDIR)/$(VENV)/peers.env HYPOTHESIS_PROFILE=ci $(BIN)/pytest
 
 # Everything that needs no Go build.
 test-fast: $(STAMP)

@@ -11,3 +11,6 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Fixtures for the real peers (kube-apiserver + etcd, Docker Model Runner): tests/support/peers.py.
+pytest_plugins = ["tests.support.peers"]
