@@ -1,0 +1,327 @@
+"""Unit tests of the operator's pure parts: names, engine lists, targeting, status composition and
+the kstatus verdicts it leads to."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from controller.operator.engines import (
+    EngineListError,
+    EngineRef,
+    SharedObservation,
+    configured_engines,
+    engines_from_configmap,
+    node_engine,
+    parse_engine_list,
+)
+from controller.operator.identity import Identity, short_label
+from controller.operator.kstatus import Verdict, kstatus_verdict, ready_verdict
+from controller.operator.metrics import parse_addr
+from controller.operator.statuses import compose_status, entry_status, invalid_spec_status
+from controller.operator.targeting import matching_nodes, parse_selector, raw_node_selector, selector_matches
+from controller.plan import Observation
+from controller.spec import SpecInvalid, validate_spec
+from controller.status import EngineStatus, Phase, Reason
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+QUALIFIED_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+# ---- identity ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node", ["kind-worker", "ip-10-0-0-7.eu-west-1.compute.internal", "N" * 253, "gpu_1"])
+def test_agent_finalizers_are_valid_qualified_names(node: str) -> None:
+    finalizer = Identity("node-agent", node).finalizer
+    prefix, name = finalizer.split("/")
+    assert QUALIFIED_NAME.match(finalizer), finalizer
+    assert prefix == "localmodel.io" and len(name) <= 63
+
+
+def test_every_agent_writes_under_its_own_names() -> None:
+    a, b, central = Identity("node-agent", "a"), Identity("node-agent", "b"), Identity("central")
+    assert len({a.finalizer, b.finalizer, central.finalizer}) == 3
+    assert len({a.field_manager, b.field_manager, central.field_manager}) == 3
+    assert len({a.annotation_prefix, b.annotation_prefix, central.annotation_prefix}) == 3
+    assert central.finalizer == "localmodel.io/finalizer"
+    assert a.finalizer == "localmodel.io/agent-a"
+
+
+def test_short_labels_of_different_long_names_differ() -> None:
+    first, second = short_label("agent-" + "x" * 80 + "1"), short_label("agent-" + "x" * 80 + "2")
+    assert first != second and len(first) <= 63 and len(second) <= 63
+    assert short_label("agent-a.b") != short_label("agent-a-b")  # changed names carry a hash
+
+
+# ---- engine lists ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["http://10.0.0.7:12434"], [EngineRef("10.0.0.7:12434", "http://10.0.0.7:12434")]),
+    (["gpu1=http://10.0.0.7:12434/v1/"], [EngineRef("gpu1", "http://10.0.0.7:12434")]),
+    (["dmr.ai.svc:80"], [EngineRef("dmr.ai.svc:80", "http://dmr.ai.svc:80")]),
+    (["a=http://h1:1, b=http://h2:2", "c=http://h3:3"],
+     [EngineRef("a", "http://h1:1"), EngineRef("b", "http://h2:2"), EngineRef("c", "http://h3:3")]),
+    (["http://h/?x=1=2"], None),
+    (["a=http://h1:1", "a=http://h2:2"], None),
+    (["bad name=http://h:1"], None),
+    (["ftp://h:1"], None),
+])
+def test_engine_list_items(items: list[str], expected: list[EngineRef] | None) -> None:
+    if expected is None:
+        with pytest.raises(EngineListError, match="--engine"):
+            parse_engine_list(items, "--engine")
+    else:
+        assert parse_engine_list(items, "--engine") == expected
+
+
+def test_flags_win_over_the_environment() -> None:
+    env = {"LOCALMODEL_ENGINES": "env=http://e:1"}
+    assert configured_engines(["flag=http://f:1"], env) == [EngineRef("flag", "http://f:1")]
+    assert configured_engines([], env) == [EngineRef("env", "http://e:1")]
+    assert configured_engines([], {}) == []
+
+
+def test_engines_from_a_configmap() -> None:
+    data = {"engines": "# the GPU boxes\ngpu1=http://10.0.0.7:12434\ngpu2=http://10.0.0.8:12434\n"}
+    assert [e.name for e in engines_from_configmap(data, "engines")] == ["gpu1", "gpu2"]
+    assert engines_from_configmap({"LOCALMODEL_ENGINES": "http://a:1"}, "cm") == [EngineRef("a:1", "http://a:1")]
+    with pytest.raises(EngineListError, match="ConfigMap cm has no engine list"):
+        engines_from_configmap({"other": "x"}, "cm")
+
+
+def test_node_engines_are_named_after_the_node() -> None:
+    assert node_engine("n1", "10.0.0.7") == EngineRef("n1", "http://10.0.0.7:12434")
+    assert node_engine("n1", "fd00::7", 8080).url == "http://[fd00::7]:8080"
+
+
+@pytest.mark.parametrize("text, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+                                            ("[::1]:9", ("::1", 9))])
+def test_health_addr(text: str, expected: tuple[str, int]) -> None:
+    assert parse_addr(text) == expected
+
+
+@pytest.mark.parametrize("text", ["8080", "host:", ":99999"])
+def test_bad_health_addr(text: str) -> None:
+    with pytest.raises(ValueError, match="--health-addr"):
+        parse_addr(text)
+
+
+# ---- shared observations -----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_one_observation_serves_every_model_that_accepts_it() -> None:
+    clock, calls = Clock(), []
+
+    async def observe() -> Observation:
+        calls.append(clock.now)
+        await asyncio.sleep(0)
+        return Observation("e")
+
+    shared = SharedObservation(observe, clock)
+    await asyncio.gather(*(shared.get(not_before=99.0) for _ in range(50)))  # concurrent: one in flight
+    assert calls == [100.0]
+    clock.now = 130.0
+    await shared.get(not_before=100.0)  # taken at 100: recent enough for a pass that last ran at 100
+    assert calls == [100.0]
+    await shared.get(not_before=101.0)  # older than this pass's previous one: observe again
+    assert calls == [100.0, 130.0]
+    shared.invalidate()  # the engine changed (a configure): nothing seen before counts
+    await shared.get(not_before=0.0)
+    assert calls == [100.0, 130.0, 130.0]
+    assert shared.observations == 3
+
+
+# ---- targeting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selector, labels, matches", [
+    (None, {"a": "1"}, True),
+    ({}, None, True),
+    ({"gpu": "nvidia"}, {"gpu": "nvidia", "zone": "a"}, True),
+    ({"gpu": "nvidia"}, {"gpu": "amd"}, False),
+    ({"gpu": "nvidia", "zone": "a"}, {"gpu": "nvidia"}, False),
+    ({"gpu": ""}, {}, False),
+])
+def test_node_selector(selector: dict[str, str] | None, labels: dict[str, str] | None, matches: bool) -> None:
+    assert selector_matches(selector, labels) is matches
+
+
+def test_matching_nodes_apply_both_selectors() -> None:
+    nodes = {"a": {"gpu": "1", "agent": "yes"}, "b": {"gpu": "1"}, "c": {"agent": "yes"}}
+    assert matching_nodes(nodes, {"gpu": "1"}) == ["a", "b"]
+    assert matching_nodes(nodes, {"gpu": "1"}, {"agent": "yes"}) == ["a"]
+    assert matching_nodes(nodes, {}) == ["a", "b", "c"]
+
+
+def test_raw_node_selector_survives_an_invalid_spec() -> None:
+    assert raw_node_selector({"keepAlive": 5, "nodeSelector": {"gpu": "1", "n": 2}}) == {"gpu": "1"}
+    assert raw_node_selector({"nodeSelector": "gpu=1"}) == {}
+    assert raw_node_selector(None) == {}
+
+
+def test_selector_flag() -> None:
+    assert parse_selector("gpu=nvidia, zone=a", "--x") == {"gpu": "nvidia", "zone": "a"}
+    with pytest.raises(ValueError, match="--x: 'gpu' is not key=value"):
+        parse_selector("gpu", "--x")
+
+
+# ---- status composition ------------------------------------------------------------------------
+
+
+def ready(engine: str, generation: int = 1) -> EngineStatus:
+    return EngineStatus(engine, Phase.READY, Reason.APPLIED, f"applied on {engine}", ready=True,
+                        backend="llama.cpp", applied_config={"context-size": 8192}, observed_generation=generation)
+
+
+def retrying(engine: str, generation: int = 1) -> EngineStatus:
+    return EngineStatus(engine, Phase.RETRYING, Reason.ENGINE_UNREACHABLE, "engine unreachable (retrying in 2s)",
+                        observed_generation=generation)
+
+
+def stalled(engine: str, generation: int = 1) -> EngineStatus:
+    return EngineStatus(engine, Phase.STALLED, Reason.FLAG_REJECTED, "the engine rejected --foo", stalled=True,
+                        observed_generation=generation)
+
+
+def central(current: dict[str, Any] | None, own: list[EngineStatus], generation: int = 1,
+            now: datetime = T0) -> Any:
+    names = [s.engine for s in own]
+    return compose_status(current, own, generation=generation, expected=names, owns=lambda _: True,
+                          existing_engine=lambda _: True, now=now)
+
+
+def agent(node: str, current: dict[str, Any] | None, own: list[EngineStatus], expected: list[str],
+          nodes: set[str], generation: int = 1) -> Any:
+    return compose_status(current, own, generation=generation, expected=expected, owns=lambda n: n == node,
+                          existing_engine=lambda n: n in nodes, now=T0)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_ready_status_is_written_once_then_left_alone() -> None:
+    first = central(None, [ready("e")])
+    assert first.changed and first.ready
+    assert conditions(first.desired) == {"Ready": ("True", "Applied"), "Reconciling": ("False", "Applied"),
+                                         "Stalled": ("False", "Applied")}
+    assert all(c["observedGeneration"] == 1 for c in first.desired["conditions"])
+    assert first.desired["engines"] == [ready("e").to_dict()]
+    again = central(first.desired, [ready("e")], now=T0 + timedelta(minutes=5))
+    assert not again.changed  # nothing differs: no write, and lastTransitionTime did not move
+
+
+def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
+    first = central(None, [retrying("e")])
+    later = T0 + timedelta(minutes=1)
+    second = central(first.desired, [retrying("e", 1)], now=later)
+    assert not second.changed
+    flipped = central(first.desired, [ready("e")], now=later)
+    times = {c["type"]: c["lastTransitionTime"] for c in flipped.desired["conditions"]}
+    assert times == {"Ready": "2026-01-01T00:01:00Z", "Reconciling": "2026-01-01T00:01:00Z",
+                     "Stalled": "2026-01-01T00:00:00Z"}
+
+
+def test_central_writes_the_whole_status_and_drops_engines_it_no_longer_has() -> None:
+    first = central(None, [ready("a"), ready("b")])
+    second = central(first.desired, [ready("a")])
+    assert second.changed and [e["name"] for e in second.apply["engines"]] == ["a"]
+    assert second.prune == ()
+
+
+def test_node_agent_keeps_other_entries_and_summarises_all_of_them() -> None:
+    from_b = agent("b", None, [retrying("b")], ["a", "b"], {"a", "b"})
+    assert [e["name"] for e in from_b.apply["engines"]] == ["b"]  # only its own entry is applied
+    assert conditions(from_b.desired)["Reconciling"] == ("True", "Pending")  # a has not reported yet
+    from_a = agent("a", from_b.desired, [ready("a")], ["a", "b"], {"a", "b"})
+    assert [e["name"] for e in from_a.desired["engines"]] == ["a", "b"]
+    assert [e["name"] for e in from_a.apply["engines"]] == ["a"]
+    assert conditions(from_a.desired)["Reconciling"] == ("True", "EngineUnreachable")  # b is retrying
+    both = agent("b", from_a.desired, [ready("b")], ["a", "b"], {"a", "b"})
+    assert both.ready and conditions(both.desired)["Ready"] == ("True", "Applied")
+
+
+def test_entries_of_an_older_generation_are_work_in_progress() -> None:
+    old = agent("a", None, [ready("a", 1), ], ["a"], {"a"}, generation=1).desired
+    old["engines"].append(ready("b", 1).to_dict())
+    update = agent("a", old, [ready("a", 2)], ["a", "b"], {"a", "b"}, generation=2)
+    assert not update.ready
+    assert conditions(update.desired)["Reconciling"] == ("True", "Pending")
+
+
+def test_entries_of_gone_nodes_are_pruned_and_own_stale_entry_dropped() -> None:
+    current = {"engines": [ready("a").to_dict(), ready("b").to_dict(), ready("gone").to_dict()]}
+    update = agent("a", current, [], ["b"], {"a", "b"})  # a no longer matches; node "gone" is gone
+    assert update.prune == ("gone",)
+    assert "engines" not in update.apply  # a applies no entry: server-side apply removes its old one
+    assert [e["name"] for e in update.desired["engines"]] == ["b"]
+    assert update.ready
+
+
+def test_no_targeted_engine_is_stalled() -> None:
+    update = agent("a", None, [], [], {"a"})
+    assert conditions(update.desired) == {"Ready": ("False", "NoEngines"), "Reconciling": ("False", "NoEngines"),
+                                          "Stalled": ("True", "NoEngines")}
+
+
+def test_invalid_spec_names_the_field_and_stalls() -> None:
+    with pytest.raises(SpecInvalid) as error:
+        validate_spec({"model": "ai/smollm2", "vllm": {"gpuMemoryUtilization": 1.5}}, "m")
+    update = central(None, [invalid_spec_status("e", error.value, 1)])
+    stalled_condition = next(c for c in update.desired["conditions"] if c["type"] == "Stalled")
+    assert stalled_condition["status"] == "True" and stalled_condition["reason"] == "InvalidSpec"
+    assert stalled_condition["message"].startswith("spec.vllm.gpuMemoryUtilization: 1.5 is out of range")
+
+
+def test_entries_read_back_from_the_object() -> None:
+    assert entry_status(stalled("e").to_dict()).stalled
+    assert entry_status(ready("e").to_dict()).ready
+    unknown = entry_status({"name": "e", "phase": "Exploding", "reason": "FromTheFuture"})
+    assert (unknown.phase, unknown.reason, unknown.ready) == (Phase.PENDING, Reason.ENGINE_ERROR, False)
+
+
+# ---- kstatus -----------------------------------------------------------------------------------
+
+
+def obj(status: dict[str, Any] | None, generation: int = 1, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "m", "generation": generation}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": status} if status is not None else {"metadata": meta}
+
+
+@pytest.mark.parametrize("own, verdict, is_ready", [
+    ([ready("e")], Verdict.CURRENT, True),
+    ([retrying("e")], Verdict.IN_PROGRESS, False),
+    ([EngineStatus("e", Phase.PULLING, Reason.PULLING, "pulling", observed_generation=1)], Verdict.IN_PROGRESS, False),
+    ([stalled("e")], Verdict.FAILED, False),
+    ([ready("e"), stalled("f")], Verdict.FAILED, False),
+    ([ready("e"), retrying("f")], Verdict.IN_PROGRESS, False),
+    ([], Verdict.FAILED, False),  # no engine: Stalled NoEngines
+])
+def test_kstatus_verdict_of_each_state(own: list[EngineStatus], verdict: Verdict, is_ready: bool) -> None:
+    status = central(None, own).desired
+    assert kstatus_verdict(obj(status)) is verdict
+    assert ready_verdict(obj(status)) is is_ready
+
+
+def test_kstatus_sees_a_spec_the_controller_has_not_observed() -> None:
+    status = central(None, [ready("e")], generation=1).desired
+    assert kstatus_verdict(obj(status, generation=2)) is Verdict.IN_PROGRESS
+    assert not ready_verdict(obj(status, generation=2))  # Ready=True, but for generation 1
+    assert kstatus_verdict(obj(None)) is Verdict.CURRENT  # kstatus' own rule for a CR without status
+    assert kstatus_verdict(obj(status, deleting=True)) is Verdict.TERMINATING

@@ -1,0 +1,256 @@
+"""The operator's passes and finalizer against emulated engines and an in-memory API server that keeps
+what matters here: resourceVersion preconditions (409) and server-side apply's per-manager ownership
+of `status.engines[]` entries. The real API server is in tests/e2e/test_operator.py."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from controller.emulator import RunningEmulator
+from controller.operator.config import OperatorConfig
+from controller.operator.engines import EngineRef
+from controller.operator.kube import Conflict, Gone
+from controller.operator.runtime import Operator
+from tests.support.emulator import emulator
+
+
+class FakeKube:
+    """One LocalModel store. `apply_status` follows server-side apply for the fields the operator
+    writes: each manager's entries are replaced by what it applies; the rest is overwritten."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.owners: dict[tuple[str, str], dict[str, str]] = {}  # entry name -> field manager
+        self.version = 0
+        self.writes: list[str] = []  # field managers, one per accepted status write
+        self.conflict_next = 0
+
+    def create(self, name: str, spec: dict[str, Any], namespace: str = "ns") -> dict[str, Any]:
+        self.version += 1
+        body = {"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel", "spec": spec,
+                "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
+                             "resourceVersion": str(self.version), "creationTimestamp": f"t{self.version}"}}
+        self.objects[(namespace, name)] = body
+        return copy.deepcopy(body)
+
+    def update_spec(self, name: str, spec: dict[str, Any], namespace: str = "ns") -> dict[str, Any]:
+        body = self.objects[(namespace, name)]
+        self.version += 1
+        body["spec"] = spec
+        body["metadata"]["generation"] += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(body)
+
+    def get(self, name: str, namespace: str = "ns") -> dict[str, Any]:
+        return copy.deepcopy(self.objects[(namespace, name)])
+
+    async def get_localmodel(self, namespace: str, name: str) -> dict[str, Any]:
+        if (namespace, name) not in self.objects:
+            raise Gone(404, "not found")
+        return self.get(name, namespace)
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], *,
+                           resource_version: str | None, field_manager: str) -> dict[str, Any]:
+        body = self.objects[(namespace, name)]
+        if self.conflict_next or resource_version != body["metadata"]["resourceVersion"]:
+            self.conflict_next = max(0, self.conflict_next - 1)
+            raise Conflict(409, "the object has been modified")
+        owners = self.owners.setdefault((namespace, name), {})
+        current = body.setdefault("status", {})
+        entries = {e["name"]: e for e in current.get("engines", []) if owners.get(e["name"]) != field_manager}
+        for entry in status.get("engines", []):
+            entries[entry["name"]] = entry
+            owners[entry["name"]] = field_manager
+        current.update({k: v for k, v in status.items() if k != "engines"})
+        current["engines"] = [entries[n] for n in sorted(entries)]
+        self.version += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.writes.append(field_manager)
+        return copy.deepcopy(body)
+
+    async def remove_engine_entries(self, namespace: str, name: str, current: dict[str, Any],
+                                    names: set[str]) -> dict[str, Any]:
+        body = self.objects[(namespace, name)]
+        if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise Conflict(409, "test failed")
+        body["status"]["engines"] = [e for e in body["status"]["engines"] if e["name"] not in names]
+        self.version += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(body)
+
+
+class Events(list[tuple[str, str, str, str]]):
+    def __call__(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.append((obj["metadata"]["name"], kind, reason, message))
+
+    def reasons(self, kind: str | None = None) -> list[str]:
+        return [reason for _, k, reason, _ in self if kind is None or k == kind]
+
+
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
+def conditions(body: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in body["status"]["conditions"]}
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[RunningEmulator]:
+    async with emulator(preload_models=["ai/smollm2"]) as running:
+        yield running
+
+
+def central(kube: FakeKube, engines: list[EngineRef], events: Events, **config: Any) -> Operator:
+    return Operator(OperatorConfig(**config), kube, engines, post_event=events, sleep=no_sleep)  # type: ignore[arg-type]
+
+
+async def test_a_pass_applies_the_spec_and_writes_ready_once(emu: RunningEmulator) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    body = kube.create("smol", {"model": "ai/smollm2", "contextSize": 8192})
+    assert await operator.reconcile_object(body) is None
+    stored = kube.get("smol")
+    assert conditions(stored) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert stored["status"]["engines"][0]["appliedConfig"] == {"context-size": 8192}
+    assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 8192}]
+    assert "Applied" in events.reasons("Normal")
+    await operator.reconcile_object(stored)  # the engine's background preload has loaded it since
+    assert kube.get("smol")["status"]["engines"][0]["loaded"] is True
+    writes = len(kube.writes)
+    await operator.reconcile_object(kube.get("smol"))  # nothing differs: verified, not written again
+    assert len(kube.writes) == writes == 2
+    assert operator.metrics.models_ready._value.get() == 1
+    await operator.aclose()
+
+
+async def test_a_spec_change_is_applied_on_the_next_pass(emu: RunningEmulator) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    await operator.reconcile_object(kube.create("smol", {"model": "ai/smollm2", "contextSize": 8192}))
+    await operator.reconcile_object(kube.update_spec("smol", {"model": "ai/smollm2", "contextSize": 4096}))
+    assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 4096}]
+    assert kube.get("smol")["status"]["observedGeneration"] == 2
+    await operator.aclose()
+
+
+async def test_an_invalid_spec_stalls_without_touching_the_engine(emu: RunningEmulator) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    body = kube.create("bad", {"model": "ai/smollm2", "keepAlive": "5 minutes"})
+    emu.state.counters.clear()
+    for _ in range(3):
+        assert await operator.reconcile_object(kube.get("bad")) is None  # no retry loop
+    stored = kube.get("bad")
+    stalled = next(c for c in stored["status"]["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert stalled["message"].startswith("spec.keepAlive: ")
+    assert events.reasons() == ["InvalidSpec"]  # one Warning per generation, not per pass
+    assert not emu.state.counters
+    assert body["spec"] == stored["spec"]  # spec is never written
+    await operator.aclose()
+
+
+async def test_a_conflicting_write_is_recomputed_from_the_fresh_object(emu: RunningEmulator) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    body = kube.create("smol", {"model": "ai/smollm2"})
+    kube.conflict_next = 1
+    await operator.reconcile_object(body)
+    assert conditions(kube.get("smol"))["Ready"] == "True"
+    assert operator.metrics.status_writes.labels("conflict")._value.get() == 1
+    await operator.aclose()
+
+
+async def test_an_unreachable_engine_is_retried_with_backoff() -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("gone", "http://127.0.0.1:9")], events)
+    delay = await operator.reconcile_object(kube.create("smol", {"model": "ai/smollm2"}))
+    assert delay is not None and 0 < delay <= 1.0
+    assert conditions(kube.get("smol")) == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
+    assert events.reasons("Warning") == ["EngineUnreachable"]
+    await operator.aclose()
+
+
+async def test_two_models_claiming_the_same_model_and_mode_do_not_fight(emu: RunningEmulator) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    await operator.reconcile_object(kube.create("first", {"model": "ai/smollm2", "contextSize": 8192}))
+    await operator.reconcile_object(kube.create("second", {"model": "ai/smollm2:latest", "contextSize": 2048}))
+    second = kube.get("second")
+    assert next(c["reason"] for c in second["status"]["conditions"] if c["type"] == "Stalled") == "Conflict"
+    assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 8192}]
+    await operator.aclose()
+
+
+@pytest.mark.parametrize("policy, configs_left, models_left", [
+    ("Unload", 0, 1), ("Delete", 0, 0), ("Retain", 1, 1)])
+async def test_deletion_policy(emu: RunningEmulator, policy: str, configs_left: int, models_left: int) -> None:
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    body = kube.create("smol", {"model": "ai/smollm2", "contextSize": 8192, "deletionPolicy": policy})
+    await operator.reconcile_object(body)
+    await operator.finalize_object(kube.get("smol"))
+    assert len(emu.state.config_entries()) == configs_left
+    assert len(emu.state.snapshot()["models"]) == models_left
+    await operator.aclose()
+
+
+async def test_an_engine_that_is_gone_releases_the_finalizer_with_a_warning() -> None:
+    kube, events = FakeKube(), Events()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    operator = Operator(OperatorConfig(finalize_attempts=5), kube, [EngineRef("gone", "http://127.0.0.1:9")],  # type: ignore[arg-type]
+                        post_event=events, sleep=sleep)
+    await operator.finalize_object(kube.create("smol", {"model": "ai/smollm2"}))
+    assert slept == [1.0, 2.0, 4.0, 8.0]
+    assert events.reasons("Warning")[-1] == "FinalizerReleased"
+    assert "engine gone" in events[-1][3]
+    await operator.aclose()
+
+
+async def test_node_agents_each_own_their_entry() -> None:
+    kube, events = FakeKube(), Events()
+    nodes = {"a": {"gpu": "yes"}, "b": {"gpu": "yes"}, "c": {}}
+    async with emulator(preload_models=["ai/smollm2"]) as emu_a, emulator(preload_models=["ai/smollm2"]) as emu_b:
+        agent_a = Operator(OperatorConfig(mode="node-agent", node_name="a"), kube,  # type: ignore[arg-type]
+                           [EngineRef("a", emu_a.url)], nodes=nodes, post_event=events)
+        agent_b = Operator(OperatorConfig(mode="node-agent", node_name="b"), kube,  # type: ignore[arg-type]
+                           [EngineRef("b", emu_b.url)], nodes=nodes, post_event=events)
+        agent_c = Operator(OperatorConfig(mode="node-agent", node_name="c"), kube,  # type: ignore[arg-type]
+                           [EngineRef("c", "http://127.0.0.1:9")], nodes=nodes, post_event=events)
+        kube.create("smol", {"model": "ai/smollm2", "nodeSelector": {"gpu": "yes"}})
+        await agent_a.reconcile_object(kube.get("smol"))
+        assert conditions(kube.get("smol"))["Ready"] == "False"  # b has not reported yet
+        await agent_c.reconcile_object(kube.get("smol"))  # not targeted: says nothing
+        await agent_b.reconcile_object(kube.get("smol"))
+        stored = kube.get("smol")
+        assert [e["name"] for e in stored["status"]["engines"]] == ["a", "b"]
+        assert conditions(stored)["Ready"] == "True"
+        assert kube.writes == ["localmodel-agent-a", "localmodel-agent-b"]
+        assert len(emu_a.state.config_entries()) == len(emu_b.state.config_entries()) == 1
+
+        # b's node loses the label: b removes its own entry (and unloads nothing on the way);
+        # a's view no longer expects b.
+        agent_b.node_changed("MODIFIED", {"metadata": {"name": "b", "labels": {}}})
+        agent_a.node_changed("MODIFIED", {"metadata": {"name": "b", "labels": {}}})
+        await agent_b.reconcile_object(kube.get("smol"))
+        stored = kube.get("smol")
+        assert [e["name"] for e in stored["status"]["engines"]] == ["a"]
+        assert conditions(stored)["Ready"] == "True"
+
+        # Node a is deleted: b prunes a's entry, and no engine is targeted any more.
+        agent_b.node_changed("DELETED", {"metadata": {"name": "a"}})
+        await agent_b.reconcile_object(kube.get("smol"))
+        stored = kube.get("smol")
+        assert stored["status"]["engines"] == []
+        assert next(c["reason"] for c in stored["status"]["conditions"] if c["type"] == "Stalled") == "NoEngines"
+        for operator in (agent_a, agent_b, agent_c):
+            await operator.aclose()
