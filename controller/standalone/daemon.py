@@ -147,21 +147,29 @@ class Daemon:
     # ---- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, watch: bool = True) -> None:
-        """Run until `stop` is set, then cancel in-flight work."""
+        """Run until `stop` is set, then cancel in-flight work (an observation or reconcile waiting
+        on a slow engine included) and return."""
         log_event(log, "started", f"watching {self.root} for LocalModels; drift pass every {self.interval:g}s",
                   directory=str(self.root), engine=self.engine.url)
-        tasks = [asyncio.create_task(self._relay(stop), name="stop relay")]
+        tasks = [asyncio.create_task(self._loop(stop), name="reconcile loop"),
+                 asyncio.create_task(self._relay(stop), name="stop relay")]
         if watch:
             tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
         try:
-            while not stop.is_set():
-                await self.run_pass()
-                await self._sleep(stop)
+            done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
             for task in [*tasks, *self._busy.values()]:
                 task.cancel()
             await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
             log_event(log, "stopped", "stopped")
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.run_pass()
+            await self._sleep(stop)
 
     async def run_pass(self) -> None:
         """One wake-up: re-read what changed, observe once if anything is due, start the due work."""

@@ -1,0 +1,116 @@
+"""Running the real `localmodel watch` process for end-to-end tests, and polling it with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.support.emulator import REPO_ROOT
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def eventually(probe: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail with its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+        time.sleep(0.05)
+
+
+class DaemonProcess:
+    """`python -m controller watch DIR --engine URL --interval N --status-addr 127.0.0.1:PORT --log-format json`."""
+
+    def __init__(self, directory: Path, engine_url: str, *, interval: float = 1.0, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "controller", "watch", str(directory), "--engine", engine_url,
+                   "--interval", str(interval), "--status-addr", f"127.0.0.1:{self.port}", "--log-format", "json"]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        eventually(self._answers, timeout=20, what="the daemon's /healthz")
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the daemon exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        response = httpx.get(self.url + "/status", timeout=5)
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        return next((m for m in self.status()["models"] if m["name"] == name), None)
+
+    def ready(self, name: str) -> bool:
+        model = self.model(name)
+        return model is not None and any(c["type"] == "Ready" and c["status"] == "True" for c in model["conditions"])
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=5).text
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def terminate(self) -> tuple[int, float]:
+        """SIGTERM; returns the exit code and the seconds it took to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=10)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+class Engine:
+    """The emulator as the tests see it: its DMR API and its control API, over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def control(self, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/_emulator/{route}", json=body or {}, timeout=5)
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def state(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/_emulator/state", timeout=5).json()  # type: ignore[no-any-return]
+
+    def stored(self, ref: str) -> dict[str, Any] | None:
+        """The config stored for `ref` (GET /engines/_configure?model=), None when there is none."""
+        entries = httpx.get(f"{self.url}/engines/_configure", params={"model": ref}, timeout=5).json()
+        return entries[0]["Config"] if entries else None
+
+    def has_model(self, ref: str) -> bool:
+        return httpx.get(f"{self.url}/models/{ref}", timeout=5).status_code == 200
