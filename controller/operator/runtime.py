@@ -65,7 +65,7 @@ class ObjectState:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_pass: float | None = None  # monotonic start of the previous pass
+    last_pass_end: float | None = None  # monotonic end of the previous pass
     last_generation: int | None = None
     invalid_reported: int | None = None  # the generation whose InvalidSpec event was posted
 
@@ -143,16 +143,20 @@ class Operator:
             return None  # being deleted: the finalizer applies deletionPolicy, passes must not re-apply
         key, generation = object_key(obj), meta.get("generation")
         state = self.state(meta["uid"])
-        started = self._monotonic()
-        same_spec = state.last_pass is not None and state.last_generation == generation
-        not_before = state.last_pass if same_spec and state.last_pass is not None else started - FRESH_WINDOW_SECONDS
-        state.last_pass, state.last_generation = started, generation
+        # An observation made after this object's previous pass ended: shared with every other object
+        # that can take it, and never the one the previous pass already judged.
+        if state.last_pass_end is not None and state.last_generation == generation:
+            not_before = state.last_pass_end
+        else:
+            not_before = self._monotonic() - FRESH_WINDOW_SECONDS
+        state.last_generation = generation
         self._bodies[key] = obj
         async with self._passes, state.lock:
             with self.metrics.duration.time():
                 targets = self.targets(obj)
                 statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
                 update = await self._publish(obj, statuses, targeted=bool(targets))
+        state.last_pass_end = self._monotonic()
         if update is None:
             requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
         else:
@@ -330,13 +334,13 @@ class Operator:
         return state
 
     async def wait_for_next_pass(self, uid: str, delay: float | None, stopped: Awaitable[Any]) -> None:
-        """Sleep until `delay` (or the drift interval) passes, the object is woken up, or `stopped`
+        """Sleep until `delay` (at most the drift interval) passes, the object is woken up, or `stopped`
         (kopf's daemon stopper) completes."""
         state = self.state(uid)
         waiters = [asyncio.ensure_future(state.wake.wait()), asyncio.ensure_future(stopped)]
         try:
-            await asyncio.wait(waiters, timeout=delay if delay is not None else self.config.drift_interval,
-                               return_when=asyncio.FIRST_COMPLETED)
+            timeout = self.config.drift_interval if delay is None else min(delay, self.config.drift_interval)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -1,0 +1,174 @@
+"""Helpers for the operator's end-to-end tests against the real kube-apiserver (tests/support/peers.py):
+the CRD and the RBAC of deploy/ installed for the unprivileged operator user, the `localmodel operator`
+process, and a small admin client for LocalModels, Nodes and Events.
+
+    def test_x(localmodel_cluster, kube_namespace):
+        api = KubeApi(localmodel_cluster)
+        with operator_process(localmodel_cluster, "--engine", url, "--namespace", kube_namespace) as op:
+            api.create_localmodel(kube_namespace, "smol", {"model": "ai/smollm2"})
+            api.wait_ready(kube_namespace, "smol", [op.proc])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from controller.crd import GROUP, NAME as CRD_NAME, PLURAL, VERSION
+from controller.operator.kstatus import ready_verdict
+from controller.spec import API_VERSION, KIND
+from tests.support.peers import KubeAPIServer, Proc, apply_manifest, free_port, wait_for_crd_established, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO_ROOT / "crds" / "localmodels.localmodel.io.yaml"
+RBAC_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac.yaml"
+NODE_AGENT_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "node-agent" / "kustomization.yaml"
+
+
+def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
+    """The ClusterRole and binding of deploy/kustomize/base, with the node-agent overlay's extra
+    rules patched in (JSON-patch `add /rules/-`, as kustomize would), bound to `user` instead of
+    the ServiceAccount: the operator process authenticates as that user."""
+    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    overlay = yaml.safe_load(NODE_AGENT_KUSTOMIZATION.read_text())
+    for patch in overlay.get("patches", []):
+        target = patch.get("target") or {}
+        if target.get("kind") != "ClusterRole":
+            continue
+        for op in yaml.safe_load(patch["patch"]):
+            assert op["op"] == "add" and op["path"] == "/rules/-", f"unexpected RBAC patch {op}"
+            role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == target["name"])
+            role["rules"].append(op["value"])
+    for doc in docs:
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["subjects"] = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
+    return docs
+
+
+@pytest.fixture(scope="session")
+def localmodel_cluster(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
+    """The real API server with the LocalModel CRD and the operator's RBAC (deploy/) installed."""
+    apply_manifest(kube_apiserver.admin_kubeconfig, CRD_FILE)
+    wait_for_crd_established(kube_apiserver.admin_kubeconfig, CRD_NAME)
+    apply_manifest(kube_apiserver.admin_kubeconfig, deploy_rbac_for_user(kube_apiserver.operator_user))
+    return kube_apiserver
+
+
+@dataclass
+class OperatorProcess:
+    proc: Proc
+    health_url: str
+
+    def metrics(self) -> str:
+        return httpx.get(self.health_url + "/metrics", timeout=5).text
+
+
+@contextlib.contextmanager
+def operator_process(cluster: KubeAPIServer, *args: str, workdir: Path,
+                     kubeconfig: str | None = None, timeout: float = 30.0) -> Iterator[OperatorProcess]:
+    """`localmodel operator ARGS` with the unprivileged operator kubeconfig, until /readyz answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "controller", "operator", "--kubeconfig", kubeconfig or cluster.operator_kubeconfig,
+            "--health-addr", f"127.0.0.1:{port}", "--log-format", "json", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = Proc("localmodel-operator", argv, workdir / f"operator-{port}.log", env=env, cwd=REPO_ROOT)
+    health = f"http://127.0.0.1:{port}"
+    try:
+        wait_until("operator /readyz", lambda: httpx.get(health + "/readyz", timeout=1).status_code == 200,
+                   timeout, [proc], interval=0.1)
+        yield OperatorProcess(proc, health)
+    finally:
+        proc.stop()
+
+
+class KubeApi:
+    """Admin calls the tests make (the operator itself uses its own, unprivileged, credentials)."""
+
+    def __init__(self, cluster: KubeAPIServer) -> None:
+        self.http = cluster.http()
+
+    def close(self) -> None:
+        self.http.close()
+
+    @staticmethod
+    def path(namespace: str, name: str = "") -> str:
+        base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        return f"{base}/{name}" if name else base
+
+    def create_localmodel(self, namespace: str, name: str, spec: dict[str, Any]) -> httpx.Response:
+        """Create with strict field validation (as `kubectl create --validate=strict`)."""
+        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+        return self.http.post(self.path(namespace), json=body, params={"fieldValidation": "Strict"})
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = self.http.get(self.path(namespace, name))
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def patch_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.patch(self.path(namespace, name), json={"spec": spec},
+                                   headers={"Content-Type": "application/merge-patch+json"})
+        response.raise_for_status()
+        return response.json()
+
+    def delete(self, namespace: str, name: str) -> None:
+        self.http.delete(self.path(namespace, name)).raise_for_status()
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = self.http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+        return [e for e in items if e["involvedObject"].get("name") == name]
+
+    def create_node(self, name: str, labels: dict[str, str]) -> None:
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+        self.http.post("/api/v1/nodes", json=body).raise_for_status()
+
+    def label_node(self, name: str, labels: dict[str, str | None]) -> None:
+        self.http.patch(f"/api/v1/nodes/{name}", json={"metadata": {"labels": labels}},
+                        headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+
+    def delete_node(self, name: str) -> None:
+        self.http.delete(f"/api/v1/nodes/{name}")
+
+    # ---- waiting -------------------------------------------------------------------------------
+
+    def wait_for(self, what: str, namespace: str, name: str, check: Callable[[dict[str, Any] | None], bool],
+                 procs: list[Proc], timeout: float = 30.0) -> dict[str, Any] | None:
+        latest: dict[str, Any] = {}
+
+        def poll() -> bool:
+            latest["obj"] = self.get(namespace, name)
+            return check(copy.deepcopy(latest["obj"]))
+
+        try:
+            wait_until(what, poll, timeout, procs, interval=0.1)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\nlast seen: {yaml.safe_dump(latest.get('obj'))}") from None
+        return latest["obj"]
+
+    def wait_ready(self, namespace: str, name: str, procs: list[Proc], timeout: float = 30.0) -> dict[str, Any]:
+        """`kubectl wait --for=condition=Ready`, for the current generation."""
+        obj = self.wait_for(f"{name} Ready", namespace, name, lambda o: o is not None and ready_verdict(o),
+                            procs, timeout)
+        assert obj is not None
+        return obj
+
+    def wait_gone(self, namespace: str, name: str, procs: list[Proc], timeout: float = 30.0) -> None:
+        self.wait_for(f"{name} deleted", namespace, name, lambda o: o is None, procs, timeout)
+
+
+def engine_configs(url: str) -> list[dict[str, Any]]:
+    return httpx.get(url + "/engines/_configure", timeout=5).json()
