@@ -1,0 +1,96 @@
+"""`localmodel apply`, `plan`, `status` and `watch` as a user runs them (in-process, against the emulator)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from controller.emulator import EmulatorThread
+from tests.support.emulator import emulator_thread
+
+SMALL = "ai/smollm2:135M-Q4_0"
+
+
+def localmodel(name: str, model: str, **spec: object) -> str:
+    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
+             f"  model: {model}"] + [f"  {key}: {value}" for key, value in spec.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def engine() -> Iterator[EmulatorThread]:
+    with emulator_thread() as emu:
+        yield emu
+
+
+@pytest.mark.parametrize("command", ["watch", "apply", "plan", "status"])
+def test_help_has_a_description_and_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "examples:" in out and f"localmodel {command}" in out
+
+
+def test_apply_then_plan_shows_up_to_date_and_drift(tmp_path: Path, engine: EmulatorThread,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "small.yaml"
+    path.write_text(localmodel("small", SMALL, contextSize=4096))
+    assert main(["plan", str(path), "--engine", engine.url, "--exit-code"]) == 2
+    assert f"pull {SMALL}" in capsys.readouterr().out
+    assert main(["apply", str(path), "--engine", engine.url, "--wait", "--timeout", "10"]) == 0
+    assert "small  Ready  Applied" in capsys.readouterr().out
+    assert main(["plan", str(path), "--engine", engine.url, "--exit-code"]) == 0
+    assert "small (ai/smollm2:135M-Q4_0): up to date" in capsys.readouterr().out
+    path.write_text(localmodel("small", SMALL, contextSize=8192))
+    assert main(["plan", str(path), "--engine", engine.url]) == 0
+    out = capsys.readouterr().out
+    assert "the engine holds a different config" in out and "context-size: want 8192, engine has 4096" in out
+    assert main(["status", "--engine", engine.url, "--output", "json"]) == 0
+    [row] = [r for r in json.loads(capsys.readouterr().out)["models"] if r["mode"] == "completion"]
+    assert (row["model"], row["context"], row["message"]) == ("docker.io/ai/smollm2:135M-Q4_0", "4096", "configured")
+
+
+def test_apply_sends_nothing_when_a_file_is_invalid(tmp_path: Path, engine: EmulatorThread,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "good.yaml").write_text(localmodel("good", SMALL))
+    (tmp_path / "bad.yaml").write_text(localmodel("bad", SMALL, keepAlive="soon"))
+    assert main(["apply", str(tmp_path), "--engine", engine.url]) == 1
+    err = capsys.readouterr().err
+    assert "bad.yaml:6: bad: spec.keepAlive" in err and "nothing applied" in err
+    assert engine.state.counters == {}
+
+
+def test_apply_reports_why_a_model_is_stalled(tmp_path: Path, engine: EmulatorThread,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.yaml").write_text(localmodel("missing", "ai/no-such-model", pullPolicy="Never"))
+    assert main(["apply", str(tmp_path), "--engine", engine.url, "--wait", "--timeout", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "missing: stalled until the spec changes: ModelNotPresent" in err
+
+
+def test_apply_with_the_emulator_needs_no_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.yaml").write_text(localmodel("small", SMALL, contextSize=2048))
+    assert main(["apply", str(tmp_path), "--emulator", "--wait"]) == 0
+
+
+def test_plan_and_status_fail_clearly_when_the_engine_is_unreachable(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.yaml").write_text(localmodel("small", SMALL))
+    assert main(["plan", str(tmp_path), "--engine", "http://127.0.0.1:1"]) == 1
+    assert "cannot observe the engine at http://127.0.0.1:1" in capsys.readouterr().err
+    assert main(["status", "--engine", "http://127.0.0.1:1"]) == 1
+    assert main(["status", "--daemon", "127.0.0.1:1"]) == 1
+    assert "is `localmodel watch --status-addr 127.0.0.1:1` running?" in capsys.readouterr().err
+
+
+def test_watch_refuses_a_missing_directory_and_a_bad_status_address(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path), "--status-addr", "localhost"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
