@@ -44,6 +44,9 @@ DEFAULT_CONCURRENCY = 16
 DELETE_ATTEMPTS = 5  # finalize tries before giving up on an unreachable engine (with backoff)
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
 WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
+# Requeues and backoffs that fall due close together share one observation: timer wakes come at
+# most this often (file events and drift passes are not delayed).
+MIN_OBSERVE_GAP = 1.0
 
 
 def with_generation(model: LocalModel, generation: int) -> LocalModel:
@@ -143,6 +146,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._logged_errors: set[str] = set()
         self._scanned = False
+        self._last_observe = float("-inf")
+        self._ready: set[str] = set()  # names whose Ready condition is True
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -183,6 +188,7 @@ class Daemon:
         wake = self.schedule.take(now, self._busy)
         if not wake:
             return
+        self._last_observe = now
         observation = await self.reconciler.observe()
         for name in self._after_observe(observation, list(wake.names), self.clocks.monotonic()):
             self._busy[name] = asyncio.create_task(self._work(name, observation), name=f"reconcile {name}")
@@ -199,6 +205,8 @@ class Daemon:
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         wake_at = self.schedule.next_wake(self._busy)
+        if wake_at < self.schedule.next_drift:
+            wake_at = max(wake_at, min(self._last_observe + MIN_OBSERVE_GAP, self.schedule.next_drift))
         settle = self.files.next_settle()
         if settle is not None:
             wake_at = min(wake_at, settle)
@@ -256,6 +264,7 @@ class Daemon:
             self._declare(name, desired[name].model, desired[name].source, conflicts.get(name), now)
         for name in [n for n in self.records if n not in desired]:
             self._first_seen.pop(name, None)
+            self._ready.discard(name)
             self._undeclare(self.records.pop(name), now)
         self._update_gauges()
 
@@ -416,17 +425,19 @@ class Daemon:
     # ---- status --------------------------------------------------------------------------------
 
     def _set_status(self, record: Record, status: EngineStatus) -> None:
-        was_ready = record.ready
+        name = record.model.name
         record.engine = status
         record.conditions = tuple(summarize([status], record.generation, record.conditions, self.clocks.wall()))
-        if record.ready and not was_ready:
-            log_event(log, "ready", status.message, model=record.model.name, file=str(record.source))
-        if was_ready != record.ready:
-            self._update_gauges()
+        if record.ready and name not in self._ready:
+            self._ready.add(name)
+            log_event(log, "ready", status.message, model=name, file=str(record.source))
+        elif not record.ready:
+            self._ready.discard(name)
+        self._update_gauges()
 
     def _update_gauges(self) -> None:
         self.metrics.models.set(len(self.records))
-        self.metrics.models_ready.set(sum(1 for r in self.records.values() if r.ready))
+        self.metrics.models_ready.set(len(self._ready))
 
     def _event(self, key: str, kind: str, reason: str, message: str) -> None:
         record = self.records.get(key)
