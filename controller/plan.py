@@ -9,6 +9,7 @@ reconcile.py performs the plan's actions and calls it again; nothing here does I
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Sequence
 
 from controller import wire
@@ -38,6 +39,18 @@ class Observation:
     def with_model(self, info: ModelInfo) -> Observation:
         others = tuple(m for m in self.models if m.id != info.id)
         return Observation(self.engine, others + (info,), self.configs, self.runners, self.error)
+
+    def find_model(self, ref: str) -> ModelInfo | None:
+        """`find_model(self.models, ref)` in O(1): a drift pass plans every model against one observation."""
+        return self._models_by_ref.get(canonical_ref(ref))
+
+    @cached_property
+    def _models_by_ref(self) -> dict[str, ModelInfo]:
+        index: dict[str, ModelInfo] = {}
+        for info in self.models:  # the first model in order wins, as find_model's scan does
+            for key in (info.id.lower(), *(canonical_ref(tag) for tag in info.tags)):
+                index.setdefault(key, info)
+        return index
 
 
 # Actions, in the order the executor performs them.
@@ -144,7 +157,7 @@ def plan_model(
     """
     pulls: list[Action] = []
     for ref, role in _wanted_refs(spec):
-        present = find_model(observation.models, ref) is not None
+        present = observation.find_model(ref) is not None
         if spec.pull_policy == "Never" and not present:
             return Plan(blocked=Blocked(
                 Reason.MODEL_NOT_PRESENT,
@@ -164,7 +177,7 @@ def plan_model(
     if pulls:
         return Plan(actions=tuple(pulls))
 
-    model = find_model(observation.models, spec.model)
+    model = observation.find_model(spec.model)
     assert model is not None  # every wanted ref is present once no pull is left
     backend = spec.backend or wire.backend_for_format(model.format)
     try:
