@@ -39,6 +39,7 @@ from controller.operator.metrics import HealthServer, Metrics, parse_addr
 log = logging.getLogger("localmodel.operator")
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+WORKER_IDLE_SECONDS = 0.5
 
 
 class StatelessDiffBase(kopf.DiffBaseStorage):
@@ -85,6 +86,12 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = StatelessDiffBase()
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=identity.annotation_prefix)
         settings.queueing.worker_limit = config.worker_limit
+        # A kopf worker lingers this long after an object's last event while holding one of the
+        # worker_limit slots: at kopf's default (5 s) 16 slots handle 3 objects a second, so 500 new
+        # objects would wait minutes for their finalizer, and live bodies would lag behind the
+        # status writes (each stale write costs a 409 and a re-read). The passes themselves are
+        # bounded separately (Operator's semaphore), so workers can come and go quickly.
+        settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
         settings.posting.level = logging.WARNING  # kopf's own handler chatter; our Events go explicitly
         settings.posting.reporting_component = identity.reporting_component
         settings.posting.reporting_instance = identity.agent_id

@@ -140,7 +140,7 @@ class Operator:
         obj = copy.deepcopy(dict(body))
         meta = obj["metadata"]
         if meta.get("deletionTimestamp") or self.closed:
-            return None  # being deleted: the finalizer applies deletionPolicy, passes must not re-apply
+            return None  # deleting (the finalizer applies deletionPolicy; no re-apply) or shutting down
         key, generation = object_key(obj), meta.get("generation")
         state = self.state(meta["uid"])
         # An observation made after this object's previous pass ended: shared with every other object
@@ -235,7 +235,8 @@ class Operator:
                                              resource_version=current["metadata"].get("resourceVersion"))
                 self.metrics.status_writes.labels("written").inc()
                 return update
-            except Conflict:
+            except Conflict as exc:
+                log.debug("status of %s not written (%s); re-reading the object", object_key(obj), exc)
                 self.metrics.status_writes.labels("conflict").inc()
                 try:
                     current = await self.kube.get_localmodel(namespace, name)
