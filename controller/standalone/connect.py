@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator
 
 from controller.engine.client import EngineClient
 from controller.engine.discovery import discover_endpoint
+from controller.engine.types import Endpoint
 from controller.logs import log_event
 
 log = logging.getLogger("localmodel.engine")
+
+EMULATOR_SOURCE = "embedded emulator"
 
 
 @contextlib.asynccontextmanager
@@ -26,8 +29,7 @@ async def connect(engine: str | None = None, *, emulator: bool = False, quiet: b
         async with running_emulator("127.0.0.1", 0) as emu:
             if not quiet:
                 log_event(log, "engine", f"started the embedded DMR emulator on {emu.url}", engine=emu.url)
-            async with EngineClient(emu.url) as client:
-                client.endpoint = client.endpoint.__class__(url=emu.url, source="embedded emulator")
+            async with EngineClient(Endpoint(url=emu.url, source=EMULATOR_SOURCE)) as client:
                 yield client
         return
     endpoint = await asyncio.to_thread(discover_endpoint, engine)
