@@ -574,6 +574,11 @@ class EmulatorState:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settle(self) -> None:
+        """Wait until background work (post-configure preloads) has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def preload(self, backend: str, model_ref: str) -> None:
         """The background preload after a 202: a completion-mode load; failures are only logged (dropped)."""
         try:
