@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 DESCRIPTION = """\
 Serve an emulated Docker Model Runner engine over HTTP: pulls (from a built-in catalog, no network),
@@ -50,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="JSON or YAML list of extra pullable models ({name, tags, format, context_size, size_bytes, ...})",
     )
     parser.add_argument(
-        "--origins", default="", metavar="LIST",
-        help="comma-separated extra CORS origins, like DMR_ORIGINS (localhost ones are always allowed)",
+        "--origins", default=os.environ.get("DMR_ORIGINS", ""), metavar="LIST",
+        help="comma-separated extra CORS origins (default: $DMR_ORIGINS); http(s)://localhost, 127.0.0.1 "
+             "and 0.0.0.0 without a port are always allowed, any other Origin gets 403",
     )
     parser.set_defaults(func=run)
 

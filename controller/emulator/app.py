@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import wire
-from controller.emulator.catalog import Artifact, format_size
+from controller.emulator.catalog import CREATED, Artifact, format_size
 from controller.emulator.config import DecodeError, decode_object, plain
 from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
 from controller.engine.errors import EngineError
@@ -127,7 +127,7 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return go_json({"version": VERSION})
+    return go_json({wire.VERSION: VERSION})
 
 
 # --- /models ---------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def delete_model(request: web.Request) -> web.Response:
-    force = request.query.get("force")
+    force = request.query.get(wire.QUERY_FORCE)
     forced = force is not None and (force == "" or force.lower() in ("1", "t", "true"))
     return go_json(_state(request).delete_model(request.match_info["name"], forced))
 
@@ -155,8 +155,8 @@ async def pull(request: web.Request) -> web.StreamResponse:
     """POST /models/create: at most two pulls at once; progress lines, then success (or an error line)."""
     state = _state(request)
     try:
-        fields = decode_object(await request.read(), ("from", "bearer-token"))
-        ref = fields.get("from")
+        fields = decode_object(await request.read(), (wire.PULL_FROM, wire.BEARER_TOKEN))
+        ref = fields.get(wire.PULL_FROM)
         if ref is not None and not isinstance(ref, str):
             raise DecodeError("from must be a string")
     except DecodeError:
@@ -176,7 +176,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
         if artifact.digest in state.models:
             state.add_model(artifact, tag)
-            await send(_pull_line("success", f"Using cached model: {format_size(artifact.size_bytes)}"))
+            await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {format_size(artifact.size_bytes)}"))
         else:
             failure, state.pull_failure = state.pull_failure, None
             lines = _progress_lines(artifact, failure)
@@ -185,19 +185,25 @@ async def pull(request: web.Request) -> web.StreamResponse:
                 if state.pull_seconds:
                     await asyncio.sleep(state.pull_seconds / len(lines))
             if failure is not None:
-                await send(_pull_line("error", f"Error: {failure.message}"))
+                await send(_pull_line(wire.LINE_ERROR, f"Error: {failure.message}"))
                 await response.write(
                     f"error while pulling model: writing image to store: {failure.message}\n".encode()
                 )
             else:
                 state.add_model(artifact, tag)
-                await send(_pull_line("success", "Model pulled successfully"))
+                await send(_pull_line(wire.LINE_SUCCESS, "Model pulled successfully"))
         await response.write_eof()
         return response
 
 
 def _pull_line(kind: str, message: str, total: int = 0, layer: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": kind, "message": message, "total": total, "layer": layer or {"size": 0, "current": 0}, "mode": "pull"}
+    return {
+        wire.PROGRESS_TYPE: kind,
+        wire.PROGRESS_MESSAGE: message,
+        wire.PROGRESS_TOTAL: total,
+        wire.PROGRESS_LAYER: layer or {wire.LAYER_SIZE: 0, wire.LAYER_CURRENT: 0},
+        wire.PROGRESS_MODE: "pull",
+    }
 
 
 def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dict[str, Any]]:
@@ -217,8 +223,8 @@ def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dic
             if stop_at is not None and done + current > stop_at:
                 return lines
             lines.append(_pull_line(
-                "progress", f"Downloaded: {current / 1024 / 1024:.2f} MB", total,
-                {"id": layer_id, "size": size, "current": current},
+                wire.LINE_PROGRESS, f"Downloaded: {current / 1024 / 1024:.2f} MB", total,
+                {wire.LAYER_ID: layer_id, wire.LAYER_SIZE: size, wire.LAYER_CURRENT: current},
             ))
         done += size
     return lines
@@ -243,8 +249,10 @@ async def unload(request: web.Request) -> web.Response:
     if len(body) > MAX_BODY:
         return go_error(400, "request too large")
     try:
-        fields = decode_object(body, ("all", "backend", "models"))
-        all_, backend, models = fields.get("all"), fields.get("backend"), plain(fields.get("models"))
+        fields = decode_object(body, (wire.UNLOAD_ALL, wire.UNLOAD_BACKEND, wire.UNLOAD_MODELS))
+        all_ = fields.get(wire.UNLOAD_ALL)
+        backend = fields.get(wire.UNLOAD_BACKEND)
+        models = plain(fields.get(wire.UNLOAD_MODELS))
         if all_ is not None and not isinstance(all_, bool):
             raise DecodeError("all must be a boolean")
         if backend is not None and not isinstance(backend, str):
@@ -254,7 +262,7 @@ async def unload(request: web.Request) -> web.Response:
     except DecodeError:
         return go_error(400, "invalid request")
     count = _state(request).unload(bool(all_), backend or "", [m or "" for m in models or []])
-    return go_json({"unloaded_runners": count})
+    return go_json({wire.UNLOADED_RUNNERS: count})
 
 
 async def configure(request: web.Request) -> web.Response:
@@ -271,11 +279,11 @@ async def configure(request: web.Request) -> web.Response:
 
 
 async def get_configs(request: web.Request) -> web.Response:
-    return go_json(_state(request).config_entries(request.query.get("model") or None))
+    return go_json(_state(request).config_entries(request.query.get(wire.QUERY_MODEL) or None))
 
 
 async def requests_view(request: web.Request) -> web.Response:
-    return go_json(_state(request).requests_view(request.query.get("model") or None))
+    return go_json(_state(request).requests_view(request.query.get(wire.QUERY_MODEL) or None))
 
 
 async def openai_models(request: web.Request) -> web.Response:
@@ -284,7 +292,7 @@ async def openai_models(request: web.Request) -> web.Response:
     models = list(state.models.values()) if name is None else [state.local_model(name)]
     data = [
         {
-            "id": m.tags[0] if m.tags else m.id, "object": "model", "created": 1742816981, "owned_by": "docker",
+            "id": m.tags[0] if m.tags else m.id, "object": "model", "created": CREATED, "owned_by": "docker",
             "dmr": {k: v for k, v in {
                 "context_window": m.artifact.context_size, "architecture": m.artifact.architecture,
                 "parameters": m.artifact.parameters, "quantization": m.artifact.quantization,
@@ -494,20 +502,20 @@ def create_app(state: EmulatorState | None = None, *, eviction_interval: float =
     app = web.Application(middlewares=[go_errors, count_and_delay, cors], client_max_size=4 * MAX_BODY)
     app[_STATE_KEY] = state or EmulatorState()
     routes = app.router
-    routes.add_get("/", root)
-    routes.add_get("/version", version)
-    routes.add_get("/models", list_models)
-    routes.add_post("/models/create", pull)
-    routes.add_get("/models/{name:.+}", get_model)
-    routes.add_delete("/models/{name:.+}", delete_model)
-    routes.add_get("/engines/status", status)
-    routes.add_get("/engines/ps", ps)
-    routes.add_get("/engines/df", df)
-    routes.add_post("/engines/unload", unload)
-    routes.add_get("/engines/requests", requests_view)
-    routes.add_get("/engines/_configure", get_configs)
-    routes.add_post("/engines/_configure", configure)
-    routes.add_post("/engines/{backend}/_configure", configure)
+    routes.add_get(wire.ROUTE_ROOT, root)
+    routes.add_get(wire.ROUTE_VERSION, version)
+    routes.add_get(wire.ROUTE_MODELS, list_models)
+    routes.add_post(wire.ROUTE_PULL, pull)
+    routes.add_get(wire.ROUTE_MODELS + "/{name:.+}", get_model)
+    routes.add_delete(wire.ROUTE_MODELS + "/{name:.+}", delete_model)
+    routes.add_get(wire.ROUTE_ENGINES_STATUS, status)
+    routes.add_get(wire.ROUTE_PS, ps)
+    routes.add_get(wire.ROUTE_DF, df)
+    routes.add_post(wire.ROUTE_UNLOAD, unload)
+    routes.add_get(wire.ROUTE_REQUESTS, requests_view)
+    routes.add_get(wire.ROUTE_STORED_CONFIGS, get_configs)
+    routes.add_post(wire.configure_path(None), configure)
+    routes.add_post(wire.configure_path("{backend}"), configure)
     for prefix in ("/engines", "/engines/{backend}", ""):
         for op in _INFERENCE_OPS:
             routes.add_post(f"{prefix}/{op}", inference)

@@ -24,7 +24,7 @@ from controller.refs import canonical_ref, qualified_ref
 _HF_SHORT = "hf.co/"
 _HF_LONG = "huggingface.co/"
 _MIB = 1024 * 1024
-_CREATED = 1742816981  # a fixed creation time keeps GET /models stable across runs
+CREATED = 1742816981  # a fixed creation time keeps GET /models stable across runs
 
 
 def store_key(ref: str) -> str:
@@ -83,12 +83,12 @@ class Artifact:
 
     def config_json(self) -> dict[str, Any]:
         """`config` of GET /models (types.Config, omitempty)."""
-        config: dict[str, Any] = {"format": self.format}
+        config: dict[str, Any] = {wire.MODEL_FORMAT: self.format}
         for key, value in (
             ("quantization", self.quantization),
             ("parameters", self.parameters),
             ("architecture", self.architecture),
-            ("size", format_size(self.size_bytes)),
+            (wire.MODEL_SIZE, format_size(self.size_bytes)),
         ):
             if value:
                 config[key] = value
@@ -97,7 +97,7 @@ class Artifact:
         if self.format == wire.FORMAT_SAFETENSORS and self.architecture:
             config["safetensors"] = {"architecture": self.architecture}
         if self.context_size is not None:
-            config["context_size"] = self.context_size
+            config[wire.MODEL_CONTEXT_SIZE] = self.context_size
         return config
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from controller import wire
 from controller.durations import SECOND
-from controller.emulator.catalog import Artifact, Catalog, store_key
+from controller.emulator.catalog import CREATED, Artifact, Catalog, store_key
 from controller.emulator.config import (
     KEEP_ALIVE_FOREVER,
     BackendConfig,
@@ -75,11 +75,11 @@ class StoredModel:
 
     def to_json(self) -> dict[str, Any]:
         """One entry of GET /models (Model: tags omitempty)."""
-        out: dict[str, Any] = {"id": self.id}
+        out: dict[str, Any] = {wire.MODEL_ID: self.id}
         if self.tags:
-            out["tags"] = list(self.tags)
-        out["created"] = 1742816981
-        out["config"] = self.artifact.config_json()
+            out[wire.MODEL_TAGS] = list(self.tags)
+        out[wire.MODEL_CREATED] = CREATED
+        out[wire.MODEL_CONFIG] = self.artifact.config_json()
         return out
 
 
@@ -364,25 +364,25 @@ class EmulatorState:
             if runner.loading:
                 continue
             entry: dict[str, Any] = {
-                "backend_name": runner.backend,
-                "model_name": runner.model_ref,
-                "mode": runner.mode,
-                "last_used": go_time(None if runner.in_use else runner.last_used),
+                wire.PS_BACKEND: runner.backend,
+                wire.PS_MODEL: runner.model_ref,
+                wire.PS_MODE: runner.mode,
+                wire.PS_LAST_USED: go_time(None if runner.in_use else runner.last_used),
             }
             if runner.in_use:
-                entry["in_use"] = True
+                entry[wire.PS_IN_USE] = True
             config = self.configs.get(runner.model_id, {}).get((runner.backend, runner.mode))
             if config is not None and config.keep_alive_ns is not None:
-                entry["keep_alive"] = render_keep_alive(config.keep_alive_ns)
+                entry[wire.PS_KEEP_ALIVE] = render_keep_alive(config.keep_alive_ns)
             entries.append(entry)
         for runner in self.runners.values():
             if runner.loading:
                 entries.append({
-                    "backend_name": runner.backend,
-                    "model_name": runner.model_ref,
-                    "mode": runner.mode,
-                    "last_used": go_time(None),
-                    "loading": True,
+                    wire.PS_BACKEND: runner.backend,
+                    wire.PS_MODEL: runner.model_ref,
+                    wire.PS_MODE: runner.mode,
+                    wire.PS_LAST_USED: go_time(None),
+                    wire.PS_LOADING: True,
                 })
         return entries
 
@@ -395,7 +395,12 @@ class EmulatorState:
         else:
             items = list(self.requests.items())
         return [
-            {"count": len(e.records), "model": model_id, "config": e.config.to_json(), "records": list(e.records)}
+            {
+                wire.REQUESTS_COUNT: len(e.records),
+                wire.REQUESTS_MODEL: model_id,
+                wire.REQUESTS_CONFIG: e.config.to_json(),
+                wire.REQUESTS_RECORDS: list(e.records),
+            }
             for model_id, e in items
         ]
 
@@ -680,7 +685,7 @@ class EmulatorState:
 def go_time(epoch: float | None) -> str:
     """A time.Time as Go's JSON encoder writes it (RFC 3339, UTC here); None is Go's zero time."""
     if epoch is None:
-        return "0001-01-01T00:00:00Z"
+        return wire.GO_ZERO_TIME
     moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     fraction = f"{moment.microsecond:06d}".rstrip("0")
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"

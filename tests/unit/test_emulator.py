@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.emulator import RunningEmulator
-from tests.support.emulator import emulator, emulator_process
+from controller.emulator import RunningEmulator, load_artifacts
+from tests.support.emulator import emulator, emulator_process, emulator_thread
 
 SMOLLM2_ID_TAGS = ["docker.io/ai/smollm2:latest"]
 TEXT = "text/plain; charset=utf-8"
@@ -556,3 +556,61 @@ def test_localmodel_emulator_process_serves_and_stops_on_sigterm() -> None:
         assert response.json()["tags"] == SMOLLM2_ID_TAGS
         proc.process.send_signal(signal.SIGTERM)
         assert proc.process.wait(timeout=10) == 0
+
+
+async def test_status_df_and_openai_models(http: httpx.AsyncClient) -> None:
+    status = (await http.get("/engines/status")).json()
+    assert status["llama.cpp"].startswith("Running") and status["vllm"].startswith("Running")
+    assert status["mlx"].startswith("Not Installed")
+    assert (await http.get("/engines/df")).json()["models_disk_usage"] == 268_836_256
+    listing = (await http.get("/engines/v1/models")).json()
+    assert listing["object"] == "list"
+    assert [(m["id"], m["dmr"]["context_window"]) for m in listing["data"]] == [("docker.io/ai/smollm2:latest", 8192)]
+
+
+async def test_hugging_face_references_are_stored_under_huggingface_co(http: httpx.AsyncClient) -> None:
+    response = await http.post("/models/create", json={"from": "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF"},
+                               headers={"Accept": "application/json"})
+    assert pull_lines(response)[-1]["type"] == "success"
+    model = (await http.get("/models/huggingface.co/bartowski/smollm2-135m-instruct-gguf")).json()
+    assert model["tags"] == ["huggingface.co/bartowski/smollm2-135m-instruct-gguf:latest"]
+
+
+async def test_control_catalog_adds_pullable_and_prepulled_models(http: httpx.AsyncClient) -> None:
+    added = await control(http, "catalog", {"name": "ai/tiny", "tags": ["latest", "1M"], "context_size": 512})
+    assert added["refs"] == ["ai/tiny:latest", "ai/tiny:1M"]
+    assert (await http.get("/models/ai/tiny")).status_code == 404
+    await http.post("/models/create", json={"from": "ai/tiny:1M"})
+    assert (await http.get("/models/ai/tiny:1M")).json()["config"]["context_size"] == 512
+    await control(http, "catalog", {"name": "ai/other", "pulled": True})
+    assert (await http.get("/models/other")).status_code == 200
+    bad = await http.post("/_emulator/catalog", json={"name": "ai/x", "colour": "red"})
+    assert bad.status_code == 400
+
+
+async def test_latency_delays_engine_requests_but_not_the_control_api(http: httpx.AsyncClient) -> None:
+    await control(http, "latency", {"seconds": 0.2})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await http.get("/engines/ps")
+    assert loop.time() - started >= 0.2
+    await control(http, "latency", {"seconds": 0})
+
+
+def test_emulator_thread_serves_synchronous_code() -> None:
+    with emulator_thread(preload_models=["ai/smollm2"]) as emu:
+        response = httpx.post(emu.url + "/engines/_configure", json={"model": "ai/smollm2", "context-size": 1024})
+        assert response.status_code == 202
+        assert emu.call(lambda: len(emu.state.config_entries())) == 1
+
+
+def test_catalog_file_entries_and_errors(tmp_path: Any) -> None:
+    good = tmp_path / "catalog.yaml"
+    good.write_text("- name: ai/tiny\n  tags: [latest, 1M]\n  format: safetensors\n  context_size: 512\n")
+    [artifact] = load_artifacts(good)
+    assert (artifact.refs(), artifact.format, artifact.context_size) == (["ai/tiny:latest", "ai/tiny:1M"],
+                                                                          "safetensors", 512)
+    bad = tmp_path / "catalog.json"
+    bad.write_text('[{"tags": ["latest"]}]')
+    with pytest.raises(ValueError, match="entry 0 needs a string 'name'"):
+        load_artifacts(bad)
