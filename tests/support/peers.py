@@ -68,6 +68,10 @@ PEER_NAMES = (
 MAIN_MODEL = "ai/smollm2:latest"
 DRAFT_MODEL = "ai/smollm2:135M-Q4_0"
 EMBEDDING_MODEL = "ai/mxbai-embed-large:latest"
+# In the registry but not pulled at start: a model to pull in a test, and a second tag of
+# MAIN_MODEL's artifact (same file, same options, hence the same digest and model ID).
+FRESH_MODEL = "ai/embeddinggemma:latest"
+SECOND_TAG = "ai/smollm2:360M-Q4_K_M"
 
 
 # --------------------------------------------------------------------------- #
@@ -525,16 +529,20 @@ class ModelRegistry:
 
 def start_model_registry(binaries: PeerBinaries, workdir: Path,
                          models: dict[str, str] | None = None, timeout: float = 30.0) -> ModelRegistry:
-    """``models`` maps ``repo:tag`` to ``ASSET[,context-size=N][,license=FILE]`` where ASSET is a
-    file name in the model-assets dir (dummy.gguf) or an absolute GGUF path."""
+    """``models`` maps ``repo:tag`` to ``ASSET[,pad=BYTES][,context-size=N][,license=FILE]`` where
+    ASSET is a file name in the model-assets dir (dummy.gguf) or an absolute GGUF path, and ``pad``
+    appends zero bytes to a copy of it (a distinct weights blob)."""
     paths = binaries.require("model-registry", "model-assets")
     assets = Path(paths["model-assets"])
     if models is None:
         # Distinct context sizes give distinct config digests, hence distinct model IDs.
         models = {
-            MAIN_MODEL: "dummy.gguf,license=license.txt",
+            MAIN_MODEL: "dummy.gguf,context-size=8192,license=license.txt",
             DRAFT_MODEL: "dummy.gguf,context-size=2048",
             EMBEDDING_MODEL: "dummy.gguf,context-size=512",
+            # Padded: its weights are a new 3 MiB blob, so its pull downloads and reports progress.
+            FRESH_MODEL: "dummy.gguf,pad=3145728,context-size=1024",
+            SECOND_TAG: "dummy.gguf,context-size=8192,license=license.txt",
         }
     argv = [paths["model-registry"], "--addr", "127.0.0.1:0"]
     for ref, spec in models.items():
@@ -586,7 +594,7 @@ class DMRServer:
     Attributes: ``url``, ``port``, ``models_path``, ``workdir``, ``log_path``, ``registry``,
     ``models`` (refs pulled: ``{ref: stored_tag}``, e.g. ``{"ai/smollm2:latest":
     "docker.io/ai/smollm2:latest"}``), ``model``, ``draft_model``, ``embedding_model``,
-    ``startup_seconds``.
+    ``fresh_model`` and ``second_tag`` (in the registry, not pulled), ``startup_seconds``.
     """
 
     def __init__(self, binaries: PeerBinaries, workdir: Path, registry: ModelRegistry | None,
@@ -607,6 +615,8 @@ class DMRServer:
         self.model = MAIN_MODEL
         self.draft_model = DRAFT_MODEL
         self.embedding_model = EMBEDDING_MODEL
+        self.fresh_model = FRESH_MODEL  # in the registry, not pulled at start
+        self.second_tag = SECOND_TAG  # another tag of `model`'s artifact, not pulled at start
         self.proc: Proc | None = None
         self.startup_seconds = 0.0
         for d in (self.models_path, self.run_dir, self.argv_dir, workdir / "home", workdir / "logs"):

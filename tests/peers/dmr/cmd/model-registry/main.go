@@ -7,9 +7,11 @@
 //	    --model ai/smollm2:latest=/path/dummy.gguf \
 //	    --model ai/smollm2:135M-Q4_0=/path/dummy.gguf,context-size=2048
 //
-// Each --model REPO:TAG=FILE[,context-size=N][,license=FILE][,chat-template=FILE]
+// Each --model REPO:TAG=FILE[,pad=BYTES][,context-size=N][,license=FILE][,chat-template=FILE]
 // is built from a GGUF file and pushed to <addr>/REPO:TAG before the registry
-// reports ready. When ready it prints "READY <host:port>" on stdout (and writes
+// reports ready. pad=BYTES appends that many zero bytes to a copy of FILE: the
+// weights become a distinct, bigger blob, so a pull really downloads it (DMR
+// skips blobs it already stores and reports no progress for them). When ready it prints "READY <host:port>" on stdout (and writes
 // host:port to --addr-file, if given), then serves until SIGTERM/SIGINT.
 //
 // Point DMR at it with DEFAULT_REGISTRY=<host:port> (plain HTTP is used for
@@ -26,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,14 +50,29 @@ func push(ctx context.Context, client *reg.Client, addr, spec string) error {
 		return fmt.Errorf("--model %q: want REPO:TAG=FILE[,opt=value...]", spec)
 	}
 	parts := strings.Split(rest, ",")
+	file := parts[0]
+	for _, opt := range parts[1:] {
+		if k, v, _ := strings.Cut(opt, "="); k == "pad" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%s: pad: want a byte count, got %q", name, v)
+			}
+			if file, err = padded(file, n); err != nil {
+				return fmt.Errorf("%s: pad: %w", name, err)
+			}
+			defer os.RemoveAll(filepath.Dir(file)) // pushed below; the copy is not needed after that
+		}
+	}
 	// A fixed creation time keeps digests stable across runs.
-	b, err := builder.FromPath(parts[0], builder.WithCreated(time.Unix(1735689600, 0).UTC()))
+	b, err := builder.FromPath(file, builder.WithCreated(time.Unix(1735689600, 0).UTC()))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	for _, opt := range parts[1:] {
 		k, v, _ := strings.Cut(opt, "=")
 		switch k {
+		case "pad":
+			// applied to the file above
 		case "context-size":
 			n, err := strconv.ParseInt(v, 10, 32)
 			if err != nil {
@@ -87,11 +105,26 @@ func push(ctx context.Context, client *reg.Client, addr, spec string) error {
 	return nil
 }
 
+// padded copies file into a temporary directory (same base name, so the format
+// is still detected from the extension) with n zero bytes appended.
+func padded(file string, n int64) (string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "model-registry-")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, filepath.Base(file))
+	return out, os.WriteFile(out, append(data, make([]byte, n)...), 0o644)
+}
+
 func main() {
 	var models modelFlag
 	listen := flag.String("addr", "127.0.0.1:0", "listen address")
 	addrFile := flag.String("addr-file", "", "write the actual host:port here when ready")
-	flag.Var(&models, "model", "REPO:TAG=FILE[,context-size=N][,license=FILE][,chat-template=FILE] (repeatable)")
+	flag.Var(&models, "model", "REPO:TAG=FILE[,pad=BYTES][,context-size=N][,license=FILE][,chat-template=FILE] (repeatable)")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *listen)
