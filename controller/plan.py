@@ -212,7 +212,9 @@ def plan_model(
                 if spec.preload:
                     actions.append(Preload(spec.model, request.backend))
                 return Plan(actions=tuple(actions), **base)
-    if runner is None and spec.preload and (configured_now or _keep_resident(spec)):
+    # A loading runner (the engine's background load after a configure) is waited for by the
+    # preload request, which also reports a load failure that the background load only logs.
+    if (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec)):
         return Plan(actions=(Preload(spec.model, request.backend),), **base)
     return Plan(**base)
 

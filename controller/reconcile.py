@@ -316,7 +316,8 @@ class EngineReconciler:
         self._on_event(key, "Normal", "Preloaded", f"loaded {action.ref} so the first request is warm")
         loaded = RunnerInfo(backend=plan.backend or "", model=action.ref, mode=effective_mode(spec),
                             in_use=False, loading=False, keep_alive=None, last_used=None)
-        return replace(observation, runners=observation.runners + (loaded,))
+        others = tuple(r for r in observation.runners if r is not plan.runner)  # it was loading, or absent
+        return replace(observation, runners=others + (loaded,))
 
     # ---- status --------------------------------------------------------------------------------
 
