@@ -5,9 +5,10 @@ and names models through the `Engine` fields, never by hard-coded references, so
 runs against every kind:
 
 - `emulator`: controller.emulator on a free loopback port, with its control API (`engine.control`).
-- a real Docker Model Runner (tests/support/peers.py `dmr_server`) can be added to ENGINE_KINDS with
-  a `_start_<kind>(request)` that takes the server from `request.getfixturevalue("dmr_server")` and
-  yields an `Engine` with `control=None` (and its param marked `peers`).
+- `dmr`: the real Docker Model Runner (tests/support/peers.py `dmr_server`: model-runner built from
+  github.com/docker/model-runner, a fake llama-server, a local registry mirror), a fresh process per
+  test. No control API and no vLLM. Its parametrisation carries the `peers` marker, so
+  `pytest -m 'not peers'` runs the emulator half alone.
 
 Tests that need the control API (busy runners, failing pulls, latency, clock) carry
 `@pytest.mark.emulator_only("why")` and are skipped with that reason on kinds without it.
@@ -20,11 +21,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncio
+
 import httpx
 import pytest
 
 from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
+from controller.refs import same_model
 
 
 class EmulatorControl:
@@ -88,6 +92,15 @@ class Engine:
         assert self.control is not None, "this test needs @pytest.mark.emulator_only"
         return self.control
 
+    async def wait_loaded(self, model: str, timeout: float = 30.0) -> None:
+        """Wait until `model` has a loaded (not loading) runner: a configure starts a background load
+        that the real engine finishes some 0.5 s later (its readiness poll runs every 500 ms)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(same_model(r.model, model) and not r.loading for r in await self.client.ps()):
+            assert loop.time() < deadline, f"{model} did not finish loading on the {self.kind} engine in {timeout}s"
+            await asyncio.sleep(0.02)
+
     def needs_vllm(self) -> str:
         if self.vllm_model is None:
             pytest.skip(f"the {self.kind} engine has no vLLM model")
@@ -119,9 +132,33 @@ async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engin
             await control.aclose()
 
 
+@asynccontextmanager
+async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    server = request.getfixturevalue("dmr_server")  # started, models pulled; stopped by the fixture
+    async with EngineClient(server.url, name="dmr") as client:
+
+        async def restart() -> None:
+            await asyncio.to_thread(server.restart)
+
+        yield Engine(
+            kind="dmr",
+            url=server.url,
+            client=client,
+            control=None,
+            restart=restart,
+            model=server.model,
+            draft_model=server.draft_model,
+            fresh_model=server.fresh_model,
+            second_tag=server.second_tag,
+            vllm_model=None,  # built with -tags=novllm, and there is no vLLM to run
+        )
+
+
 ENGINE_KINDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]] = {
     "emulator": _start_emulator,
+    "dmr": _start_dmr,
 }
+_KIND_MARKS = {"dmr": [pytest.mark.peers]}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -130,7 +167,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(params=sorted(ENGINE_KINDS))
+@pytest.fixture(params=[pytest.param(kind, marks=_KIND_MARKS.get(kind, [])) for kind in sorted(ENGINE_KINDS)])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     marker = request.node.get_closest_marker("emulator_only")
     if marker is not None and request.param != "emulator":

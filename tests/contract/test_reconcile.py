@@ -7,6 +7,7 @@ reconciler's own account of it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences
 from controller.reconcile import EngineReconciler, Outcome
+from controller.refs import same_model
 from controller.spec import LocalModel, parse_localmodel
 from controller.status import Phase, Reason
 from tests.contract.conftest import Engine
@@ -69,7 +71,8 @@ async def test_an_idle_pass_costs_only_the_observation(engine: Engine) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.model, contextSize=4096)
     await run(reconciler, model)
-    await run(reconciler, model)  # may read the live runner's config once, after the background load
+    await engine.wait_loaded(engine.model)  # the background load that the configure started
+    await run(reconciler, model)  # reads the loaded runner's own config once
     before = engine.client.requests_sent
     outcome = await run(reconciler, model)
     assert outcome.status.ready and outcome.requeue_after is None
@@ -186,16 +189,19 @@ async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine
     recorder = Recorder()
     reconciler = reconciler_for(engine, recorder)
     await engine.client.configure({"model": engine.model, "context-size": 2048})
+    await engine.wait_loaded(engine.model)
     await engine.client.unload(models=[engine.model])  # drop the background load of that configure
     await engine.ctl.loading(engine.model)  # a load starts with the old config...
     model = localmodel(model=engine.model, contextSize=4096, preload=True)
-    first = await run(reconciler, model)  # ...and the configure lands while it loads
-    assert first.status.ready and first.requeue_after  # stored config right; look again once loaded
-    await engine.ctl.loading(engine.model, False)
+    reconciling = asyncio.create_task(run(reconciler, model))  # ...its configure lands while that loads,
+    while await stored_config(engine, engine.model) != {"context-size": 4096}:  # and its preload waits
+        await asyncio.sleep(0.01)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 2048}  # the race of dmr-api.md 8.5
-    outcome = await run(reconciler, model)
-    assert outcome.status.ready and "RunnerEvicted" in recorder.reasons()
+    await engine.ctl.loading(engine.model, False)
+    outcome = await reconciling
+    assert outcome.status.ready and outcome.status.loaded and outcome.requeue_after is None, outcome.status
+    assert "RunnerEvicted" in recorder.reasons()
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 4096}
 
@@ -217,7 +223,7 @@ async def test_deletion_policies(engine: Engine, policy: str, config_kept: bool,
     result = await reconciler.finalize(model.name, model)
     assert result.done, result.message
     assert (await stored_config(engine, engine.fresh_model) is not None) == config_kept
-    present = [m for m in await engine.client.list_models() if any("embeddinggemma" in t for t in m.tags)]
+    present = [m for m in await engine.client.list_models() if any(same_model(t, engine.fresh_model) for t in m.tags)]
     assert bool(present) == model_kept
     if policy != "Retain":
-        assert not [r for r in await engine.client.ps() if "embeddinggemma" in r.model]
+        assert not [r for r in await engine.client.ps() if same_model(r.model, engine.fresh_model)]
