@@ -52,7 +52,8 @@ def go_json_text(value: Any) -> str:
 
 
 def go_json(value: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=go_json_text(value), content_type="application/json")
+    """A JSON answer. `Content-Type: application/json` without a charset, as the engine sets it."""
+    return web.Response(status=status, body=go_json_text(value).encode(), content_type="application/json")
 
 
 def _html_escape(text: str) -> str:
@@ -233,7 +234,7 @@ def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dic
 # --- /engines management ---------------------------------------------------------------------
 
 async def status(request: web.Request) -> web.Response:
-    return go_json(BACKEND_STATUS)
+    return go_json(dict(sorted(BACKEND_STATUS.items())))  # a Go map: keys sorted
 
 
 async def ps(request: web.Request) -> web.Response:

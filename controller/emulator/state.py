@@ -54,6 +54,13 @@ BACKEND_STATUS = {
     wire.SGLANG: "Not Installed: package not installed",
     wire.DIFFUSERS: "Not Installed",
 }
+# Why the backends that are not installed fail to install on demand, as the engine on Linux answers
+# (503 `backend installation failed: ...` from installer.wait; the 412 of dmr-api.md 6 is never sent).
+INSTALL_FAILURES = {
+    wire.MLX: "MLX is only available on macOS ARM64",
+    wire.SGLANG: "sglang package not installed",
+    wire.DIFFUSERS: "failed to install diffusers: the emulator does not download backends",
+}
 BACKEND_DISK_USAGE = 52_428_800
 
 _HEX_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{12}|[0-9a-f]{64})$")
@@ -513,10 +520,7 @@ class EmulatorState:
         model = self.local_model(model_ref)
         backend = _backend_for_format(model.artifact.format, backend)
         if backend not in INSTALLED_BACKENDS:
-            raise ServerError(
-                f'backend "{backend}" is not installed; run: docker model install-runner --backend {backend}',
-                status=412,
-            )
+            raise ServerError(f"backend installation failed: {INSTALL_FAILURES[backend]}", status=503)
         config, draft_id = self._config_for_load(backend, model.id, mode)
         key = (backend, model.id, draft_id, mode)
         while True:

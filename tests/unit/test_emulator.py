@@ -491,8 +491,8 @@ async def test_preload_only_answers_empty_once_ready(http: httpx.AsyncClient) ->
         ("/engines/v1/chat/completions", {"model": 1}, 400, "invalid request"),
         ("/engines/v1/chat/completions", {"model": "ai/nothing"}, 404,
          "error while getting model: get model '\"ai/nothing\"': model not found"),
-        ("/engines/mlx/v1/chat/completions", {"model": "ai/smollm2"}, 412,
-         'backend "mlx" is not installed; run: docker model install-runner --backend mlx'),
+        ("/engines/mlx/v1/chat/completions", {"model": "ai/smollm2"}, 503,
+         "backend installation failed: MLX is only available on macOS ARM64"),
         ("/engines/v1/images/generations", {"model": "ai/smollm2"}, 500,
          "unable to load runner: error waiting for runner to be ready: failed to get args for llama.cpp: "
          'unsupported backend mode "image-generation"'),
