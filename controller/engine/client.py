@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 # Status codes every route shares; each method adds its own.
 _COMMON: ErrorMap = {400: BadRequest, 404: NotFound}
+# The 503 text of an inference or preload for a backend the engine could not install on demand.
+_INSTALL_FAILED = "backend installation failed:"
 
 
 class EngineClient:
@@ -230,7 +232,8 @@ class EngineClient:
     async def preload(self, model: str, *, backend: str | None = None, timeout: float = PRELOAD_TIMEOUT) -> None:
         """Load the model's runner now and wait until it is ready (`X-Preload-Only: true` on the chat route).
 
-        500 LoadFailed with the engine's text (bad arguments, a crash); 412 BackendNotInstalled.
+        500 LoadFailed with the engine's text (bad arguments, a crash). BackendNotInstalled: 412, or 503
+        `backend installation failed: ...` (the engine's on-demand install of MLX, SGLang, diffusers failed).
         """
         response = await self._send(
             "POST",
@@ -239,6 +242,8 @@ class EngineClient:
             headers={wire.PRELOAD_ONLY_HEADER: "true"},
             timeout=httpx.Timeout(self.timeout, read=timeout),
         )
+        if response.status_code == 503 and _text(response).startswith(_INSTALL_FAILED):
+            raise BackendNotInstalled(_text(response), status=503, url=str(response.request.url))
         _check(response, {**_COMMON, 412: BackendNotInstalled, 500: LoadFailed})
 
     # -- transport --------------------------------------------------------------------------

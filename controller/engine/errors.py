@@ -99,7 +99,8 @@ class DeleteConflict(EngineError):
 
 
 class BackendNotInstalled(ServerError):
-    """412 on inference/preload: the backend (vLLM, ...) is not installed in this engine."""
+    """The backend is not installed in this engine and cannot be: 412 on inference/preload, or 503
+    `backend installation failed: ...` (MLX on Linux, SGLang without its package)."""
 
     retryable = False
     reason = "BackendNotInstalled"

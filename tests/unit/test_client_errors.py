@@ -190,6 +190,14 @@ async def test_preload_errors(status: int, error: type[EngineError]) -> None:
     assert caught.value.url == "http://engine:12434/engines/vllm/v1/chat/completions"
 
 
+async def test_preload_of_a_backend_that_cannot_be_installed_is_not_retried() -> None:
+    text = "backend installation failed: MLX is only available on macOS ARM64"
+    async with client_for(answer(503, text + "\n")) as engine:
+        with pytest.raises(BackendNotInstalled) as caught:
+            await engine.preload("ai/x", backend="mlx")
+    assert (caught.value.message, caught.value.status, caught.value.retryable) == (text, 503, False)
+
+
 async def test_preload_marks_the_request_preload_only() -> None:
     seen: list[httpx.Request] = []
 
