@@ -18,6 +18,12 @@
 //	FAKE_LLAMA_ARGV_DIR     write <dir>/<pid>.json with {"argv":[...]} at start
 //	FAKE_LLAMA_FAIL_FLAG    exit 1 at start if this flag is present in argv
 //	FAKE_LLAMA_START_DELAY  Go duration: /health answers 503 until it elapses
+//	FAKE_LLAMA_LOADING_WHILE  a path: /health answers 503 while it exists, so a
+//	                        test holds a runner in DMR's loading state for as
+//	                        long as it needs (DMR polls /health every 500 ms)
+//	FAKE_LLAMA_BUSY_WHILE   a path: chat and text completions do not answer while
+//	                        it exists (or until the client goes away), so a test
+//	                        holds a runner busy with one request in flight
 package main
 
 import (
@@ -57,6 +63,25 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
+}
+
+func exists(path string) bool {
+	if path == "" {
+		return false
+	}
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// waitWhile blocks while path exists, until the request is cancelled.
+func waitWhile(r *http.Request, path string) {
+	for exists(path) {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func main() {
@@ -122,6 +147,8 @@ func main() {
 	if d, err := time.ParseDuration(os.Getenv("FAKE_LLAMA_START_DELAY")); err == nil {
 		readyAt = readyAt.Add(d)
 	}
+	loadingWhile := os.Getenv("FAKE_LLAMA_LOADING_WHILE")
+	busyWhile := os.Getenv("FAKE_LLAMA_BUSY_WHILE")
 	meta := map[string]any{"argv": argv, "model": model, "n_ctx": ctxSize}
 	writeJSON := func(w http.ResponseWriter, code int, v map[string]any) {
 		v["fake_llama_server"] = meta
@@ -134,7 +161,7 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
-		if time.Now().Before(readyAt) {
+		if time.Now().Before(readyAt) || exists(loadingWhile) {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]any{"code": 503, "message": "Loading model", "type": "unavailable_error"}})
 			return
 		}
@@ -158,6 +185,7 @@ func main() {
 	mux.HandleFunc("/v1/models", models)
 	mux.HandleFunc("/models", models)
 	chat := func(w http.ResponseWriter, r *http.Request) {
+		waitWhile(r, busyWhile)
 		var req map[string]any
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		if req["stream"] == true {
@@ -174,6 +202,7 @@ func main() {
 	mux.HandleFunc("/v1/chat/completions", chat)
 	mux.HandleFunc("/chat/completions", chat)
 	completion := func(w http.ResponseWriter, r *http.Request) {
+		waitWhile(r, busyWhile)
 		writeJSON(w, http.StatusOK, map[string]any{"id": "cmpl-fake", "object": "text_completion", "created": now(), "model": alias,
 			"choices": []any{map[string]any{"index": 0, "text": "Hello from fake llama-server", "finish_reason": "stop", "logprobs": nil}},
 			"usage":   usage})
