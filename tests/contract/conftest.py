@@ -5,13 +5,16 @@ and names models through the `Engine` fields, never by hard-coded references, so
 runs against every kind:
 
 - `emulator`: controller.emulator on a free loopback port, with its control API (`engine.control`).
-- `dmr`: the real Docker Model Runner (tests/support/peers.py `dmr_server`: model-runner built from
-  github.com/docker/model-runner, a fake llama-server, a local registry mirror), a fresh process per
-  test. No control API and no vLLM. Its parametrisation carries the `peers` marker, so
+- `dmr`: the real Docker Model Runner (tests/support/peers.py `dmr_server_factory`: model-runner built
+  from github.com/docker/model-runner, a fake llama-server, a local registry mirror), a fresh process
+  per test. No control API and no vLLM. Its parametrisation carries the `peers` marker, so
   `pytest -m 'not peers'` runs the emulator half alone.
 
-Tests that need the control API (busy runners, failing pulls, latency, clock) carry
-`@pytest.mark.emulator_only("why")` and are skipped with that reason on kinds without it.
+Busy and loading runners work on both kinds through `engine.holds` (`RunnerHolds`): the emulator's
+control API, or on the real engine a request held in flight / a load held unready by the fake
+llama-server. Tests that need the rest of the control API (failing pulls, latency, forced 409s,
+request counters) carry `@pytest.mark.emulator_only("why")` and are skipped with that reason on
+kinds without it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import asyncio
 
@@ -28,6 +32,7 @@ import pytest
 
 from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
+from controller.engine.types import RunnerInfo
 from controller.refs import same_model
 
 
@@ -67,6 +72,83 @@ class EmulatorControl:
         return await self._call("GET", "state")
 
 
+class RunnerHolds(Protocol):
+    """Hold a model's runner busy (a request in flight) or loading (not ready yet), then let it go."""
+
+    async def busy(self, model: str, busy: bool = True) -> None: ...
+
+    async def loading(self, model: str, loading: bool = True) -> None: ...
+
+
+@dataclass(frozen=True)
+class HoldFiles:
+    """The fake llama-server's hold files (tests/peers/fake-llama-server): while `busy` exists its
+    completions do not answer; while `loading` exists its /health answers 503."""
+
+    busy: Path
+    loading: Path
+
+    @classmethod
+    def under(cls, workdir: Path) -> HoldFiles:
+        return cls(workdir / "hold-busy", workdir / "hold-loading")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"FAKE_LLAMA_BUSY_WHILE": str(self.busy), "FAKE_LLAMA_LOADING_WHILE": str(self.loading)}
+
+
+class FakeLlamaHolds:
+    """RunnerHolds on the real engine: a chat request held in flight keeps the runner in use, a preload
+    held unready keeps it loading (the server must run with `files.env`)."""
+
+    def __init__(self, url: str, client: EngineClient, files: HoldFiles) -> None:
+        self.busy_file = files.busy
+        self.loading_file = files.loading
+        self._client = client
+        self._http = httpx.AsyncClient(base_url=url, timeout=120.0)
+        self._held: dict[tuple[str, str], asyncio.Future[httpx.Response]] = {}
+
+    async def busy(self, model: str, busy: bool = True) -> None:
+        if busy:
+            chat = {"model": model, "messages": [{"role": "user", "content": "hold"}]}
+            await self._hold("busy", model, self.busy_file, {}, chat)
+            await self._until(model, lambda runner: runner.in_use)
+        else:
+            await self._release("busy", model, self.busy_file)
+
+    async def loading(self, model: str, loading: bool = True) -> None:
+        if loading:
+            await self._hold("loading", model, self.loading_file, {"X-Preload-Only": "true"}, {"model": model})
+            await self._until(model, lambda runner: runner.loading)
+        else:
+            await self._release("loading", model, self.loading_file)
+
+    async def aclose(self) -> None:
+        self.busy_file.unlink(missing_ok=True)
+        self.loading_file.unlink(missing_ok=True)
+        for task in self._held.values():
+            task.cancel()
+        await asyncio.gather(*self._held.values(), return_exceptions=True)
+        await self._http.aclose()
+
+    async def _hold(self, what: str, model: str, file: Path, headers: dict[str, str], body: dict[str, Any]) -> None:
+        file.touch()
+        request = self._http.post("/engines/v1/chat/completions", json=body, headers=headers)
+        self._held[(what, model)] = asyncio.ensure_future(request)
+
+    async def _release(self, what: str, model: str, file: Path) -> None:
+        file.unlink(missing_ok=True)
+        response = await self._held.pop((what, model))
+        assert response.status_code == 200, f"the held {what} request for {model}: {response.status_code} {response.text}"
+
+    async def _until(self, model: str, held: Callable[[RunnerInfo], bool], timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(same_model(r.model, model) and held(r) for r in await self._client.ps()):
+            assert loop.time() < deadline, f"the runner of {model} was not held in {timeout}s"
+            await asyncio.sleep(0.02)
+
+
 def _without_none(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
@@ -79,6 +161,7 @@ class Engine:
     url: str
     client: EngineClient
     control: EmulatorControl | None
+    holds: RunnerHolds  # busy and loading runners, on every kind
     restart: Callable[[], Awaitable[None]]  # restart the engine process: stored configs are lost
     model: str  # GGUF
     draft_model: str  # a smaller GGUF model, for speculative decoding
@@ -121,6 +204,7 @@ async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engin
                 url=emulator.url,
                 client=client,
                 control=control,
+                holds=control,
                 restart=control.restart,
                 model=model,
                 draft_model=draft,
@@ -134,24 +218,30 @@ async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engin
 
 @asynccontextmanager
 async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    server = request.getfixturevalue("dmr_server")  # started, models pulled; stopped by the fixture
+    files = HoldFiles.under(request.getfixturevalue("tmp_path"))
+    server = request.getfixturevalue("dmr_server_factory")(env=files.env)  # models pulled; stopped by the fixture
     async with EngineClient(server.url, name="dmr") as client:
+        holds = FakeLlamaHolds(server.url, client, files)
 
         async def restart() -> None:
             await asyncio.to_thread(server.restart)
 
-        yield Engine(
-            kind="dmr",
-            url=server.url,
-            client=client,
-            control=None,
-            restart=restart,
-            model=server.model,
-            draft_model=server.draft_model,
-            fresh_model=server.fresh_model,
-            second_tag=server.second_tag,
-            vllm_model=None,  # built with -tags=novllm, and there is no vLLM to run
-        )
+        try:
+            yield Engine(
+                kind="dmr",
+                url=server.url,
+                client=client,
+                control=None,
+                holds=holds,
+                restart=restart,
+                model=server.model,
+                draft_model=server.draft_model,
+                fresh_model=server.fresh_model,
+                second_tag=server.second_tag,
+                vllm_model=None,  # built with -tags=novllm, and there is no vLLM to run
+            )
+        finally:
+            await holds.aclose()
 
 
 ENGINE_KINDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]] = {

@@ -166,16 +166,15 @@ async def test_unknown_backend_is_not_found(engine: Engine) -> None:
         await engine.client.configure({"model": engine.model}, backend="tensorrt")
 
 
-@pytest.mark.emulator_only("marks a runner busy (a request in flight)")
 async def test_busy_runner_answers_409_and_keeps_the_stored_config(engine: Engine) -> None:
     await engine.client.configure({"model": engine.model, "context-size": 4096})
-    await engine.ctl.busy(engine.model)
+    await engine.holds.busy(engine.model)
     with pytest.raises(RunnerBusy) as caught:
         await engine.client.configure({"model": engine.model, "context-size": 8192})
     assert (caught.value.message, caught.value.status, caught.value.retryable) == ("runner already active", 409, True)
     assert (await stored(engine, engine.model)).config == {"context-size": 4096}
     await engine.client.configure({"model": engine.model, "context-size": 4096})  # unchanged: a no-op, even when busy
-    await engine.ctl.busy(engine.model, False)
+    await engine.holds.busy(engine.model, False)
     await engine.client.configure({"model": engine.model, "context-size": 8192})  # idle runner: evicted, then stored
     assert (await stored(engine, engine.model)).config == {"context-size": 8192}
 

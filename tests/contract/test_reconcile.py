@@ -156,19 +156,18 @@ async def test_preload_leaves_the_runner_loaded_with_the_config(engine: Engine) 
     assert live.config == {"context-size": 4096}
 
 
-@pytest.mark.emulator_only("marks the runner busy")
 async def test_a_busy_runner_is_retried_with_backoff_then_applied(engine: Engine) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.model, contextSize=4096)
     await run(reconciler, model)
-    await engine.ctl.busy(engine.model)
+    await engine.holds.busy(engine.model)
     changed = localmodel(model=engine.model, contextSize=8192)
     first = await run(reconciler, changed)
     second = await run(reconciler, changed)
     assert first.status.reason is Reason.RUNNER_BUSY and not first.status.ready and not first.status.stalled
     assert first.status.phase is Phase.RETRYING and 0 < first.requeue_after < second.requeue_after
     assert await stored_config(engine, engine.model) == {"context-size": 4096}  # unchanged while busy
-    await engine.ctl.busy(engine.model, False)
+    await engine.holds.busy(engine.model, False)
     assert (await run(reconciler, changed)).status.ready
     assert await stored_config(engine, engine.model) == {"context-size": 8192}
 
@@ -184,21 +183,20 @@ async def test_a_pull_that_fails_midway_is_retried(engine: Engine) -> None:
     assert (await run(reconciler, model)).status.ready
 
 
-@pytest.mark.emulator_only("holds a runner in loading during the configure")
 async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine: Engine) -> None:
     recorder = Recorder()
     reconciler = reconciler_for(engine, recorder)
     await engine.client.configure({"model": engine.model, "context-size": 2048})
     await engine.wait_loaded(engine.model)
     await engine.client.unload(models=[engine.model])  # drop the background load of that configure
-    await engine.ctl.loading(engine.model)  # a load starts with the old config...
+    await engine.holds.loading(engine.model)  # a load starts with the old config...
     model = localmodel(model=engine.model, contextSize=4096, preload=True)
     reconciling = asyncio.create_task(run(reconciler, model))  # ...its configure lands while that loads,
     while await stored_config(engine, engine.model) != {"context-size": 4096}:  # and its preload waits
         await asyncio.sleep(0.01)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 2048}  # the race of dmr-api.md 8.5
-    await engine.ctl.loading(engine.model, False)
+    await engine.holds.loading(engine.model, False)
     outcome = await reconciling
     assert outcome.status.ready and outcome.status.loaded and outcome.requeue_after is None, outcome.status
     assert "RunnerEvicted" in recorder.reasons()

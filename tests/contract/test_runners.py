@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.engine.compare import config_differences
-from controller.engine.errors import LoadFailed, NotFound
+from controller.engine.errors import BackendNotInstalled, LoadFailed, NotFound
 from tests.contract.conftest import Engine
 
 
@@ -40,6 +40,13 @@ async def test_preload_of_an_unknown_model_is_not_found(engine: Engine) -> None:
         await engine.client.preload("ai/no-such-model:1B")
 
 
+async def test_preload_on_a_backend_that_cannot_be_installed_is_not_retryable(engine: Engine) -> None:
+    with pytest.raises(BackendNotInstalled) as caught:
+        await engine.client.preload(engine.model, backend="mlx")
+    assert caught.value.message == "backend installation failed: MLX is only available on macOS ARM64"
+    assert (caught.value.status, caught.value.retryable) == (503, False)
+
+
 async def test_out_of_range_gpu_memory_is_accepted_then_fails_at_load(engine: Engine) -> None:
     vllm_model = engine.needs_vllm()
     await engine.client.configure({"model": vllm_model, "vllm": {"gpu-memory-utilization": 1.5}}, backend="vllm")
@@ -49,14 +56,13 @@ async def test_out_of_range_gpu_memory_is_accepted_then_fails_at_load(engine: En
     assert caught.value.status == 500
 
 
-@pytest.mark.emulator_only("holds a runner in the loading state across a configure")
 async def test_runner_loading_during_configure_keeps_the_old_config(engine: Engine) -> None:
     model = await engine.client.get_model(engine.model)
     assert model.context_size not in (None, 2048)
-    await engine.ctl.loading(engine.model)  # starts with no stored config: the packaged context size
+    await engine.holds.loading(engine.model)  # starts with no stored config: the packaged context size
     wanted = {"model": engine.model, "context-size": 2048}
     await engine.client.configure(wanted)  # 202: a loading runner is not looked at
-    await engine.ctl.loading(engine.model, False)
+    await engine.holds.loading(engine.model, False)
     stored = await engine.client.stored_configs(engine.model)
     assert [config_differences(wanted, e.config) for e in stored] == [[]]
     (live,) = await engine.client.runner_configs(engine.model)
@@ -89,10 +95,9 @@ async def test_unload_models_without_a_backend_keeps_the_configs(engine: Engine)
     assert [e.config for e in await engine.client.stored_configs(engine.model)] == [{"context-size": 4096}]
 
 
-@pytest.mark.emulator_only("marks the runner busy")
 async def test_unload_leaves_busy_runners(engine: Engine) -> None:
     await engine.client.preload(engine.model)
-    await engine.ctl.busy(engine.model)
+    await engine.holds.busy(engine.model)
     assert await engine.client.unload(all=True) == 0
     (runner,) = await engine.client.ps()
     assert runner.in_use and runner.last_used is None
