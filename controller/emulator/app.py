@@ -2,8 +2,10 @@
 
 Fidelity details kept on purpose: error bodies are `text/plain; charset=utf-8` with the message and
 a newline (Go's http.Error); JSON bodies end with a newline and escape `<`, `>`, `&` (Go's encoder);
-unknown paths answer `404 page not found` (`not found` under /engines and /models) and wrong
-methods `405 Method Not Allowed`; a pull that fails midway has already answered 200, so it ends
+unknown paths answer `404 page not found`, and `not found` under /engines, /models and the /v1,
+/rerank, /score aliases, wrong methods there included (the engine's inner muxes end in a catch-all,
+so Go never answers 405); `/` and `/version` answer any method; `/engines` and `/v1` redirect (307)
+to their subtree, as do POST and DELETE on `/models`; a pull that fails midway has already answered 200, so it ends
 with an `error` line and then the plain-text http.Error line the Go handler appends.
 The control API under /_emulator/ is documented in `controller.emulator`.
 """
@@ -21,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import wire
-from controller.emulator.catalog import CREATED, Artifact, format_size
+from controller.emulator.catalog import CREATED, Artifact, normalize_units
 from controller.emulator.config import DecodeError, decode_object, plain
 from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
 from controller.engine.errors import EngineError
@@ -77,11 +79,13 @@ async def go_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     except EngineError as exc:
         return go_error(exc.status or 500, exc.message)
     except web.HTTPMethodNotAllowed as exc:
+        if not request.path.startswith(CONTROL_PREFIX):
+            return go_error(404, "not found")  # the inner mux's catch-all "/" takes every other method
         response = go_error(405, "Method Not Allowed")
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return response
     except web.HTTPNotFound:
-        inner = request.path.startswith(("/engines/", "/models/"))
+        inner = request.path.startswith(("/engines/", "/models/", "/v1/"))
         return go_error(404, "not found" if inner else "404 page not found")
 
 
@@ -131,6 +135,15 @@ async def version(request: web.Request) -> web.Response:
     return go_json({wire.VERSION: VERSION})
 
 
+async def subtree_redirect(request: web.Request) -> web.Response:
+    """Go's ServeMux for `/engines` (only `/engines/` is registered): 307 to the subtree, HTML body on GET."""
+    location = request.path + "/" + (f"?{request.query_string}" if request.query_string else "")
+    if request.method not in ("GET", "HEAD"):
+        return web.Response(status=307, headers={"Location": location})
+    return web.Response(status=307, text=f'<a href="{location}">Temporary Redirect</a>.\n\n',
+                        content_type="text/html", charset="utf-8", headers={"Location": location})
+
+
 # --- /models ---------------------------------------------------------------------------------
 
 async def list_models(request: web.Request) -> web.Response:
@@ -177,7 +190,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
         if artifact.digest in state.models:
             state.add_model(artifact, tag)
-            await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {format_size(artifact.size_bytes)}"))
+            await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {artifact.size}"))
         else:
             failure, state.pull_failure = state.pull_failure, None
             lines = _progress_lines(artifact, failure)
@@ -296,8 +309,8 @@ async def openai_models(request: web.Request) -> web.Response:
             "id": m.tags[0] if m.tags else m.id, "object": "model", "created": CREATED, "owned_by": "docker",
             "dmr": {k: v for k, v in {
                 "context_window": m.artifact.context_size, "architecture": m.artifact.architecture,
-                "parameters": m.artifact.parameters, "quantization": m.artifact.quantization,
-                "size": format_size(m.artifact.size_bytes),
+                "parameters": normalize_units(m.artifact.parameters), "quantization": m.artifact.quantization,
+                "size": m.artifact.size,
             }.items() if v},
         }
         for m in models
@@ -503,12 +516,16 @@ def create_app(state: EmulatorState | None = None, *, eviction_interval: float =
     app = web.Application(middlewares=[go_errors, count_and_delay, cors], client_max_size=4 * MAX_BODY)
     app[_STATE_KEY] = state or EmulatorState()
     routes = app.router
-    routes.add_get(wire.ROUTE_ROOT, root)
-    routes.add_get(wire.ROUTE_VERSION, version)
+    routes.add_route("*", wire.ROUTE_ROOT, root)
+    routes.add_route("*", wire.ROUTE_VERSION, version)
+    routes.add_route("*", "/engines", subtree_redirect)
+    routes.add_route("*", "/v1", subtree_redirect)
     routes.add_get(wire.ROUTE_MODELS, list_models)
+    routes.add_post(wire.ROUTE_MODELS, subtree_redirect)
+    routes.add_delete(wire.ROUTE_MODELS, subtree_redirect)
     routes.add_post(wire.ROUTE_PULL, pull)
-    routes.add_get(wire.ROUTE_MODELS + "/{name:.+}", get_model)
-    routes.add_delete(wire.ROUTE_MODELS + "/{name:.+}", delete_model)
+    routes.add_get(wire.ROUTE_MODELS + "/{name:.*}", get_model)
+    routes.add_delete(wire.ROUTE_MODELS + "/{name:.*}", delete_model)
     routes.add_get(wire.ROUTE_ENGINES_STATUS, status)
     routes.add_get(wire.ROUTE_PS, ps)
     routes.add_get(wire.ROUTE_DF, df)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,16 @@ CREATED = 1742816981  # a fixed creation time keeps GET /models stable across ru
 
 
 def store_key(ref: str) -> str:
-    """The comparison key of a tag reference. Like DMR, `hf.co/...` is the same as `huggingface.co/...`."""
+    """The comparison key of a tag reference. Like DMR, `hf.co/...` is the same as `huggingface.co/...`,
+    and the name is compared lowercased but the tag as written (`ai/x:LATEST` is not `ai/x:latest`)."""
     ref = ref.strip()
     if ref.lower().startswith(_HF_SHORT):
         ref = _HF_LONG + ref[len(_HF_SHORT):]
-    return canonical_ref(ref)
+    key = canonical_ref(ref)
+    last = ref.rsplit("/", 1)[-1]
+    if "@" in key or key.startswith("sha256:") or ":" not in last:
+        return key
+    return key[: key.rfind(":") + 1] + last.rsplit(":", 1)[1]
 
 
 def stored_tag(ref: str) -> str:
@@ -48,14 +54,33 @@ def stored_tag(ref: str) -> str:
     return qualified.lower()
 
 
-def format_size(size_bytes: int) -> str:
-    """Sizes as DMR's `config.size` shows them (go-units HumanSize style, binary units)."""
-    value = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.2f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    raise AssertionError("unreachable")
+# gguf-parser-go's byte units: the first base the size reaches, binary before decimal.
+_GGUF_UNITS = (
+    (1024**5, "Pi"), (1e15, "P"), (1024**4, "Ti"), (1e12, "T"), (1024**3, "Gi"), (1e9, "G"),
+    (1024**2, "Mi"), (1e6, "M"), (1024, "Ki"), (1e3, "K"),
+)
+_DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+_SPACE_BEFORE_UNIT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s+([A-Za-z]+)")
+
+
+def format_size(size_bytes: int, fmt: str = wire.FORMAT_GGUF) -> str:
+    """`config.size` as model-runner v1.2.9 writes it, with no space before the unit. GGUF: gguf-parser's
+    size (`256.38MiB`, `3MiB`, `864B`: two decimals, `.00` dropped); other formats: FormatSize, base 1000
+    (`724.00MB`)."""
+    if fmt == wire.FORMAT_GGUF:
+        base, unit = next(((b, u) for b, u in _GGUF_UNITS if size_bytes >= b), (1, ""))
+        return f"{size_bytes / base:.2f}".removesuffix(".00") + unit + "B"
+    if size_bytes <= 0:
+        return "n/a"
+    value, index = float(size_bytes), 0
+    while value >= 1000 and index < len(_DECIMAL_UNITS) - 1:
+        value, index = value / 1000, index + 1
+    return f"{value:.2f}{_DECIMAL_UNITS[index]}"
+
+
+def normalize_units(text: str) -> str:
+    """normalizeUnitString: `361.82 M` -> `361.82M` (how v1.2.9 writes parameters and sizes)."""
+    return _SPACE_BEFORE_UNIT.sub(r"\1\2", text.strip())
 
 
 @dataclass(frozen=True)
@@ -81,14 +106,18 @@ class Artifact:
     def refs(self) -> list[str]:
         return [f"{self.name}:{tag}" for tag in self.tags]
 
+    @property
+    def size(self) -> str:
+        return format_size(self.size_bytes, self.format)
+
     def config_json(self) -> dict[str, Any]:
         """`config` of GET /models (types.Config, omitempty)."""
         config: dict[str, Any] = {wire.MODEL_FORMAT: self.format}
         for key, value in (
             ("quantization", self.quantization),
-            ("parameters", self.parameters),
+            ("parameters", normalize_units(self.parameters)),
             ("architecture", self.architecture),
-            (wire.MODEL_SIZE, format_size(self.size_bytes)),
+            (wire.MODEL_SIZE, self.size),
         ):
             if value:
                 config[key] = value

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from controller.emulator import RunningEmulator, load_artifacts
+from controller.emulator.catalog import format_size
 from tests.support.emulator import emulator, emulator_process, emulator_thread
 
 SMOLLM2_ID_TAGS = ["docker.io/ai/smollm2:latest"]
@@ -59,11 +60,37 @@ async def test_root_and_version(http: httpx.AsyncClient) -> None:
     assert (await http.get("/version")).json() == {"version": "v1.2.9-emulator"}
 
 
-async def test_unknown_route_and_method_answer_like_go(http: httpx.AsyncClient) -> None:
-    missing = await http.get("/nope")
-    assert (missing.status_code, missing.text, missing.headers["content-type"]) == (404, "404 page not found\n", TEXT)
-    wrong = await http.get("/engines/unload")
-    assert (wrong.status_code, wrong.text) == (405, "Method Not Allowed\n")
+# What model-runner v1.2.9 answers (a differential run against the real server): its inner muxes end
+# in a catch-all, so a wrong method is `not found`, never 405; Go's mux redirects subtree roots.
+ROUTING = [
+    ("GET", "/nope", 404, "404 page not found\n"),
+    ("GET", "/version/x", 404, "404 page not found\n"),
+    ("GET", "/engines/unload", 404, "not found\n"),
+    ("DELETE", "/engines/ps", 404, "not found\n"),
+    ("GET", "/v1/chat/completions", 404, "not found\n"),
+    ("PUT", "/models", 404, "not found\n"),
+    ("GET", "/models/", 404, "model not found\n"),
+    ("DELETE", "/models/", 404, "error while deleting model: model not found\n"),
+    ("POST", "/", 200, "Docker Model Runner is running"),
+    ("GET", "/engines", 307, '<a href="/engines/">Temporary Redirect</a>.\n\n'),
+    ("POST", "/models", 307, ""),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "text"), ROUTING)
+async def test_unknown_routes_and_methods_answer_like_go(http: httpx.AsyncClient, method: str, path: str,
+                                                         status: int, text: str) -> None:
+    response = await http.request(method, path)
+    assert (response.status_code, response.text) == (status, text)
+    if status == 404:
+        assert response.headers["content-type"] == TEXT
+    if status == 307:
+        assert response.headers["location"] == path + "/"
+
+
+async def test_model_tags_are_case_sensitive(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/models/AI/SmolLM2")).status_code == 200
+    assert (await http.get("/models/ai/smollm2:LATEST")).status_code == 404
 
 
 async def test_pull_streams_ndjson_progress_then_success(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
@@ -85,7 +112,7 @@ async def test_pull_streams_ndjson_progress_then_success(emu: RunningEmulator, h
 async def test_pull_of_another_tag_of_a_stored_artifact_is_cached(http: httpx.AsyncClient) -> None:
     response = await http.post("/models/create", json={"from": "ai/smollm2:360M-Q4_K_M"},
                                headers={"Accept": "application/json"})
-    assert pull_lines(response) == [{"type": "success", "message": "Using cached model: 256.38 MiB", "total": 0,
+    assert pull_lines(response) == [{"type": "success", "message": "Using cached model: 256.38MiB", "total": 0,
                                      "layer": {"size": 0, "current": 0}, "mode": "pull"}]
     model = (await http.get("/models/ai/smollm2:360M-Q4_K_M")).json()
     assert model["tags"] == ["docker.io/ai/smollm2:latest", "docker.io/ai/smollm2:360M-Q4_K_M"]
@@ -95,7 +122,7 @@ async def test_pull_without_accept_json_is_html_escaped_text(http: httpx.AsyncCl
     response = await http.post("/models/create", json={"from": "ai/smollm2"})
     assert response.headers["content-type"] == "text/plain"
     assert response.text == ("{&#34;type&#34;:&#34;success&#34;,&#34;message&#34;:&#34;Using cached model: "
-                             "256.38 MiB&#34;,&#34;total&#34;:0,&#34;layer&#34;:{&#34;size&#34;:0,&#34;current&#34;:0},"
+                             "256.38MiB&#34;,&#34;total&#34;:0,&#34;layer&#34;:{&#34;size&#34;:0,&#34;current&#34;:0},"
                              "&#34;mode&#34;:&#34;pull&#34;}\n")
 
 
@@ -614,3 +641,12 @@ def test_catalog_file_entries_and_errors(tmp_path: Any) -> None:
     bad.write_text('[{"tags": ["latest"]}]')
     with pytest.raises(ValueError, match="entry 0 needs a string 'name'"):
         load_artifacts(bad)
+
+
+@pytest.mark.parametrize(
+    ("size_bytes", "fmt", "text"),
+    [(864, "gguf", "864B"), (3_147_744, "gguf", "3MiB"), (268_836_256, "gguf", "256.38MiB"),
+     (1_000_500, "gguf", "1MB"), (724_000_000, "safetensors", "724.00MB"), (0, "safetensors", "n/a")],
+)
+def test_sizes_are_written_as_model_runner_writes_them(size_bytes: int, fmt: str, text: str) -> None:
+    assert format_size(size_bytes, fmt) == text
