@@ -24,7 +24,7 @@ from aiohttp import web
 
 from controller import wire
 from controller.emulator.catalog import CREATED, Artifact, normalize_units
-from controller.emulator.config import DecodeError, decode_object, plain
+from controller.emulator.config import DecodeError, decode_object, go_encoded, plain
 from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
 from controller.engine.errors import EngineError
 
@@ -365,12 +365,25 @@ def _record(state: EmulatorState, runner: Runner, request: web.Request, body: by
         "model": runner.model_ref,
         "method": request.method,
         "url": request.path,
-        "request": body.decode(errors="replace"),
-        "response": json.dumps(answer, separators=(",", ":")),
+        "request": _recorded_request(body),
+        "response": go_json_text(answer),
         "timestamp": int(now),
         "status_code": 200,
         **({"user_agent": request.headers["User-Agent"]} if request.headers.get("User-Agent") else {}),
     })
+
+
+def _recorded_request(body: bytes) -> str:
+    """The request as the recorder keeps it (truncateMediaFields): a body with a `messages` list is decoded
+    and encoded again (a Go map: keys sorted, compact), any other body is kept as sent."""
+    text = body.decode(errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        return text
+    return go_json_text(go_encoded(data)).removesuffix("\n")
 
 
 def _canned_answer(path: str, model: str) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class BackendConfig:
         if self.vllm is not None:
             vllm: dict[str, Any] = {}
             if self.vllm.hf_overrides:
-                vllm[wire.HF_OVERRIDES] = _go_encoded(self.vllm.hf_overrides)
+                vllm[wire.HF_OVERRIDES] = go_encoded(self.vllm.hf_overrides)
             if self.vllm.gpu_memory_utilization is not None:
                 vllm[wire.GPU_MEMORY_UTILIZATION] = go_number(self.vllm.gpu_memory_utilization)
             out[wire.VLLM] = vllm
@@ -117,14 +117,14 @@ def go_number(value: float) -> float | int:
     return value
 
 
-def _go_encoded(value: Any) -> Any:
+def go_encoded(value: Any) -> Any:
     """A decoded JSON value as Go's encoder writes it back: floats via go_number, map keys sorted."""
     if isinstance(value, float):
         return go_number(value)
     if isinstance(value, dict):  # a Go map: keys sorted
-        return {key: _go_encoded(value[key]) for key in sorted(value)}
+        return {key: go_encoded(value[key]) for key in sorted(value)}
     if isinstance(value, list):
-        return [_go_encoded(item) for item in value]
+        return [go_encoded(item) for item in value]
     return value
 
 

@@ -555,7 +555,7 @@ class EmulatorState:
         """Why the backend process would exit at start (llamacpp.go / vllm.go Run, *_config.go GetArgs)."""
         config = runner.config
         if config.draft_model and self.lookup(config.draft_model) is None:
-            return "failed to get draft model: error while getting model bundle: model not found"
+            return "failed to get draft model: error while getting model bundle: find model content: model not found"
         prefix = "failed to get vLLM arguments" if runner.backend == wire.VLLM_BACKEND else "failed to get args for llama.cpp"
         if runner.mode == wire.IMAGE_GENERATION:
             return f'{prefix}: unsupported backend mode "{runner.mode}"'

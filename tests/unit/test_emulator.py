@@ -362,10 +362,12 @@ async def test_preload_after_configure_starts_a_runner_with_the_stored_config(
 
 async def test_requests_view_without_config_shows_the_packaged_context_size(http: httpx.AsyncClient) -> None:
     assert (await http.get("/engines/requests")).json() == []
-    await http.post("/engines/v1/chat/completions", json={"model": "smollm2", "messages": []})
+    await http.post("/engines/v1/chat/completions", json={"model": "smollm2", "messages": [], "temperature": 1.0})
     [view] = (await http.get("/engines/requests", params={"model": "smollm2"})).json()
     assert (view["count"], view["config"]) == (1, {"context-size": 8192})
-    assert view["records"][0]["url"] == "/engines/v1/chat/completions"
+    [record] = view["records"]
+    assert record["url"] == "/engines/v1/chat/completions"
+    assert record["request"] == '{"messages":[],"model":"smollm2","temperature":1}'  # re-encoded like a Go map
 
 
 async def test_busy_runner_makes_configure_answer_409_and_keeps_the_config(
@@ -544,7 +546,7 @@ async def test_load_errors_surface_on_inference(http: httpx.AsyncClient) -> None
     await configure(http, {"model": "ai/smollm2", "speculative": {"draft_model": "ai/smollm2:135M-Q4_0"}})
     draft = await http.post("/engines/v1/chat/completions", json={"model": "ai/smollm2"})
     assert draft.text == ("unable to load runner: error waiting for runner to be ready: failed to get draft model: "
-                          "error while getting model bundle: model not found\n")
+                          "error while getting model bundle: find model content: model not found\n")
     assert (await http.get("/engines/ps")).json() == []
 
 
