@@ -20,7 +20,15 @@ Where the emulator deliberately differs from a real engine:
   answers 404); Docker Hub makes the real engine answer 500 instead.
 - The registry is the catalog (`Catalog`, `--catalog FILE`): pulls never touch the network.
 - `GET /engines/status` reports vLLM as `Running: vllm emulated`, so safetensors models can be used.
-- Runner slots are a fixed 8 (the engine uses min(NumCPU, 8)).
+- Runner slots are a fixed 8 (the engine uses min(NumCPU, 8): 2 on a 2-core machine, where a third
+  runner evicts an idle one).
+- A pull from a registry that cannot be reached answers 404 `Model not found` here; the engine
+  answers 500 `error while pulling model: ...` with the resolver's error.
+- A request's runner is always the one released. model-runner v1.2.9's `loader.release` looks the
+  slot up by (backend, model, mode) without the draft model, so when a speculative config changes
+  and two runners of one model and mode exist, a release can decrement the other runner's count:
+  both then stay `in_use` for good (unload cannot evict them, configure answers 409 until the
+  engine restarts). It depends on Go's map order, so it is not emulated.
 
 Control API (JSON in, JSON out; not part of DMR). Requests to it are not counted in `counters`.
 
