@@ -22,36 +22,19 @@ from typing import Any
 from controller import wire
 from controller.refs import canonical_ref, qualified_ref
 
-_HF_SHORT = "hf.co/"
-_HF_LONG = "huggingface.co/"
 _MIB = 1024 * 1024
 CREATED = 1742816981  # a fixed creation time keeps GET /models stable across runs
 
 
 def store_key(ref: str) -> str:
-    """The comparison key of a tag reference. Like DMR, `hf.co/...` is the same as `huggingface.co/...`,
-    and the name is compared lowercased but the tag as written (`ai/x:LATEST` is not `ai/x:latest`)."""
-    ref = ref.strip()
-    if ref.lower().startswith(_HF_SHORT):
-        ref = _HF_LONG + ref[len(_HF_SHORT):]
-    key = canonical_ref(ref)
-    last = ref.rsplit("/", 1)[-1]
-    if "@" in key or key.startswith("sha256:") or ":" not in last:
-        return key
-    return key[: key.rfind(":") + 1] + last.rsplit(":", 1)[1]
+    """The comparison key of a tag reference: DMR's (`hf.co/...` is `huggingface.co/...`, the name is
+    compared lowercased but the tag as written)."""
+    return canonical_ref(ref)
 
 
 def stored_tag(ref: str) -> str:
     """The tag as current DMR stores it: registry-qualified, name lowercased, tag kept as written."""
-    ref = ref.strip()
-    if ref.lower().startswith(_HF_SHORT):
-        ref = _HF_LONG + ref[len(_HF_SHORT):]
-    qualified = qualified_ref(ref)
-    slash = qualified.rfind("/")
-    colon = qualified.rfind(":")
-    if colon > slash:
-        return qualified[:colon].lower() + qualified[colon:]
-    return qualified.lower()
+    return qualified_ref(ref)
 
 
 # gguf-parser-go's byte units: the first base the size reaches, binary before decimal.

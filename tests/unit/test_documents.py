@@ -226,7 +226,7 @@ AGENT = text(
       helper:
         model: dmr/ai/smollm2:135M-Q4_0,dmr/ai/qwen3:14B
         fallback:
-          models: [anthropic/claude-sonnet-4-5, dmr/ai/smollm2:135m-q4_0, dmr/ai/llama3.2]
+          models: [anthropic/claude-sonnet-4-5, dmr/docker.io/ai/smollm2:135M-Q4_0, dmr/ai/llama3.2]
     """
 )
 
