@@ -66,7 +66,8 @@ class _Memory:
     pulled: set[str] = field(default_factory=set)
     stalled: EngineStatus | None = None  # a permanent error for this exact spec
     live_ok: bool = False  # the loaded runner was checked to run the desired config
-    applied_once: bool = False  # this process applied or verified this spec at least once
+    verified: bool = False  # this process saw the engine hold this spec's config at least once
+    ready_reason: Reason = Reason.APPLIED  # DriftRepaired once this spec's config had to be re-applied
     last_applied_time: datetime | None = None
 
 
@@ -158,7 +159,9 @@ class EngineReconciler:
                         memory.pulled.add(action.ref)
                         pulled_now.add(action.ref)
                     elif isinstance(action, Configure):
-                        observation = await self._configure(key, spec, action, observation, plan)
+                        repair = memory.verified  # this very spec was in place before: drift, not an edit
+                        observation = await self._configure(key, spec, action, observation, plan, repair)
+                        memory.ready_reason = Reason.DRIFT_REPAIRED if repair else Reason.APPLIED
                         configured = action
                         memory.live_ok = live_checked = False
                         live_config = None
@@ -191,12 +194,11 @@ class EngineReconciler:
         memory.stalled = None
         if configured is not None:
             memory.last_applied_time = self._clock()
-        reason = Reason.APPLIED
-        if configured is not None and memory.applied_once:
-            reason = Reason.DRIFT_REPAIRED
-        memory.applied_once = True
-        status = self._status(plan, generation, Phase.READY, reason,
-                              _ready_message(plan, configured), memory, ready=True)
+        memory.verified = True
+        # The reason and message stay the same from one idle pass to the next, so that a front-end
+        # whose status did not change writes nothing.
+        status = self._status(plan, generation, Phase.READY, memory.ready_reason,
+                              _ready_message(plan), memory, ready=True)
         requeue = None
         if plan.runner is not None and plan.runner.loading:
             requeue = LOADING_RECHECK_SECONDS  # check the runner's own config once it has loaded
@@ -269,7 +271,7 @@ class EngineReconciler:
         return observation.with_model(info)
 
     async def _configure(self, key: str, spec: LocalModelSpec, action: Configure,
-                         observation: Observation, plan: Plan) -> Observation:
+                         observation: Observation, plan: Plan, repair: bool) -> Observation:
         request = action.request
         await self.client.configure(request.body, backend=request.backend)
         # Read back what the engine stored, and the runners (a configure evicts an idle runner and
@@ -283,8 +285,9 @@ class EngineReconciler:
         differences = config_differences(request.body, stored.config, backend=plan.backend)
         if differences:
             raise _VerifyFailed("the engine did not keep: " + "; ".join(differences))
-        if action.why == "drift":
-            what = "; ".join(action.differences)
+        if repair:
+            what = "; ".join(action.differences) if action.why == "drift" else (
+                "the engine no longer had it (restarted, or unloaded everything)")
             self._on_event(key, "Normal", Reason.DRIFT_REPAIRED.value,
                            f"re-applied the config of {spec.model} on {self.name}: {what}")
         else:
@@ -325,8 +328,7 @@ class EngineReconciler:
         fingerprint = spec_fingerprint(spec)
         memory = self._memory.get(key)
         if memory is None or memory.fingerprint != fingerprint:
-            applied_once = memory.applied_once if memory is not None else False
-            memory = _Memory(fingerprint=fingerprint, applied_once=applied_once)
+            memory = _Memory(fingerprint=fingerprint)
             self._memory[key] = memory
         return memory
 
@@ -342,16 +344,17 @@ class EngineReconciler:
             delay = self._backoff(memory)
             status = self._status(plan, generation, Phase.RETRYING, reason,
                                   f"{message} (retrying in {delay:.0f}s)", memory, last_error=message)
-            log.warning("%s on %s: %s (attempt %d, retry in %.1fs)", key, self.name, message,
-                        memory.failures, delay)
+            # Front-ends log and publish events; a retry between two events is only worth a debug line.
             if memory.failures == 1 or memory.failures % 10 == 0:
-                self._on_event(key, "Warning", reason.value, message)
+                self._on_event(key, "Warning", reason.value, f"{message} (attempt {memory.failures})")
+            else:
+                log.debug("%s on %s: %s (attempt %d, retry in %.1fs)", key, self.name, message,
+                          memory.failures, delay)
             return Outcome(status, delay)
         status = self._status(plan, generation, Phase.STALLED, reason, message, memory,
                               stalled=True, last_error=message)
         memory.stalled = status
-        log.error("%s on %s: %s (stalled until the spec changes)", key, self.name, message)
-        self._on_event(key, "Warning", reason.value, message)
+        self._on_event(key, "Warning", reason.value, f"{message} (stalled until the spec changes)")
         return Outcome(status, None)
 
     def _status(self, plan: Plan | None, generation: int | None, phase: Phase, reason: Reason,
@@ -411,8 +414,7 @@ def _error_message(exc: EngineError, plan: Plan | None) -> str:
     return str(exc)
 
 
-def _ready_message(plan: Plan, configured: Configure | None) -> str:
-    verb = "applied and verified" if configured is not None else "verified"
+def _ready_message(plan: Plan) -> str:
     loaded = ", loaded" if plan.runner is not None and not plan.runner.loading else ""
     model = plan.request.body["model"] if plan.request else "model"
-    return f"{model} on {plan.backend}: config {verb}{loaded}"
+    return f"{model} on {plan.backend}: config verified{loaded}"

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from controller.engine.client import EngineClient
+from controller.logs import log_event
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import CENTRAL
@@ -390,6 +391,8 @@ class Operator:
     # ---- events --------------------------------------------------------------------------------
 
     def _engine_event(self, engine: str, key: str, kind: str, reason: str, message: str) -> None:
+        log_event(log, reason, message, level=logging.WARNING if kind == "Warning" else logging.INFO,
+                  model=key, engine=engine)
         if kind == "Normal":  # the engine changed: what other passes observed is out of date
             for candidate in self.engines:
                 if candidate.ref.name == engine:

@@ -89,6 +89,13 @@ async def test_engine_restart_is_repaired_on_the_next_pass(engine: Engine) -> No
     outcome = await run(reconciler, model)
     assert outcome.status.ready and outcome.status.reason is Reason.DRIFT_REPAIRED
     assert await stored_config(engine, engine.model) == {"context-size": 4096}
+    (message,) = [m for _, reason, m in recorder.events if reason == "DriftRepaired"]
+    assert "no longer had it" in message
+    again = await run(reconciler, model)  # an idle pass: the same status, so front-ends write nothing
+    assert (again.status.reason, again.status.message) == (outcome.status.reason, outcome.status.message)
+    edited = await run(reconciler, localmodel(model=engine.model, contextSize=8192))
+    assert edited.status.ready and edited.status.reason is Reason.APPLIED
+    assert recorder.reasons()[-1] == "Applied"
 
 
 async def test_a_config_overwritten_by_another_client_is_reapplied(engine: Engine) -> None:

@@ -123,7 +123,7 @@ async def test_a_pass_applies_the_spec_and_writes_ready_once(emu: RunningEmulato
     assert kube.get("smol")["status"]["engines"][0]["loaded"] is True
     writes = len(kube.writes)
     await operator.reconcile_object(kube.get("smol"))  # nothing differs: verified, not written again
-    assert len(kube.writes) == writes == 2
+    assert len(kube.writes) == writes <= 2  # the first pass, and the second if the load finished in between
     assert operator.metrics.models_ready._value.get() == 1
     await operator.aclose()
 

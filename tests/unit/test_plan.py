@@ -157,6 +157,11 @@ def test_preload_after_configure_only_unless_keep_alive_forever():
     assert plan_model(spec(preload=True, keepAlive="-1"), o).actions == (Preload("ai/smollm2", "llama.cpp"),)
 
 
+def test_preload_after_configure_waits_for_a_runner_that_is_still_loading():
+    o = obs(configs=[stored({})], runners=[runner(loading=True)])
+    assert plan_model(spec(preload=True), o, configured_now=True).actions == (Preload("ai/smollm2", "llama.cpp"),)
+
+
 def test_flags_for_a_flagless_backend_stall():
     s = validate_spec({"model": "ai/smollm2-vllm", "runtimeFlags": ["--threads", "4"]}, "x")
     mlx_model = ModelInfo(id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="dduf",
