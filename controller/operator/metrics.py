@@ -36,7 +36,7 @@ class Metrics:
                                   registry=r)
         self.models = Gauge(f"{NAMESPACE}_models", "LocalModels this process reconciles", registry=r)
         self.status_writes = Counter(f"{NAMESPACE}_status_writes", "Status writes, by result "
-                                     "(written, unchanged, conflict)", ["result"], registry=r)
+                                     "(written, unchanged, conflict, progress: a pull-progress write during a pass)", ["result"], registry=r)
         self.finalizations = Counter(f"{NAMESPACE}_finalizations", "deletionPolicy runs, by result "
                                      "(done, released-after-errors)", ["result"], registry=r)
 

@@ -11,6 +11,7 @@ a restarted operator re-derives everything from the objects and the engines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -45,6 +46,7 @@ log = logging.getLogger("localmodel.operator")
 # that a burst of new objects shares a few observations instead of making one each.
 FRESH_WINDOW_SECONDS = 1.0
 STATUS_WRITE_ATTEMPTS = 3
+PROGRESS_WRITE_SECONDS = 5.0  # at most one pull-progress status write per object this often
 STATUS_RETRY_SECONDS = 10.0  # when the status could not be written for another reason than a conflict
 
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
@@ -69,6 +71,18 @@ class ObjectState:
     last_pass_end: float | None = None  # monotonic end of the previous pass
     last_generation: int | None = None
     invalid_reported: int | None = None  # the generation whose InvalidSpec event was posted
+    progress: PassProgress | None = None  # the running pass's pull progress
+
+
+@dataclass
+class PassProgress:
+    """Pull progress of one running pass, written to the object's status while the pull lasts (at most
+    once per PROGRESS_WRITE_SECONDS), so that `kubectl get lm -o yaml` shows how far a long pull is."""
+
+    obj: dict[str, Any]  # the pass's copy of the object; each progress write refreshes its status
+    statuses: dict[str, EngineStatus] = field(default_factory=dict)
+    written_at: float = float("-inf")
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,8 @@ class Operator:
     def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
         reconciler = EngineReconciler(ref.name, client,
                                       on_event=lambda key, kind, reason, message: self._engine_event(
-                                          ref.name, key, kind, reason, message))
+                                          ref.name, key, kind, reason, message),
+                                      on_progress=self._engine_progress)
         return Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
 
     async def aclose(self, grace: float = 10.0) -> None:
@@ -155,7 +170,11 @@ class Operator:
         async with self._passes, state.lock:
             with self.metrics.duration.time():
                 targets = self.targets(obj)
-                statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
+                state.progress = PassProgress(obj)
+                try:
+                    statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
+                finally:
+                    await self._stop_progress(state)
                 update = await self._publish(obj, statuses, targeted=bool(targets))
         state.last_pass_end = self._monotonic()
         if update is None:
@@ -253,6 +272,48 @@ class Operator:
                 return None
         log.warning("status of %s kept changing under us; trying again on the next pass", object_key(obj))
         return None
+
+    def _engine_progress(self, key: str, status: EngineStatus) -> None:
+        """A pull reported progress: write it soon (now, if the last progress write is old enough)."""
+        obj = self._bodies.get(key)
+        state = self._states.get(obj["metadata"]["uid"]) if obj is not None else None
+        progress = state.progress if state is not None else None
+        if progress is None:
+            return
+        progress.statuses[status.engine] = status
+        if progress.task is None or progress.task.done():
+            delay = max(0.0, progress.written_at + PROGRESS_WRITE_SECONDS - self._monotonic())
+            progress.task = asyncio.create_task(self._write_progress(progress, delay))
+
+    async def _write_progress(self, progress: PassProgress, delay: float) -> None:
+        await self._sleep(delay)
+        progress.written_at = self._monotonic()
+        obj = progress.obj
+        meta = obj["metadata"]
+        update = compose_status(obj.get("status"), list(progress.statuses.values()),
+                                generation=meta.get("generation"), expected=self.expected_engines(obj),
+                                owns=self._owns, existing_engine=lambda _name: True, now=self._clock(),
+                                keep_own=True)
+        if not update.changed:
+            return
+        try:
+            written = await self.kube.apply_status(
+                meta.get("namespace", ""), meta["name"], update.apply, field_manager=self.identity.field_manager,
+                resource_version=meta.get("resourceVersion"))
+        except KubeError as exc:  # a conflict or a vanished object: the pass's own write settles it
+            log.debug("pull progress of %s not written: %s", object_key(obj), exc)
+            return
+        meta["resourceVersion"] = written["metadata"].get("resourceVersion")
+        obj["status"] = written.get("status")
+        self.metrics.status_writes.labels("progress").inc()
+
+    @staticmethod
+    async def _stop_progress(state: ObjectState) -> None:
+        progress, state.progress = state.progress, None
+        if progress is not None and progress.task is not None and not progress.task.done():
+            progress.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress.task
 
     def _should_write(self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str],
                       update: StatusUpdate) -> bool:

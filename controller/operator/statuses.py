@@ -44,12 +44,14 @@ def compose_status(
     owns: Callable[[str], bool],
     existing_engine: Callable[[str], bool],
     now: datetime,
+    keep_own: bool = False,
 ) -> StatusUpdate:
     """The status after this writer's pass.
 
     `own`: the entries this writer reports now. `owns(name)`: whether an entry is this writer's (its
     own entries it does not report now are dropped). `expected`: the engines that should have an entry.
-    `existing_engine(name)`: False for an engine that is gone (its entry is pruned).
+    `existing_engine(name)`: False for an engine that is gone (its entry is pruned). `keep_own`: own
+    entries not reported now stay as they are (a pull-progress write in the middle of a pass).
     """
     current = current or {}
     own_entries = {status.engine: status.to_dict() for status in own}
@@ -57,7 +59,11 @@ def compose_status(
     prune: list[str] = []
     for entry in current.get("engines") or ():
         name = entry.get("name")
-        if not isinstance(name, str) or name in own_entries or owns(name):
+        if not isinstance(name, str) or name in own_entries:
+            continue
+        if owns(name):
+            if keep_own:
+                own_entries[name] = dict(entry)
             continue
         if existing_engine(name):
             kept[name] = dict(entry)

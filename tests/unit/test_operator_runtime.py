@@ -138,6 +138,31 @@ async def test_a_spec_change_is_applied_on_the_next_pass(emu: RunningEmulator) -
     await operator.aclose()
 
 
+async def test_a_long_pull_writes_its_progress_then_ready() -> None:
+    kube, events = FakeKube(), Events()
+    written: list[dict[str, Any]] = []
+    apply_status = kube.apply_status
+
+    async def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        body = await apply_status(*args, **kwargs)
+        written.append(body["status"])
+        return body
+
+    kube.apply_status = recording  # type: ignore[method-assign]
+    async with emulator(pull_seconds=0.5) as emu:
+        operator = central(kube, [EngineRef("emu", emu.url)], events)
+        body = kube.create("llama", {"model": "ai/llama3.2"})
+        await operator.reconcile_object(body)
+        await operator.aclose()
+    pulling = [s for s in written if s["engines"][0]["phase"] == "Pulling"]
+    assert pulling, written
+    entry, reconciling = pulling[0]["engines"][0], {c["type"]: c for c in pulling[0]["conditions"]}
+    assert entry["reason"] == "Pulling" and "ai/llama3.2" in entry["message"] and "pullProgress" in entry
+    assert (reconciling["Reconciling"]["status"], reconciling["Ready"]["status"]) == ("True", "False")
+    assert conditions(kube.get("llama")) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert written[-1]["engines"][0]["phase"] == "Ready" and "pullProgress" not in written[-1]["engines"][0]
+
+
 async def test_an_invalid_spec_stalls_without_touching_the_engine(emu: RunningEmulator) -> None:
     kube, events = FakeKube(), Events()
     operator = central(kube, [EngineRef("emu", emu.url)], events)
