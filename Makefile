@@ -33,8 +33,10 @@ test-fast: $(STAMP)
 peers:
 	tests/peers/build
 
+# Figures side by side with a baseline measured in the same run (the operator bench builds the peers).
 bench: $(STAMP)
 	$(BIN)/python bench/daemon_bench.py
+	$(BIN)/python bench/operator_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -141,8 +141,8 @@ def check_workload(workload: dict[str, Any], *, mode: str) -> None:
 
     port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
     assert port == 8080
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}
     mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
     assert "/tmp" in mounts, "a read-only root filesystem needs a writable /tmp"
 

@@ -125,7 +125,7 @@ spec:
         failureThreshold: 3
       readinessProbe:
         httpGet:
-          path: /healthz
+          path: /readyz
           port: http
         periodSeconds: 10
         timeoutSeconds: 5
