@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,8 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.util import eventually, free_port  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 FIRST_CONTEXT = 2048
@@ -72,25 +74,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(process: subprocess.Popen[Any]) -> None:
@@ -171,7 +154,7 @@ def run_daemon(directory: Path, engine: Emulator, workdir: Path, count: int, edi
         return -1
 
     try:
-        wait_for(lambda: gauge("localmodel_models_ready") == count, 600, "every model Ready", every=0.1)
+        eventually(lambda: gauge("localmodel_models_ready") == count, timeout=600, what="every model Ready", every=0.1)
         all_ready = time.monotonic() - started
         # Let the first drift passes read the loaded runners' own configs once, then count idle passes.
         time.sleep(2 * interval + 0.5)
@@ -255,7 +238,8 @@ def measure_edits(directory: Path, engine: Emulator, edits: int, timeout: float 
         path = directory / f"model-{index:04d}.yaml"
         started = time.monotonic()
         path.write_text(localmodel(index, context))
-        wait_for(lambda: engine.context_size(model_ref(index)) == context, timeout, f"edit {edit} on the engine")
+        eventually(lambda: engine.context_size(model_ref(index)) == context, timeout=timeout,
+                   what=f"edit {edit} on the engine", every=0.01)
         latencies.append(time.monotonic() - started)
     return latencies
 

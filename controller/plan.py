@@ -17,7 +17,7 @@ from controller.desired import ConfigureRequest, RenderError, render_configure
 from controller.engine import compare
 from controller.engine.compare import config_differences
 from controller.engine.errors import EngineError
-from controller.engine.types import ModelInfo, RunnerInfo
+from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
 from controller.refs import canonical_ref
 from controller.spec import LocalModelSpec
 from controller.status import Reason
@@ -43,6 +43,18 @@ class Observation:
     def find_model(self, ref: str) -> ModelInfo | None:
         """`find_model(self.models, ref)` in O(1): a drift pass plans every model against one observation."""
         return self._models_by_ref.get(canonical_ref(ref))
+
+    def find_config(self, model_id: str, backend: str, mode: str) -> StoredConfig | None:
+        """The stored config of a pulled model (by its ID) in O(1), as `compare.find_stored_config` finds it."""
+        return self._configs_by_key.get((backend, model_id, mode))
+
+    @cached_property
+    def _configs_by_key(self) -> dict[tuple[str, str, str], StoredConfig]:
+        index: dict[tuple[str, str, str], StoredConfig] = {}
+        for entry in self.configs:
+            if entry.model_id:
+                index.setdefault((entry.backend, entry.model_id, entry.mode), entry)
+        return index
 
     @cached_property
     def _models_by_ref(self) -> dict[str, ModelInfo]:
@@ -185,7 +197,7 @@ def plan_model(
     except RenderError as exc:
         return Plan(blocked=Blocked(Reason.BACKEND_MISMATCH, str(exc)), model=model, backend=backend)
     mode = effective_mode(spec)
-    stored = compare.find_stored_config(observation.configs, spec.model, model.id, backend, mode)
+    stored = observation.find_config(model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
     base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner,
                 notes=request.notes)

@@ -56,17 +56,13 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from controller.documents import load_paths
+    from controller.commands import load_or_report
     from controller.standalone.connect import connect
     from controller.standalone.oneshot import apply_models
     from controller.standalone.terminal import Progress, table
 
-    loaded = load_paths(args.paths)
-    for note in loaded.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if loaded.errors:
-        for error in loaded.errors:
-            print(error, file=sys.stderr)
+    loaded = load_or_report(args.paths)
+    if loaded is None:
         print("nothing applied: fix the problems above (localmodel validate shows them too)", file=sys.stderr)
         return 1
     if not loaded.models:

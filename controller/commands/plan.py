@@ -46,17 +46,13 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from controller.documents import load_paths
+    from controller.commands import load_or_report
     from controller.reconcile import EngineReconciler
     from controller.standalone.connect import connect
     from controller.standalone.oneshot import ModelPlan, plan_models
 
-    loaded = load_paths(args.paths)
-    for note in loaded.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if loaded.errors:
-        for error in loaded.errors:
-            print(error, file=sys.stderr)
+    loaded = load_or_report(args.paths)
+    if loaded is None:
         return 1
 
     async def main() -> tuple[str, list[ModelPlan] | str]:

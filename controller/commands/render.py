@@ -35,15 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.commands import load_or_report
     from controller.desired import RenderError, render_all
-    from controller.documents import load_paths
 
-    result = load_paths(args.paths)
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if result.errors:
-        for error in result.errors:
-            print(error, file=sys.stderr)
+    result = load_or_report(args.paths)
+    if result is None:
         return 1
     try:
         rendered = render_all(result.models, args.backend)

@@ -27,7 +27,8 @@ import yaml
 from controller.crd import GROUP, NAME as CRD_NAME, PLURAL, VERSION
 from controller.operator.kstatus import ready_verdict
 from controller.spec import API_VERSION, KIND
-from tests.support.peers import KubeAPIServer, Proc, apply_manifest, free_port, wait_for_crd_established, wait_until
+from tests.support.peers import KubeAPIServer, Proc, apply_manifest, wait_for_crd_established, wait_until
+from tests.support.util import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "localmodels.localmodel.io.yaml"

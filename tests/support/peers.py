@@ -24,7 +24,7 @@ Fixtures (all need the ``peers`` marker on the test):
 ``dmr_server`` (function)     -> :class:`DMRServer` (a fresh model-runner with the models pulled)
 ``dmr_server_factory`` (function) -> callable(**kw) -> :class:`DMRServer`, for custom setups
 
-Helpers: :func:`apply_manifest`, :func:`wait_for_crd_established`, :func:`free_port`,
+Helpers: :func:`apply_manifest`, :func:`wait_for_crd_established`,
 :func:`write_kubeconfig`.
 """
 
@@ -35,7 +35,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -48,6 +47,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.support.util import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "peers" / "build"
@@ -156,13 +157,6 @@ def peer_binaries() -> PeerBinaries:
 # --------------------------------------------------------------------------- #
 # Process helpers
 # --------------------------------------------------------------------------- #
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:

@@ -11,14 +11,9 @@ import pytest
 from controller.cli import main
 from controller.emulator import EmulatorThread
 from tests.support.emulator import emulator_thread
+from tests.support.util import localmodel_yaml as localmodel
 
 SMALL = "ai/smollm2:135M-Q4_0"
-
-
-def localmodel(name: str, model: str, **spec: object) -> str:
-    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
-             f"  model: {model}"] + [f"  {key}: {value}" for key, value in spec.items()]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture

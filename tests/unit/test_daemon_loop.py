@@ -18,6 +18,7 @@ from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
 from controller.standalone.daemon import DELETE_ATTEMPTS, Clocks, Daemon
 from controller.status import Reason
+from tests.support.util import localmodel_yaml as localmodel
 from tests.support.emulator import emulator
 
 INTERVAL = 30.0
@@ -30,12 +31,6 @@ class VirtualTime:
 
     def __call__(self) -> float:
         return self.now
-
-
-def localmodel(name: str, model: str, **spec: Any) -> str:
-    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
-             f"  model: {model}"] + [f"  {key}: {value}" for key, value in spec.items()]
-    return "\n".join(lines) + "\n"
 
 
 class Harness:
