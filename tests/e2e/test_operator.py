@@ -91,9 +91,10 @@ def test_engine_restart_is_repaired_within_the_drift_interval(localmodel_cluster
         wait_until("config re-applied", lambda: bool(configs_of(engine.url, "ai/smollm2:latest")),
                    DRIFT + 1.5, [op.proc], interval=0.05)
         assert configs_of(engine.url, "ai/smollm2:latest") == [{"keep_alive": "10m0s"}]
-        # The engine forgot the config (nothing stored): the re-apply is reported as a second Applied.
-        wait_until("second Applied event", lambda: [e["reason"] for e in api.events(ns, "smol")].count("Applied") == 2,
+        # The engine forgot a config this operator had verified: the re-apply is a DriftRepaired event.
+        wait_until("DriftRepaired event", lambda: "DriftRepaired" in [e["reason"] for e in api.events(ns, "smol")],
                    10, [op.proc])
+        assert [e["reason"] for e in api.events(ns, "smol")].count("Applied") == 1
         api.delete(ns, "smol")
         api.wait_gone(ns, "smol", [op.proc])
 
