@@ -139,7 +139,9 @@ class EngineReconciler:
         if observation.error is not None:
             return self._failed(key, memory, observation.error, generation, None)
 
-        pulled_now: set[str] = set()
+        # A model pulled on an earlier pass and gone since (`docker model rm`, an engine with an ephemeral
+        # store) is pulled again; only a pull of this pass that the engine does not list is an error.
+        memory.pulled = {ref for ref in memory.pulled if observation.find_model(ref) is not None}
         configured: Configure | None = None
         live_config: dict[str, Any] | None = None
         live_checked = memory.live_ok
@@ -157,7 +159,6 @@ class EngineReconciler:
                     if isinstance(action, Pull):
                         observation = await self._pull(key, action, observation, generation)
                         memory.pulled.add(action.ref)
-                        pulled_now.add(action.ref)
                     elif isinstance(action, Configure):
                         repair = memory.verified  # this very spec was in place before: drift, not an edit
                         observation = await self._configure(key, spec, action, observation, plan, repair)

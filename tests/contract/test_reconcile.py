@@ -67,6 +67,17 @@ async def test_pulls_configures_and_verifies_a_new_model(engine: Engine) -> None
                               await stored_config(engine, engine.fresh_model)) == []
 
 
+async def test_a_model_removed_from_the_store_is_pulled_again(engine: Engine) -> None:
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    model = localmodel(model=engine.fresh_model, contextSize=4096)
+    assert (await run(reconciler, model)).status.ready
+    await engine.client.delete_model(engine.fresh_model, force=True)  # `docker model rm`, or an ephemeral store
+    outcome = await run(reconciler, model)
+    assert outcome.status.ready, outcome.status
+    assert recorder.reasons().count("Pulled") == 2
+
+
 async def test_an_idle_pass_costs_only_the_observation(engine: Engine) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.model, contextSize=4096)
