@@ -98,6 +98,7 @@ class Evict:
 class Preload:
     ref: str
     backend: str | None
+    mode: str = wire.COMPLETION
 
 
 Action = Pull | Configure | CheckLiveRunner | Evict | Preload
@@ -222,12 +223,12 @@ def plan_model(
                         "as soon as it is idle: " + "; ".join(stale), retryable=True), **base)
                 actions: list[Action] = [Evict(spec.model, stale)]
                 if spec.preload:
-                    actions.append(Preload(spec.model, request.backend))
+                    actions.append(Preload(spec.model, request.backend, mode))
                 return Plan(actions=tuple(actions), **base)
     # A loading runner (the engine's background load after a configure) is waited for by the
     # preload request, which also reports a load failure that the background load only logs.
     if (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec)):
-        return Plan(actions=(Preload(spec.model, request.backend),), **base)
+        return Plan(actions=(Preload(spec.model, request.backend, mode),), **base)
     return Plan(**base)
 
 

@@ -22,12 +22,12 @@ import logging
 import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
 from controller.engine.errors import EngineError, EngineRejected, NotFound, PullFailed, RunnerBusy
-from controller.engine.types import PullProgress, RunnerInfo
+from controller.engine.types import PullProgress, RunnerInfo, StoredConfig
 from controller.plan import (
     CheckLiveRunner,
     Configure,
@@ -39,11 +39,12 @@ from controller.plan import (
     backoff_delay,
     effective_mode,
     find_model,
+    find_runner,
     plan_model,
 )
 from controller.spec import LocalModel, LocalModelSpec
 from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
-from controller.wire import backend_for_format
+from controller.wire import MODES, backend_for_format
 
 log = logging.getLogger("localmodel.reconcile")
 
@@ -167,7 +168,7 @@ class EngineReconciler:
                         memory.live_ok = live_checked = False
                         live_config = None
                     elif isinstance(action, CheckLiveRunner):
-                        live_config = await self._live_config(plan)
+                        live_config = await self._live_config(plan, observation)
                         live_checked = True
                         memory.live_ok = live_config is None or not config_differences(
                             plan.request.body, live_config, backend=plan.backend)  # type: ignore[union-attr]
@@ -280,8 +281,10 @@ class EngineReconciler:
         configs, runners = await asyncio.gather(
             self.client.stored_configs(model=spec.model), self.client.ps())
         assert plan.model is not None and plan.backend is not None
-        stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, effective_mode(spec))
+        mode = effective_mode(spec)
+        stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, mode)
         if stored is None:
+            _check_backend_overridden(spec, plan, configs, mode)
             raise _VerifyFailed(f"the engine accepted the config for {spec.model} but does not report it back")
         differences = config_differences(request.body, stored.config, backend=plan.backend)
         if differences:
@@ -298,12 +301,16 @@ class EngineReconciler:
             c.backend == stored.backend and c.model_id == stored.model_id and c.mode == stored.mode))
         return replace(observation, configs=kept + (stored,), runners=tuple(runners))
 
-    async def _live_config(self, plan: Plan) -> dict[str, Any] | None:
-        assert plan.model is not None
-        for entry in await self.client.runner_configs(model=plan.request.body["model"]):  # type: ignore[union-attr]
-            if entry.model_id == plan.model.id:
-                return entry.config
-        return None
+    async def _live_config(self, plan: Plan, observation: Observation) -> dict[str, Any] | None:
+        """The config the loaded runner was started with; None when the engine does not say, or when runners
+        of several modes of this model are loaded (`/engines/requests` does not tell which is which)."""
+        assert plan.model is not None and plan.request is not None
+        model_id = plan.model.id
+        entries = [e for e in await self.client.runner_configs(model=plan.request.body["model"]) if e.model_id == model_id]
+        modes = sum(1 for mode in MODES if find_runner(observation.runners, plan.model, plan.backend or "", mode))
+        if len(entries) != 1 or modes > 1:
+            return None
+        return entries[0].config
 
     async def _evict(self, key: str, action: Evict, observation: Observation, plan: Plan) -> Observation:
         # `models` without `backend` evicts every mode and keeps the stored configs (dmr-api.md 6).
@@ -316,9 +323,9 @@ class EngineReconciler:
 
     async def _preload(self, key: str, action: Preload, observation: Observation, plan: Plan,
                        spec: LocalModelSpec) -> Observation:
-        await self.client.preload(action.ref, backend=action.backend, timeout=self._preload_timeout)
+        await self.client.preload(action.ref, backend=action.backend, mode=action.mode, timeout=self._preload_timeout)
         self._on_event(key, "Normal", "Preloaded", f"loaded {action.ref} so the first request is warm")
-        loaded = RunnerInfo(backend=plan.backend or "", model=action.ref, mode=effective_mode(spec),
+        loaded = RunnerInfo(backend=plan.backend or "", model=action.ref, mode=action.mode,
                             in_use=False, loading=False, keep_alive=None, last_used=None)
         others = tuple(r for r in observation.runners if r is not plan.runner)  # it was loading, or absent
         return replace(observation, runners=others + (loaded,))
@@ -383,6 +390,27 @@ class EngineReconciler:
 class _VerifyFailed(EngineError):
     retryable = True
     reason = "VerifyFailed"
+
+
+class _BackendOverridden(EngineError):
+    """The engine stored the config under another backend: it re-selects the backend from the model's
+    format (dmr-api.md 3.3, step 6). Sending it again would store it there again."""
+
+    retryable = False
+    reason = Reason.BACKEND_MISMATCH.value
+
+
+def _check_backend_overridden(spec: LocalModelSpec, plan: Plan, configs: Sequence[StoredConfig], mode: str) -> None:
+    assert plan.model is not None
+    chosen = sorted({c.backend for c in configs
+                     if c.model_id == plan.model.id and c.mode == mode and c.backend != plan.backend})
+    if not chosen:
+        return
+    fix = (f"set backend: {chosen[0]}" if spec.backend is None or chosen[0] != backend_for_format(plan.model.format)
+           else "leave backend out")
+    raise _BackendOverridden(
+        f"the engine stored the config of {spec.model} for backend {chosen[0]}, not {plan.backend}: it picks the "
+        f"backend from the model's format ({plan.model.format or 'unknown'}); {fix}")
 
 
 # Stalled reasons that the next observation can clear without a spec change (someone pulls the

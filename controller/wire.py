@@ -152,6 +152,16 @@ def model_path(ref: str) -> str:
     return f"{ROUTE_MODELS}/{quote(ref, safe='/:@')}"
 
 
-def chat_completions_path(backend: str | None) -> str:
-    """The OpenAI chat route, used with `X-Preload-Only: true` to load a runner synchronously."""
-    return "/engines/v1/chat/completions" if backend is None else f"/engines/{backend}/v1/chat/completions"
+_INFERENCE_OP_FOR_MODE: Final = {
+    COMPLETION: "v1/chat/completions",
+    EMBEDDING: "v1/embeddings",
+    RERANKING: "rerank",
+    IMAGE_GENERATION: "v1/images/generations",
+}
+
+
+def inference_path(backend: str | None, mode: str = COMPLETION) -> str:
+    """The inference route whose runner has `mode` (the engine picks the mode from the path), used with
+    `X-Preload-Only: true` to load that runner synchronously."""
+    op = _INFERENCE_OP_FOR_MODE[mode]
+    return f"/engines/{op}" if backend is None else f"/engines/{backend}/{op}"

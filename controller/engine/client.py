@@ -229,15 +229,17 @@ class EngineClient:
         _check(response, _COMMON)
         return _read(response, lambda body: _field(body, wire.UNLOADED_RUNNERS, int, "unload answer"))
 
-    async def preload(self, model: str, *, backend: str | None = None, timeout: float = PRELOAD_TIMEOUT) -> None:
-        """Load the model's runner now and wait until it is ready (`X-Preload-Only: true` on the chat route).
+    async def preload(self, model: str, *, backend: str | None = None, mode: str = wire.COMPLETION,
+                      timeout: float = PRELOAD_TIMEOUT) -> None:
+        """Load the model's runner for `mode` now and wait until it is ready (`X-Preload-Only: true` on the
+        inference route of that mode: chat completions, embeddings, rerank or image generation).
 
         500 LoadFailed with the engine's text (bad arguments, a crash). BackendNotInstalled: 412, or 503
         `backend installation failed: ...` (the engine's on-demand install of MLX, SGLang, diffusers failed).
         """
         response = await self._send(
             "POST",
-            wire.chat_completions_path(backend),
+            wire.inference_path(backend, mode),
             json={wire.MODEL: model},
             headers={wire.PRELOAD_ONLY_HEADER: "true"},
             timeout=httpx.Timeout(self.timeout, read=timeout),

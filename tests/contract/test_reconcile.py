@@ -167,6 +167,30 @@ async def test_vllm_model_goes_to_the_vllm_route_with_notes(engine: Engine) -> N
     assert entry.backend == "vllm" and entry.config["vllm"]["gpu-memory-utilization"] == 0.5
 
 
+async def test_an_embedding_model_is_preloaded_in_embedding_mode(engine: Engine) -> None:
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=engine.fresh_model, mode="embedding", contextSize=2048, preload=True)
+    outcome = await run(reconciler, model)
+    assert outcome.status.ready and outcome.status.loaded, outcome.status
+    # The engine's own background load after a configure is a chat request: it may add a completion runner.
+    runners = [r for r in await engine.client.ps() if same_model(r.model, engine.fresh_model)]
+    assert "embedding" in [r.mode for r in runners]
+    again = await run(reconciler, model)  # the live runner's config matches: no evict-and-preload loop
+    assert again.status.ready and again.status.loaded, again.status
+
+
+async def test_a_backend_the_engine_overrides_stalls_with_the_fix(engine: Engine) -> None:
+    vllm_model = engine.needs_vllm()  # safetensors: the engine stores its configs under vllm whatever the route
+    reconciler = reconciler_for(engine)
+    model = localmodel(model=vllm_model, backend="llama.cpp", contextSize=4096)
+    outcome = await run(reconciler, model)
+    assert outcome.status.stalled and outcome.status.reason is Reason.BACKEND_MISMATCH, outcome.status
+    assert "set backend: vllm" in outcome.status.message or "leave backend out" in outcome.status.message
+    before = engine.client.requests_sent
+    assert (await run(reconciler, model)).status.stalled
+    assert engine.client.requests_sent - before == 3  # the observation only: nothing is sent again
+
+
 async def test_preload_leaves_the_runner_loaded_with_the_config(engine: Engine) -> None:
     outcome = await run(reconciler_for(engine), localmodel(model=engine.model, contextSize=4096, preload=True))
     assert outcome.status.ready and outcome.status.loaded, outcome.status
