@@ -14,7 +14,9 @@ rest (`Stalled`, reason `InvalidSpec`) before anything is sent to an engine:
   is not one of the unions Kubernetes offers; the one-string form is for files read by the daemon
   and the CLI. On Kubernetes, `rawRuntimeFlags` takes a single string.
 - `vllm.hfOverrides` holds arbitrary JSON (`x-kubernetes-preserve-unknown-fields`), which CEL cannot
-  see at all, so its key names (top-level and nested) are checked by the controller only. For the
+  see at all, so its key names (top-level and nested) are checked by the controller only. Typing it
+  as a map of untyped values so that a rule could read the keys does not work either: kube-apiserver
+  v1.37 rejects the CRD ("unable to convert structural schema to CEL declarations"). For the
   same reason the "vllm options need the vllm backend" rule rejects any `vllm` block, even `{}`,
   next to an explicit non-vLLM backend.
 

@@ -188,8 +188,9 @@ class EngineReconciler:
             if plan.blocked.retryable:
                 memory.failures += 1
                 return Outcome(replace(status, phase=Phase.RETRYING), self._backoff(memory))
+            if memory.stalled is None or memory.stalled.message != status.message:  # once, not every pass
+                self._on_event(key, "Warning", plan.blocked.reason.value, plan.blocked.message)
             memory.stalled = status
-            self._on_event(key, "Warning", plan.blocked.reason.value, plan.blocked.message)
             return Outcome(status, None)
 
         memory.failures = 0

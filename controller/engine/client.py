@@ -149,6 +149,9 @@ class EngineClient:
         async with self._stream("POST", wire.ROUTE_PULL, json=body, timeout=timeout) as response:
             if response.status_code != 200:
                 await response.aread()
+                if response.status_code == 500 and _registry_refused(_text(response)):
+                    raise NotFound(f"the registry does not have {ref}, or it needs credentials: {_text(response)}",
+                                   status=500, url=url)
                 raise _error(response, errors)
             async for line in response.aiter_lines():
                 if not line.strip():
@@ -321,6 +324,16 @@ def _error(response: httpx.Response, errors: ErrorMap) -> EngineError:
     if cls is ServerError:
         message = f"unexpected answer {status}: {message}"
     return cls(message, status=status, url=str(response.request.url))
+
+
+# Docker Hub answers 401 `insufficient_scope` for a repository it does not have, and the engine passes
+# that on as a 500 (dmr-api.md 6): a pull that a retry cannot fix, unlike a 500 for an unreachable registry.
+_REGISTRY_REFUSALS = ("insufficient_scope", "401 unauthorized", "manifest unknown", "name unknown", "not found")
+
+
+def _registry_refused(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in _REGISTRY_REFUSALS)
 
 
 def _check(response: httpx.Response, errors: ErrorMap) -> None:

@@ -193,6 +193,7 @@ class Operator:
         try:
             spec = validate_spec(obj.get("spec"), meta["name"])
         except SpecInvalid as exc:
+            self._claims.pop(key, None)  # an invalid spec claims no model: a valid one may take it
             if state.invalid_reported != generation:
                 state.invalid_reported = generation
                 self._post_event(obj, "Warning", "InvalidSpec", spec_error_message(exc))

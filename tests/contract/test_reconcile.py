@@ -138,8 +138,13 @@ async def test_a_rejected_flag_stalls_without_resending(engine: Engine) -> None:
 
 
 async def test_pull_policy_never_waits_for_the_model(engine: Engine) -> None:
-    outcome = await run(reconciler_for(engine), localmodel(model=engine.fresh_model, pullPolicy="Never"))
-    assert outcome.status.stalled and outcome.status.reason is Reason.MODEL_NOT_PRESENT
+    recorder = Recorder()
+    reconciler = reconciler_for(engine, recorder)
+    waiting = localmodel(model=engine.fresh_model, pullPolicy="Never")
+    for _ in range(3):  # re-checked on every pass, reported once
+        outcome = await run(reconciler, waiting)
+        assert outcome.status.stalled and outcome.status.reason is Reason.MODEL_NOT_PRESENT
+    assert recorder.reasons() == ["ModelNotPresent"]
     assert (await run(reconciler_for(engine), localmodel(model=engine.model, pullPolicy="Never"))).status.ready
 
 

@@ -154,6 +154,10 @@ async def test_pull_reports_each_line_and_the_success() -> None:
         (answer(401, "Unauthorized\n"), PullRejected, "Unauthorized"),
         (answer(422, "unsupported media type\n"), PullRejected, "unsupported media type"),
         (answer(500, "registry said no\n"), PullFailed, "registry said no"),
+        (answer(500, "error while pulling model: dial tcp: lookup registry-1.docker.io: i/o timeout\n"),
+         PullFailed, "i/o timeout"),
+        (answer(500, "error while pulling model: failed to resolve reference: unexpected status from HEAD request"
+                     ": 401 Unauthorized (insufficient_scope)\n"), NotFound, "the registry does not have ai/x"),
     ],
 )
 async def test_pull_failures(handler: Handler, error: type[EngineError], message: str) -> None:
