@@ -14,8 +14,9 @@ Ready/Reconciling/Stalled conditions that kubectl wait, Flux, Helm and Argo CD r
 
 modes:
   central     one Deployment reconciles every LocalModel on a list of engines: --engine (repeatable),
-              else LOCALMODEL_ENGINES, else --engines-configmap, else whichever of the in-cluster
-              docker-model-runner Service and the host's DMR (kind, minikube) answers.
+              else --engines-configmap, else LOCALMODEL_ENGINES, else whichever of the in-cluster
+              docker-model-runner Service (in the operator's namespace) and the host's DMR (kind,
+              minikube) answers.
   node-agent  a DaemonSet, one agent per node: the node's own engine (its address, --engine-port),
               for the LocalModels whose spec.nodeSelector matches the node's labels. Each agent has
               its own finalizer and writes only its own status.engines[] entry.
@@ -48,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "instead of the node's address")
     parser.add_argument("--engines-configmap", metavar="NAME",
                         help="central: read the engine list from this ConfigMap in the operator's namespace "
-                             "(key 'engines': one [NAME=]URL per line)")
+                             "(key 'engines': one [NAME=]URL per line; needs `get` on it, which the shipped "
+                             "RBAC does not grant)")
     parser.add_argument("--node-name", default=os.environ.get("NODE_NAME"), metavar="NODE",
                         help="node-agent: this agent's node (default: $NODE_NAME from the downward API)")
     parser.add_argument("--node-ip", default=os.environ.get("NODE_IP"), metavar="IP",

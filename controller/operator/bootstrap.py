@@ -47,13 +47,15 @@ async def build_operator(config: OperatorConfig, kube: KubeClient, *, metrics: M
 
 async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping[str, str]) -> list[EngineRef]:
     try:
-        engines = configured_engines(config.engines, env)
+        # An explicit --engines-configmap wins over LOCALMODEL_ENGINES (which the shipped manifests set).
+        engines = configured_engines(config.engines, {} if config.engines_configmap else env)
         if not engines and config.engines_configmap:
             try:
                 configmap = await kube.get_configmap(config.operator_namespace, config.engines_configmap)
             except KubeError as exc:
                 raise StartupError(f"cannot read ConfigMap {config.operator_namespace}/{config.engines_configmap} "
-                                   f"(--engines-configmap): {exc}") from None
+                                   f"(--engines-configmap): {exc}; the operator needs `get` on it (a Role in "
+                                   f"{config.operator_namespace}: the shipped RBAC grants no ConfigMap access)") from None
             engines = engines_from_configmap(configmap.get("data"), config.engines_configmap)
     except EngineListError as exc:
         raise StartupError(str(exc)) from None

@@ -31,10 +31,8 @@ UID = 65532
 #: Everything the operator may ever do. Anything else in a (Cluster)Role is a finding.
 ALLOWED: dict[tuple[str, str], set[str]] = {
     ("localmodel.io", "localmodels"): {"get", "list", "watch", "patch"},
-    ("localmodel.io", "localmodels/status"): {"get", "patch", "update"},
-    ("localmodel.io", "localmodels/finalizers"): {"update"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("localmodel.io", "localmodels/status"): {"patch"},  # server-side apply and JSON patch, never update
+    ("", "events"): {"create"},  # kopf posts core/v1 Events and never patches them
     ("", "nodes"): {"get", "list", "watch"},  # node-agent mode only
 }
 #: What it cannot work without.

@@ -325,3 +325,28 @@ def test_kstatus_sees_a_spec_the_controller_has_not_observed() -> None:
     assert not ready_verdict(obj(status, generation=2))  # Ready=True, but for generation 1
     assert kstatus_verdict(obj(None)) is Verdict.CURRENT  # kstatus' own rule for a CR without status
     assert kstatus_verdict(obj(status, deleting=True)) is Verdict.TERMINATING
+
+
+class ConfigMapKube:
+    def __init__(self, data: dict[str, str] | None) -> None:
+        self.data = data
+
+    async def get_configmap(self, namespace: str, name: str) -> dict:
+        from controller.operator.kube import KubeError
+
+        if self.data is None:
+            raise KubeError(403, f'configmaps "{name}" is forbidden')
+        return {"data": self.data}
+
+
+async def test_an_explicit_engines_configmap_wins_over_the_environment() -> None:
+    from controller.operator.bootstrap import StartupError, central_engines
+    from controller.operator.config import OperatorConfig
+
+    env = {"LOCALMODEL_ENGINES": "env=http://e:1"}
+    config = OperatorConfig(engines_configmap="engines", operator_namespace="ops")
+    kube = ConfigMapKube({"engines": "gpu=http://g:1"})
+    assert await central_engines(config, kube, env) == [EngineRef("gpu", "http://g:1")]  # type: ignore[arg-type]
+    assert await central_engines(OperatorConfig(), kube, env) == [EngineRef("env", "http://e:1")]  # type: ignore[arg-type]
+    with pytest.raises(StartupError, match="needs `get` on it"):
+        await central_engines(config, ConfigMapKube(None), env)  # type: ignore[arg-type]
