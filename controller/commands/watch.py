@@ -38,6 +38,11 @@ endpoints (with --status-addr):
 Logs go to stderr, one line per event (applied, pulled, drift repaired, stalled, file error, engine
 down/up): text on a terminal, JSON lines otherwise (--log-format). SIGINT or SIGTERM stops it within
 a second; a restart re-derives everything from the files and the engine.
+
+exit codes:
+  0  stopped by SIGINT or SIGTERM
+  1  the status address cannot be served (e.g. in use) or the loop failed: worth a restart
+  2  usage error (a bad argument or engine URL): a restart would not help
 """
 
 
