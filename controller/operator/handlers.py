@@ -117,7 +117,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if memo.get("health") is not None:
             await memo.health.stop()
 
-    @kopf.daemon(*RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0)
+    def handled(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+        # A node agent holds its finalizer (which kopf adds for the daemon and the delete handler)
+        # only on the objects it works on, so that an agent that is gone blocks nothing else.
+        return bool(memo.operator.handles(body))
+
+    @kopf.daemon(*RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0,
+                 when=handled)
     async def keep_reconciled(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                               **_: Any) -> None:
         while not stopped and not memo.operator.closed:
@@ -128,7 +134,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.operator.object_changed(event.get("type"), body)
 
-    @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
+    @kopf.on.delete(*RESOURCE, registry=registry, id="finalize", when=handled)
     async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await memo.operator.finalize_object(body)
 

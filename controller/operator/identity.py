@@ -23,6 +23,7 @@ from controller.crd import GROUP
 CENTRAL: Final = "central"
 NODE_AGENT: Final = "node-agent"
 MODES: Final = (CENTRAL, NODE_AGENT)
+AGENT_FINALIZER_PREFIX: Final = f"{GROUP}/agent-"
 
 MAX_NAME_LENGTH: Final = 63  # the name part of a qualified name, and a DNS label
 _HASH_LENGTH: Final = 10

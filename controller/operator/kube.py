@@ -100,6 +100,19 @@ class KubeClient:
         return await self._request("PATCH", _localmodel_path(namespace, name) + "/status",
                                    content=json.dumps(ops), headers={"Content-Type": JSON_PATCH_CONTENT_TYPE})
 
+    async def remove_finalizers(self, namespace: str, name: str, current: Mapping[str, Any],
+                                names: set[str]) -> dict[str, Any]:
+        """Remove other writers' finalizers (node agents whose node is gone), guarded by the object's
+        resourceVersion and each finalizer's value."""
+        rv = (current.get("metadata") or {}).get("resourceVersion")
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+        finalizers = (current.get("metadata") or {}).get("finalizers") or []
+        for index in sorted((i for i, f in enumerate(finalizers) if f in names), reverse=True):
+            ops.append({"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizers[index]})
+            ops.append({"op": "remove", "path": f"/metadata/finalizers/{index}"})
+        return await self._request("PATCH", _localmodel_path(namespace, name), content=json.dumps(ops),
+                                   headers={"Content-Type": JSON_PATCH_CONTENT_TYPE})
+
     # ---- Nodes and ConfigMaps ------------------------------------------------------------------
 
     async def get_node(self, name: str) -> dict[str, Any]:

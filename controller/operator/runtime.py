@@ -24,7 +24,7 @@ from controller.engine.client import EngineClient
 from controller.logs import log_event
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef, SharedObservation
-from controller.operator.identity import CENTRAL
+from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
 from controller.operator.kube import Conflict, Gone, KubeClient, KubeError, node_labels
 from controller.operator.metrics import Metrics
 from controller.operator.statuses import (
@@ -371,6 +371,36 @@ class Operator:
             model = LocalModel(metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"),
                                                    generation=meta.get("generation")), spec=spec)
             await asyncio.gather(*(self._finalize_on(engine, key, model, obj) for engine in targets))
+        await self._release_gone_agents(obj)
+
+    def handles(self, obj: Mapping[str, Any]) -> bool:
+        """Whether this process runs passes (and so holds its finalizer) on the object. Central: always.
+        A node agent: when the object targets its node, still shows the agent's status entry (to be
+        removed), or targets no node at all (every agent reports NoEngines)."""
+        if self.central or self.targets(obj) or not self.expected_engines(obj):
+            return True
+        entries = (obj.get("status") or {}).get("engines") or ()
+        return any(entry.get("name") == self.config.node_name for entry in entries)
+
+    async def _release_gone_agents(self, obj: Mapping[str, Any]) -> None:
+        """Remove the finalizers of node agents whose node is gone: no agent will ever release them."""
+        if self.central:
+            return
+        meta = obj["metadata"]
+        live = {Identity(NODE_AGENT, node).finalizer for node in self.nodes}
+        gone = {f for f in meta.get("finalizers") or () if f.startswith(AGENT_FINALIZER_PREFIX) and f not in live
+                and f != self.identity.finalizer}
+        if not gone:
+            return
+        try:
+            await self.kube.remove_finalizers(meta.get("namespace", ""), meta["name"], obj, gone)
+        except KubeError as exc:  # changed meanwhile: the next deletion event brings a fresh body
+            log.debug("finalizers of gone nodes on %s not removed: %s", object_key(obj), exc)
+            return
+        log_event(log, "FinalizerReleased", f"removed the finalizers of node agents whose node is gone: "
+                  f"{', '.join(sorted(gone))}", model=object_key(obj))
+        self._post_event(obj, "Normal", "FinalizerReleased",
+                         f"removed the finalizers of node agents whose node is gone: {', '.join(sorted(gone))}")
 
     async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
         attempts = max(1, self.config.finalize_attempts)
