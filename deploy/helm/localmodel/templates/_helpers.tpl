@@ -90,6 +90,10 @@ spec:
         {{- if eq .Values.mode "node-agent" }}
         - --node-name=$(NODE_NAME)
         - --engine=http://$(NODE_IP):{{ .Values.nodeAgent.enginePort }}
+        {{- with .Values.nodeSelector }}
+        {{- /* The DaemonSet runs only on these nodes: only they are expected to report. */}}
+        - --agent-node-selector={{ range $i, $key := keys . | sortAlpha }}{{ if $i }},{{ end }}{{ $key }}={{ index $.Values.nodeSelector $key }}{{ end }}
+        {{- end }}
         {{- end }}
         {{- with .Values.watchNamespace }}
         - --namespace={{ . }}
