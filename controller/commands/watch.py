@@ -16,7 +16,9 @@ an unloaded runner or a config overwritten by another client is repaired on the 
 A broken file (YAML error, invalid spec, a name declared twice) is reported with its file and line
 and removes nothing: the last good version of its models stays applied. A LocalModel that is gone
 from the files is handled per its deletionPolicy (Unload, Delete or Retain) once a second read has
-confirmed it is gone (editors' temp files and renames cause no deletes).
+confirmed it is gone (editors' temp files and renames cause no deletes). A directory that cannot
+be read (DIR unmounted or removed for a re-clone, permission denied) is logged as a file error and
+deletes nothing below it until it can be read again.
 """
 
 EPILOG = """\

@@ -10,6 +10,8 @@ models by accident:
   anything: its valid LocalModels are taken as they are now, the others keep their last good version.
 - A file that loses LocalModels (emptied, truncated, deleted) is believed only when a second read,
   at least `settle` seconds later, still shows the loss. Until then its previous models stay.
+- A directory that cannot be listed (the root unmounted or removed for a re-clone, permission
+  denied) is reported as an error and removes nothing below it until it can be read again.
 - A name declared in two files stays with the file that declared it first (the one already applied);
   the other declaration is reported as a duplicate with its file and line, and ignored. A name a
   file only still holds (kept from its last good version, absent from its latest read) yields to a
@@ -50,13 +52,32 @@ def _skipped(name: str) -> bool:
     return name.startswith((".", "#")) or name.endswith(("~", "#"))
 
 
-def yaml_files(root: Path) -> list[Path]:
-    """Every watched file below `root`, sorted by path."""
+@dataclass(frozen=True)
+class Listing:
+    """What a walk of the directory tree found, and the directories it could not read."""
+
+    files: list[Path]
+    unreadable: dict[Path, str]  # directory -> why (missing, permission denied, ...)
+
+
+def scan(root: Path) -> Listing:
+    """Every watched file below `root`, sorted by path, and every directory that could not be listed
+    (`root` itself when it is missing or unreadable: os.walk alone would report an empty tree)."""
     found: list[Path] = []
-    for directory, dirs, files in os.walk(root):
+    unreadable: dict[Path, str] = {}
+
+    def failed(error: OSError) -> None:
+        unreadable[Path(error.filename) if error.filename else root] = error.strerror or str(error)
+
+    for directory, dirs, files in os.walk(root, onerror=failed):
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         found += [Path(directory, name) for name in files if is_watched(Path(directory, name), root)]
-    return sorted(found)
+    return Listing(sorted(found), unreadable)
+
+
+def yaml_files(root: Path) -> list[Path]:
+    """Every watched file below `root`, sorted by path."""
+    return scan(root).files
 
 
 def _stamp(path: Path) -> Stamp | None:
@@ -90,25 +111,38 @@ class ModelFiles:
         self._owners: dict[str, Path] = {}
         self._desired: dict[str, Sourced] = {}
         self._duplicates: list[SpecError] = []
+        self._unreadable: dict[Path, str] = {}  # directories that could not be listed on the last refresh
 
     # ---- reading -------------------------------------------------------------------------------
 
     def refresh(self, now: float, hinted: Iterable[Path] = ()) -> bool:
         """Re-read every file that changed (by stamp), appeared, disappeared or is `hinted`, and every
-        file whose pending shrink has settled. Returns True when the declared set or a file's errors changed."""
-        present = {path: _stamp(path) for path in yaml_files(self.root)}
+        file whose pending shrink has settled. Returns True when the declared set or a file's errors changed.
+
+        A directory that cannot be listed (the root unmounted, removed for a re-clone, permission
+        denied) is an error, not an empty directory: the files below it keep what they declared,
+        and nothing below it is deleted, until it can be read again."""
+        listing = scan(self.root)
+        changed = listing.unreadable != self._unreadable
+        self._unreadable = listing.unreadable
+        if self.root in listing.unreadable:
+            return changed  # keep every model as it is
+
+        def hidden(path: Path) -> bool:
+            return any(path.is_relative_to(directory) for directory in listing.unreadable)
+
+        present = {path: _stamp(path) for path in listing.files}
         hinted = {Path(p) for p in hinted}
         due = [
             path for path, state in self._files.items()
-            if state.shrink_since is not None and now - state.shrink_since >= self.settle
+            if state.shrink_since is not None and now - state.shrink_since >= self.settle and not hidden(path)
         ]
         changed_paths = {
             path for path, stamp in present.items()
             if path not in self._files or self._files[path].stamp != stamp or path in hinted
         }
-        changed_paths |= {path for path in self._files if path not in present}
+        changed_paths |= {path for path in self._files if path not in present and not hidden(path)}
         changed_paths |= set(due)
-        changed = False
         for path in sorted(changed_paths):
             changed |= self._read(path, present.get(path), now)
         if changed:
@@ -177,9 +211,19 @@ class ModelFiles:
         return item.source if item else None
 
     @property
+    def directory_errors(self) -> list[SpecError]:
+        """The directories that could not be listed on the last refresh, as errors naming them."""
+        return [
+            SpecError(str(directory), None, None, "",
+                      f"cannot read the directory ({why}); the LocalModels below it stay as they were, and "
+                      "nothing is deleted, until it can be read again")
+            for directory, why in sorted(self._unreadable.items())
+        ]
+
+    @property
     def errors(self) -> list[SpecError]:
-        """Every problem: each file's errors, then cross-file duplicates."""
-        out: list[SpecError] = []
+        """Every problem: unreadable directories, each file's errors, then cross-file duplicates."""
+        out: list[SpecError] = self.directory_errors
         for path in sorted(self._files):
             out += self._files[path].errors
         return out + self._duplicates
@@ -194,7 +238,10 @@ class ModelFiles:
         by_file: dict[Path, list[SpecError]] = {}
         for error in self._duplicates:
             by_file.setdefault(Path(error.file or ""), []).append(error)
-        out: list[dict[str, object]] = []
+        out: list[dict[str, object]] = [
+            {"path": error.file, "models": [], "errors": [error_dict(error)], "notes": [], "pendingRemoval": False}
+            for error in self.directory_errors
+        ]
         for path in sorted(self._files):
             state = self._files[path]
             errors = [*state.errors, *by_file.get(path, [])]

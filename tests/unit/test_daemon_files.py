@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,47 @@ def test_yaml_files_skips_hidden_directories(tmp_path: Path) -> None:
     write(tmp_path / ".git" / "x.yaml", doc("x"))
     write(tmp_path / "ok.yaml", doc("ok"))
     assert yaml_files(tmp_path) == [tmp_path / "ok.yaml"]
+
+
+def test_a_missing_root_directory_is_an_error_that_removes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write(root / "a.yaml", doc("a"))
+    write(root / "sub" / "b.yaml", doc("b", model="ai/qwen3"))
+    files = ModelFiles(root, settle=SETTLE)
+    files.refresh(0.0)
+    shutil.rmtree(root)  # unmounted, or removed for a re-clone
+    assert files.refresh(1.0)  # the error is news
+    for now in (1.0 + SETTLE, 10.0, 100.0):
+        files.refresh(now, hinted=[root / "a.yaml"])
+        assert contexts(files) == {"a": 4096, "b": 4096}
+    [error] = files.errors
+    assert error.file == str(root) and "cannot read the directory" in error.message
+    assert [f["path"] for f in files.report()][0] == str(root)
+    write(root / "a.yaml", doc("a"))  # back (the re-clone): b is gone for real now, after the settle time
+    write(root / "sub" / "c.yaml", doc("c", model="ai/llama3.2"))
+    files.refresh(101.0)
+    assert files.errors == [] and set(files.desired) == {"a", "b", "c"}
+    files.refresh(101.0 + SETTLE)
+    assert set(files.desired) == {"a", "c"}
+
+
+def test_an_unreadable_subdirectory_keeps_its_models(tmp_path: Path, files: ModelFiles,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "a.yaml", doc("a"))
+    write(tmp_path / "sub" / "b.yaml", doc("b", model="ai/qwen3"))
+    files.refresh(0.0)
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if Path(str(path)) == tmp_path / "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert files.refresh(1.0)
+    files.refresh(1.0 + SETTLE)
+    assert set(files.desired) == {"a", "b"}
+    [error] = files.errors
+    assert error.file == str(tmp_path / "sub") and "Permission denied" in error.message
+    monkeypatch.undo()
+    assert files.refresh(5.0) and files.errors == [] and set(files.desired) == {"a", "b"}

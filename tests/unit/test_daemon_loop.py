@@ -7,6 +7,7 @@ times and backoffs happen without sleeping.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +202,29 @@ async def test_a_deletion_against_an_unreachable_engine_is_retried_a_bounded_num
     await client.aclose()
     assert failed_so_far == list(range(1, DELETE_ATTEMPTS))
     assert "gave up applying deletionPolicy Unload after 5 attempts" in caplog.text
+
+
+async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes_back(
+        tmp_path: Path, engine: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    root = tmp_path / "models"
+    root.mkdir()
+    async with EngineClient(engine.url) as client:
+        harness = Harness(root, client)
+        harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+        await harness.run_pass()
+        assert harness.daemon.records["a"].ready
+        moved = tmp_path / "moved"
+        root.rename(moved)  # unmounted, or rm -rf before a re-clone
+        harness.daemon.notice([root / "a.yaml"])
+        await harness.run_pass(0.1)
+        await harness.run_pass(SETTLE)
+        await harness.drift()
+        assert set(harness.daemon.records) == {"a"} and not harness.daemon.deletions
+        assert (await stored(client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
+        [logged] = [r for r in caplog.records if getattr(r, "lm_event", None) == "file_error"]
+        assert "cannot read the directory" in logged.getMessage() and logged.lm_fields["file"] == str(root)
+        moved.rename(root)
+        await harness.drift()
+        assert harness.daemon.records["a"].ready and harness.daemon.files.errors == []
+        assert "resolved:" in caplog.text
