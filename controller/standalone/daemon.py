@@ -41,7 +41,7 @@ log = logging.getLogger("localmodel.daemon")
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_CONCURRENCY = 16
-DELETE_ATTEMPTS = 5  # finalize tries before giving up on an unreachable engine (with backoff)
+DELETE_ATTEMPTS = 5  # finalize tries (with backoff) before giving up; none is used up while the engine is down
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
 WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 # Requeues and backoffs that fall due close together share one observation: timer wakes come at
@@ -60,6 +60,14 @@ def model_refs(spec: LocalModelSpec) -> set[str]:
     if spec.speculative is not None and spec.speculative.draft_model:
         refs.add(canonical_ref(spec.speculative.draft_model))
     return refs
+
+
+def cleanup_commands(spec: LocalModelSpec) -> str:
+    """What to run by hand to do what the spec's deletionPolicy would have done."""
+    commands = [f"docker model unload {spec.model}"]
+    if spec.deletion_policy == "Delete":
+        commands.append(f"docker model rm {spec.model}")
+    return " && ".join(commands)
 
 
 @dataclass
@@ -336,7 +344,11 @@ class Daemon:
                 if name in self.records:
                     self._unreachable(self.records[name], str(observation.error))
                     self.metrics.reconciles.labels("unreachable").inc()
-            return [name for name in names if name in self.deletions]
+                elif name in self.deletions:
+                    # A deletion waits too, without using up an attempt: a file removed during an
+                    # engine restart is finalized when the engine answers again (every name is then due).
+                    self.deletions[name].last_error = f"waiting for the engine: {observation.error}"
+            return []
         if self.engine.up is False:
             log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
             names = [n for n in [*self.records, *self.deletions]
@@ -409,13 +421,14 @@ class Daemon:
             del self.deletions[name]
             self.schedule.remove(name)
             return
-        deletion.attempts += 1
+        # Only a finalize that ran counts: it runs only after an observation the engine answered.
         deletion.last_error = outcome.message
+        deletion.attempts += 1
         if deletion.attempts >= DELETE_ATTEMPTS:
+            spec = deletion.model.spec
             log_event(log, "delete_abandoned",
-                      f"gave up applying deletionPolicy {deletion.model.spec.deletion_policy} after "
-                      f"{deletion.attempts} attempts: {outcome.message}; clean up by hand "
-                      f"(docker model unload {deletion.model.spec.model})",
+                      f"gave up applying deletionPolicy {spec.deletion_policy} after {deletion.attempts} attempts: "
+                      f"{outcome.message}; clean up by hand ({cleanup_commands(spec)})",
                       level=logging.WARNING, model=name)
             del self.deletions[name]
             self.schedule.remove(name)

@@ -17,6 +17,7 @@ import pytest
 
 from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
+from controller.engine.errors import ServerError
 from controller.standalone.daemon import DELETE_ATTEMPTS, Clocks, Daemon
 from controller.status import Reason
 from tests.support.util import localmodel_yaml as localmodel
@@ -182,26 +183,75 @@ async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everyth
             assert all(r.ready for r in harness.daemon.records.values())
 
 
-async def test_a_deletion_against_an_unreachable_engine_is_retried_a_bounded_number_of_times(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    client = EngineClient("http://127.0.0.1:1")  # replaced below: the emulator's port is known only once it runs
-    async with emulator() as emu:
-        client = EngineClient(emu.url)
-        harness = Harness(tmp_path, client)
-        harness.write("a.yaml", localmodel("a", "ai/smollm2"))
-        await harness.run_pass()
-        assert harness.daemon.records["a"].ready
-    (tmp_path / "a.yaml").unlink()
-    harness.daemon.notice([tmp_path / "a.yaml"])
+async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_of_times(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2"))
+    await harness.run_pass()
+    assert harness.daemon.records["a"].ready
+
+    async def failing_unload(**_: object) -> None:
+        raise ServerError("unload failed", status=500)
+
+    monkeypatch.setattr(harness.client, "unload", failing_unload)
+    (harness.root / "a.yaml").unlink()
+    harness.daemon.notice([harness.root / "a.yaml"])
     await harness.run_pass(0.1)
     await harness.run_pass(SETTLE)  # the first attempt
     failed_so_far = []
     while harness.daemon.deletions:
         failed_so_far.append(harness.daemon.deletions["a"].attempts)
         await harness.run_pass(60.0)
-    await client.aclose()
     assert failed_so_far == list(range(1, DELETE_ATTEMPTS))
     assert "gave up applying deletionPolicy Unload after 5 attempts" in caplog.text
+    assert "(docker model unload ai/smollm2)" in caplog.text and "docker model rm" not in caplog.text
+
+
+async def test_giving_up_on_deletion_policy_delete_says_to_remove_the_model_too(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", deletionPolicy="Delete"))
+    await harness.run_pass()
+
+    async def failing_unload(**_: object) -> None:
+        raise ServerError("unload failed", status=500)
+
+    monkeypatch.setattr(harness.client, "unload", failing_unload)
+    (harness.root / "a.yaml").unlink()
+    harness.daemon.notice([harness.root / "a.yaml"])
+    await harness.run_pass(0.1)
+    for _ in range(DELETE_ATTEMPTS):
+        await harness.run_pass(60.0)
+    assert not harness.daemon.deletions
+    assert "(docker model unload ai/smollm2 && docker model rm ai/smollm2)" in caplog.text
+
+
+async def test_a_deletion_waits_for_an_engine_that_is_down_without_using_up_attempts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with EngineClient(f"http://127.0.0.1:{port}") as client:
+        harness = Harness(tmp_path, client)
+        async with running_emulator("127.0.0.1", port, load_seconds=0):
+            harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+            await harness.run_pass()
+            assert harness.daemon.records["a"].ready
+        # The engine restarts (down for a while); meanwhile the file is removed.
+        (tmp_path / "a.yaml").unlink()
+        harness.daemon.notice([tmp_path / "a.yaml"])
+        await harness.run_pass(0.1)
+        await harness.run_pass(SETTLE)
+        for _ in range(3 * DELETE_ATTEMPTS):
+            await harness.drift()
+        assert harness.daemon.engine.up is False
+        deletion = harness.daemon.deletions["a"]
+        assert deletion.attempts == 0 and "waiting for the engine" in (deletion.last_error or "")
+        assert "gave up" not in caplog.text
+        async with running_emulator("127.0.0.1", port, load_seconds=0, preload_models=["ai/smollm2"]) as emu:
+            await harness.drift()
+            assert harness.daemon.engine.up is True and not harness.daemon.deletions
+            assert emu.state.counters.get("POST /engines/unload") == 1
+            assert "deleted" in [getattr(r, "lm_event", None) for r in caplog.records]
 
 
 async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes_back(
