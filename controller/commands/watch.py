@@ -38,8 +38,10 @@ endpoints (with --status-addr):
   GET /healthz   200 while the reconcile loop runs
 
 Logs go to stderr, one line per event (applied, pulled, drift repaired, stalled, file error, engine
-down/up): text on a terminal, JSON lines otherwise (--log-format). SIGINT or SIGTERM stops it within
-a second; a restart re-derives everything from the files and the engine.
+down/up, file watcher failed and restarted): text on a terminal, JSON lines otherwise (--log-format).
+A failed file watcher (e.g. the inotify watch limit) is restarted after a growing delay; until then,
+changes are picked up on the drift pass. SIGINT or SIGTERM stops it within a second; a restart
+re-derives everything from the files and the engine.
 
 exit codes:
   0  stopped by SIGINT or SIGTERM

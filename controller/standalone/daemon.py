@@ -47,6 +47,8 @@ WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 # Requeues and backoffs that fall due close together share one observation: timer wakes come at
 # most this often (file events and drift passes are not delayed).
 MIN_OBSERVE_GAP = 1.0
+WATCH_RESTART_DELAY = 1.0  # a failed file watcher is restarted after this, doubling on each failure...
+WATCH_RESTART_MAX = 30.0  # ...up to this
 
 
 def with_generation(model: LocalModel, generation: int) -> LocalModel:
@@ -156,6 +158,7 @@ class Daemon:
         self._scanned = False
         self._last_observe = float("-inf")
         self._ready: set[str] = set()  # names whose Ready condition is True
+        self.watcher_error: str | None = None  # set while the file watcher is down, waiting to restart
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -229,6 +232,38 @@ class Daemon:
         self._wake.set()
 
     async def _watch(self, stop: asyncio.Event) -> None:
+        """Watch the files until `stop`; when the watcher fails (the inotify watch limit, the
+        directory removed) or ends, say so and start it again after a delay that grows up to
+        WATCH_RESTART_MAX. Meanwhile changes are still found, on the drift pass."""
+        failures = 0
+        while not stop.is_set():
+            started = self.clocks.monotonic()
+            try:
+                await self._watch_files(stop)
+                problem = "the file watcher stopped"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: report it and restart
+                problem = f"the file watcher failed: {type(exc).__name__}: {exc}"
+            if stop.is_set():
+                return
+            if self.clocks.monotonic() - started > WATCH_RESTART_MAX:
+                failures = 0  # it ran for a good while: start the backoff over
+            delay = min(WATCH_RESTART_MAX, WATCH_RESTART_DELAY * 2 ** failures)
+            failures += 1
+            self.watcher_error = problem
+            log_event(log, "watch_failed",
+                      f"{problem}; restarting it in {delay:g}s (until then, changes are picked up on the "
+                      f"drift pass every {self.interval:g}s)",
+                      level=logging.ERROR, directory=str(self.root), attempt=failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if not stop.is_set():
+                self.notice([self.root])  # re-read the directory: changes may have been missed
+                log_event(log, "watch_restarted", f"watching {self.root} for changes again", directory=str(self.root))
+                self.watcher_error = None
+
+    async def _watch_files(self, stop: asyncio.Event) -> None:
         from watchfiles import awatch
 
         absolute = self.root.resolve()
@@ -469,6 +504,7 @@ class Daemon:
         return {
             "directory": str(self.root),
             "interval": self.interval,
+            "watcherError": self.watcher_error,
             "engine": {
                 "name": self.reconciler.name,
                 "url": self.engine.url,

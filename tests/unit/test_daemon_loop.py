@@ -7,6 +7,7 @@ times and backoffs happen without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -278,3 +279,51 @@ async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes
         await harness.drift()
         assert harness.daemon.records["a"].ready and harness.daemon.files.errors == []
         assert "resolved:" in caplog.text
+
+
+async def test_a_failed_file_watcher_is_reported_and_restarted(
+        tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import watchfiles
+
+    from controller.standalone import daemon as daemon_module
+
+    caplog.set_level(logging.INFO)
+    root = tmp_path.resolve()
+    target = root / "a.yaml"
+    calls = 0
+
+    async def fake_awatch(path: Path, *, stop_event: asyncio.Event, **_: object) -> AsyncIterator[set[tuple[int, str]]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(28, "inotify watch limit reached")
+        while not target.exists():
+            await asyncio.sleep(0.01)
+        yield {(1, str(target))}
+        await stop_event.wait()
+
+    monkeypatch.setattr(watchfiles, "awatch", fake_awatch)
+    monkeypatch.setattr(daemon_module, "WATCH_RESTART_DELAY", 0.05, raising=False)
+    async with EngineClient(engine.url) as client:
+        daemon = Daemon(root, client, interval=3600.0, settle=SETTLE)  # no drift pass during the test
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        await eventually_async(lambda: "watch_restarted" in events(caplog))
+        [failed] = [r for r in caplog.records if getattr(r, "lm_event", None) == "watch_failed"]
+        assert failed.levelno == logging.ERROR and "inotify watch limit reached" in failed.getMessage()
+        target.write_text(localmodel("a", "ai/smollm2", contextSize=4096))
+        await eventually_async(lambda: "a" in daemon.records and daemon.records["a"].ready)
+        stop.set()
+        await asyncio.wait_for(task, 1.0)  # SIGTERM still stops it within a second
+    assert calls == 2
+
+
+def events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [getattr(r, "lm_event", "") for r in caplog.records]
+
+
+async def eventually_async(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
