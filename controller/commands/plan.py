@@ -23,7 +23,7 @@ examples:
 
 exit codes:
   0  plan printed (with --exit-code: and nothing to change)
-  1  invalid input (errors on stderr) or the engine is unreachable
+  1  invalid input (errors on stderr), the engine is unreachable or a request to it failed
   2  with --exit-code: changes pending (like terraform plan -detailed-exitcode); also a usage error
 """
 
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from controller.commands import load_or_report
+    from controller.engine.errors import EngineError
     from controller.reconcile import EngineReconciler
     from controller.standalone.connect import connect
     from controller.standalone.oneshot import ModelPlan, plan_models
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"localmodel plan: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:  # a request after the observation (a loaded runner's config) failed
+        print(f"localmodel plan: {exc}", file=sys.stderr)
+        return 1
     if isinstance(plans, str):
         print(f"localmodel plan: cannot observe the engine at {url}: {plans}", file=sys.stderr)
         return 1

@@ -10,6 +10,8 @@ import pytest
 
 from controller.cli import main
 from controller.emulator import EmulatorThread
+from controller.engine.client import EngineClient
+from controller.engine.errors import ServerError
 from tests.support.emulator import emulator_thread
 from tests.support.util import localmodel_yaml as localmodel
 
@@ -89,3 +91,20 @@ def test_watch_refuses_a_missing_directory_and_a_bad_status_address(tmp_path: Pa
     assert "is not a directory" in capsys.readouterr().err
     assert main(["watch", str(tmp_path), "--status-addr", "localhost"]) == 2
     assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_plan_reports_an_engine_error_after_the_observation_without_a_traceback(
+        tmp_path: Path, engine: EmulatorThread, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "small.yaml"
+    path.write_text(localmodel("small", SMALL, contextSize=4096, keepAlive="10m", preload="true"))
+    assert main(["apply", str(path), "--engine", engine.url, "--wait", "--timeout", "10"]) == 0
+    capsys.readouterr()
+
+    async def failing(self: EngineClient, **_: object) -> list[object]:
+        raise ServerError("the engine broke while listing runners", status=500)
+
+    monkeypatch.setattr(EngineClient, "runner_configs", failing)
+    assert main(["plan", str(path), "--engine", engine.url]) == 1
+    err = capsys.readouterr().err
+    assert "localmodel plan: the engine broke while listing runners" in err and "Traceback" not in err
