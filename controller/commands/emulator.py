@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=12434, help="port to listen on; 0 picks a free one (default: 12434)")
+    parser.add_argument("--port", type=port_number, default=12434,
+                        help="port to listen on, 0 to 65535; 0 picks a free one (default: 12434)")
     parser.add_argument(
         "--load-seconds", type=float, default=0.05, metavar="S",
         help="how long a runner takes to load (default: 0.05)",
@@ -56,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
              "and 0.0.0.0 without a port are always allowed, any other Origin gets 403",
     )
     parser.set_defaults(func=run)
+
+
+def port_number(text: str) -> int:
+    """A TCP port for argparse: an integer from 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
 
 
 def run(args: argparse.Namespace) -> int:

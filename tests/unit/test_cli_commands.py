@@ -108,3 +108,11 @@ def test_plan_reports_an_engine_error_after_the_observation_without_a_traceback(
     assert main(["plan", str(path), "--engine", engine.url]) == 1
     err = capsys.readouterr().err
     assert "localmodel plan: the engine broke while listing runners" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_emulator_refuses_a_port_out_of_range_as_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["emulator", "--port", port])
+    assert exit_info.value.code == 2
+    assert "is not a port number" in capsys.readouterr().err
