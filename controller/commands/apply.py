@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="apply to a throwaway built-in emulator (checks that the files apply cleanly)")
     parser.add_argument("--wait", action="store_true", help="keep reconciling until every model is Ready")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                        help="with --wait: give up after S seconds (default: 300)")
+                        help="with --wait: give up after S seconds, cancelling a pull or load still "
+                             "in progress (default: 300)")
     parser.set_defaults(func=run)
 
 
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"localmodel apply: {exc}", file=sys.stderr)
         return 2
+    for name in sorted(pulling):  # a pull cut short by --timeout: leave its last progress line on screen
+        progress.done(name)
     rows = [[r.name, r.status.phase.value, r.status.reason.value, r.status.message] for r in results]
     print(table(["NAME", "PHASE", "REASON", "MESSAGE"], rows))
     failed = [r for r in results if not r.status.ready]

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controller import wire
@@ -65,8 +65,16 @@ async def apply_models(
 ) -> tuple[list[Applied], bool]:
     """Reconcile `models` once, or with `wait` until each is Ready or Stalled (respecting each one's
     requeue time) or `timeout` seconds pass. Returns the last status of each, in input order, and
-    whether the timeout cut it short."""
-    reconciler = EngineReconciler(engine_name, client, on_event=on_event, on_progress=on_progress)
+    whether the timeout cut it short. With `wait` the timeout is a hard deadline: work still in
+    flight then (a long pull, a slow load) is cancelled, and its status so far is reported."""
+    latest: dict[str, EngineStatus] = {}  # the newest status of each model: progress or outcome
+
+    def progress(name: str, status: EngineStatus) -> None:
+        latest[name] = status
+        if on_progress is not None:
+            on_progress(name, status)
+
+    reconciler = EngineReconciler(engine_name, client, on_event=on_event, on_progress=progress)
     conflicts = find_conflicts([(m.name, m.spec) for m in models])
     final: dict[str, EngineStatus] = {name: conflict_status(engine_name, msg) for name, msg in conflicts.items()}
     start = clock()
@@ -74,7 +82,7 @@ async def apply_models(
     by_name = {m.name: m for m in models}
     slots = asyncio.Semaphore(CONCURRENCY)
     engine_failures = 0
-    last: dict[str, EngineStatus] = {}
+    last = latest
 
     async def one(name: str, observation: Observation) -> None:
         async with slots:
@@ -86,36 +94,60 @@ async def apply_models(
         else:
             due[name] = clock() + (outcome.requeue_after if outcome.requeue_after is not None else 1.0)
 
-    timed_out = False
-    while due:
-        now = clock()
-        ready_now = [name for name, at in due.items() if at <= now]
-        if ready_now:
-            observation = await reconciler.observe()
-            if observation.error is not None and not wait:
-                for name in ready_now:
-                    last[name] = EngineStatus(engine_name, Phase.RETRYING, Reason.ENGINE_UNREACHABLE,
-                                              str(observation.error), last_error=str(observation.error))
+    async def passes() -> bool:
+        """Reconcile until done; True when the deadline between passes is reached."""
+        nonlocal engine_failures
+        while due:
+            now = clock()
+            ready_now = [name for name, at in due.items() if at <= now]
+            if ready_now:
+                observation = await reconciler.observe()
+                if observation.error is not None and not wait:
+                    for name in ready_now:
+                        last[name] = unreachable_status(engine_name, str(observation.error))
+                    break
+                if observation.error is not None:
+                    engine_failures += 1
+                    delay = backoff_delay(engine_failures, 0.5)
+                    for name in ready_now:
+                        last[name] = unreachable_status(engine_name, str(observation.error))
+                        due[name] = now + delay
+                else:
+                    engine_failures = 0
+                    await asyncio.gather(*(one(name, observation) for name in ready_now))
+            if not wait or not due:
                 break
-            if observation.error is not None:
-                engine_failures += 1
-                delay = backoff_delay(engine_failures, 0.5)
-                for name in ready_now:
-                    last[name] = EngineStatus(engine_name, Phase.RETRYING, Reason.ENGINE_UNREACHABLE,
-                                              str(observation.error), last_error=str(observation.error))
-                    due[name] = now + delay
-            else:
-                engine_failures = 0
-                await asyncio.gather(*(one(name, observation) for name in ready_now))
-        if not wait or not due:
-            break
-        now = clock()
-        if now - start >= timeout:
+            now = clock()
+            if now - start >= timeout:
+                return True
+            await asyncio.sleep(max(0.0, min(min(due.values()), start + timeout) - now))
+        return False
+
+    if wait:
+        try:
+            # The deadline also cuts a pass short: a pull or a load can take far longer than --timeout.
+            async with asyncio.timeout(max(0.0, start + timeout - clock())):
+                timed_out = await passes()
+        except TimeoutError:
             timed_out = True
-            break
-        await asyncio.sleep(max(0.0, min(min(due.values()), start + timeout) - now))
-    results = [Applied(m.name, final.get(m.name) or last[m.name]) for m in models]
+    else:
+        timed_out = await passes()
+    results = [Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout))
+               for m in models]
     return results, timed_out
+
+
+def unreachable_status(engine: str, message: str, previous: EngineStatus | None = None) -> EngineStatus:
+    """A model's status while the engine does not answer: Retrying, EngineUnreachable (from its
+    previous status, if any, so that what is known about it stays)."""
+    status = EngineStatus(engine, Phase.RETRYING, Reason.ENGINE_UNREACHABLE, message, last_error=message)
+    return status if previous is None else replace(previous, phase=status.phase, reason=status.reason,
+                                                   ready=False, stalled=False, message=message,
+                                                   last_error=message, pull=None)
+
+
+def _not_started(engine: str, timeout: float) -> EngineStatus:
+    return EngineStatus(engine, Phase.PENDING, Reason.PENDING, f"timed out after {timeout:g}s before its first reconcile")
 
 
 # ---- plan --------------------------------------------------------------------------------------

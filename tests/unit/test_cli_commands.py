@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,15 @@ def test_emulator_refuses_a_port_out_of_range_as_a_usage_error(port: str, capsys
         main(["emulator", "--port", port])
     assert exit_info.value.code == 2
     assert "is not a port number" in capsys.readouterr().err
+
+
+def test_apply_wait_timeout_cuts_a_long_pull_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with emulator_thread(pull_seconds=12) as slow:
+        (tmp_path / "a.yaml").write_text(localmodel("small", SMALL, contextSize=2048))
+        started = time.monotonic()
+        code = main(["apply", str(tmp_path), "--engine", slow.url, "--wait", "--timeout", "1"])
+        elapsed = time.monotonic() - started
+    out, err = capsys.readouterr()
+    assert code == 1 and elapsed < 4, (code, elapsed)
+    assert "timed out after 1s" in err
+    assert "small: not ready: Pulling" in err and "small  Pulling  Pulling" in out
