@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
+
 DESCRIPTION = """\
 Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
 
@@ -64,12 +66,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)")
     where.add_argument("--emulator", action="store_true",
                        help="start the built-in DMR emulator in this process and use it (for trying localmodel out)")
-    parser.add_argument("--interval", type=_positive, default=30.0, metavar="SECONDS",
-                        help="drift pass: how often the engine is re-checked (default: 30)")
+    parser.add_argument("--interval", type=_positive, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                        help=f"drift pass: how often the engine is re-checked (default: {DEFAULT_INTERVAL:g})")
     parser.add_argument("--status-addr", metavar="HOST:PORT",
                         help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)")
-    parser.add_argument("--concurrency", type=int, default=16, metavar="N",
-                        help="models reconciled at the same time (default: 16)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                        help=f"models reconciled at the same time (default: {DEFAULT_CONCURRENCY})")
     parser.add_argument("--log-format", choices=("text", "json"),
                         help="log line format (default: text on a terminal, json otherwise)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,15 @@ from controller.plan import Observation, backoff_delay, find_conflicts
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
+from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
 from controller.standalone.files import DEFAULT_SETTLE_SECONDS, ModelFiles, is_watched
 from controller.standalone.metrics import Metrics
+from controller.standalone.oneshot import unreachable_status
 from controller.standalone.schedule import Schedule
 from controller.status import READY, TRUE, Condition, EngineStatus, ModelStatus, Phase, Reason, rfc3339, summarize
 
 log = logging.getLogger("localmodel.daemon")
 
-DEFAULT_INTERVAL = 30.0
-DEFAULT_CONCURRENCY = 16
 DELETE_ATTEMPTS = 5  # finalize tries (with backoff) before giving up; none is used up while the engine is down
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
 WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
@@ -396,11 +396,7 @@ class Daemon:
         return names
 
     def _unreachable(self, record: Record, message: str) -> None:
-        previous = record.engine or EngineStatus(self.reconciler.name, Phase.PENDING, Reason.PENDING, "")
-        self._set_status(record, replace(
-            previous, phase=Phase.RETRYING, reason=Reason.ENGINE_UNREACHABLE, ready=False, stalled=False,
-            message=f"the engine is unreachable ({message}); retrying", last_error=message, pull=None,
-            observed_generation=record.generation))
+        self._set_status(record, unreachable_status(self.reconciler.name, message, record.engine, record.generation))
 
     async def _work(self, name: str, observation: Observation) -> None:
         try:

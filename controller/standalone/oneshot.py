@@ -137,13 +137,14 @@ async def apply_models(
     return results, timed_out
 
 
-def unreachable_status(engine: str, message: str, previous: EngineStatus | None = None) -> EngineStatus:
-    """A model's status while the engine does not answer: Retrying, EngineUnreachable (from its
-    previous status, if any, so that what is known about it stays)."""
-    status = EngineStatus(engine, Phase.RETRYING, Reason.ENGINE_UNREACHABLE, message, last_error=message)
-    return status if previous is None else replace(previous, phase=status.phase, reason=status.reason,
-                                                   ready=False, stalled=False, message=message,
-                                                   last_error=message, pull=None)
+def unreachable_status(engine: str, error: str, previous: EngineStatus | None = None,
+                       generation: int | None = None) -> EngineStatus:
+    """A model's status while the engine does not answer: Retrying, EngineUnreachable. What the
+    previous status knew (backend, model ID, applied config) stays; a pull in progress does not."""
+    base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
+    return replace(base, phase=Phase.RETRYING, reason=Reason.ENGINE_UNREACHABLE, ready=False, stalled=False,
+                   message=f"the engine is unreachable ({error}); retrying", last_error=error, pull=None,
+                   observed_generation=generation if generation is not None else base.observed_generation)
 
 
 def _not_started(engine: str, timeout: float) -> EngineStatus:

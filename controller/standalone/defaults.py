@@ -1,0 +1,4 @@
+"""The daemon's defaults, in a module of their own so that `localmodel --help` need not import the daemon."""
+
+DEFAULT_INTERVAL = 30.0  # seconds between drift passes
+DEFAULT_CONCURRENCY = 16  # models reconciled at the same time
