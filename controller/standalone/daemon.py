@@ -49,6 +49,22 @@ WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 MIN_OBSERVE_GAP = 1.0
 WATCH_RESTART_DELAY = 1.0  # a failed file watcher is restarted after this, doubling on each failure...
 WATCH_RESTART_MAX = 30.0  # ...up to this
+ROOT_POLL_SECONDS = 1.0  # while the directory is missing, look for it this often
+
+
+class _WatchStop:
+    """The stop event for one watchfiles run: set when the daemon stops, but the watcher setting it
+    (awatch does when it is cancelled, to restart on a re-cloned directory) stops only that run."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._own = False
+
+    def is_set(self) -> bool:  # also called from watchfiles' thread: reads two flags, no more
+        return self._own or self._stop.is_set()
+
+    def set(self) -> None:
+        self._own = True
 
 
 def with_generation(model: LocalModel, generation: int) -> LocalModel:
@@ -159,6 +175,7 @@ class Daemon:
         self._last_observe = float("-inf")
         self._ready: set[str] = set()  # names whose Ready condition is True
         self.watcher_error: str | None = None  # set while the file watcher is down, waiting to restart
+        self._rewatch = asyncio.Event()  # set when the directory is back after it was missing
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -193,7 +210,8 @@ class Daemon:
         self.last_pass = now
         hinted, self._hinted = self._hinted, set()
         settle = self.files.next_settle()
-        if not self._scanned or hinted or (settle is not None and settle <= now) or now >= self.schedule.next_drift:
+        if (not self._scanned or hinted or (settle is not None and settle <= now) or now >= self.schedule.next_drift
+                or not self.files.root_readable):
             self._scanned = True
             self._sync_files(now, hinted)
         wake = self.schedule.take(now, self._busy)
@@ -221,6 +239,8 @@ class Daemon:
         settle = self.files.next_settle()
         if settle is not None:
             wake_at = min(wake_at, settle)
+        if not self.files.root_readable:  # look for the directory to come back (no watcher can tell)
+            wake_at = min(wake_at, self.clocks.monotonic() + ROOT_POLL_SECONDS)
         timeout = max(0.0, wake_at - self.clocks.monotonic())
         if not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -238,15 +258,28 @@ class Daemon:
         failures = 0
         while not stop.is_set():
             started = self.clocks.monotonic()
+            self._rewatch.clear()
+            watcher = asyncio.create_task(self._watch_files(stop), name="file watch")
+            rewatch = asyncio.create_task(self._rewatch.wait(), name="file watch reset")
             try:
-                await self._watch_files(stop)
-                problem = "the file watcher stopped"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: report it and restart
-                problem = f"the file watcher failed: {type(exc).__name__}: {exc}"
+                await asyncio.wait({watcher, rewatch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watcher, rewatch):
+                    task.cancel()
+                await asyncio.gather(watcher, rewatch, return_exceptions=True)
             if stop.is_set():
                 return
+            if not watcher.cancelled() and watcher.exception() is not None:
+                exc = watcher.exception()
+                problem = f"the file watcher failed: {type(exc).__name__}: {exc}"
+            elif rewatch.done() and not rewatch.cancelled():
+                # The directory is back after it was missing (a re-clone): the old watch follows the
+                # removed directory, so watch the new one, at once.
+                log_event(log, "watch_restarted", f"{self.root} is back; watching it again", directory=str(self.root))
+                self.notice([self.root])
+                continue
+            else:
+                problem = "the file watcher stopped"
             if self.clocks.monotonic() - started > WATCH_RESTART_MAX:
                 failures = 0  # it ran for a good while: start the backoff over
             delay = min(WATCH_RESTART_MAX, WATCH_RESTART_DELAY * 2 ** failures)
@@ -274,14 +307,18 @@ class Daemon:
             candidate = Path(path)
             return is_watched(candidate, absolute) or (not candidate.suffix and is_watched(candidate / "x.yaml", absolute))
 
-        async for changes in awatch(absolute, watch_filter=interesting, stop_event=stop, step=WATCH_STEP_MS,
+        async for changes in awatch(absolute, watch_filter=interesting, stop_event=_WatchStop(stop), step=WATCH_STEP_MS,
                                     debounce=WATCH_DEBOUNCE_MS, recursive=True):
             self.notice(self.root / Path(path).relative_to(absolute) for _, path in changes)
 
     # ---- files -> records ----------------------------------------------------------------------
 
     def _sync_files(self, now: float, hinted: set[Path]) -> None:
-        if not self.files.refresh(now, hinted):
+        was_missing = not self.files.root_readable
+        changed = self.files.refresh(now, hinted)
+        if was_missing and self.files.root_readable:
+            self._rewatch.set()
+        if not changed:
             return
         self._log_file_errors()
         self._apply_desired(now)

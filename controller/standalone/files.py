@@ -211,6 +211,11 @@ class ModelFiles:
         return item.source if item else None
 
     @property
+    def root_readable(self) -> bool:
+        """False when the last refresh could not list the root directory."""
+        return self.root not in self._unreadable
+
+    @property
     def directory_errors(self) -> list[SpecError]:
         """The directories that could not be listed on the last refresh, as errors naming them."""
         return [

@@ -7,6 +7,7 @@ files or the engine, and polls the daemon's GET /status and the emulator (its DM
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,21 @@ def test_sigterm_stops_within_a_second_even_with_requests_in_flight(  # type: ig
     engine.control("latency", {"seconds": 0})
     assert code == 0 and seconds < 1.0, (code, seconds)
     assert daemon.events()[-1]["event"] == "stopped"
+
+
+def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Path, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=4096))
+    daemon = start(interval=60.0)  # no drift pass during the test: the file watcher must see it all
+    eventually(lambda: daemon.ready("small"), what="small Ready")
+    shutil.rmtree(models_dir)  # rm -rf before a re-clone
+    eventually(lambda: any(e["event"] == "file_error" and e.get("file") == str(models_dir) for e in daemon.events()),
+               what="the missing directory logged")
+    time.sleep(1.5)  # more than the settle time: nothing may be deleted meanwhile
+    assert daemon.ready("small") and context_size(engine, SMALL) == 4096 and not daemon.status()["deleting"]
+    models_dir.mkdir()
+    (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=4096))
+    eventually(lambda: not daemon.status()["summary"]["fileErrors"], what="the directory back")
+    eventually(lambda: any(e["event"] == "watch_restarted" for e in daemon.events()), what="the new directory watched")
+    (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=8192))  # an edit after the re-clone
+    eventually(lambda: context_size(engine, SMALL) == 8192, what="the edit applied")
+    assert daemon.ready("small") and not daemon.status()["deleting"]
