@@ -188,25 +188,28 @@ async def pull(request: web.Request) -> web.StreamResponse:
             text = json.dumps(line, separators=(",", ":")) + "\n"
             await response.write((text if as_json else _html_escape(text)).encode())
 
-        if artifact.digest in state.models:
-            state.add_model(artifact, tag)
-            await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {artifact.size}"))
-        else:
-            failure, state.pull_failure = state.pull_failure, None
-            lines = _progress_lines(artifact, failure)
-            for line in lines:
-                await send(line)
-                if state.pull_seconds:
-                    await asyncio.sleep(state.pull_seconds / len(lines))
-            if failure is not None:
-                await send(_pull_line(wire.LINE_ERROR, f"Error: {failure.message}"))
-                await response.write(
-                    f"error while pulling model: writing image to store: {failure.message}\n".encode()
-                )
-            else:
+        try:
+            if artifact.digest in state.models:
                 state.add_model(artifact, tag)
-                await send(_pull_line(wire.LINE_SUCCESS, "Model pulled successfully"))
-        await response.write_eof()
+                await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {artifact.size}"))
+            else:
+                failure, state.pull_failure = state.pull_failure, None
+                lines = _progress_lines(artifact, failure)
+                for line in lines:
+                    await send(line)
+                    if state.pull_seconds:
+                        await asyncio.sleep(state.pull_seconds / len(lines))
+                if failure is not None:
+                    await send(_pull_line(wire.LINE_ERROR, f"Error: {failure.message}"))
+                    await response.write(
+                        f"error while pulling model: writing image to store: {failure.message}\n".encode()
+                    )
+                else:
+                    state.add_model(artifact, tag)
+                    await send(_pull_line(wire.LINE_SUCCESS, "Model pulled successfully"))
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away: the pull is cancelled, as the engine's context is
+            pass
         return response
 
 
