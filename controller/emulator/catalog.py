@@ -26,17 +26,6 @@ _MIB = 1024 * 1024
 CREATED = 1742816981  # a fixed creation time keeps GET /models stable across runs
 
 
-def store_key(ref: str) -> str:
-    """The comparison key of a tag reference: DMR's (`hf.co/...` is `huggingface.co/...`, the name is
-    compared lowercased but the tag as written)."""
-    return canonical_ref(ref)
-
-
-def stored_tag(ref: str) -> str:
-    """The tag as current DMR stores it: registry-qualified, name lowercased, tag kept as written."""
-    return qualified_ref(ref)
-
-
 # gguf-parser-go's byte units: the first base the size reaches, binary before decimal.
 _GGUF_UNITS = (
     (1024**5, "Pi"), (1e15, "P"), (1024**4, "Ti"), (1e12, "T"), (1024**3, "Gi"), (1e9, "G"),
@@ -83,7 +72,7 @@ class Artifact:
     @property
     def digest(self) -> str:
         """Deterministic `sha256:<hex>` from the repository and its first tag."""
-        seed = f"{store_key(self.name)}@{self.tags[0]}".encode()
+        seed = f"{canonical_ref(self.name)}@{self.tags[0]}".encode()
         return "sha256:" + hashlib.sha256(seed).hexdigest()
 
     def refs(self) -> list[str]:
@@ -145,11 +134,11 @@ class Catalog:
 
     def add(self, artifact: Artifact) -> None:
         for ref in artifact.refs():
-            self._by_key[store_key(ref)] = (artifact, stored_tag(ref))
+            self._by_key[canonical_ref(ref)] = (artifact, qualified_ref(ref))
 
     def lookup(self, ref: str) -> tuple[Artifact, str] | None:
         """The artifact a reference names and the tag it will be stored under, or None."""
-        return self._by_key.get(store_key(ref))
+        return self._by_key.get(canonical_ref(ref))
 
     def refs(self) -> list[str]:
         return sorted(tag for _, tag in self._by_key.values())

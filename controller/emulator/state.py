@@ -25,7 +25,7 @@ from typing import Any
 
 from controller import wire
 from controller.durations import SECOND
-from controller.emulator.catalog import CREATED, Artifact, Catalog, store_key
+from controller.emulator.catalog import CREATED, Artifact, Catalog
 from controller.emulator.config import (
     KEEP_ALIVE_FOREVER,
     BackendConfig,
@@ -43,6 +43,7 @@ from controller.engine.errors import (
     RunnerBusy,
     ServerError,
 )
+from controller.refs import canonical_ref
 
 RUNNER_SLOTS = 8  # min(NumCPU, 8) on the engine; fixed here so behaviour does not depend on the machine
 DEFAULT_KEEP_ALIVE_NS = 5 * 60 * SECOND
@@ -149,7 +150,7 @@ class EmulatorState:
         self._clock = clock
         self._offset = 0.0
         self.models: dict[str, StoredModel] = {}  # by ID, in pull order
-        self._tags: dict[str, str] = {}  # store_key(tag) -> ID
+        self._tags: dict[str, str] = {}  # canonical_ref(tag) -> ID (as DMR compares tags)
         self._short_ids: dict[str, str] = {}  # first 12 hex digits -> ID
         self.configs: dict[str, dict[ConfigKey, BackendConfig]] = {}  # model ID (or raw ref) -> configs
         self.runners: dict[RunnerKey, Runner] = {}
@@ -190,12 +191,12 @@ class EmulatorState:
             model = StoredModel(artifact.digest, [], artifact)
             self.models[model.id] = model
             self._short_ids[model.id.removeprefix("sha256:")[:12]] = model.id
-        previous = self._tags.get(store_key(tag))
+        previous = self._tags.get(canonical_ref(tag))
         if previous is not None and previous != model.id:
             self._untag(self.models[previous], tag)
         if previous != model.id:
             model.tags.append(tag)
-            self._tags[store_key(tag)] = model.id
+            self._tags[canonical_ref(tag)] = model.id
         return model, cached
 
     def lookup(self, ref: str) -> StoredModel | None:
@@ -212,7 +213,7 @@ class EmulatorState:
                 return found
         if "@sha256:" in lowered:
             return self.models.get(lowered.split("@", 1)[1])
-        model_id = self._tags.get(store_key(ref))
+        model_id = self._tags.get(canonical_ref(ref))
         return self.models.get(model_id) if model_id else None
 
     def resolve_id(self, ref: str) -> str:
@@ -238,7 +239,7 @@ class EmulatorState:
         is_tag = not _HEX_ID.match(ref.strip().lower()) and "@" not in ref
         actions: list[dict[str, str]] = []
         if is_tag:
-            tag = next(t for t in model.tags if store_key(t) == store_key(ref))
+            tag = next(t for t in model.tags if canonical_ref(t) == canonical_ref(ref))
             self._untag(model, tag)
             actions.append({"Untagged": tag})
             if model.tags:
@@ -259,7 +260,7 @@ class EmulatorState:
 
     def _untag(self, model: StoredModel, tag: str) -> None:
         model.tags.remove(tag)
-        self._tags.pop(store_key(tag), None)
+        self._tags.pop(canonical_ref(tag), None)
 
     def disk_usage(self) -> dict[str, int]:
         return {

@@ -586,7 +586,7 @@ class DMRServer:
     running the fake llama-server, on ``http://127.0.0.1:<port>``.
 
     Attributes: ``url``, ``port``, ``models_path``, ``workdir``, ``log_path``, ``registry``,
-    ``models`` (refs pulled: ``{ref: stored_tag}``, e.g. ``{"ai/smollm2:latest":
+    ``models`` (refs pulled: ``{ref: tag as stored}``, e.g. ``{"ai/smollm2:latest":
     "docker.io/ai/smollm2:latest"}``), ``model``, ``draft_model``, ``embedding_model``,
     ``fresh_model`` and ``second_tag`` (in the registry, not pulled), ``startup_seconds``.
     """
