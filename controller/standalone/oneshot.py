@@ -67,10 +67,10 @@ async def apply_models(
     requeue time) or `timeout` seconds pass. Returns the last status of each, in input order, and
     whether the timeout cut it short. With `wait` the timeout is a hard deadline: work still in
     flight then (a long pull, a slow load) is cancelled, and its status so far is reported."""
-    latest: dict[str, EngineStatus] = {}  # the newest status of each model: progress or outcome
+    last: dict[str, EngineStatus] = {}  # the newest status of each model: progress or outcome
 
     def progress(name: str, status: EngineStatus) -> None:
-        latest[name] = status
+        last[name] = status
         if on_progress is not None:
             on_progress(name, status)
 
@@ -82,7 +82,6 @@ async def apply_models(
     by_name = {m.name: m for m in models}
     slots = asyncio.Semaphore(CONCURRENCY)
     engine_failures = 0
-    last = latest
 
     async def one(name: str, observation: Observation) -> None:
         async with slots:
@@ -94,44 +93,40 @@ async def apply_models(
         else:
             due[name] = clock() + (outcome.requeue_after if outcome.requeue_after is not None else 1.0)
 
-    async def passes() -> bool:
-        """Reconcile until done; True when the deadline between passes is reached."""
+    async def passes() -> None:
+        """One pass, or with `wait` passes until every model is Ready or Stalled."""
         nonlocal engine_failures
         while due:
             now = clock()
             ready_now = [name for name, at in due.items() if at <= now]
             if ready_now:
                 observation = await reconciler.observe()
-                if observation.error is not None and not wait:
+                if observation.error is not None:
                     for name in ready_now:
                         last[name] = unreachable_status(engine_name, str(observation.error))
-                    break
-                if observation.error is not None:
+                    if not wait:
+                        break
                     engine_failures += 1
                     delay = backoff_delay(engine_failures, 0.5)
                     for name in ready_now:
-                        last[name] = unreachable_status(engine_name, str(observation.error))
                         due[name] = now + delay
                 else:
                     engine_failures = 0
                     await asyncio.gather(*(one(name, observation) for name in ready_now))
             if not wait or not due:
                 break
-            now = clock()
-            if now - start >= timeout:
-                return True
-            await asyncio.sleep(max(0.0, min(min(due.values()), start + timeout) - now))
-        return False
+            await asyncio.sleep(max(0.0, min(due.values()) - clock()))
 
+    timed_out = False
     if wait:
         try:
-            # The deadline also cuts a pass short: a pull or a load can take far longer than --timeout.
+            # One deadline for everything, a pass included: a pull or a load can take far longer than --timeout.
             async with asyncio.timeout(max(0.0, start + timeout - clock())):
-                timed_out = await passes()
+                await passes()
         except TimeoutError:
             timed_out = True
     else:
-        timed_out = await passes()
+        await passes()
     results = [Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout))
                for m in models]
     return results, timed_out
