@@ -149,8 +149,9 @@ class EngineClient:
         async with self._stream("POST", wire.ROUTE_PULL, json=body, timeout=timeout) as response:
             if response.status_code != 200:
                 await response.aread()
-                if response.status_code == 500 and _registry_refused(_text(response)):
-                    raise NotFound(f"the registry does not have {ref}, or it needs credentials: {_text(response)}",
+                text = _text(response)
+                if response.status_code == 500 and _registry_refused(text):
+                    raise NotFound(f"the registry does not have {ref}, or it needs credentials: {text}",
                                    status=500, url=url)
                 raise _error(response, errors)
             async for line in response.aiter_lines():

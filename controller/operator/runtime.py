@@ -397,10 +397,9 @@ class Operator:
         except KubeError as exc:  # changed meanwhile: the next deletion event brings a fresh body
             log.debug("finalizers of gone nodes on %s not removed: %s", object_key(obj), exc)
             return
-        log_event(log, "FinalizerReleased", f"removed the finalizers of node agents whose node is gone: "
-                  f"{', '.join(sorted(gone))}", model=object_key(obj))
-        self._post_event(obj, "Normal", "FinalizerReleased",
-                         f"removed the finalizers of node agents whose node is gone: {', '.join(sorted(gone))}")
+        message = f"removed the finalizers of node agents whose node is gone: {', '.join(sorted(gone))}"
+        log_event(log, "FinalizerReleased", message, model=object_key(obj))
+        self._post_event(obj, "Normal", "FinalizerReleased", message)
 
     async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
         attempts = max(1, self.config.finalize_attempts)

@@ -184,12 +184,8 @@ async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everyth
             assert all(r.ready for r in harness.daemon.records.values())
 
 
-async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_of_times(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    harness.write("a.yaml", localmodel("a", "ai/smollm2"))
-    await harness.run_pass()
-    assert harness.daemon.records["a"].ready
-
+async def remove_while_unload_fails(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delete a.yaml while every unload the engine gets answers 500."""
     async def failing_unload(**_: object) -> None:
         raise ServerError("unload failed", status=500)
 
@@ -197,6 +193,14 @@ async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_o
     (harness.root / "a.yaml").unlink()
     harness.daemon.notice([harness.root / "a.yaml"])
     await harness.run_pass(0.1)
+
+
+async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_of_times(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2"))
+    await harness.run_pass()
+    assert harness.daemon.records["a"].ready
+    await remove_while_unload_fails(harness, monkeypatch)
     await harness.run_pass(SETTLE)  # the first attempt
     failed_so_far = []
     while harness.daemon.deletions:
@@ -211,14 +215,7 @@ async def test_giving_up_on_deletion_policy_delete_says_to_remove_the_model_too(
         harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     harness.write("a.yaml", localmodel("a", "ai/smollm2", deletionPolicy="Delete"))
     await harness.run_pass()
-
-    async def failing_unload(**_: object) -> None:
-        raise ServerError("unload failed", status=500)
-
-    monkeypatch.setattr(harness.client, "unload", failing_unload)
-    (harness.root / "a.yaml").unlink()
-    harness.daemon.notice([harness.root / "a.yaml"])
-    await harness.run_pass(0.1)
+    await remove_while_unload_fails(harness, monkeypatch)
     for _ in range(DELETE_ATTEMPTS):
         await harness.run_pass(60.0)
     assert not harness.daemon.deletions
