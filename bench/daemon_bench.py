@@ -54,8 +54,10 @@ def model_ref(index: int) -> str:
 
 
 def localmodel(index: int, context: int) -> str:
-    return (f"apiVersion: localmodel.io/v1alpha1\nkind: LocalModel\nmetadata: {{name: model-{index:04d}}}\n"
-            f"spec:\n  model: {model_ref(index)}\n  contextSize: {context}\n")
+    return (
+        f"apiVersion: localmodel.io/v1alpha1\nkind: LocalModel\nmetadata: {{name: model-{index:04d}}}\n"
+        f"spec:\n  model: {model_ref(index)}\n  contextSize: {context}\n"
+    )
 
 
 def write_models(directory: Path, count: int) -> None:
@@ -64,8 +66,9 @@ def write_models(directory: Path, count: int) -> None:
 
 
 def write_catalog(path: Path, count: int) -> None:
-    artifacts = [{"name": model_ref(i), "tags": ["latest"], "size_bytes": 1_000_000, "context_size": 4096}
-                 for i in range(count)]
+    artifacts = [
+        {"name": model_ref(i), "tags": ["latest"], "size_bytes": 1_000_000, "context_size": 4096} for i in range(count)
+    ]
     path.write_text(json.dumps(artifacts))
 
 
@@ -107,8 +110,18 @@ class Emulator:
 
 @contextmanager
 def emulator(catalog: Path, workdir: Path) -> Iterator[Emulator]:
-    command = [sys.executable, "-m", "controller", "emulator", "--port", "0", "--catalog", str(catalog),
-               "--load-seconds", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "controller",
+        "emulator",
+        "--port",
+        "0",
+        "--catalog",
+        str(catalog),
+        "--load-seconds",
+        "0",
+    ]
     log = (workdir / "emulator.log").open("w")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=ENV)
     try:
@@ -136,8 +149,21 @@ class Figures:
 
 def run_daemon(directory: Path, engine: Emulator, workdir: Path, count: int, edits: int, interval: float) -> Figures:
     port = free_port()
-    command = [sys.executable, "-m", "controller", "watch", str(directory), "--engine", engine.url,
-               "--interval", str(interval), "--status-addr", f"127.0.0.1:{port}", "--log-format", "json"]
+    command = [
+        sys.executable,
+        "-m",
+        "controller",
+        "watch",
+        str(directory),
+        "--engine",
+        engine.url,
+        "--interval",
+        str(interval),
+        "--status-addr",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+    ]
     log = (workdir / "daemon.log").open("w")
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=log, stderr=log, env=ENV)
@@ -238,8 +264,12 @@ def measure_edits(directory: Path, engine: Emulator, edits: int, timeout: float 
         path = directory / f"model-{index:04d}.yaml"
         started = time.monotonic()
         path.write_text(localmodel(index, context))
-        eventually(lambda: engine.context_size(model_ref(index)) == context, timeout=timeout,
-                   what=f"edit {edit} on the engine", every=0.01)
+        eventually(
+            lambda: engine.context_size(model_ref(index)) == context,
+            timeout=timeout,
+            what=f"edit {edit} on the engine",
+            every=0.01,
+        )
         latencies.append(time.monotonic() - started)
     return latencies
 
@@ -261,8 +291,9 @@ def report(count: int, edits: int, interval: float, daemon: Figures, naive: Figu
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':<{width}}  {'daemon':>10}  {'naive loop':>10}"]
     lines += [f"{label:<{width}}  {a:>10}  {b:>10}" for label, a, b in rows]
-    lines.append(f"(interval {interval:g}s for both; the naive loop verifies nothing, so 'applied' is "
-                 "the end of its first pass)")
+    lines.append(
+        f"(interval {interval:g}s for both; the naive loop verifies nothing, so 'applied' is the end of its first pass)"
+    )
     return "\n".join(lines)
 
 

@@ -48,10 +48,12 @@ def operator_requests(http: httpx.Client) -> dict[str, int]:
         if not line.startswith("apiserver_request_total{"):
             continue
         labels, value = line.rsplit(" ", 1)
-        fields = dict(part.split("=", 1) for part in labels[len("apiserver_request_total{"):-1].split(","))
+        fields = dict(part.split("=", 1) for part in labels[len("apiserver_request_total{") : -1].split(","))
         fields = {k: v.strip('"') for k, v in fields.items()}
         if fields.get("resource") in OPERATOR_RESOURCES:
-            key = f"{fields['verb']} {fields['resource']}" + (f"/{fields['subresource']}" if fields.get("subresource") else "")
+            key = f"{fields['verb']} {fields['resource']}" + (
+                f"/{fields['subresource']}" if fields.get("subresource") else ""
+            )
             totals[key] = totals.get(key, 0) + int(float(value))
     return totals
 
@@ -87,16 +89,33 @@ def main() -> int:
         api = KubeApi(cluster)
         with emulator_process("--load-seconds", "0") as engine:
             for i in range(args.count):  # one model per object: two objects may not share (model, mode)
-                httpx.post(engine.url + "/_emulator/catalog", json={"name": f"bench/m{i}", "pulled": True},
-                           timeout=10).raise_for_status()
-            with operator_process(cluster, "--engine", f"emu={engine.url}", "--namespace", namespace,
-                                  "--drift-interval", str(args.drift_interval), "--workers", str(args.workers),
-                                  workdir=workdir) as op:
+                httpx.post(
+                    engine.url + "/_emulator/catalog", json={"name": f"bench/m{i}", "pulled": True}, timeout=10
+                ).raise_for_status()
+            with operator_process(
+                cluster,
+                "--engine",
+                f"emu={engine.url}",
+                "--namespace",
+                namespace,
+                "--drift-interval",
+                str(args.drift_interval),
+                "--workers",
+                str(args.workers),
+                workdir=workdir,
+            ) as op:
                 started = time.monotonic()
                 with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                    codes = list(pool.map(lambda i: KubeApi(cluster).create_localmodel(
-                        namespace, f"m{i}", {"model": f"bench/m{i}", "contextSize": 2048}).status_code,
-                        range(args.count)))
+                    codes = list(
+                        pool.map(
+                            lambda i: (
+                                KubeApi(cluster)
+                                .create_localmodel(namespace, f"m{i}", {"model": f"bench/m{i}", "contextSize": 2048})
+                                .status_code
+                            ),
+                            range(args.count),
+                        )
+                    )
                 assert set(codes) == {201}, set(codes)
                 applied = time.monotonic() - started
                 while True:

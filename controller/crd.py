@@ -129,8 +129,11 @@ def spec_schema() -> dict[str, Any]:
                     "Omit it to use the model's packaged default; 0 is rejected."
                 ),
                 "x-kubernetes-validations": [
-                    _rule("self != 0", "contextSize 0 is not a size: omit contextSize to use the model's default, "
-                                       "or use -1 (unlimited) or a positive token count"),
+                    _rule(
+                        "self != 0",
+                        "contextSize 0 is not a size: omit contextSize to use the model's default, "
+                        "or use -1 (unlimited) or a positive token count",
+                    ),
                 ],
             },
             "runtimeFlags": {
@@ -138,7 +141,7 @@ def spec_schema() -> dict[str, Any]:
                 "maxItems": MAX_FLAGS,
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_FLAG_LENGTH},
                 "description": (
-                    "Engine command-line flags, one list item per argument, e.g. [--threads, \"4\", --temp=0.7]. "
+                    'Engine command-line flags, one list item per argument, e.g. [--threads, "4", --temp=0.7]. '
                     "The engine checks them against its allowlist; mlx, sglang and diffusers take none. "
                     "On Kubernetes this is a list; use rawRuntimeFlags for a single shell-style string."
                 ),
@@ -153,13 +156,13 @@ def spec_schema() -> dict[str, Any]:
                 "maxLength": MAX_KEEP_ALIVE_LENGTH,
                 "description": (
                     "How long the engine keeps the model loaded when idle: a Go duration (30s, 5m, 2h30m), "
-                    "\"0\" to unload as soon as idle or \"-1\" to never unload. Omitted: the engine default (5m)."
+                    '"0" to unload as soon as idle or "-1" to never unload. Omitted: the engine default (5m).'
                 ),
                 "x-kubernetes-validations": [
                     _rule(
                         f"self.matches({_cel_quote(KEEP_ALIVE_PATTERN)})",
-                        "keepAlive must be a Go duration such as 30s, 5m or 2h30m, \"0\" (unload when idle) "
-                        "or \"-1\" (never unload); a bare number is not a duration",
+                        'keepAlive must be a Go duration such as 30s, 5m or 2h30m, "0" (unload when idle) '
+                        'or "-1" (never unload); a bare number is not a duration',
                     ),
                 ],
             },
@@ -281,11 +284,18 @@ def _condition_schema() -> dict[str, Any]:
         "properties": {
             "type": {"type": "string", "maxLength": 316, "description": "Ready, Reconciling or Stalled."},
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0,
-                                   "description": "The .metadata.generation the condition was computed for."},
-            "lastTransitionTime": {"type": "string", "format": "date-time",
-                                   "description": "When status last changed."},
-            "reason": {"type": "string", "maxLength": 1024, "description": "CamelCase cause, e.g. Applied, FlagRejected."},
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "The .metadata.generation the condition was computed for.",
+            },
+            "lastTransitionTime": {"type": "string", "format": "date-time", "description": "When status last changed."},
+            "reason": {
+                "type": "string",
+                "maxLength": 1024,
+                "description": "CamelCase cause, e.g. Applied, FlagRejected.",
+            },
             "message": {"type": "string", "maxLength": 32768, "description": "What happened and what to do."},
         },
     }
@@ -321,10 +331,16 @@ def _engine_schema() -> dict[str, Any]:
                 },
             },
             "lastError": {"type": "string", "description": "The last error the engine returned, verbatim."},
-            "lastAppliedTime": {"type": "string", "format": "date-time",
-                                "description": "When the config was last applied to this engine."},
-            "notes": {"type": "array", "items": {"type": "string"},
-                      "description": "Settings that do not apply here and were not sent, and similar remarks."},
+            "lastAppliedTime": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the config was last applied to this engine.",
+            },
+            "notes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Settings that do not apply here and were not sent, and similar remarks.",
+            },
             "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
         },
     }
@@ -336,8 +352,12 @@ def status_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Written by the controller; never edit it.",
         "properties": {
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0,
-                                   "description": "The .metadata.generation last reconciled."},
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "The .metadata.generation last reconciled.",
+            },
             "conditions": {
                 "type": "array",
                 "items": _condition_schema(),
@@ -366,8 +386,12 @@ def _condition_column(name: str, field: str, description: str) -> dict[str, Any]
 def printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-        {"name": "Backend", "type": "string", "jsonPath": ".status.engines[0].backend",
-         "description": "Backend serving the model (every engine picks the same one from the model format)."},
+        {
+            "name": "Backend",
+            "type": "string",
+            "jsonPath": ".status.engines[0].backend",
+            "description": "Backend serving the model (every engine picks the same one from the model format).",
+        },
         {"name": "Context", "type": "integer", "jsonPath": ".spec.contextSize"},
         _condition_column("Ready", "status", "The Ready condition."),
         _condition_column("Reason", "reason", "Why the model is or is not ready."),
@@ -423,7 +447,9 @@ def crd() -> dict[str, Any]:
     }
 
 
-HEADER: Final = "# Generated by `python -m controller.crd` from controller/crd.py and controller/spec.py: do not edit.\n"
+HEADER: Final = (
+    "# Generated by `python -m controller.crd` from controller/crd.py and controller/spec.py: do not edit.\n"
+)
 
 
 def render() -> str:

@@ -59,7 +59,9 @@ def render_configure(spec: LocalModelSpec, backend: str | None = None) -> Config
     notes_list = list(notes)
     if chosen in FLAGLESS_BACKENDS and spec.has_runtime_flags:
         field = "spec.runtimeFlags" if spec.runtime_flags else "spec.rawRuntimeFlags"
-        raise RenderError(field, f"this model is served by {chosen}, which rejects every runtime flag: remove the flags")
+        raise RenderError(
+            field, f"this model is served by {chosen}, which rejects every runtime flag: remove the flags"
+        )
 
     body: dict[str, Any] = {wire.MODEL: spec.model}
     if spec.mode is not None:

@@ -281,7 +281,9 @@ def load_text(text: str, file: str | None = None) -> LoadResult:
             result.errors.append(_yaml_error(exc, file))
             continue
         except RecursionError:
-            result.errors.append(SpecError(file, node.start_mark.line + 1, None, "", "recursive YAML aliases are not allowed"))
+            result.errors.append(
+                SpecError(file, node.start_mark.line + 1, None, "", "recursive YAML aliases are not allowed")
+            )
             continue
         _load_document(_Document(file, node, result), data)
     return result
@@ -379,14 +381,22 @@ def _entry_spec(doc: _Document, base: Loc, entry: Mapping[Any, Any], name: str) 
         if key in ENTRY_FIELDS:
             _put(spec, ENTRY_FIELDS[key], value)
         elif key == "max_tokens":
-            doc.note((*base, key), "max_tokens is a per-request limit; not an engine setting (use provider_opts.context_size for the context window)")
+            doc.note(
+                (*base, key),
+                "max_tokens is a per-request limit; not an engine setting (use provider_opts.context_size for the context window)",
+            )
         elif key == "base_url":
             doc.note((*base, key), "base_url ignored: use --engine to say where the engine is")
         elif key in CLIENT_ENTRY_KEYS:
             client_keys.append(key)
         elif key not in ("provider", "provider_opts"):
             hint = did_you_mean(key, ENTRY_KEYS)
-            doc.error((*base, key), f"unknown field {key!r}" + (f"; did you mean {hint}?" if hint else f"; known fields: {', '.join(ENTRY_KEYS)}"), name)
+            doc.error(
+                (*base, key),
+                f"unknown field {key!r}"
+                + (f"; did you mean {hint}?" if hint else f"; known fields: {', '.join(ENTRY_KEYS)}"),
+                name,
+            )
     if client_keys:
         doc.note(base, f"{', '.join(client_keys)}: applied by docker-agent per request; not engine settings")
     opts = entry.get("provider_opts")
@@ -410,7 +420,12 @@ def _provider_opts(doc: _Document, base: Loc, opts: Mapping[Any, Any], spec: dic
             doc.note((*base, key), f"{key} is a docker-agent client setting; not an engine setting")
         else:
             hint = did_you_mean(key, known)
-            doc.error((*base, key), f"unknown provider_opts key {key!r}" + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(known)}"), name)
+            doc.error(
+                (*base, key),
+                f"unknown provider_opts key {key!r}"
+                + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(known)}"),
+                name,
+            )
 
 
 def _agent_refs(doc: _Document, agent: Any, settings: Any) -> list[tuple[Loc, str]]:
@@ -429,7 +444,9 @@ def _agent_refs(doc: _Document, agent: Any, settings: Any) -> list[tuple[Loc, st
     return found
 
 
-def _load_inline_ref(doc: _Document, loc: Loc, ref: str, named: set[Any], taken: set[str], refs: dict[str, str]) -> None:
+def _load_inline_ref(
+    doc: _Document, loc: Loc, ref: str, named: set[Any], taken: set[str], refs: dict[str, str]
+) -> None:
     if ref in named:
         return  # an entry of models:, loaded above
     provider, slash, model = ref.partition("/")
@@ -501,7 +518,9 @@ def load_file(path: str | os.PathLike[str]) -> LoadResult:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        return LoadResult(errors=[SpecError(label, None, None, "", "not UTF-8 text: save the file as UTF-8")], files=[label])
+        return LoadResult(
+            errors=[SpecError(label, None, None, "", "not UTF-8 text: save the file as UTF-8")], files=[label]
+        )
     except OSError as exc:
         return LoadResult(errors=[SpecError(label, None, None, "", f"cannot read: {exc.strerror or exc}")])
     return load_text(text, label)

@@ -8,9 +8,10 @@ reconcile.py performs the plan's actions and calls it again; nothing here does I
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from controller import wire
 from controller.desired import ConfigureRequest, RenderError, render_configure
@@ -172,16 +173,21 @@ def plan_model(
     for ref, role in _wanted_refs(spec):
         present = observation.find_model(ref) is not None
         if spec.pull_policy == "Never" and not present:
-            return Plan(blocked=Blocked(
-                Reason.MODEL_NOT_PRESENT,
-                f"{role} {ref} is not in the engine's store and pullPolicy is Never: "
-                f"pull it (docker model pull {ref}) or set pullPolicy: IfNotPresent",
-            ))
+            return Plan(
+                blocked=Blocked(
+                    Reason.MODEL_NOT_PRESENT,
+                    f"{role} {ref} is not in the engine's store and pullPolicy is Never: "
+                    f"pull it (docker model pull {ref}) or set pullPolicy: IfNotPresent",
+                )
+            )
         if ref in pulled:
             if not present:
-                return Plan(blocked=Blocked(
-                    Reason.MODEL_NOT_FOUND,
-                    f"{role} {ref} was pulled but the engine does not list it; check the reference"))
+                return Plan(
+                    blocked=Blocked(
+                        Reason.MODEL_NOT_FOUND,
+                        f"{role} {ref} was pulled but the engine does not list it; check the reference",
+                    )
+                )
             continue
         if not present:
             pulls.append(Pull(ref, f"{role} not in the engine's store"))
@@ -200,8 +206,7 @@ def plan_model(
     mode = effective_mode(spec)
     stored = observation.find_config(model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
-    base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner,
-                notes=request.notes)
+    base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner, notes=request.notes)
 
     if stored is None:
         return Plan(actions=(Configure(request, "missing"),), **base)
@@ -217,10 +222,15 @@ def plan_model(
             stale = tuple(config_differences(request.body, live_config, backend=backend))
             if stale:
                 if runner.in_use:
-                    return Plan(blocked=Blocked(
-                        Reason.RUNNER_STALE,
-                        "the loaded runner still runs an older config and is busy; it is evicted "
-                        "as soon as it is idle: " + "; ".join(stale), retryable=True), **base)
+                    return Plan(
+                        blocked=Blocked(
+                            Reason.RUNNER_STALE,
+                            "the loaded runner still runs an older config and is busy; it is evicted "
+                            "as soon as it is idle: " + "; ".join(stale),
+                            retryable=True,
+                        ),
+                        **base,
+                    )
                 actions: list[Action] = [Evict(spec.model, stale)]
                 if spec.preload:
                     actions.append(Preload(spec.model, request.backend, mode))
@@ -260,9 +270,11 @@ def find_conflicts(specs: Sequence[tuple[str, LocalModelSpec]]) -> dict[str, str
     for name, spec in specs:
         key = mode_key(spec)
         if key in owners:
-            conflicts[name] = (f"{owners[key]} already declares model {spec.model} in mode {key[1]}; "
-                               "the engine keeps one config per model and mode, so the two would "
-                               "overwrite each other: merge them or set a different mode")
+            conflicts[name] = (
+                f"{owners[key]} already declares model {spec.model} in mode {key[1]}; "
+                "the engine keeps one config per model and mode, so the two would "
+                "overwrite each other: merge them or set a different mode"
+            )
         else:
             owners[key] = name
     return conflicts

@@ -20,9 +20,10 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
@@ -91,7 +92,7 @@ def spec_fingerprint(spec: LocalModelSpec) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class EngineReconciler:
@@ -149,9 +150,14 @@ class EngineReconciler:
         plan = Plan()
         try:
             for _ in range(MAX_STEPS):
-                plan = plan_model(spec, observation, pulled=frozenset(memory.pulled),
-                                  configured_now=configured is not None,
-                                  live_config=live_config, live_checked=live_checked)
+                plan = plan_model(
+                    spec,
+                    observation,
+                    pulled=frozenset(memory.pulled),
+                    configured_now=configured is not None,
+                    live_config=live_config,
+                    live_checked=live_checked,
+                )
                 if plan.runner is None:  # nothing loaded: nothing to check until a runner appears
                     memory.live_ok = live_checked = False
                 if plan.blocked is not None or not plan.actions:
@@ -171,7 +177,8 @@ class EngineReconciler:
                         live_config = await self._live_config(plan, observation)
                         live_checked = True
                         memory.live_ok = live_config is None or not config_differences(
-                            plan.request.body, live_config, backend=plan.backend)  # type: ignore[union-attr]
+                            plan.request.body, live_config, backend=plan.backend
+                        )  # type: ignore[union-attr]
                     elif isinstance(action, Evict):
                         observation = await self._evict(key, action, observation, plan)
                         live_checked, live_config = False, None
@@ -183,8 +190,15 @@ class EngineReconciler:
             return self._failed(key, memory, exc, generation, plan)
 
         if plan.blocked is not None:
-            status = self._status(plan, generation, Phase.STALLED, plan.blocked.reason, plan.blocked.message,
-                                  memory, stalled=not plan.blocked.retryable)
+            status = self._status(
+                plan,
+                generation,
+                Phase.STALLED,
+                plan.blocked.reason,
+                plan.blocked.message,
+                memory,
+                stalled=not plan.blocked.retryable,
+            )
             if plan.blocked.retryable:
                 memory.failures += 1
                 return Outcome(replace(status, phase=Phase.RETRYING), self._backoff(memory))
@@ -200,8 +214,9 @@ class EngineReconciler:
         memory.verified = True
         # The reason and message stay the same from one idle pass to the next, so that a front-end
         # whose status did not change writes nothing.
-        status = self._status(plan, generation, Phase.READY, memory.ready_reason,
-                              _ready_message(plan), memory, ready=True)
+        status = self._status(
+            plan, generation, Phase.READY, memory.ready_reason, _ready_message(plan), memory, ready=True
+        )
         requeue = None
         if plan.runner is not None and plan.runner.loading:
             requeue = LOADING_RECHECK_SECONDS  # check the runner's own config once it has loaded
@@ -243,8 +258,10 @@ class EngineReconciler:
                 except EngineError as exc:
                     if exc.status != 409:
                         raise
-                    warning = (f"{spec.model} has other tags, so the engine refused to delete it without "
-                               f"force; left in the store (remove it with: docker model rm --force {spec.model})")
+                    warning = (
+                        f"{spec.model} has other tags, so the engine refused to delete it without "
+                        f"force; left in the store (remove it with: docker model rm --force {spec.model})"
+                    )
                     self._on_event(key, "Warning", "DeleteRefused", warning)
                     message += "; " + warning
             return FinalizeOutcome(True, message)
@@ -263,24 +280,31 @@ class EngineReconciler:
                 layers[line.layer] = (line.current or 0, layers.get(line.layer, (0, 0))[1] or 0)
             total = line.total or None
             done = sum(current for current, _ in layers.values())
-            self._on_progress(key, EngineStatus(
-                engine=self.name, phase=Phase.PULLING, reason=Reason.PULLING,
-                message=f"pulling {action.ref}: {line.message}".strip(),
-                pull=PullProgressInfo(done, total), observed_generation=generation))
+            self._on_progress(
+                key,
+                EngineStatus(
+                    engine=self.name,
+                    phase=Phase.PULLING,
+                    reason=Reason.PULLING,
+                    message=f"pulling {action.ref}: {line.message}".strip(),
+                    pull=PullProgressInfo(done, total),
+                    observed_generation=generation,
+                ),
+            )
 
         result = await self.client.pull(action.ref, on_progress=progress)
         info = await self.client.get_model(action.ref)
         self._on_event(key, "Normal", "Pulled", f"{action.ref}: {result.message}")
         return observation.with_model(info)
 
-    async def _configure(self, key: str, spec: LocalModelSpec, action: Configure,
-                         observation: Observation, plan: Plan, repair: bool) -> Observation:
+    async def _configure(
+        self, key: str, spec: LocalModelSpec, action: Configure, observation: Observation, plan: Plan, repair: bool
+    ) -> Observation:
         request = action.request
         await self.client.configure(request.body, backend=request.backend)
         # Read back what the engine stored, and the runners (a configure evicts an idle runner and
         # starts a background load; a runner that was loading keeps its old config).
-        configs, runners = await asyncio.gather(
-            self.client.stored_configs(model=spec.model), self.client.ps())
+        configs, runners = await asyncio.gather(self.client.stored_configs(model=spec.model), self.client.ps())
         assert plan.model is not None and plan.backend is not None
         mode = effective_mode(spec)
         stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, mode)
@@ -291,15 +315,27 @@ class EngineReconciler:
         if differences:
             raise _VerifyFailed("the engine did not keep: " + "; ".join(differences))
         if repair:
-            what = "; ".join(action.differences) if action.why == "drift" else (
-                "the engine no longer had it (restarted, or unloaded everything)")
-            self._on_event(key, "Normal", Reason.DRIFT_REPAIRED.value,
-                           f"re-applied the config of {spec.model} on {self.name}: {what}")
+            what = (
+                "; ".join(action.differences)
+                if action.why == "drift"
+                else ("the engine no longer had it (restarted, or unloaded everything)")
+            )
+            self._on_event(
+                key,
+                "Normal",
+                Reason.DRIFT_REPAIRED.value,
+                f"re-applied the config of {spec.model} on {self.name}: {what}",
+            )
         else:
-            self._on_event(key, "Normal", Reason.APPLIED.value,
-                           f"applied and verified the config of {spec.model} on {self.name}")
-        kept = tuple(c for c in observation.configs if c is not stored and not (
-            c.backend == stored.backend and c.model_id == stored.model_id and c.mode == stored.mode))
+            self._on_event(
+                key, "Normal", Reason.APPLIED.value, f"applied and verified the config of {spec.model} on {self.name}"
+            )
+        kept = tuple(
+            c
+            for c in observation.configs
+            if c is not stored
+            and not (c.backend == stored.backend and c.model_id == stored.model_id and c.mode == stored.mode)
+        )
         return replace(observation, configs=kept + (stored,), runners=tuple(runners))
 
     async def _live_config(self, plan: Plan, observation: Observation) -> dict[str, Any] | None:
@@ -307,7 +343,9 @@ class EngineReconciler:
         of several modes of this model are loaded (`/engines/requests` does not tell which is which)."""
         assert plan.model is not None and plan.request is not None
         model_id = plan.model.id
-        entries = [e for e in await self.client.runner_configs(model=plan.request.body["model"]) if e.model_id == model_id]
+        entries = [
+            e for e in await self.client.runner_configs(model=plan.request.body["model"]) if e.model_id == model_id
+        ]
         modes = sum(1 for mode in MODES if find_runner(observation.runners, plan.model, plan.backend or "", mode))
         if len(entries) != 1 or modes > 1:
             return None
@@ -316,18 +354,29 @@ class EngineReconciler:
     async def _evict(self, key: str, action: Evict, observation: Observation, plan: Plan) -> Observation:
         # `models` without `backend` evicts every mode and keeps the stored configs (dmr-api.md 6).
         await self.client.unload(models=[action.ref])
-        self._on_event(key, "Normal", "RunnerEvicted",
-                       f"evicted the idle runner of {action.ref}, which ran an older config: "
-                       + "; ".join(action.differences))
+        self._on_event(
+            key,
+            "Normal",
+            "RunnerEvicted",
+            f"evicted the idle runner of {action.ref}, which ran an older config: " + "; ".join(action.differences),
+        )
         runners = tuple(r for r in observation.runners if r is not plan.runner)
         return replace(observation, runners=runners)
 
-    async def _preload(self, key: str, action: Preload, observation: Observation, plan: Plan,
-                       spec: LocalModelSpec) -> Observation:
+    async def _preload(
+        self, key: str, action: Preload, observation: Observation, plan: Plan, spec: LocalModelSpec
+    ) -> Observation:
         await self.client.preload(action.ref, backend=action.backend, mode=action.mode, timeout=self._preload_timeout)
         self._on_event(key, "Normal", "Preloaded", f"loaded {action.ref} so the first request is warm")
-        loaded = RunnerInfo(backend=plan.backend or "", model=action.ref, mode=action.mode,
-                            in_use=False, loading=False, keep_alive=None, last_used=None)
+        loaded = RunnerInfo(
+            backend=plan.backend or "",
+            model=action.ref,
+            mode=action.mode,
+            in_use=False,
+            loading=False,
+            keep_alive=None,
+            last_used=None,
+        )
         others = tuple(r for r in observation.runners if r is not plan.runner)  # it was loading, or absent
         return replace(observation, runners=others + (loaded,))
 
@@ -344,31 +393,49 @@ class EngineReconciler:
     def _backoff(self, memory: _Memory) -> float:
         return backoff_delay(memory.failures, self._jitter())
 
-    def _failed(self, key: str, memory: _Memory, exc: EngineError, generation: int | None,
-                plan: Plan | None) -> Outcome:
+    def _failed(
+        self, key: str, memory: _Memory, exc: EngineError, generation: int | None, plan: Plan | None
+    ) -> Outcome:
         reason = _reason_for(exc)
         message = _error_message(exc, plan)
         if exc.retryable:
             memory.failures += 1
             delay = self._backoff(memory)
-            status = self._status(plan, generation, Phase.RETRYING, reason,
-                                  f"{message} (retrying in {delay:.0f}s)", memory, last_error=message)
+            status = self._status(
+                plan,
+                generation,
+                Phase.RETRYING,
+                reason,
+                f"{message} (retrying in {delay:.0f}s)",
+                memory,
+                last_error=message,
+            )
             # Front-ends log and publish events; a retry between two events is only worth a debug line.
             if memory.failures == 1 or memory.failures % 10 == 0:
                 self._on_event(key, "Warning", reason.value, f"{message} (attempt {memory.failures})")
             else:
-                log.debug("%s on %s: %s (attempt %d, retry in %.1fs)", key, self.name, message,
-                          memory.failures, delay)
+                log.debug("%s on %s: %s (attempt %d, retry in %.1fs)", key, self.name, message, memory.failures, delay)
             return Outcome(status, delay)
-        status = self._status(plan, generation, Phase.STALLED, reason, message, memory,
-                              stalled=True, last_error=message)
+        status = self._status(
+            plan, generation, Phase.STALLED, reason, message, memory, stalled=True, last_error=message
+        )
         memory.stalled = status
         self._on_event(key, "Warning", reason.value, f"{message} (stalled until the spec changes)")
         return Outcome(status, None)
 
-    def _status(self, plan: Plan | None, generation: int | None, phase: Phase, reason: Reason,
-                message: str, memory: _Memory, *, ready: bool = False, stalled: bool = False,
-                last_error: str | None = None) -> EngineStatus:
+    def _status(
+        self,
+        plan: Plan | None,
+        generation: int | None,
+        phase: Phase,
+        reason: Reason,
+        message: str,
+        memory: _Memory,
+        *,
+        ready: bool = False,
+        stalled: bool = False,
+        last_error: str | None = None,
+    ) -> EngineStatus:
         plan = plan or Plan()
         return EngineStatus(
             engine=self.name,
@@ -403,15 +470,20 @@ class _BackendOverridden(EngineError):
 
 def _check_backend_overridden(spec: LocalModelSpec, plan: Plan, configs: Sequence[StoredConfig], mode: str) -> None:
     assert plan.model is not None
-    chosen = sorted({c.backend for c in configs
-                     if c.model_id == plan.model.id and c.mode == mode and c.backend != plan.backend})
+    chosen = sorted(
+        {c.backend for c in configs if c.model_id == plan.model.id and c.mode == mode and c.backend != plan.backend}
+    )
     if not chosen:
         return
-    fix = (f"set backend: {chosen[0]}" if spec.backend is None or chosen[0] != backend_for_format(plan.model.format)
-           else "leave backend out")
+    fix = (
+        f"set backend: {chosen[0]}"
+        if spec.backend is None or chosen[0] != backend_for_format(plan.model.format)
+        else "leave backend out"
+    )
     raise _BackendOverridden(
         f"the engine stored the config of {spec.model} for backend {chosen[0]}, not {plan.backend}: it picks the "
-        f"backend from the model's format ({plan.model.format or 'unknown'}); {fix}")
+        f"backend from the model's format ({plan.model.format or 'unknown'}); {fix}"
+    )
 
 
 # Stalled reasons that the next observation can clear without a spec change (someone pulls the

@@ -33,13 +33,13 @@ def _strip_prefixes(ref: str) -> str:
     name = ref.strip()
     lowered = name.lower()
     if lowered.startswith(_HF_SHORT):
-        return _HF_LONG + name[len(_HF_SHORT):]
+        return _HF_LONG + name[len(_HF_SHORT) :]
     for prefix in _DOCKER_HUB:
         if lowered.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     if name.lower().startswith("library/"):
-        name = name[len("library/"):]
+        name = name[len("library/") :]
     return name
 
 

@@ -205,7 +205,9 @@ def _check_thinking_budget(value: object) -> int | str:
         if value < -1:
             raise _Invalid(f"{value} is not a budget: use -1 (unlimited), 0 (thinking off) or a positive token count")
         if value > wire.INT32_MAX:
-            raise _Invalid(f"{value} is too large: the engine takes at most {wire.INT32_MAX} tokens (use -1 for unlimited)")
+            raise _Invalid(
+                f"{value} is too large: the engine takes at most {wire.INT32_MAX} tokens (use -1 for unlimited)"
+            )
         return value
     effort = value.strip().lower()
     if _BARE_NUMBER.match(effort):
@@ -247,7 +249,9 @@ def _check_keep_alive(value: object) -> str:
     try:
         parse_keep_alive(value)
     except DurationError:
-        raise _Invalid(f"{value!r} is not a duration: write a Go duration such as 30s, 5m, 1h or 2h30m, or {special}") from None
+        raise _Invalid(
+            f"{value!r} is not a duration: write a Go duration such as 30s, 5m, 1h or 2h30m, or {special}"
+        ) from None
     return value
 
 
@@ -624,7 +628,9 @@ _EXPECTED = {
 }
 
 
-def _convert(exc: ValidationError, root: type[BaseModel], prefix: Loc, file: str | None, line: int | None, name: str) -> list[SpecError]:
+def _convert(
+    exc: ValidationError, root: type[BaseModel], prefix: Loc, file: str | None, line: int | None, name: str
+) -> list[SpecError]:
     errors: list[SpecError] = []
     for err in exc.errors(include_url=False):
         loc: Loc = (*prefix, *err["loc"])

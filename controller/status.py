@@ -11,10 +11,11 @@ The shape follows kstatus (sigs.k8s.io/cli-utils) and metav1.Condition, so that 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -70,8 +71,12 @@ class Condition:
     last_transition_time: datetime | None = None
 
     def to_k8s(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "status": self.status, "reason": self.reason,
-                               "message": self.message[:32768]}
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message[:32768],
+        }
         if self.observed_generation is not None:
             out["observedGeneration"] = self.observed_generation
         if self.last_transition_time is not None:
@@ -185,8 +190,13 @@ def summarize(
     (the object will not progress without a change); otherwise Reconciling while any engine works.
     """
     if not engines:
-        ready = Condition(READY, FALSE, Reason.NO_ENGINES.value,
-                          "no engine targets this model (check nodeSelector and the engine list)", generation)
+        ready = Condition(
+            READY,
+            FALSE,
+            Reason.NO_ENGINES.value,
+            "no engine targets this model (check nodeSelector and the engine list)",
+            generation,
+        )
         reconciling = Condition(RECONCILING, FALSE, Reason.NO_ENGINES.value, "nothing to do", generation)
         stalled = Condition(STALLED, TRUE, Reason.NO_ENGINES.value, ready.message, generation)
     else:
@@ -201,16 +211,27 @@ def summarize(
             first = stalled_engines[0]
             stalled = Condition(STALLED, TRUE, first.reason.value, _engine_message(first, len(engines)), generation)
         else:
-            stalled = Condition(STALLED, FALSE, Reason.APPLIED.value if not not_ready else ready.reason,
-                                "no permanent error", generation)
+            stalled = Condition(
+                STALLED,
+                FALSE,
+                Reason.APPLIED.value if not not_ready else ready.reason,
+                "no permanent error",
+                generation,
+            )
         working = [e for e in not_ready if not e.stalled]
         if working:
             first = working[0]
-            reconciling = Condition(RECONCILING, TRUE, first.reason.value,
-                                    _engine_message(first, len(engines)), generation)
+            reconciling = Condition(
+                RECONCILING, TRUE, first.reason.value, _engine_message(first, len(engines)), generation
+            )
         else:
-            reconciling = Condition(RECONCILING, FALSE, ready.reason,
-                                    "up to date" if not not_ready else "waiting for a spec change", generation)
+            reconciling = Condition(
+                RECONCILING,
+                FALSE,
+                ready.reason,
+                "up to date" if not not_ready else "waiting for a spec change",
+                generation,
+            )
     conditions = list(previous)
     for condition in (ready, reconciling, stalled):
         conditions = set_condition(conditions, condition, now)

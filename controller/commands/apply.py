@@ -17,7 +17,9 @@ on a terminal, a line every few seconds otherwise. To keep the settings applied 
 restarts or another client changes them, run the daemon instead: localmodel watch DIR.
 """
 
-EPILOG = INPUT_FORMS + """
+EPILOG = (
+    INPUT_FORMS
+    + """
 
 examples:
   localmodel apply examples/smollm2.yaml
@@ -31,6 +33,7 @@ exit codes:
      is still being retried after one pass without --wait, or the input is invalid (nothing sent)
   2  usage error
 """
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,12 +47,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("paths", nargs="+", metavar="FILE", help="files or directories to apply")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--engine", metavar="URL", help="engine root URL (default: discovered)")
-    where.add_argument("--emulator", action="store_true",
-                       help="apply to a throwaway built-in emulator (checks that the files apply cleanly)")
+    where.add_argument(
+        "--emulator",
+        action="store_true",
+        help="apply to a throwaway built-in emulator (checks that the files apply cleanly)",
+    )
     parser.add_argument("--wait", action="store_true", help="keep reconciling until every model is Ready")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                        help="with --wait: give up after S seconds, cancelling a pull or load still "
-                             "in progress (default: 300)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="with --wait: give up after S seconds, cancelling a pull or load still in progress (default: 300)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -85,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> tuple[list, bool]:  # type: ignore[type-arg]
         async with connect(args.engine, emulator=args.emulator, quiet=True) as client:
-            return await apply_models(client, loaded.models, wait=args.wait, timeout=args.timeout,
-                                      on_event=on_event, on_progress=on_progress)
+            return await apply_models(
+                client, loaded.models, wait=args.wait, timeout=args.timeout, on_event=on_event, on_progress=on_progress
+            )
 
     try:
         results, timed_out = asyncio.run(main())

@@ -33,28 +33,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=12434,
-                        help="port to listen on, 0 to 65535; 0 picks a free one (default: 12434)")
     parser.add_argument(
-        "--load-seconds", type=float, default=0.05, metavar="S",
+        "--port",
+        type=port_number,
+        default=12434,
+        help="port to listen on, 0 to 65535; 0 picks a free one (default: 12434)",
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=0.05,
+        metavar="S",
         help="how long a runner takes to load (default: 0.05)",
     )
     parser.add_argument(
-        "--pull-seconds", type=float, default=0.0, metavar="S",
+        "--pull-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
         help="how long a pull's progress stream takes (default: 0)",
     )
     parser.add_argument(
-        "--preload-models", default="", metavar="REFS",
+        "--preload-models",
+        default="",
+        metavar="REFS",
         help="comma-separated references to have in the store at start, e.g. ai/smollm2,ai/llama3.2",
     )
     parser.add_argument(
-        "--catalog", metavar="FILE",
+        "--catalog",
+        metavar="FILE",
         help="JSON or YAML list of extra pullable models ({name, tags, format, context_size, size_bytes, ...})",
     )
     parser.add_argument(
-        "--origins", default=os.environ.get("DMR_ORIGINS", ""), metavar="LIST",
+        "--origins",
+        default=os.environ.get("DMR_ORIGINS", ""),
+        metavar="LIST",
         help="comma-separated extra CORS origins (default: $DMR_ORIGINS); http(s)://localhost, 127.0.0.1 "
-             "and 0.0.0.0 without a port are always allowed, any other Origin gets 403",
+        "and 0.0.0.0 without a port are always allowed, any other Origin gets 403",
     )
     parser.set_defaults(func=run)
 

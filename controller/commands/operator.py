@@ -42,46 +42,97 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--mode", choices=("central", "node-agent"), default="central",
-                        help="central (default) or node-agent")
-    parser.add_argument("--engine", action="append", default=[], metavar="[NAME=]URL",
-                        help="an engine to reconcile on (repeatable). node-agent: the node's engine URL "
-                             "instead of the node's address")
-    parser.add_argument("--engines-configmap", metavar="NAME",
-                        help="central: read the engine list from this ConfigMap in the operator's namespace "
-                             "(key 'engines': one [NAME=]URL per line; needs `get` on it, which the shipped "
-                             "RBAC does not grant)")
-    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME"), metavar="NODE",
-                        help="node-agent: this agent's node (default: $NODE_NAME from the downward API)")
-    parser.add_argument("--node-ip", default=os.environ.get("NODE_IP"), metavar="IP",
-                        help="node-agent: the node's address (default: $NODE_IP, else the Node's InternalIP)")
-    parser.add_argument("--engine-port", type=int, default=12434, metavar="PORT",
-                        help="node-agent: DMR's port on the node (default: 12434)")
-    parser.add_argument("--agent-node-selector", default="", metavar="K=V,...",
-                        help="node-agent: the labels of the nodes that run an agent (the DaemonSet's "
-                             "nodeSelector); only those nodes are expected to report")
+    parser.add_argument(
+        "--mode", choices=("central", "node-agent"), default="central", help="central (default) or node-agent"
+    )
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="[NAME=]URL",
+        help="an engine to reconcile on (repeatable). node-agent: the node's engine URL instead of the node's address",
+    )
+    parser.add_argument(
+        "--engines-configmap",
+        metavar="NAME",
+        help="central: read the engine list from this ConfigMap in the operator's namespace "
+        "(key 'engines': one [NAME=]URL per line; needs `get` on it, which the shipped "
+        "RBAC does not grant)",
+    )
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        metavar="NODE",
+        help="node-agent: this agent's node (default: $NODE_NAME from the downward API)",
+    )
+    parser.add_argument(
+        "--node-ip",
+        default=os.environ.get("NODE_IP"),
+        metavar="IP",
+        help="node-agent: the node's address (default: $NODE_IP, else the Node's InternalIP)",
+    )
+    parser.add_argument(
+        "--engine-port",
+        type=int,
+        default=12434,
+        metavar="PORT",
+        help="node-agent: DMR's port on the node (default: 12434)",
+    )
+    parser.add_argument(
+        "--agent-node-selector",
+        default="",
+        metavar="K=V,...",
+        help="node-agent: the labels of the nodes that run an agent (the DaemonSet's "
+        "nodeSelector); only those nodes are expected to report",
+    )
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
-                       help="watch LocalModels in this namespace only (repeatable)")
-    scope.add_argument("--all-namespaces", "-A", action="store_true",
-                       help="watch LocalModels in every namespace (the default)")
-    parser.add_argument("--operator-namespace", metavar="NS",
-                        help="the operator's own namespace, for --engines-configmap and discovery "
-                             "(default: $POD_NAMESPACE, the service account's namespace, else default)")
-    parser.add_argument("--drift-interval", type=float, default=30.0, metavar="SECONDS",
-                        help="how often each LocalModel is checked against its engines when nothing "
-                             "happens (default: 30)")
-    parser.add_argument("--workers", type=int, default=16, metavar="N",
-                        help="LocalModels reconciled at the same time (default: 16)")
-    parser.add_argument("--finalize-attempts", type=int, default=5, metavar="N",
-                        help="tries to apply deletionPolicy on an engine before the finalizer is released "
-                             "with a Warning event (default: 5, with backoff 1s, 2s, 4s, ...)")
-    parser.add_argument("--health-addr", default=":8080", metavar="HOST:PORT",
-                        help="where /healthz, /readyz and /metrics are served (default: :8080)")
-    parser.add_argument("--kubeconfig", metavar="PATH",
-                        help="kubeconfig to use outside a cluster (default: $KUBECONFIG, ~/.kube/config)")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        help="text on a terminal, json otherwise (default)")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch LocalModels in this namespace only (repeatable)",
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch LocalModels in every namespace (the default)"
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        metavar="NS",
+        help="the operator's own namespace, for --engines-configmap and discovery "
+        "(default: $POD_NAMESPACE, the service account's namespace, else default)",
+    )
+    parser.add_argument(
+        "--drift-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often each LocalModel is checked against its engines when nothing happens (default: 30)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=16, metavar="N", help="LocalModels reconciled at the same time (default: 16)"
+    )
+    parser.add_argument(
+        "--finalize-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="tries to apply deletionPolicy on an engine before the finalizer is released "
+        "with a Warning event (default: 5, with backoff 1s, 2s, 4s, ...)",
+    )
+    parser.add_argument(
+        "--health-addr",
+        default=":8080",
+        metavar="HOST:PORT",
+        help="where /healthz, /readyz and /metrics are served (default: :8080)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig to use outside a cluster (default: $KUBECONFIG, ~/.kube/config)",
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), help="text on a terminal, json otherwise (default)")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logs")
     parser.set_defaults(func=run)
 
@@ -119,12 +170,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"localmodel operator: {exc}", file=sys.stderr)
         return 2
     if config.mode == "node-agent" and not config.node_name:
-        print("localmodel operator: node-agent mode needs --node-name (or NODE_NAME from the downward API)",
-              file=sys.stderr)
+        print(
+            "localmodel operator: node-agent mode needs --node-name (or NODE_NAME from the downward API)",
+            file=sys.stderr,
+        )
         return 2
     if args.drift_interval <= 0 or args.workers < 1 or args.finalize_attempts < 1:
-        print("localmodel operator: --drift-interval, --workers and --finalize-attempts must be positive",
-              file=sys.stderr)
+        print(
+            "localmodel operator: --drift-interval, --workers and --finalize-attempts must be positive", file=sys.stderr
+        )
         return 2
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).expanduser())

@@ -14,7 +14,9 @@ JSON body (or the differences from what the engine holds), evict a runner that r
 preload, or "up to date". Nothing is written to the engine.
 """
 
-EPILOG = INPUT_FORMS + """
+EPILOG = (
+    INPUT_FORMS
+    + """
 
 examples:
   localmodel plan examples/
@@ -26,6 +28,7 @@ exit codes:
   1  invalid input (errors on stderr), the engine is unreachable or a request to it failed
   2  with --exit-code: changes pending (like terraform plan -detailed-exitcode); also a usage error
 """
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"localmodel plan: cannot observe the engine at {url}: {plans}", file=sys.stderr)
         return 1
     for plan in plans:
-        print(f"{plan.name} ({plan.model}): " + ("blocked" if plan.blocked else "changes" if plan.changes else "up to date"))
+        print(
+            f"{plan.name} ({plan.model}): "
+            + ("blocked" if plan.blocked else "changes" if plan.changes else "up to date")
+        )
         for step in plan.steps:
             print(f"  {step.text}")
             for line in step.detail:
@@ -86,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     changing = sum(1 for p in plans if p.changes)
     blocked = sum(1 for p in plans if p.blocked)
-    print(f"\n{changing} to change, {len(plans) - changing - blocked} up to date, {blocked} blocked "
-          f"on {url}", file=sys.stderr)
+    print(
+        f"\n{changing} to change, {len(plans) - changing - blocked} up to date, {blocked} blocked on {url}",
+        file=sys.stderr,
+    )
     return 2 if args.exit_code and changing else 0

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             'a JSON array of {"name", "backend", "path", "body", "notes"} on stdout. Options that do not '
             "apply to the backend are left out and listed in notes."
         ),
-        epilog=INPUT_FORMS + "\n\nexit codes:\n  0  rendered\n  1  invalid input (errors on stderr, nothing on stdout)\n  2  usage error",
+        epilog=INPUT_FORMS
+        + "\n\nexit codes:\n  0  rendered\n  1  invalid input (errors on stderr, nothing on stdout)\n  2  usage error",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="FILE", help="files or directories to render")

@@ -37,8 +37,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--engine", metavar="URL", help="read the engine at URL (default: discovered)")
-    source.add_argument("--daemon", metavar="HOST:PORT", help="read a running `localmodel watch --status-addr HOST:PORT`")
-    parser.add_argument("--output", "-o", choices=("table", "json"), default="table", help="output format (default: table)")
+    source.add_argument(
+        "--daemon", metavar="HOST:PORT", help="read a running `localmodel watch --status-addr HOST:PORT`"
+    )
+    parser.add_argument(
+        "--output", "-o", choices=("table", "json"), default="table", help="output format (default: table)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -62,18 +62,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("directory", metavar="DIR", help="directory to watch (recursively)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--engine", metavar="URL",
-                       help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)")
-    where.add_argument("--emulator", action="store_true",
-                       help="start the built-in DMR emulator in this process and use it (for trying localmodel out)")
-    parser.add_argument("--interval", type=_positive, default=DEFAULT_INTERVAL, metavar="SECONDS",
-                        help=f"drift pass: how often the engine is re-checked (default: {DEFAULT_INTERVAL:g})")
-    parser.add_argument("--status-addr", metavar="HOST:PORT",
-                        help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
-                        help=f"models reconciled at the same time (default: {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        help="log line format (default: text on a terminal, json otherwise)")
+    where.add_argument(
+        "--engine", metavar="URL", help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)"
+    )
+    where.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the built-in DMR emulator in this process and use it (for trying localmodel out)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"drift pass: how often the engine is re-checked (default: {DEFAULT_INTERVAL:g})",
+    )
+    parser.add_argument(
+        "--status-addr",
+        metavar="HOST:PORT",
+        help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"models reconciled at the same time (default: {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="log line format (default: text on a terminal, json otherwise)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
 
@@ -100,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
     root = Path(args.directory)
     if not root.is_dir():
-        print(f"localmodel watch: {root} is not a directory (give the directory that holds your LocalModel files)",
-              file=sys.stderr)
+        print(
+            f"localmodel watch: {root} is not a directory (give the directory that holds your LocalModel files)",
+            file=sys.stderr,
+        )
         return 2
     try:
         status_addr = parse_addr(args.status_addr) if args.status_addr else None
@@ -112,5 +132,13 @@ def run(args: argparse.Namespace) -> int:
         print("localmodel watch: --concurrency must be at least 1", file=sys.stderr)
         return 2
     setup_logging(args.log_format, level=logging.DEBUG if args.verbose else logging.INFO)
-    return asyncio.run(run_daemon(root, engine=args.engine, emulator=args.emulator, interval=args.interval,
-                                  status_addr=status_addr, concurrency=args.concurrency))
+    return asyncio.run(
+        run_daemon(
+            root,
+            engine=args.engine,
+            emulator=args.emulator,
+            interval=args.interval,
+            status_addr=status_addr,
+            concurrency=args.concurrency,
+        )
+    )

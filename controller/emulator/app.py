@@ -40,6 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # --- rendering -------------------------------------------------------------------------------
 
+
 def go_error(status: int, message: str) -> web.Response:
     """Go's http.Error: plain text, the message plus a newline."""
     response = web.Response(status=status, text=message + "\n", content_type="text/plain", charset="utf-8")
@@ -70,6 +71,7 @@ def _state(request: web.Request) -> EmulatorState:
 
 
 # --- middlewares -----------------------------------------------------------------------------
+
 
 @web.middleware
 async def go_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -112,12 +114,14 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return go_error(403, "Origin not allowed")
     if request.method == "OPTIONS":
         response = web.Response(status=204)
-        response.headers.update({
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",
-            "Access-Control-Allow-Methods": "GET, POST, DELETE",
-            "Access-Control-Allow-Headers": "*",
-        })
+        response.headers.update(
+            {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE",
+                "Access-Control-Allow-Headers": "*",
+            }
+        )
         return response
     response = await handler(request)
     if not response.prepared:
@@ -126,6 +130,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 # --- health ----------------------------------------------------------------------------------
+
 
 async def root(request: web.Request) -> web.Response:
     return web.Response(text="Docker Model Runner is running", content_type="text/plain", charset="utf-8")
@@ -140,11 +145,17 @@ async def subtree_redirect(request: web.Request) -> web.Response:
     location = request.path + "/" + (f"?{request.query_string}" if request.query_string else "")
     if request.method not in ("GET", "HEAD"):
         return web.Response(status=307, headers={"Location": location})
-    return web.Response(status=307, text=f'<a href="{location}">Temporary Redirect</a>.\n\n',
-                        content_type="text/html", charset="utf-8", headers={"Location": location})
+    return web.Response(
+        status=307,
+        text=f'<a href="{location}">Temporary Redirect</a>.\n\n',
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Location": location},
+    )
 
 
 # --- /models ---------------------------------------------------------------------------------
+
 
 async def list_models(request: web.Request) -> web.Response:
     return go_json([m.to_json() for m in _state(request).models.values()])
@@ -239,15 +250,20 @@ def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dic
             current = size * step // 4
             if stop_at is not None and done + current > stop_at:
                 return lines
-            lines.append(_pull_line(
-                wire.LINE_PROGRESS, f"Downloaded: {current / 1024 / 1024:.2f} MB", total,
-                {wire.LAYER_ID: layer_id, wire.LAYER_SIZE: size, wire.LAYER_CURRENT: current},
-            ))
+            lines.append(
+                _pull_line(
+                    wire.LINE_PROGRESS,
+                    f"Downloaded: {current / 1024 / 1024:.2f} MB",
+                    total,
+                    {wire.LAYER_ID: layer_id, wire.LAYER_SIZE: size, wire.LAYER_CURRENT: current},
+                )
+            )
         done += size
     return lines
 
 
 # --- /engines management ---------------------------------------------------------------------
+
 
 async def status(request: web.Request) -> web.Response:
     return go_json(dict(sorted(BACKEND_STATUS.items())))  # a Go map: keys sorted
@@ -274,7 +290,9 @@ async def unload(request: web.Request) -> web.Response:
             raise DecodeError("all must be a boolean")
         if backend is not None and not isinstance(backend, str):
             raise DecodeError("backend must be a string")
-        if models is not None and not (isinstance(models, list) and all(isinstance(m, (str, type(None))) for m in models)):
+        if models is not None and not (
+            isinstance(models, list) and all(isinstance(m, (str, type(None))) for m in models)
+        ):
             raise DecodeError("models must be an array of strings")
     except DecodeError:
         return go_error(400, "invalid request")
@@ -309,12 +327,21 @@ async def openai_models(request: web.Request) -> web.Response:
     models = list(state.models.values()) if name is None else [state.local_model(name)]
     data = [
         {
-            "id": m.tags[0] if m.tags else m.id, "object": "model", "created": CREATED, "owned_by": "docker",
-            "dmr": {k: v for k, v in {
-                "context_window": m.artifact.context_size, "architecture": m.artifact.architecture,
-                "parameters": normalize_units(m.artifact.parameters), "quantization": m.artifact.quantization,
-                "size": m.artifact.size,
-            }.items() if v},
+            "id": m.tags[0] if m.tags else m.id,
+            "object": "model",
+            "created": CREATED,
+            "owned_by": "docker",
+            "dmr": {
+                k: v
+                for k, v in {
+                    "context_window": m.artifact.context_size,
+                    "architecture": m.artifact.architecture,
+                    "parameters": normalize_units(m.artifact.parameters),
+                    "quantization": m.artifact.quantization,
+                    "size": m.artifact.size,
+                }.items()
+                if v
+            },
         }
         for m in models
     ]
@@ -322,6 +349,7 @@ async def openai_models(request: web.Request) -> web.Response:
 
 
 # --- inference -------------------------------------------------------------------------------
+
 
 def _mode_for_path(path: str) -> str:
     if path.endswith("/v1/embeddings"):
@@ -363,17 +391,20 @@ async def inference(request: web.Request) -> web.Response:
 
 def _record(state: EmulatorState, runner: Runner, request: web.Request, body: bytes, answer: Any) -> None:
     now = state.now()
-    state.record(runner, {
-        "id": f"{runner.model_id}_{int(now * 1e9)}",
-        "model": runner.model_ref,
-        "method": request.method,
-        "url": request.path,
-        "request": _recorded_request(body),
-        "response": go_json_text(answer),
-        "timestamp": int(now),
-        "status_code": 200,
-        **({"user_agent": request.headers["User-Agent"]} if request.headers.get("User-Agent") else {}),
-    })
+    state.record(
+        runner,
+        {
+            "id": f"{runner.model_id}_{int(now * 1e9)}",
+            "model": runner.model_ref,
+            "method": request.method,
+            "url": request.path,
+            "request": _recorded_request(body),
+            "response": go_json_text(answer),
+            "timestamp": int(now),
+            "status_code": 200,
+            **({"user_agent": request.headers["User-Agent"]} if request.headers.get("User-Agent") else {}),
+        },
+    )
 
 
 def _recorded_request(body: bytes) -> str:
@@ -393,23 +424,43 @@ def _canned_answer(path: str, model: str) -> dict[str, Any]:
     created = int(time.time())
     usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     if path.endswith("/v1/embeddings"):
-        return {"object": "list", "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2, 0.3]}]}
+        return {
+            "object": "list",
+            "model": model,
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2, 0.3]}],
+        }
     if path.endswith(("/rerank", "/score")):
         return {"model": model, "results": [{"index": 0, "relevance_score": 1.0}], "usage": usage}
     if path.endswith("/v1/images/generations"):
         return {"created": created, "data": []}
     if path.endswith("/v1/completions"):
-        return {"id": "cmpl-emulator", "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": "Hello from the DMR emulator.", "finish_reason": "stop"}],
-                "usage": usage}
-    return {"id": "chatcmpl-emulator", "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Hello from the DMR emulator."}}],
-            "usage": usage}
+        return {
+            "id": "cmpl-emulator",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": "Hello from the DMR emulator.", "finish_reason": "stop"}],
+            "usage": usage,
+        }
+    return {
+        "id": "chatcmpl-emulator",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello from the DMR emulator."},
+            }
+        ],
+        "usage": usage,
+    }
 
 
 # --- control API -----------------------------------------------------------------------------
+
 
 async def _control_body(request: web.Request) -> dict[str, Any]:
     text = await request.text()
@@ -420,7 +471,9 @@ async def _control_body(request: web.Request) -> dict[str, Any]:
     except ValueError as exc:
         raise web.HTTPBadRequest(text=go_json_text({"error": f"invalid JSON: {exc}"}), content_type="application/json")
     if not isinstance(value, dict):
-        raise web.HTTPBadRequest(text=go_json_text({"error": "expected a JSON object"}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=go_json_text({"error": "expected a JSON object"}), content_type="application/json"
+        )
     return value
 
 
@@ -440,9 +493,15 @@ def _number(body: dict[str, Any], key: str, default: float | None = None) -> flo
 def _runner_json(runner: Runner | None) -> dict[str, Any] | None:
     if runner is None:
         return None
-    return {"backend": runner.backend, "model_id": runner.model_id, "model_ref": runner.model_ref,
-            "mode": runner.mode, "loading": runner.loading, "in_use": runner.in_use,
-            "config": runner.config.to_json()}
+    return {
+        "backend": runner.backend,
+        "model_id": runner.model_id,
+        "model_ref": runner.model_ref,
+        "mode": runner.mode,
+        "loading": runner.loading,
+        "in_use": runner.in_use,
+        "config": runner.config.to_json(),
+    }
 
 
 async def control_restart(request: web.Request) -> web.Response:
@@ -457,7 +516,7 @@ async def control_runner_flag(request: web.Request) -> web.Response:
     flag = "busy" if request.path.endswith("/busy") else "loading"
     model, value = body.get("model"), body.get(flag, True)
     if not isinstance(model, str) or not model or not isinstance(value, bool):
-        return _control_error(f"body must be {{\"model\": REF, \"{flag}\": true|false, \"backend\"?, \"mode\"?}}")
+        return _control_error(f'body must be {{"model": REF, "{flag}": true|false, "backend"?, "mode"?}}')
     setter = _state(request).set_busy if flag == "busy" else _state(request).set_loading
     try:
         runner = setter(model, value, body.get("backend"), body.get("mode"))
@@ -526,6 +585,7 @@ async def control_catalog(request: web.Request) -> web.Response:
 
 
 # --- application -----------------------------------------------------------------------------
+
 
 def create_app(state: EmulatorState | None = None, *, eviction_interval: float = 1.0) -> web.Application:
     """The emulator as an aiohttp application. A periodic task evicts idle runners every `eviction_interval`."""

@@ -130,6 +130,7 @@ def go_encoded(value: Any) -> Any:
 
 # --- Go-like JSON decoding -------------------------------------------------------------------
 
+
 class _Object(list[tuple[str, Any]]):
     """A JSON object as its ordered (key, value) pairs, duplicates kept, as Go's decoder sees it."""
 
@@ -267,8 +268,15 @@ def _mode(value: Any) -> str | None:
 
 
 _REQUEST_FIELDS = (
-    wire.MODEL, wire.MODE, wire.RAW_RUNTIME_FLAGS, wire.CONTEXT_SIZE, wire.RUNTIME_FLAGS,
-    wire.SPECULATIVE, wire.KEEP_ALIVE, wire.VLLM, wire.LLAMACPP,
+    wire.MODEL,
+    wire.MODE,
+    wire.RAW_RUNTIME_FLAGS,
+    wire.CONTEXT_SIZE,
+    wire.RUNTIME_FLAGS,
+    wire.SPECULATIVE,
+    wire.KEEP_ALIVE,
+    wire.VLLM,
+    wire.LLAMACPP,
 )
 
 

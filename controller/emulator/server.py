@@ -26,7 +26,9 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(host: str = "127.0.0.1", port: int = 0, state: EmulatorState | None = None) -> tuple[web.AppRunner, str]:
+async def serve(
+    host: str = "127.0.0.1", port: int = 0, state: EmulatorState | None = None
+) -> tuple[web.AppRunner, str]:
     """Start serving; returns the runner (call `await runner.cleanup()` to stop) and the URL with the bound port."""
     runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
     await runner.setup()

@@ -18,9 +18,9 @@ import asyncio
 import re
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from controller import wire
@@ -166,7 +166,9 @@ class EmulatorState:
         for ref in preload_models:
             found = self.catalog.lookup(ref)
             if found is None:
-                raise ValueError(f"cannot preload {ref!r}: not in the catalog (known: {', '.join(self.catalog.refs())})")
+                raise ValueError(
+                    f"cannot preload {ref!r}: not in the catalog (known: {', '.join(self.catalog.refs())})"
+                )
             self.add_model(*found)
 
     # --- clock -------------------------------------------------------------------------------
@@ -208,7 +210,11 @@ class EmulatorState:
         match = _HEX_ID.match(lowered)
         if match:
             hexid = match.group(1)
-            found = self.models.get("sha256:" + hexid) if len(hexid) == 64 else self.models.get(self._short_ids.get(hexid, ""))
+            found = (
+                self.models.get("sha256:" + hexid)
+                if len(hexid) == 64
+                else self.models.get(self._short_ids.get(hexid, ""))
+            )
             if found is not None:
                 return found
         if "@sha256:" in lowered:
@@ -246,7 +252,7 @@ class EmulatorState:
                 return actions
         elif len(model.tags) > 1 and not force:
             raise EngineError(
-                f"error while deleting model: unable to delete \"{ref}\" (must be forced) due to multiple tag "
+                f'error while deleting model: unable to delete "{ref}" (must be forced) due to multiple tag '
                 "references: resource conflict",
                 status=409,
             )
@@ -342,13 +348,15 @@ class EmulatorState:
             if stored is None:
                 continue
             for (backend, mode), config in configs.items():
-                entries.append({
-                    wire.ENTRY_BACKEND: backend,
-                    wire.ENTRY_MODEL: stored.tags[0] if stored.tags else "",
-                    wire.ENTRY_MODEL_ID: model_id,
-                    wire.ENTRY_MODE: mode,
-                    wire.ENTRY_CONFIG: config.to_json(),
-                })
+                entries.append(
+                    {
+                        wire.ENTRY_BACKEND: backend,
+                        wire.ENTRY_MODEL: stored.tags[0] if stored.tags else "",
+                        wire.ENTRY_MODEL_ID: model_id,
+                        wire.ENTRY_MODE: mode,
+                        wire.ENTRY_CONFIG: config.to_json(),
+                    }
+                )
         return entries
 
     def _config_for_load(self, backend: str, model_id: str, mode: str) -> tuple[BackendConfig, str]:
@@ -385,13 +393,15 @@ class EmulatorState:
             entries.append(entry)
         for runner in self.runners.values():
             if runner.loading:
-                entries.append({
-                    wire.PS_BACKEND: runner.backend,
-                    wire.PS_MODEL: runner.model_ref,
-                    wire.PS_MODE: runner.mode,
-                    wire.PS_LAST_USED: go_time(None),
-                    wire.PS_LOADING: True,
-                })
+                entries.append(
+                    {
+                        wire.PS_BACKEND: runner.backend,
+                        wire.PS_MODEL: runner.model_ref,
+                        wire.PS_MODE: runner.mode,
+                        wire.PS_LAST_USED: go_time(None),
+                        wire.PS_LOADING: True,
+                    }
+                )
         return entries
 
     def requests_view(self, model: str | None = None) -> list[dict[str, Any]]:
@@ -435,8 +445,11 @@ class EmulatorState:
         """evictRunner: idle runners of (backend or any when empty, model ID, mode), whatever their draft."""
         for runner in list(self.runners.values()):
             if (
-                not runner.loading and not runner.in_use and (not backend or runner.backend == backend)
-                and runner.model_id == model_id and runner.mode == mode
+                not runner.loading
+                and not runner.in_use
+                and (not backend or runner.backend == backend)
+                and runner.model_id == model_id
+                and runner.mode == mode
             ):
                 self._terminate(runner)
 
@@ -557,7 +570,11 @@ class EmulatorState:
         config = runner.config
         if config.draft_model and self.lookup(config.draft_model) is None:
             return "failed to get draft model: error while getting model bundle: find model content: model not found"
-        prefix = "failed to get vLLM arguments" if runner.backend == wire.VLLM_BACKEND else "failed to get args for llama.cpp"
+        prefix = (
+            "failed to get vLLM arguments"
+            if runner.backend == wire.VLLM_BACKEND
+            else "failed to get args for llama.cpp"
+        )
         if runner.mode == wire.IMAGE_GENERATION:
             return f'{prefix}: unsupported backend mode "{runner.mode}"'
         if runner.backend == wire.VLLM_BACKEND and config.vllm and config.vllm.gpu_memory_utilization is not None:
@@ -593,7 +610,7 @@ class EmulatorState:
         """The background preload after a 202: a completion-mode load; failures are only logged (dropped)."""
         try:
             runner = await asyncio.wait_for(self.acquire(backend, model_ref, wire.COMPLETION), timeout=60)
-        except (NotFound, LoadFailed, ServerError, asyncio.TimeoutError):
+        except (TimeoutError, NotFound, LoadFailed, ServerError):
             return
         self.release(runner)
 
@@ -613,8 +630,11 @@ class EmulatorState:
         """Mark the runner of (backend, model, mode) in use (starting it, ready, if absent) or release the mark."""
         model, backend, mode = self._control_target(ref, backend, mode)
         runner = next(
-            (r for r in self.runners.values()
-             if not r.loading and r.backend == backend and r.model_id == model.id and r.mode == mode),
+            (
+                r
+                for r in self.runners.values()
+                if not r.loading and r.backend == backend and r.model_id == model.id and r.mode == mode
+            ),
             None,
         )
         if runner is None and busy:
@@ -632,13 +652,18 @@ class EmulatorState:
         self._notify()
         return runner
 
-    def set_loading(self, ref: str, loading: bool, backend: str | None = None, mode: str | None = None) -> Runner | None:
+    def set_loading(
+        self, ref: str, loading: bool, backend: str | None = None, mode: str | None = None
+    ) -> Runner | None:
         """Start a runner that stays loading (with the config stored now) until called with loading=False."""
         model, backend, mode = self._control_target(ref, backend, mode)
         config, draft_id = self._config_for_load(backend, model.id, mode)
         existing = next(
-            (r for r in self.runners.values()
-             if r.loading and r.stuck and r.backend == backend and r.model_id == model.id and r.mode == mode),
+            (
+                r
+                for r in self.runners.values()
+                if r.loading and r.stuck and r.backend == backend and r.model_id == model.id and r.mode == mode
+            ),
             None,
         )
         if loading:
@@ -674,9 +699,17 @@ class EmulatorState:
             ],
             "runners": [
                 {
-                    "backend": r.backend, "model_id": r.model_id, "model_ref": r.model_ref, "mode": r.mode,
-                    "draft_id": r.draft_id, "loading": r.loading, "in_use": r.in_use, "requests": r.requests,
-                    "held": r.held, "last_used": r.last_used, "config": r.config.to_json(),
+                    "backend": r.backend,
+                    "model_id": r.model_id,
+                    "model_ref": r.model_ref,
+                    "mode": r.mode,
+                    "draft_id": r.draft_id,
+                    "loading": r.loading,
+                    "in_use": r.in_use,
+                    "requests": r.requests,
+                    "held": r.held,
+                    "last_used": r.last_used,
+                    "config": r.config.to_json(),
                 }
                 for r in self.runners.values()
             ],
@@ -691,7 +724,7 @@ def go_time(epoch: float | None) -> str:
     """A time.Time as Go's JSON encoder writes it (RFC 3339, UTC here); None is Go's zero time."""
     if epoch is None:
         return wire.GO_ZERO_TIME
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
     fraction = f"{moment.microsecond:06d}".rstrip("0")
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 

@@ -151,8 +151,9 @@ class EngineClient:
                 await response.aread()
                 text = _text(response)
                 if response.status_code == 500 and _registry_refused(text):
-                    raise NotFound(f"the registry does not have {ref}, or it needs credentials: {text}",
-                                   status=500, url=url)
+                    raise NotFound(
+                        f"the registry does not have {ref}, or it needs credentials: {text}", status=500, url=url
+                    )
                 raise _error(response, errors)
             async for line in response.aiter_lines():
                 if not line.strip():
@@ -216,9 +217,7 @@ class EngineClient:
         """`GET /engines/ps`: runners that are loaded or loading."""
         return await self._get(wire.ROUTE_PS, lambda body: [_parse_runner(item) for item in _list(body)])
 
-    async def unload(
-        self, *, models: list[str] | None = None, backend: str | None = None, all: bool = False
-    ) -> int:
+    async def unload(self, *, models: list[str] | None = None, backend: str | None = None, all: bool = False) -> int:
         """`POST /engines/unload`; returns how many idle runners were evicted (busy ones stay).
 
         `all=True` also deletes every stored config; `models` with a `backend` deletes those models' configs
@@ -233,8 +232,9 @@ class EngineClient:
         _check(response, _COMMON)
         return _read(response, lambda body: _field(body, wire.UNLOADED_RUNNERS, int, "unload answer"))
 
-    async def preload(self, model: str, *, backend: str | None = None, mode: str = wire.COMPLETION,
-                      timeout: float = PRELOAD_TIMEOUT) -> None:
+    async def preload(
+        self, model: str, *, backend: str | None = None, mode: str = wire.COMPLETION, timeout: float = PRELOAD_TIMEOUT
+    ) -> None:
         """Load the model's runner for `mode` now and wait until it is ready (`X-Preload-Only: true` on the
         inference route of that mode: chat completions, embeddings, rerank or image generation).
 
@@ -289,9 +289,7 @@ class EngineClient:
             async with self._http.stream(method, url, json=json, timeout=timeout) as response:
                 yield response
 
-    async def _get(
-        self, path: str, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None
-    ) -> T:
+    async def _get(self, path: str, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None) -> T:
         response = await self._send("GET", path, params=params)
         _check(response, _COMMON)
         return _read(response, parse)

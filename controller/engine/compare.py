@@ -190,7 +190,9 @@ def _compare_speculative(want: Mapping[str, Any], have: Mapping[str, Any]) -> li
 
 def _compare_vllm(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
     prefix = f"{wire.VLLM}."
-    differences = _compare(prefix + wire.HF_OVERRIDES, want.get(wire.HF_OVERRIDES), have.get(wire.HF_OVERRIDES), zero={})
+    differences = _compare(
+        prefix + wire.HF_OVERRIDES, want.get(wire.HF_OVERRIDES), have.get(wire.HF_OVERRIDES), zero={}
+    )
     rest_want = {k: v for k, v in want.items() if k != wire.HF_OVERRIDES}
     rest_have = {k: v for k, v in have.items() if k != wire.HF_OVERRIDES}
     return differences + _compare_block(wire.VLLM, rest_want, rest_have)

@@ -68,7 +68,7 @@ def parse_endpoint(text: str, *, source: str = SOURCE_EXPLICIT) -> Endpoint:
     where every path carries the `/exp/vDD4.40` prefix)."""
     text = text.strip()
     if text.startswith(UNIX_SCHEME):
-        path = text[len(UNIX_SCHEME):]
+        path = text[len(UNIX_SCHEME) :]
         if not path.startswith("/"):
             raise ValueError(f"engine socket {text!r}: give an absolute path, e.g. unix:///var/run/docker.sock")
         return Endpoint(url="http://localhost", prefix=wire.DESKTOP_PREFIX, uds=path, source=source)

@@ -32,8 +32,14 @@ class StartupError(Exception):
     """The operator cannot start; the message says what to fix."""
 
 
-async def build_operator(config: OperatorConfig, kube: KubeClient, *, metrics: Metrics,
-                         post_event: EventPoster, env: Mapping[str, str] = os.environ) -> Operator:
+async def build_operator(
+    config: OperatorConfig,
+    kube: KubeClient,
+    *,
+    metrics: Metrics,
+    post_event: EventPoster,
+    env: Mapping[str, str] = os.environ,
+) -> Operator:
     if config.mode == CENTRAL:
         engines = await central_engines(config, kube, env)
         log.info("central mode: reconciling on %s", ", ".join(f"{e.name} ({e.url})" for e in engines))
@@ -41,8 +47,14 @@ async def build_operator(config: OperatorConfig, kube: KubeClient, *, metrics: M
     nodes = await node_index(kube)
     engine = agent_engine(config, nodes)
     log.info("node-agent mode on node %s: engine %s", config.node_name, engine.url)
-    return Operator(config, kube, [engine], metrics=metrics, post_event=post_event,
-                    nodes={name: node_labels(node) for name, node in nodes.items()})
+    return Operator(
+        config,
+        kube,
+        [engine],
+        metrics=metrics,
+        post_event=post_event,
+        nodes={name: node_labels(node) for name, node in nodes.items()},
+    )
 
 
 async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping[str, str]) -> list[EngineRef]:
@@ -53,9 +65,11 @@ async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping
             try:
                 configmap = await kube.get_configmap(config.operator_namespace, config.engines_configmap)
             except KubeError as exc:
-                raise StartupError(f"cannot read ConfigMap {config.operator_namespace}/{config.engines_configmap} "
-                                   f"(--engines-configmap): {exc}; the operator needs `get` on it (a Role in "
-                                   f"{config.operator_namespace}: the shipped RBAC grants no ConfigMap access)") from None
+                raise StartupError(
+                    f"cannot read ConfigMap {config.operator_namespace}/{config.engines_configmap} "
+                    f"(--engines-configmap): {exc}; the operator needs `get` on it (a Role in "
+                    f"{config.operator_namespace}: the shipped RBAC grants no ConfigMap access)"
+                ) from None
             engines = engines_from_configmap(configmap.get("data"), config.engines_configmap)
     except EngineListError as exc:
         raise StartupError(str(exc)) from None
@@ -65,8 +79,10 @@ async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping
     found = await discover_engines(candidates, engine_answers)
     if not found:
         tried = ", ".join(c.url for c in candidates)
-        raise StartupError(f"no engine given and none found (tried {tried}): list engines with --engine URL, "
-                           "LOCALMODEL_ENGINES or --engines-configmap")
+        raise StartupError(
+            f"no engine given and none found (tried {tried}): list engines with --engine URL, "
+            "LOCALMODEL_ENGINES or --engines-configmap"
+        )
     return found
 
 
@@ -93,8 +109,10 @@ def agent_engine(config: OperatorConfig, nodes: Mapping[str, Mapping]) -> Engine
     its InternalIP) on `--engine-port`. The engine is named after the node in any case."""
     node = config.node_name
     if not node:
-        raise StartupError("node-agent mode needs the node name: --node-name, or NODE_NAME from the downward "
-                           "API (fieldRef: spec.nodeName)")
+        raise StartupError(
+            "node-agent mode needs the node name: --node-name, or NODE_NAME from the downward "
+            "API (fieldRef: spec.nodeName)"
+        )
     if node not in nodes:
         raise StartupError(f"node {node!r} (--node-name) does not exist")
     if config.engines:
@@ -108,4 +126,3 @@ def agent_engine(config: OperatorConfig, nodes: Mapping[str, Mapping]) -> Engine
     if not address:
         raise StartupError(f"node {node} reports no address: give --node-ip (NODE_IP from status.hostIP)")
     return node_engine(node, address, config.engine_port)
-

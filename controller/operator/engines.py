@@ -74,8 +74,9 @@ def parse_engine_list(items: Iterable[str], source: str) -> list[EngineRef]:
     seen: set[str] = set()
     for engine in engines:
         if engine.name in seen:
-            raise EngineListError(f"{source}: engine name {engine.name!r} appears twice; give each engine "
-                                  "its own name with NAME=URL")
+            raise EngineListError(
+                f"{source}: engine name {engine.name!r} appears twice; give each engine its own name with NAME=URL"
+            )
         seen.add(engine.name)
     return engines
 
@@ -86,8 +87,10 @@ def engines_from_configmap(data: Mapping[str, str] | None, name: str) -> list[En
     for key in CONFIGMAP_KEYS:
         if data and data.get(key, "").strip():
             return parse_engine_list([data[key]], f"{source}, key {key}")
-    raise EngineListError(f"{source} has no engine list: put `[NAME=]URL` items in its key "
-                          f"{CONFIGMAP_KEYS[0]!r} (one per line or comma-separated)")
+    raise EngineListError(
+        f"{source} has no engine list: put `[NAME=]URL` items in its key "
+        f"{CONFIGMAP_KEYS[0]!r} (one per line or comma-separated)"
+    )
 
 
 def configured_engines(flags: Sequence[str], env: Mapping[str, str]) -> list[EngineRef]:
@@ -107,8 +110,9 @@ def discovery_candidates(namespace: str) -> list[EngineRef]:
     return [service, *(EngineRef(name, url) for name, url in HOST_CANDIDATES)]
 
 
-async def discover_engines(candidates: Sequence[EngineRef],
-                           answers: Callable[[EngineRef], Awaitable[bool]]) -> list[EngineRef]:
+async def discover_engines(
+    candidates: Sequence[EngineRef], answers: Callable[[EngineRef], Awaitable[bool]]
+) -> list[EngineRef]:
     """The candidates that answer (probed concurrently), in candidate order."""
     results = await asyncio.gather(*(answers(candidate) for candidate in candidates))
     return [candidate for candidate, ok in zip(candidates, results) if ok]
@@ -130,8 +134,9 @@ class SharedObservation:
     `invalidate()` is called when the engine changed under us (a pull, a configure, an unload).
     """
 
-    def __init__(self, observe: Callable[[], Awaitable[Observation]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, observe: Callable[[], Awaitable[Observation]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._observe = observe
         self._clock = clock
         self._latest: tuple[float, Observation] | None = None

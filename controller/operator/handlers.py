@@ -122,10 +122,12 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         # only on the objects it works on, so that an agent that is gone blocks nothing else.
         return bool(memo.operator.handles(body))
 
-    @kopf.daemon(*RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0,
-                 when=handled)
-    async def keep_reconciled(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                              **_: Any) -> None:
+    @kopf.daemon(
+        *RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0, when=handled
+    )
+    async def keep_reconciled(
+        body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
         while not stopped and not memo.operator.closed:
             delay = await memo.operator.reconcile_object(body)
             await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
@@ -139,6 +141,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         await memo.operator.finalize_object(body)
 
     if config.mode == NODE_AGENT:
+
         @kopf.on.event("", "v1", "nodes", registry=registry, id="node-labels")
         def node_labels(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             memo.operator.node_changed(event.get("type"), body)

@@ -44,12 +44,19 @@ class Gone(KubeError):
 class KubeClient:
     """An async client for one API server. Build it with `from_connection_info`."""
 
-    def __init__(self, server: str, *, token: Callable[[], str | None] = lambda: None,
-                 headers: Mapping[str, str] | None = None, verify: ssl.SSLContext | bool = True,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        *,
+        token: Callable[[], str | None] = lambda: None,
+        headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._token = token
-        self._http = httpx.AsyncClient(base_url=server.rstrip("/"), headers=dict(headers or {}),
-                                       verify=verify, transport=transport, timeout=30.0)
+        self._http = httpx.AsyncClient(
+            base_url=server.rstrip("/"), headers=dict(headers or {}), verify=verify, transport=transport, timeout=30.0
+        )
         self.requests_sent = 0
 
     @classmethod
@@ -74,8 +81,9 @@ class KubeClient:
     async def get_localmodel(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", _localmodel_path(namespace, name))
 
-    async def apply_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
-                           resource_version: str | None, field_manager: str) -> dict[str, Any]:
+    async def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str | None, field_manager: str
+    ) -> dict[str, Any]:
         """Server-side apply `status` (only the fields this manager owns) with a resourceVersion
         precondition; raises Conflict when the object changed since it was read."""
         metadata: dict[str, Any] = {"name": name, "namespace": namespace}
@@ -83,12 +91,16 @@ class KubeClient:
             metadata["resourceVersion"] = resource_version
         body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "status": dict(status)}
         return await self._request(
-            "PATCH", _localmodel_path(namespace, name) + "/status", content=json.dumps(body),
+            "PATCH",
+            _localmodel_path(namespace, name) + "/status",
+            content=json.dumps(body),
             params={"fieldManager": field_manager, "force": "true"},
-            headers={"Content-Type": APPLY_CONTENT_TYPE})
+            headers={"Content-Type": APPLY_CONTENT_TYPE},
+        )
 
-    async def remove_engine_entries(self, namespace: str, name: str, current: Mapping[str, Any],
-                                    names: set[str]) -> dict[str, Any]:
+    async def remove_engine_entries(
+        self, namespace: str, name: str, current: Mapping[str, Any], names: set[str]
+    ) -> dict[str, Any]:
         """Remove other writers' `status.engines[]` entries (their nodes are gone), guarded by the
         object's resourceVersion and each entry's name."""
         rv = (current.get("metadata") or {}).get("resourceVersion")
@@ -97,11 +109,16 @@ class KubeClient:
         for index in sorted((i for i, e in enumerate(entries) if e.get("name") in names), reverse=True):
             ops.append({"op": "test", "path": f"/status/engines/{index}/name", "value": entries[index]["name"]})
             ops.append({"op": "remove", "path": f"/status/engines/{index}"})
-        return await self._request("PATCH", _localmodel_path(namespace, name) + "/status",
-                                   content=json.dumps(ops), headers={"Content-Type": JSON_PATCH_CONTENT_TYPE})
+        return await self._request(
+            "PATCH",
+            _localmodel_path(namespace, name) + "/status",
+            content=json.dumps(ops),
+            headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
+        )
 
-    async def remove_finalizers(self, namespace: str, name: str, current: Mapping[str, Any],
-                                names: set[str]) -> dict[str, Any]:
+    async def remove_finalizers(
+        self, namespace: str, name: str, current: Mapping[str, Any], names: set[str]
+    ) -> dict[str, Any]:
         """Remove other writers' finalizers (node agents whose node is gone), guarded by the object's
         resourceVersion and each finalizer's value."""
         rv = (current.get("metadata") or {}).get("resourceVersion")
@@ -110,8 +127,12 @@ class KubeClient:
         for index in sorted((i for i, f in enumerate(finalizers) if f in names), reverse=True):
             ops.append({"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizers[index]})
             ops.append({"op": "remove", "path": f"/metadata/finalizers/{index}"})
-        return await self._request("PATCH", _localmodel_path(namespace, name), content=json.dumps(ops),
-                                   headers={"Content-Type": JSON_PATCH_CONTENT_TYPE})
+        return await self._request(
+            "PATCH",
+            _localmodel_path(namespace, name),
+            content=json.dumps(ops),
+            headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
+        )
 
     # ---- Nodes and ConfigMaps ------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Prometheus metrics and the probe endpoints, served on one port (`--health-addr`, default `:8080`):
 
-    /healthz   200 while the event loop answers (liveness)
-    /readyz    200 once the operator has started (engines resolved, API server reachable), else 503
-    /metrics   Prometheus text format
+/healthz   200 while the event loop answers (liveness)
+/readyz    200 once the operator has started (engines resolved, API server reachable), else 503
+/metrics   Prometheus text format
 """
 
 from __future__ import annotations
@@ -23,22 +23,38 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.reconciles = Counter(f"{NAMESPACE}_reconciles", "LocalModel passes, by result "
-                                  "(ready, progressing, stalled, invalid)", ["result"], registry=r)
-        self.errors = Counter(f"{NAMESPACE}_errors", "Engine or API errors met during passes, by reason",
-                              ["reason"], registry=r)
-        self.duration = Histogram(f"{NAMESPACE}_reconcile_duration_seconds", "Duration of one LocalModel pass "
-                                  "(all its engines, and the status write)", registry=r,
-                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
-        self.engines_up = Gauge(f"{NAMESPACE}_engine_up", "1 when the engine answered its last observation",
-                                ["engine"], registry=r)
-        self.models_ready = Gauge(f"{NAMESPACE}_models_ready", "LocalModels whose Ready condition is True",
-                                  registry=r)
+        self.reconciles = Counter(
+            f"{NAMESPACE}_reconciles",
+            "LocalModel passes, by result (ready, progressing, stalled, invalid)",
+            ["result"],
+            registry=r,
+        )
+        self.errors = Counter(
+            f"{NAMESPACE}_errors", "Engine or API errors met during passes, by reason", ["reason"], registry=r
+        )
+        self.duration = Histogram(
+            f"{NAMESPACE}_reconcile_duration_seconds",
+            "Duration of one LocalModel pass (all its engines, and the status write)",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.engines_up = Gauge(
+            f"{NAMESPACE}_engine_up", "1 when the engine answered its last observation", ["engine"], registry=r
+        )
+        self.models_ready = Gauge(f"{NAMESPACE}_models_ready", "LocalModels whose Ready condition is True", registry=r)
         self.models = Gauge(f"{NAMESPACE}_models", "LocalModels this process reconciles", registry=r)
-        self.status_writes = Counter(f"{NAMESPACE}_status_writes", "Status writes, by result "
-                                     "(written, unchanged, conflict, progress: a pull-progress write during a pass)", ["result"], registry=r)
-        self.finalizations = Counter(f"{NAMESPACE}_finalizations", "deletionPolicy runs, by result "
-                                     "(done, released-after-errors)", ["result"], registry=r)
+        self.status_writes = Counter(
+            f"{NAMESPACE}_status_writes",
+            "Status writes, by result (written, unchanged, conflict, progress: a pull-progress write during a pass)",
+            ["result"],
+            registry=r,
+        )
+        self.finalizations = Counter(
+            f"{NAMESPACE}_finalizations",
+            "deletionPolicy runs, by result (done, released-after-errors)",
+            ["result"],
+            registry=r,
+        )
 
 
 class HealthServer:

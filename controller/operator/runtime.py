@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine.client import EngineClient
@@ -92,18 +92,26 @@ class Claim:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class Operator:
     """Reconciles LocalModels against this process's engines and writes their status."""
 
-    def __init__(self, config: OperatorConfig, kube: KubeClient, engines: Sequence[EngineRef], *,
-                 metrics: Metrics | None = None, post_event: EventPoster = lambda *_: None,
-                 nodes: Mapping[str, Mapping[str, str]] | None = None,
-                 clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = asyncio.sleep,
-                 client_factory: Callable[[EngineRef], EngineClient] | None = None) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: KubeClient,
+        engines: Sequence[EngineRef],
+        *,
+        metrics: Metrics | None = None,
+        post_event: EventPoster = lambda *_: None,
+        nodes: Mapping[str, Mapping[str, str]] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        client_factory: Callable[[EngineRef], EngineClient] | None = None,
+    ) -> None:
         self.config = config
         self.identity = config.identity
         self.kube = kube
@@ -123,10 +131,12 @@ class Operator:
         self.closed = False
 
     def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
-        reconciler = EngineReconciler(ref.name, client,
-                                      on_event=lambda key, kind, reason, message: self._engine_event(
-                                          ref.name, key, kind, reason, message),
-                                      on_progress=self._engine_progress)
+        reconciler = EngineReconciler(
+            ref.name,
+            client,
+            on_event=lambda key, kind, reason, message: self._engine_event(ref.name, key, kind, reason, message),
+            on_progress=self._engine_progress,
+        )
         return Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
 
     async def aclose(self, grace: float = 10.0) -> None:
@@ -186,8 +196,9 @@ class Operator:
         self.metrics.models.set(len(self._states))
         return requeue
 
-    async def _reconcile_engines(self, obj: dict[str, Any], targets: Sequence[Engine], not_before: float,
-                                 state: ObjectState) -> tuple[list[EngineStatus], float | None, str]:
+    async def _reconcile_engines(
+        self, obj: dict[str, Any], targets: Sequence[Engine], not_before: float, state: ObjectState
+    ) -> tuple[list[EngineStatus], float | None, str]:
         meta = obj["metadata"]
         key, generation = object_key(obj), meta.get("generation")
         try:
@@ -204,8 +215,9 @@ class Operator:
         conflict = self._conflict(key, meta.get("creationTimestamp", ""), spec)
         if conflict is not None:
             return [conflict_status(e.ref.name, conflict, generation) for e in targets], None, "stalled"
-        model = LocalModel(metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"),
-                                               generation=generation), spec=spec)
+        model = LocalModel(
+            metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"), generation=generation), spec=spec
+        )
         outcomes = await asyncio.gather(*(self._reconcile_on(e, key, model, not_before) for e in targets))
         statuses = [outcome.status for outcome in outcomes]
         delays = [o.requeue_after for o in outcomes if o.requeue_after is not None]
@@ -234,16 +246,24 @@ class Operator:
 
     # ---- status --------------------------------------------------------------------------------
 
-    async def _publish(self, obj: dict[str, Any], statuses: list[EngineStatus], *,
-                       targeted: bool) -> StatusUpdate | None:
+    async def _publish(
+        self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool
+    ) -> StatusUpdate | None:
         """Write the status if it differs from what the object holds; None if it could not be written."""
         meta = obj["metadata"]
         namespace, name, generation = meta.get("namespace", ""), meta["name"], meta.get("generation")
         expected = self.expected_engines(obj)
         current = obj
         for _ in range(STATUS_WRITE_ATTEMPTS):
-            update = compose_status(current.get("status"), statuses, generation=generation, expected=expected,
-                                    owns=self._owns, existing_engine=self._engine_exists, now=self._clock())
+            update = compose_status(
+                current.get("status"),
+                statuses,
+                generation=generation,
+                expected=expected,
+                owns=self._owns,
+                existing_engine=self._engine_exists,
+                now=self._clock(),
+            )
             if not update.changed or not self._should_write(current, targeted, expected, update):
                 self.metrics.status_writes.labels("unchanged").inc()
                 return update
@@ -252,8 +272,13 @@ class Operator:
                     await self.kube.remove_engine_entries(namespace, name, current, set(update.prune))
                     current = await self.kube.get_localmodel(namespace, name)
                     continue
-                await self.kube.apply_status(namespace, name, update.apply, field_manager=self.identity.field_manager,
-                                             resource_version=current["metadata"].get("resourceVersion"))
+                await self.kube.apply_status(
+                    namespace,
+                    name,
+                    update.apply,
+                    field_manager=self.identity.field_manager,
+                    resource_version=current["metadata"].get("resourceVersion"),
+                )
                 self.metrics.status_writes.labels("written").inc()
                 return update
             except Conflict as exc:
@@ -291,16 +316,26 @@ class Operator:
         progress.written_at = self._monotonic()
         obj = progress.obj
         meta = obj["metadata"]
-        update = compose_status(obj.get("status"), list(progress.statuses.values()),
-                                generation=meta.get("generation"), expected=self.expected_engines(obj),
-                                owns=self._owns, existing_engine=lambda _name: True, now=self._clock(),
-                                keep_own=True)
+        update = compose_status(
+            obj.get("status"),
+            list(progress.statuses.values()),
+            generation=meta.get("generation"),
+            expected=self.expected_engines(obj),
+            owns=self._owns,
+            existing_engine=lambda _name: True,
+            now=self._clock(),
+            keep_own=True,
+        )
         if not update.changed:
             return
         try:
             written = await self.kube.apply_status(
-                meta.get("namespace", ""), meta["name"], update.apply, field_manager=self.identity.field_manager,
-                resource_version=meta.get("resourceVersion"))
+                meta.get("namespace", ""),
+                meta["name"],
+                update.apply,
+                field_manager=self.identity.field_manager,
+                resource_version=meta.get("resourceVersion"),
+            )
         except KubeError as exc:  # a conflict or a vanished object: the pass's own write settles it
             log.debug("pull progress of %s not written: %s", object_key(obj), exc)
             return
@@ -316,8 +351,9 @@ class Operator:
             with contextlib.suppress(asyncio.CancelledError):
                 await progress.task
 
-    def _should_write(self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str],
-                      update: StatusUpdate) -> bool:
+    def _should_write(
+        self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str], update: StatusUpdate
+    ) -> bool:
         """A node agent that the object does not target speaks only to remove its own entry, to
         prune entries of nodes that are gone, or when no engine is targeted at all (NoEngines)."""
         if self.central or targeted or update.prune or not expected:
@@ -338,8 +374,9 @@ class Operator:
         if self.central:
             return list(self.engines)
         labels = self.nodes.get(self.config.node_name or "", {})
-        if (selector_matches(raw_node_selector(obj.get("spec")), labels)
-                and selector_matches(self.config.agent_node_selector, labels)):
+        if selector_matches(raw_node_selector(obj.get("spec")), labels) and selector_matches(
+            self.config.agent_node_selector, labels
+        ):
             return list(self.engines)
         return []
 
@@ -368,8 +405,12 @@ class Operator:
             except SpecInvalid:
                 log.info("%s: the spec never validated, so nothing was applied; releasing", key)
                 return
-            model = LocalModel(metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace"),
-                                                   generation=meta.get("generation")), spec=spec)
+            model = LocalModel(
+                metadata=ObjectMeta(
+                    name=meta["name"], namespace=meta.get("namespace"), generation=meta.get("generation")
+                ),
+                spec=spec,
+            )
             await asyncio.gather(*(self._finalize_on(engine, key, model, obj) for engine in targets))
         await self._release_gone_agents(obj)
 
@@ -388,8 +429,11 @@ class Operator:
             return
         meta = obj["metadata"]
         live = {Identity(NODE_AGENT, node).finalizer for node in self.nodes}
-        gone = {f for f in meta.get("finalizers") or () if f.startswith(AGENT_FINALIZER_PREFIX) and f not in live
-                and f != self.identity.finalizer}
+        gone = {
+            f
+            for f in meta.get("finalizers") or ()
+            if f.startswith(AGENT_FINALIZER_PREFIX) and f not in live and f != self.identity.finalizer
+        }
         if not gone:
             return
         try:
@@ -412,9 +456,11 @@ class Operator:
             if attempt < attempts:
                 await self._sleep(self.config.finalize_backoff * 2 ** (attempt - 1))
         self.metrics.finalizations.labels("released-after-errors").inc()
-        message = (f"released the finalizer after {attempts} failed attempts to apply deletionPolicy "
-                   f"{model.spec.deletion_policy} on engine {engine.ref.name}: {outcome.message}; the engine "
-                   "may still hold the model and its config")
+        message = (
+            f"released the finalizer after {attempts} failed attempts to apply deletionPolicy "
+            f"{model.spec.deletion_policy} on engine {engine.ref.name}: {outcome.message}; the engine "
+            "may still hold the model and its config"
+        )
         log.warning("%s: %s", key, message)
         self._post_event(obj, "Warning", "FinalizerReleased", message)
 
@@ -482,8 +528,9 @@ class Operator:
     # ---- events --------------------------------------------------------------------------------
 
     def _engine_event(self, engine: str, key: str, kind: str, reason: str, message: str) -> None:
-        log_event(log, reason, message, level=logging.WARNING if kind == "Warning" else logging.INFO,
-                  model=key, engine=engine)
+        log_event(
+            log, reason, message, level=logging.WARNING if kind == "Warning" else logging.INFO, model=key, engine=engine
+        )
         if kind == "Normal":  # the engine changed: what other passes observed is out of date
             for candidate in self.engines:
                 if candidate.ref.name == engine:

@@ -89,15 +89,18 @@ def compose_status(
 
 def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Whether the object already holds `desired` (entries compared by name, in any order)."""
+
     def engines(status: Mapping[str, Any]) -> dict[str, Any]:
         return {e.get("name"): e for e in status.get("engines") or ()}
 
     def conditions(status: Mapping[str, Any]) -> dict[str, Any]:
         return {c.get("type"): c for c in status.get("conditions") or ()}
 
-    return (current.get("observedGeneration") == desired.get("observedGeneration")
-            and conditions(current) == conditions(desired)
-            and engines(current) == engines(desired))
+    return (
+        current.get("observedGeneration") == desired.get("observedGeneration")
+        and conditions(current) == conditions(desired)
+        and engines(current) == engines(desired)
+    )
 
 
 def entry_status(entry: Mapping[str, Any]) -> EngineStatus:
@@ -126,20 +129,26 @@ def _summary_entry(name: str, entry: Mapping[str, Any] | None, generation: int |
         return EngineStatus(name, Phase.PENDING, Reason.PENDING, f"waiting for the engine of {name} to report")
     status = entry_status(entry)
     if generation is not None and status.observed_generation != generation:
-        return EngineStatus(name, Phase.PENDING, Reason.PENDING,
-                            f"the engine of {name} has not reconciled generation {generation} yet")
+        return EngineStatus(
+            name, Phase.PENDING, Reason.PENDING, f"the engine of {name} has not reconciled generation {generation} yet"
+        )
     return status
 
 
 def invalid_spec_status(engine: str, error: SpecInvalid, generation: int | None) -> EngineStatus:
     """The entry of an engine for a spec that does not validate: Stalled until the spec changes."""
-    return EngineStatus(engine, Phase.STALLED, Reason.INVALID_SPEC, spec_error_message(error),
-                        stalled=True, observed_generation=generation)
+    return EngineStatus(
+        engine,
+        Phase.STALLED,
+        Reason.INVALID_SPEC,
+        spec_error_message(error),
+        stalled=True,
+        observed_generation=generation,
+    )
 
 
 def conflict_status(engine: str, message: str, generation: int | None) -> EngineStatus:
-    return EngineStatus(engine, Phase.STALLED, Reason.CONFLICT, message, stalled=True,
-                        observed_generation=generation)
+    return EngineStatus(engine, Phase.STALLED, Reason.CONFLICT, message, stalled=True, observed_generation=generation)
 
 
 def spec_error_message(error: SpecInvalid) -> str:

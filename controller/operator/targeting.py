@@ -28,11 +28,15 @@ def raw_node_selector(spec: Mapping[str, Any] | None) -> dict[str, str]:
     return {k: v for k, v in selector.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def matching_nodes(nodes: Mapping[str, Mapping[str, str]], selector: Mapping[str, str],
-                   agent_selector: Mapping[str, str] | None = None) -> list[str]:
+def matching_nodes(
+    nodes: Mapping[str, Mapping[str, str]], selector: Mapping[str, str], agent_selector: Mapping[str, str] | None = None
+) -> list[str]:
     """Names of the nodes (name -> labels) that both selectors match, sorted."""
-    return sorted(name for name, labels in nodes.items()
-                  if selector_matches(selector, labels) and selector_matches(agent_selector, labels))
+    return sorted(
+        name
+        for name, labels in nodes.items()
+        if selector_matches(selector, labels) and selector_matches(agent_selector, labels)
+    )
 
 
 def parse_selector(text: str, source: str) -> dict[str, str]:

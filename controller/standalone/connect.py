@@ -18,7 +18,9 @@ EMULATOR_SOURCE = "embedded emulator"
 
 
 @contextlib.asynccontextmanager
-async def connect(engine: str | None = None, *, emulator: bool = False, quiet: bool = False) -> AsyncIterator[EngineClient]:
+async def connect(
+    engine: str | None = None, *, emulator: bool = False, quiet: bool = False
+) -> AsyncIterator[EngineClient]:
     """An EngineClient for the chosen engine, closed (and the emulator stopped) on exit.
 
     Raises ValueError for a malformed `engine` URL.

@@ -107,8 +107,13 @@ class Record:
         return any(c.type == READY and c.status == TRUE for c in self.conditions)
 
     def to_dict(self) -> dict[str, Any]:
-        status = ModelStatus(self.model.name, self.model.spec.model, self.generation, self.conditions,
-                             (self.engine,) if self.engine else ())
+        status = ModelStatus(
+            self.model.name,
+            self.model.spec.model,
+            self.generation,
+            self.conditions,
+            (self.engine,) if self.engine else (),
+        )
         return {**status.to_dict(), "source": str(self.source)}
 
 
@@ -156,8 +161,14 @@ class Daemon:
         self.interval = interval
         self.clocks = clocks or Clocks()
         self.files = ModelFiles(root, settle=settle)
-        self.reconciler = EngineReconciler(engine_name, client, clock=self.clocks.wall, jitter=self.clocks.jitter,
-                                           on_event=self._event, on_progress=self._progress)
+        self.reconciler = EngineReconciler(
+            engine_name,
+            client,
+            clock=self.clocks.wall,
+            jitter=self.clocks.jitter,
+            on_event=self._event,
+            on_progress=self._progress,
+        )
         self.schedule = Schedule(interval, next_drift=self.clocks.monotonic())
         self.metrics = Metrics(lambda: client.requests_sent)
         self.engine = EngineHealth(client.endpoint.url, client.endpoint.source)
@@ -182,10 +193,17 @@ class Daemon:
     async def run(self, stop: asyncio.Event, *, watch: bool = True) -> None:
         """Run until `stop` is set, then cancel in-flight work (an observation or reconcile waiting
         on a slow engine included) and return."""
-        log_event(log, "started", f"watching {self.root} for LocalModels; drift pass every {self.interval:g}s",
-                  directory=str(self.root), engine=self.engine.url)
-        tasks = [asyncio.create_task(self._loop(stop), name="reconcile loop"),
-                 asyncio.create_task(self._relay(stop), name="stop relay")]
+        log_event(
+            log,
+            "started",
+            f"watching {self.root} for LocalModels; drift pass every {self.interval:g}s",
+            directory=str(self.root),
+            engine=self.engine.url,
+        )
+        tasks = [
+            asyncio.create_task(self._loop(stop), name="reconcile loop"),
+            asyncio.create_task(self._relay(stop), name="stop relay"),
+        ]
         if watch:
             tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
         try:
@@ -210,8 +228,13 @@ class Daemon:
         self.last_pass = now
         hinted, self._hinted = self._hinted, set()
         settle = self.files.next_settle()
-        if (not self._scanned or hinted or (settle is not None and settle <= now) or now >= self.schedule.next_drift
-                or not self.files.root_readable):
+        if (
+            not self._scanned
+            or hinted
+            or (settle is not None and settle <= now)
+            or now >= self.schedule.next_drift
+            or not self.files.root_readable
+        ):
             self._scanned = True
             self._sync_files(now, hinted)
         wake = self.schedule.take(now, self._busy)
@@ -282,13 +305,18 @@ class Daemon:
                 problem = "the file watcher stopped"
             if self.clocks.monotonic() - started > WATCH_RESTART_MAX:
                 failures = 0  # it ran for a good while: start the backoff over
-            delay = min(WATCH_RESTART_MAX, WATCH_RESTART_DELAY * 2 ** failures)
+            delay = min(WATCH_RESTART_MAX, WATCH_RESTART_DELAY * 2**failures)
             failures += 1
             self.watcher_error = problem
-            log_event(log, "watch_failed",
-                      f"{problem}; restarting it in {delay:g}s (until then, changes are picked up on the "
-                      f"drift pass every {self.interval:g}s)",
-                      level=logging.ERROR, directory=str(self.root), attempt=failures)
+            log_event(
+                log,
+                "watch_failed",
+                f"{problem}; restarting it in {delay:g}s (until then, changes are picked up on the "
+                f"drift pass every {self.interval:g}s)",
+                level=logging.ERROR,
+                directory=str(self.root),
+                attempt=failures,
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if not stop.is_set():
@@ -305,10 +333,18 @@ class Daemon:
             # YAML files, and paths without a suffix (a directory moved in or out); a spurious wake
             # only costs a stat of the directory tree.
             candidate = Path(path)
-            return is_watched(candidate, absolute) or (not candidate.suffix and is_watched(candidate / "x.yaml", absolute))
+            return is_watched(candidate, absolute) or (
+                not candidate.suffix and is_watched(candidate / "x.yaml", absolute)
+            )
 
-        async for changes in awatch(absolute, watch_filter=interesting, stop_event=_WatchStop(stop), step=WATCH_STEP_MS,
-                                    debounce=WATCH_DEBOUNCE_MS, recursive=True):
+        async for changes in awatch(
+            absolute,
+            watch_filter=interesting,
+            stop_event=_WatchStop(stop),
+            step=WATCH_STEP_MS,
+            debounce=WATCH_DEBOUNCE_MS,
+            recursive=True,
+        ):
             self.notice(self.root / Path(path).relative_to(absolute) for _, path in changes)
 
     # ---- files -> records ----------------------------------------------------------------------
@@ -327,8 +363,15 @@ class Daemon:
         current = {str(error): error for error in self.files.errors}
         for text, error in current.items():
             if text not in self._logged_errors:
-                log_event(log, "file_error", error.message, level=logging.WARNING, model=error.object,
-                          file=f"{error.file}:{error.line}" if error.line else error.file, field=error.path or None)
+                log_event(
+                    log,
+                    "file_error",
+                    error.message,
+                    level=logging.WARNING,
+                    model=error.object,
+                    file=f"{error.file}:{error.line}" if error.line else error.file,
+                    field=error.path or None,
+                )
         for text in self._logged_errors - set(current):
             log_event(log, "file_fixed", f"resolved: {text}")
         self._logged_errors = set(current)
@@ -353,8 +396,13 @@ class Daemon:
         if record is None:
             self.deletions.pop(name, None)  # back before its deletion ran
             record = self.records[name] = Record(with_generation(model, 1), source)
-            record.engine = EngineStatus(self.reconciler.name, Phase.PENDING, Reason.PENDING,
-                                         "waiting for the first reconcile", observed_generation=1)
+            record.engine = EngineStatus(
+                self.reconciler.name,
+                Phase.PENDING,
+                Reason.PENDING,
+                "waiting for the first reconcile",
+                observed_generation=1,
+            )
             changed = True
         else:
             changed = record.model.spec != model.spec
@@ -366,14 +414,23 @@ class Daemon:
                 self.reconciler.forget(name)
                 self.schedule.remove(name)
                 record.conflict = conflict
-                self._set_status(record, EngineStatus(
-                    self.reconciler.name, Phase.STALLED, Reason.CONFLICT, conflict, stalled=True,
-                    observed_generation=record.generation))
+                self._set_status(
+                    record,
+                    EngineStatus(
+                        self.reconciler.name,
+                        Phase.STALLED,
+                        Reason.CONFLICT,
+                        conflict,
+                        stalled=True,
+                        observed_generation=record.generation,
+                    ),
+                )
             return
         if changed or record.conflict is not None:
             if not changed:
-                log_event(log, "conflict_resolved", "no other LocalModel claims this model and mode any more",
-                          model=name)
+                log_event(
+                    log, "conflict_resolved", "no other LocalModel claims this model and mode any more", model=name
+                )
             record.conflict = None
             self.schedule.due_at(name, now)
         elif name not in self.schedule:
@@ -386,14 +443,27 @@ class Daemon:
         if record.conflict is not None:
             return  # it never touched the engine
         refs = model_refs(record.model.spec)
-        users = sorted(other.model.name for other in self.records.values()
-                       if other.conflict is None and refs & model_refs(other.model.spec))
+        users = sorted(
+            other.model.name
+            for other in self.records.values()
+            if other.conflict is None and refs & model_refs(other.model.spec)
+        )
         if users:
-            log_event(log, "removed", f"{record.model.spec.model} stays on the engine: "
-                      f"{', '.join(users)} still declares it", model=name, file=str(record.source))
+            log_event(
+                log,
+                "removed",
+                f"{record.model.spec.model} stays on the engine: {', '.join(users)} still declares it",
+                model=name,
+                file=str(record.source),
+            )
             return
-        log_event(log, "removed", f"gone from the files; applying deletionPolicy {record.model.spec.deletion_policy}",
-                  model=name, file=str(record.source))
+        log_event(
+            log,
+            "removed",
+            f"gone from the files; applying deletionPolicy {record.model.spec.deletion_policy}",
+            model=name,
+            file=str(record.source),
+        )
         self.deletions[name] = Deletion(record.model, record.source)
         self.schedule.due_at(name, now)
 
@@ -406,12 +476,19 @@ class Daemon:
             self.engine.failures += 1
             self.engine.last_error = str(observation.error)
             if self.engine.up is not False:
-                log_event(log, "engine_down", f"cannot observe the engine: {observation.error}; retrying",
-                          level=logging.WARNING, engine=self.engine.url)
+                log_event(
+                    log,
+                    "engine_down",
+                    f"cannot observe the engine: {observation.error}; retrying",
+                    level=logging.WARNING,
+                    engine=self.engine.url,
+                )
             self.engine.up = False
             self.metrics.engine_up.set(0)
             # Probe again soon, at most one interval away; every model waits for the engine.
-            self.schedule.next_drift = now + min(self.interval, backoff_delay(self.engine.failures, self.clocks.jitter()))
+            self.schedule.next_drift = now + min(
+                self.interval, backoff_delay(self.engine.failures, self.clocks.jitter())
+            )
             for name in names:
                 if name in self.records:
                     self._unreachable(self.records[name], str(observation.error))
@@ -423,8 +500,11 @@ class Daemon:
             return []
         if self.engine.up is False:
             log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
-            names = [n for n in [*self.records, *self.deletions]
-                     if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)]
+            names = [
+                n
+                for n in [*self.records, *self.deletions]
+                if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)
+            ]
             self.schedule.next_drift = now + self.interval
         elif self.engine.up is None:
             log_event(log, "engine_up", "the engine answers", engine=self.engine.url)
@@ -494,10 +574,14 @@ class Daemon:
         deletion.attempts += 1
         if deletion.attempts >= DELETE_ATTEMPTS:
             spec = deletion.model.spec
-            log_event(log, "delete_abandoned",
-                      f"gave up applying deletionPolicy {spec.deletion_policy} after {deletion.attempts} attempts: "
-                      f"{outcome.message}; clean up by hand ({cleanup_commands(spec)})",
-                      level=logging.WARNING, model=name)
+            log_event(
+                log,
+                "delete_abandoned",
+                f"gave up applying deletionPolicy {spec.deletion_policy} after {deletion.attempts} attempts: "
+                f"{outcome.message}; clean up by hand ({cleanup_commands(spec)})",
+                level=logging.WARNING,
+                model=name,
+            )
             del self.deletions[name]
             self.schedule.remove(name)
             return
@@ -555,8 +639,14 @@ class Daemon:
             },
             "models": [r.to_dict() for r in records],
             "deleting": [
-                {"name": name, "model": d.model.spec.model, "deletionPolicy": d.model.spec.deletion_policy,
-                 "attempts": d.attempts, "lastError": d.last_error, "source": str(d.source)}
+                {
+                    "name": name,
+                    "model": d.model.spec.model,
+                    "deletionPolicy": d.model.spec.deletion_policy,
+                    "attempts": d.attempts,
+                    "lastError": d.last_error,
+                    "source": str(d.source),
+                }
                 for name, d in sorted(self.deletions.items())
             ],
             "files": self.files.report(),

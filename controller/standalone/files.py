@@ -134,11 +134,13 @@ class ModelFiles:
         present = {path: _stamp(path) for path in listing.files}
         hinted = {Path(p) for p in hinted}
         due = [
-            path for path, state in self._files.items()
+            path
+            for path, state in self._files.items()
             if state.shrink_since is not None and now - state.shrink_since >= self.settle and not hidden(path)
         ]
         changed_paths = {
-            path for path, stamp in present.items()
+            path
+            for path, stamp in present.items()
             if path not in self._files or self._files[path].stamp != stamp or path in hinted
         }
         changed_paths |= {path for path in self._files if path not in present and not hidden(path)}
@@ -193,10 +195,16 @@ class ModelFiles:
             desired[name], owners[name] = winner[1], winner[0]
             for path, item in found:
                 if path != winner[0]:
-                    duplicates.append(SpecError(
-                        str(path), item.source.line, name, "metadata.name",
-                        f"duplicate LocalModel name: {name!r} is already declared at {winner[1].source}; "
-                        "rename one of them (this one is ignored)"))
+                    duplicates.append(
+                        SpecError(
+                            str(path),
+                            item.source.line,
+                            name,
+                            "metadata.name",
+                            f"duplicate LocalModel name: {name!r} is already declared at {winner[1].source}; "
+                            "rename one of them (this one is ignored)",
+                        )
+                    )
         self._desired, self._owners, self._duplicates = desired, owners, duplicates
 
     # ---- what the daemon reads -----------------------------------------------------------------
@@ -219,9 +227,14 @@ class ModelFiles:
     def directory_errors(self) -> list[SpecError]:
         """The directories that could not be listed on the last refresh, as errors naming them."""
         return [
-            SpecError(str(directory), None, None, "",
-                      f"cannot read the directory ({why}); the LocalModels below it stay as they were, and "
-                      "nothing is deleted, until it can be read again")
+            SpecError(
+                str(directory),
+                None,
+                None,
+                "",
+                f"cannot read the directory ({why}); the LocalModels below it stay as they were, and "
+                "nothing is deleted, until it can be read again",
+            )
             for directory, why in sorted(self._unreadable.items())
         ]
 
@@ -250,24 +263,36 @@ class ModelFiles:
         for path in sorted(self._files):
             state = self._files[path]
             errors = [*state.errors, *by_file.get(path, [])]
-            out.append({
-                "path": str(path),
-                "models": sorted(name for name in state.models if self._owners.get(name) == path),
-                "errors": [error_dict(e) for e in errors],
-                "notes": list(state.notes),
-                "pendingRemoval": state.shrink_since is not None,
-            })
+            out.append(
+                {
+                    "path": str(path),
+                    "models": sorted(name for name in state.models if self._owners.get(name) == path),
+                    "errors": [error_dict(e) for e in errors],
+                    "notes": list(state.notes),
+                    "pendingRemoval": state.shrink_since is not None,
+                }
+            )
         return out
 
 
 def error_dict(error: SpecError) -> dict[str, object]:
-    return {"file": error.file, "line": error.line, "object": error.object, "path": error.path,
-            "message": error.message, "text": str(error)}
+    return {
+        "file": error.file,
+        "line": error.line,
+        "object": error.object,
+        "path": error.path,
+        "message": error.message,
+        "text": str(error),
+    }
 
 
 def _changed(before: FileState, after: FileState) -> bool:
     def located(state: FileState) -> dict[str, object]:
         return {name: (item.model, item.source) for name, item in state.models.items()}
 
-    return (located(before) != located(after) or before.errors != after.errors
-            or before.shrink_since != after.shrink_since or before.notes != after.notes)
+    return (
+        located(before) != located(after)
+        or before.errors != after.errors
+        or before.shrink_since != after.shrink_since
+        or before.notes != after.notes
+    )

@@ -27,20 +27,33 @@ class Metrics:
     def __init__(self, requests_sent: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         self.reconciles = Counter(
-            "localmodel_reconciles", "Reconciles of one LocalModel, by result (ready, retrying, stalled, unreachable).",
-            ["result"], registry=self.registry)
+            "localmodel_reconciles",
+            "Reconciles of one LocalModel, by result (ready, retrying, stalled, unreachable).",
+            ["result"],
+            registry=self.registry,
+        )
         self.errors = Counter(
-            "localmodel_reconcile_errors", "Reconciles that did not end Ready, by condition reason.",
-            ["reason"], registry=self.registry)
+            "localmodel_reconcile_errors",
+            "Reconciles that did not end Ready, by condition reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
-            "localmodel_reconcile_duration_seconds", "Time one LocalModel's reconcile took (pulls included).",
-            buckets=DURATION_BUCKETS, registry=self.registry)
+            "localmodel_reconcile_duration_seconds",
+            "Time one LocalModel's reconcile took (pulls included).",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.engine_up = Gauge(
-            "localmodel_engine_up", "1 when the last observation of the engine succeeded.", registry=self.registry)
-        self.models = Gauge("localmodel_models", "LocalModels declared in the watched directory.",
-                            registry=self.registry)
-        self.models_ready = Gauge("localmodel_models_ready", "LocalModels whose Ready condition is True.",
-                                  registry=self.registry)
-        self.file_errors = Gauge("localmodel_file_errors", "Problems found in the watched files.",
-                                 registry=self.registry)
+            "localmodel_engine_up", "1 when the last observation of the engine succeeded.", registry=self.registry
+        )
+        self.models = Gauge(
+            "localmodel_models", "LocalModels declared in the watched directory.", registry=self.registry
+        )
+        self.models_ready = Gauge(
+            "localmodel_models_ready", "LocalModels whose Ready condition is True.", registry=self.registry
+        )
+        self.file_errors = Gauge(
+            "localmodel_file_errors", "Problems found in the watched files.", registry=self.registry
+        )
         self.registry.register(_RequestsCollector(requests_sent))

@@ -127,23 +127,35 @@ async def apply_models(
             timed_out = True
     else:
         await passes()
-    results = [Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout))
-               for m in models]
+    results = [
+        Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout)) for m in models
+    ]
     return results, timed_out
 
 
-def unreachable_status(engine: str, error: str, previous: EngineStatus | None = None,
-                       generation: int | None = None) -> EngineStatus:
+def unreachable_status(
+    engine: str, error: str, previous: EngineStatus | None = None, generation: int | None = None
+) -> EngineStatus:
     """A model's status while the engine does not answer: Retrying, EngineUnreachable. What the
     previous status knew (backend, model ID, applied config) stays; a pull in progress does not."""
     base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
-    return replace(base, phase=Phase.RETRYING, reason=Reason.ENGINE_UNREACHABLE, ready=False, stalled=False,
-                   message=f"the engine is unreachable ({error}); retrying", last_error=error, pull=None,
-                   observed_generation=generation if generation is not None else base.observed_generation)
+    return replace(
+        base,
+        phase=Phase.RETRYING,
+        reason=Reason.ENGINE_UNREACHABLE,
+        ready=False,
+        stalled=False,
+        message=f"the engine is unreachable ({error}); retrying",
+        last_error=error,
+        pull=None,
+        observed_generation=generation if generation is not None else base.observed_generation,
+    )
 
 
 def _not_started(engine: str, timeout: float) -> EngineStatus:
-    return EngineStatus(engine, Phase.PENDING, Reason.PENDING, f"timed out after {timeout:g}s before its first reconcile")
+    return EngineStatus(
+        engine, Phase.PENDING, Reason.PENDING, f"timed out after {timeout:g}s before its first reconcile"
+    )
 
 
 # ---- plan --------------------------------------------------------------------------------------
@@ -177,7 +189,9 @@ async def plan_models(client: EngineClient, models: Sequence[LocalModel], observ
     plans = []
     for model in models:
         if model.name in conflicts:
-            plans.append(ModelPlan(model.name, model.spec.model, (), f"{Reason.CONFLICT.value}: {conflicts[model.name]}"))
+            plans.append(
+                ModelPlan(model.name, model.spec.model, (), f"{Reason.CONFLICT.value}: {conflicts[model.name]}")
+            )
         else:
             plans.append(await _plan_one(client, model, observation))
     return plans
@@ -227,8 +241,12 @@ def _after_pull(model: LocalModel) -> list[Step]:
         request = render_configure(model.spec)
     except RenderError as exc:
         return [Step(f"then configure: impossible: {exc}")]
-    steps = [Step(f"then configure POST {request.path} (the backend follows the model's format once pulled)",
-                  (_body(request.body),))]
+    steps = [
+        Step(
+            f"then configure POST {request.path} (the backend follows the model's format once pulled)",
+            (_body(request.body),),
+        )
+    ]
     if model.spec.preload:
         steps.append(Step(f"then preload {model.spec.model} (preload: true)"))
     return steps
@@ -254,8 +272,15 @@ class EngineRow:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"model": self.model, "backend": self.backend, "mode": self.mode, "context": self.context,
-                "keepAlive": self.keep_alive, "loaded": self.loaded, "message": self.message}
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "mode": self.mode,
+            "context": self.context,
+            "keepAlive": self.keep_alive,
+            "loaded": self.loaded,
+            "message": self.message,
+        }
 
 
 async def engine_inventory(client: EngineClient) -> list[EngineRow]:
@@ -269,24 +294,44 @@ async def engine_inventory(client: EngineClient) -> list[EngineRow]:
     for entry in sorted(configs, key=lambda c: (c.model or c.model_id, c.backend, c.mode)):
         info = by_id.get(entry.model_id)
         names = set(info.tags) if info else {entry.model}
-        runner_index = next((i for i, r in enumerate(runners)
-                             if r.backend == entry.backend and r.mode == entry.mode and _runner_names(r.model, names)), None)
+        runner_index = next(
+            (
+                i
+                for i, r in enumerate(runners)
+                if r.backend == entry.backend and r.mode == entry.mode and _runner_names(r.model, names)
+            ),
+            None,
+        )
         if runner_index is not None:
             matched_runners.add(runner_index)
         covered_models.add(entry.model_id)
         context = entry.config.get(wire.CONTEXT_SIZE)
         packaged = info.context_size if info else None
-        rows.append(EngineRow(
-            model=entry.model or entry.model_id, backend=entry.backend, mode=entry.mode,
-            context=str(context) if context else (f"{packaged} (packaged)" if packaged else "-"),
-            keep_alive=str(entry.config.get(wire.KEEP_ALIVE) or "5m (default)"),
-            loaded=_loaded(runners[runner_index]) if runner_index is not None else "no",
-            message="configured" + _flags(entry.config)))
+        rows.append(
+            EngineRow(
+                model=entry.model or entry.model_id,
+                backend=entry.backend,
+                mode=entry.mode,
+                context=str(context) if context else (f"{packaged} (packaged)" if packaged else "-"),
+                keep_alive=str(entry.config.get(wire.KEEP_ALIVE) or "5m (default)"),
+                loaded=_loaded(runners[runner_index]) if runner_index is not None else "no",
+                message="configured" + _flags(entry.config),
+            )
+        )
     for index, runner in enumerate(runners):
         if index in matched_runners:
             continue
-        rows.append(EngineRow(runner.model, runner.backend, runner.mode, "-", runner.keep_alive or "-",
-                              _loaded(runner), "loaded with no stored config (engine defaults)"))
+        rows.append(
+            EngineRow(
+                runner.model,
+                runner.backend,
+                runner.mode,
+                "-",
+                runner.keep_alive or "-",
+                _loaded(runner),
+                "loaded with no stored config (engine defaults)",
+            )
+        )
     for info in models:
         if info.id in covered_models:
             continue
@@ -294,8 +339,17 @@ async def engine_inventory(client: EngineClient) -> list[EngineRow]:
         if any(_runner_names(r.model, set(info.tags)) for r in runners):
             continue
         packaged = f"{info.context_size} (packaged)" if info.context_size else "-"
-        rows.append(EngineRow(name, wire.backend_for_format(info.format), "-", packaged, "-", "no",
-                              "pulled, not configured (engine defaults)"))
+        rows.append(
+            EngineRow(
+                name,
+                wire.backend_for_format(info.format),
+                "-",
+                packaged,
+                "-",
+                "no",
+                "pulled, not configured (engine defaults)",
+            )
+        )
     return rows
 
 

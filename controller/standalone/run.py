@@ -56,7 +56,12 @@ async def run_daemon(
         try:
             await daemon.run(stop)
         except Exception as exc:  # noqa: BLE001 - whatever it is, systemd should restart us
-            log_event(log, "failed", f"the daemon stopped on an unexpected error: {type(exc).__name__}: {exc}",
-                      level=logging.ERROR, error=traceback.format_exc())
+            log_event(
+                log,
+                "failed",
+                f"the daemon stopped on an unexpected error: {type(exc).__name__}: {exc}",
+                level=logging.ERROR,
+                error=traceback.format_exc(),
+            )
             return EXIT_FAILED
     return EXIT_OK

@@ -66,7 +66,8 @@ class Schedule:
         if drift:
             self.next_drift = now + self.interval
         names = [
-            name for name, when in self._due.items()
+            name
+            for name, when in self._due.items()
             if name not in busy and ((when is not None and when <= now) or (drift and when is None))
         ]
         for name in names:

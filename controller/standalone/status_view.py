@@ -27,16 +27,18 @@ def daemon_rows(status: dict[str, Any]) -> list[list[str]]:
         config = engine.get("appliedConfig") or {}
         ready = next((c for c in model.get("conditions", []) if c.get("type") == "Ready"), {})
         is_ready = ready.get("status") == "True"
-        rows.append([
-            model.get("name", ""),
-            model.get("model", ""),
-            engine.get("backend") or "-",
-            str(config.get(wire.CONTEXT_SIZE, "-")),
-            str(config.get(wire.KEEP_ALIVE, "-")),
-            "yes" if engine.get("loaded") else "no",
-            "True" if is_ready else ready.get("reason", "Unknown"),
-            ready.get("message", ""),
-        ])
+        rows.append(
+            [
+                model.get("name", ""),
+                model.get("model", ""),
+                engine.get("backend") or "-",
+                str(config.get(wire.CONTEXT_SIZE, "-")),
+                str(config.get(wire.KEEP_ALIVE, "-")),
+                "yes" if engine.get("loaded") else "no",
+                "True" if is_ready else ready.get("reason", "Unknown"),
+                ready.get("message", ""),
+            ]
+        )
     return rows
 
 
@@ -53,15 +55,23 @@ def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
         response.raise_for_status()
         status = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        print(f"localmodel status: cannot read {url}: {exc} (is `localmodel watch --status-addr {addr}` running?)",
-              file=err)
+        print(
+            f"localmodel status: cannot read {url}: {exc} (is `localmodel watch --status-addr {addr}` running?)",
+            file=err,
+        )
         return 1
     if output == "json":
         print(json.dumps(status, indent=2), file=out)
     else:
         print(table(DAEMON_HEADERS, daemon_rows(status)), file=out)
         engine = status.get("engine", {})
-        state = "up" if engine.get("up") else "DOWN: " + str(engine.get("lastError")) if engine.get("up") is False else "not observed yet"
+        state = (
+            "up"
+            if engine.get("up")
+            else "DOWN: " + str(engine.get("lastError"))
+            if engine.get("up") is False
+            else "not observed yet"
+        )
         print(f"\nengine {engine.get('url')} ({state}); directory {status.get('directory')}", file=out)
         for file in status.get("files", []):
             for error in file.get("errors", []):
@@ -90,6 +100,5 @@ def show_engine(engine: str | None, output: str, out: TextIO, err: TextIO) -> in
     lines = [[r.model, r.backend, r.mode, r.context, r.keep_alive, r.loaded, "-", r.message] for r in rows]
     print(table(ENGINE_HEADERS, lines), file=out)
     entries = f"{len(rows)} entr" + ("y" if len(rows) == 1 else "ies")
-    print(f"\nengine {url}: {entries} (READY needs LocalModels: use --daemon, or localmodel plan FILE...)",
-          file=out)
+    print(f"\nengine {url}: {entries} (READY needs LocalModels: use --daemon, or localmodel plan FILE...)", file=out)
     return 0

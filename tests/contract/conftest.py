@@ -19,13 +19,12 @@ kinds without it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-import asyncio
 
 import httpx
 import pytest
@@ -139,7 +138,9 @@ class FakeLlamaHolds:
     async def _release(self, what: str, model: str, file: Path) -> None:
         file.unlink(missing_ok=True)
         response = await self._held.pop((what, model))
-        assert response.status_code == 200, f"the held {what} request for {model}: {response.status_code} {response.text}"
+        assert response.status_code == 200, (
+            f"the held {what} request for {model}: {response.status_code} {response.text}"
+        )
 
     async def _until(self, model: str, held: Callable[[RunnerInfo], bool], timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()

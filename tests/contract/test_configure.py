@@ -133,7 +133,9 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("fields", "text"), [(f, t) for _, f, t in REJECTED], ids=[n for n, _, _ in REJECTED])
-async def test_validation_errors_are_500_with_the_engines_text(engine: Engine, fields: dict[str, Any], text: str) -> None:
+async def test_validation_errors_are_500_with_the_engines_text(
+    engine: Engine, fields: dict[str, Any], text: str
+) -> None:
     await engine.client.configure({"model": engine.model, "context-size": 4096})
     with pytest.raises(EngineRejected) as caught:
         await engine.client.configure({"model": engine.model, **fields})

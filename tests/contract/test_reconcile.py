@@ -22,8 +22,14 @@ from tests.contract.conftest import Engine
 
 
 def localmodel(name: str = "m", **spec: Any) -> LocalModel:
-    return parse_localmodel({"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel",
-                             "metadata": {"name": name, "generation": 1}, "spec": spec})
+    return parse_localmodel(
+        {
+            "apiVersion": "localmodel.io/v1alpha1",
+            "kind": "LocalModel",
+            "metadata": {"name": name, "generation": 1},
+            "spec": spec,
+        }
+    )
 
 
 class Recorder:
@@ -40,9 +46,14 @@ class Recorder:
 
 def reconciler_for(engine: Engine, recorder: Recorder | None = None, **options: Any) -> EngineReconciler:
     recorder = recorder or Recorder()
-    return EngineReconciler(engine.kind, engine.client, on_event=recorder.event,
-                            on_progress=lambda key, status: recorder.progress.append(status),
-                            jitter=lambda: 0.0, **options)
+    return EngineReconciler(
+        engine.kind,
+        engine.client,
+        on_event=recorder.event,
+        on_progress=lambda key, status: recorder.progress.append(status),
+        jitter=lambda: 0.0,
+        **options,
+    )
 
 
 async def run(reconciler: EngineReconciler, model: LocalModel) -> Outcome:
@@ -63,8 +74,10 @@ async def test_pulls_configures_and_verifies_a_new_model(engine: Engine) -> None
     assert outcome.status.applied_config == {"context-size": 4096, "keep_alive": "10m0s"}
     assert recorder.reasons()[:2] == ["Pulled", "Applied"]
     assert recorder.progress and recorder.progress[-1].phase is Phase.PULLING
-    assert config_differences({"context-size": 4096, "keep_alive": "10m"},
-                              await stored_config(engine, engine.fresh_model)) == []
+    assert (
+        config_differences({"context-size": 4096, "keep_alive": "10m"}, await stored_config(engine, engine.fresh_model))
+        == []
+    )
 
 
 async def test_a_model_removed_from_the_store_is_pulled_again(engine: Engine) -> None:
@@ -129,7 +142,7 @@ async def test_a_rejected_flag_stalls_without_resending(engine: Engine) -> None:
     outcome = await run(reconciler, model)
     assert outcome.status.stalled and outcome.status.reason is Reason.FLAG_REJECTED
     assert 'runtime flag "--no-such-flag" is not allowed' in outcome.status.message
-    assert outcome.requeue_after is None and ("Warning", "FlagRejected") == recorder.events[-1][:2]
+    assert outcome.requeue_after is None and recorder.events[-1][:2] == ("Warning", "FlagRejected")
     before = engine.client.requests_sent
     again = await reconciler.reconcile(model.name, model, await reconciler.observe())
     assert again.status.stalled and engine.client.requests_sent - before == 3  # observe only, no configure
@@ -163,8 +176,11 @@ async def test_speculative_decoding_pulls_the_draft_too(engine: Engine) -> None:
 
 async def test_vllm_model_goes_to_the_vllm_route_with_notes(engine: Engine) -> None:
     vllm_model = engine.needs_vllm()
-    model = localmodel(model=vllm_model, thinkingBudget="low",
-                       vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"factor": 4.0}}})
+    model = localmodel(
+        model=vllm_model,
+        thinkingBudget="low",
+        vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"factor": 4.0}}},
+    )
     outcome = await run(reconciler_for(engine), model)
     assert outcome.status.ready and outcome.status.backend == "vllm", outcome.status
     assert any("thinking" in note for note in outcome.status.notes)
@@ -259,8 +275,9 @@ async def test_unreachable_engine_backs_off() -> None:
     assert delays == [0.5, 1.0, 2.0, 4.0]
 
 
-@pytest.mark.parametrize(("policy", "config_kept", "model_kept"),
-                         [("Unload", False, True), ("Delete", False, False), ("Retain", True, True)])
+@pytest.mark.parametrize(
+    ("policy", "config_kept", "model_kept"), [("Unload", False, True), ("Delete", False, False), ("Retain", True, True)]
+)
 async def test_deletion_policies(engine: Engine, policy: str, config_kept: bool, model_kept: bool) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.fresh_model, contextSize=4096, deletionPolicy=policy, preload=True)

@@ -16,6 +16,7 @@ import httpx
 from tests.support.emulator import REPO_ROOT
 from tests.support.util import eventually, free_port
 
+
 class DaemonProcess:
     """`python -m controller watch DIR --engine URL --interval N --status-addr 127.0.0.1:PORT --log-format json`."""
 
@@ -23,8 +24,21 @@ class DaemonProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [sys.executable, "-m", "controller", "watch", str(directory), "--engine", engine_url,
-                   "--interval", str(interval), "--status-addr", f"127.0.0.1:{self.port}", "--log-format", "json"]
+        command = [
+            sys.executable,
+            "-m",
+            "controller",
+            "watch",
+            str(directory),
+            "--engine",
+            engine_url,
+            "--interval",
+            str(interval),
+            "--status-addr",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+        ]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)

@@ -41,7 +41,9 @@ def start(models_dir: Path, engine: Engine, tmp_path: Path) -> Iterator[object]:
     started: list[DaemonProcess] = []
 
     def start_daemon(interval: float = 1.0) -> DaemonProcess:
-        daemon = DaemonProcess(models_dir, engine.url, interval=interval, log_path=tmp_path / f"daemon{len(started)}.log")
+        daemon = DaemonProcess(
+            models_dir, engine.url, interval=interval, log_path=tmp_path / f"daemon{len(started)}.log"
+        )
         started.append(daemon)
         return daemon
 
@@ -67,8 +69,9 @@ def test_create_edit_rename_and_delete_files(start, models_dir: Path, engine: En
 
     engine.control("reset-counters")
     (models_dir / "a.yaml").rename(models_dir / "b.yaml")
-    eventually(lambda: [f["path"] for f in daemon.status()["files"]] == [str(models_dir / "b.yaml")],
-               what="the rename settled")
+    eventually(
+        lambda: [f["path"] for f in daemon.status()["files"]] == [str(models_dir / "b.yaml")], what="the rename settled"
+    )
     assert daemon.model("small")["source"] == f"{models_dir / 'b.yaml'}:1"  # type: ignore[index]
     assert daemon.ready("small") and context_size(engine, SMALL) == 8192
     writes = [route for route in engine.state()["counters"] if not route.startswith("GET ")]
@@ -100,14 +103,16 @@ def test_a_409_storm_ends_ready(start, models_dir: Path, engine: Engine) -> None
     eventually(lambda: daemon.ready("small"), what="small Ready")
     engine.control("conflicts", {"count": 3})
     (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=8192))
-    eventually(lambda: context_size(engine, SMALL) == 8192 and daemon.ready("small"), timeout=20,
-               what="Ready after three 409s")
+    eventually(
+        lambda: context_size(engine, SMALL) == 8192 and daemon.ready("small"), timeout=20, what="Ready after three 409s"
+    )
     assert engine.state()["pending_conflicts"] == 0
     assert 'localmodel_reconcile_errors_total{reason="RunnerBusy"} 3.0' in daemon.metrics()
 
 
 def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready(  # type: ignore[no-untyped-def]
-        start, models_dir: Path, engine: Engine) -> None:
+    start, models_dir: Path, engine: Engine
+) -> None:
     (models_dir / "good.yaml").write_text(localmodel("good", SMALL, contextSize=4096))
     (models_dir / "bad.yaml").write_text(localmodel("bad", "ai/llama3.2", keepAlive="soon"))
     daemon = start()
@@ -119,8 +124,10 @@ def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready( 
 
     # The good file breaks: its last good version stays applied, and the error says where.
     (models_dir / "good.yaml").write_text(localmodel("good", SMALL, contextSize=8192) + "  runtimeFlags: [\n")
-    eventually(lambda: any(e["event"] == "file_error" and e.get("file", "").endswith("good.yaml:8")
-                           for e in daemon.events()), what="the YAML error logged with file and line")
+    eventually(
+        lambda: any(e["event"] == "file_error" and e.get("file", "").endswith("good.yaml:8") for e in daemon.events()),
+        what="the YAML error logged with file and line",
+    )
     assert daemon.ready("good") and context_size(engine, SMALL) == 4096
     assert daemon.status()["summary"]["fileErrors"] == 2
 
@@ -129,7 +136,8 @@ def test_deletion_policies(start, models_dir: Path, engine: Engine) -> None:  # 
     refs = {"Unload": SMALL, "Delete": "ai/llama3.2:3B", "Retain": "ai/embeddinggemma"}
     for policy, ref in refs.items():
         (models_dir / f"{policy.lower()}.yaml").write_text(
-            localmodel(policy.lower(), ref, contextSize=2048, deletionPolicy=policy))
+            localmodel(policy.lower(), ref, contextSize=2048, deletionPolicy=policy)
+        )
     daemon = start()
     for policy in refs:
         eventually(lambda: daemon.ready(policy.lower()), what=f"{policy.lower()} Ready")
@@ -142,7 +150,8 @@ def test_deletion_policies(start, models_dir: Path, engine: Engine) -> None:  # 
 
 
 def test_sigterm_stops_within_a_second_even_with_requests_in_flight(  # type: ignore[no-untyped-def]
-        start, models_dir: Path, engine: Engine) -> None:
+    start, models_dir: Path, engine: Engine
+) -> None:
     daemon = start()
     engine.control("reset-counters")
     engine.control("latency", {"seconds": 4})  # every engine request now hangs for 4 s
@@ -159,8 +168,10 @@ def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Pat
     daemon = start(interval=60.0)  # no drift pass during the test: the file watcher must see it all
     eventually(lambda: daemon.ready("small"), what="small Ready")
     shutil.rmtree(models_dir)  # rm -rf before a re-clone
-    eventually(lambda: any(e["event"] == "file_error" and e.get("file") == str(models_dir) for e in daemon.events()),
-               what="the missing directory logged")
+    eventually(
+        lambda: any(e["event"] == "file_error" and e.get("file") == str(models_dir) for e in daemon.events()),
+        what="the missing directory logged",
+    )
     time.sleep(1.5)  # more than the settle time: nothing may be deleted meanwhile
     assert daemon.ready("small") and context_size(engine, SMALL) == 4096 and not daemon.status()["deleting"]
     models_dir.mkdir()

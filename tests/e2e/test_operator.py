@@ -41,13 +41,29 @@ def configs_of(url: str, model: str) -> list[dict]:
     return [c["Config"] for c in engine_configs(url) if c["Model"].endswith(model)]
 
 
-def test_create_update_and_delete_with_each_policy(localmodel_cluster: KubeAPIServer, kube_namespace: str,  # noqa: F811
-                                                   api: KubeApi, engine: EmulatorProcess, tmp_path: Path) -> None:
+def test_create_update_and_delete_with_each_policy(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811 (the fixture, imported for pytest)
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
-    with operator_process(localmodel_cluster, "--engine", f"emu={engine.url}", "--namespace", ns,
-                          "--drift-interval", str(DRIFT), workdir=tmp_path) as op:
-        for name, model, policy in (("unload", "ai/smollm2", "Unload"), ("delete", "ai/qwen3:0.6B-F16", "Delete"),
-                                    ("retain", "ai/llama3.2", "Retain")):
+    with operator_process(
+        localmodel_cluster,
+        "--engine",
+        f"emu={engine.url}",
+        "--namespace",
+        ns,
+        "--drift-interval",
+        str(DRIFT),
+        workdir=tmp_path,
+    ) as op:
+        for name, model, policy in (
+            ("unload", "ai/smollm2", "Unload"),
+            ("delete", "ai/qwen3:0.6B-F16", "Delete"),
+            ("retain", "ai/llama3.2", "Retain"),
+        ):
             created = api.create_localmodel(ns, name, {"model": model, "contextSize": 2048, "deletionPolicy": policy})
             assert created.status_code == 201, created.text
         for name in ("unload", "delete", "retain"):
@@ -77,48 +93,88 @@ def test_create_update_and_delete_with_each_policy(localmodel_cluster: KubeAPISe
         assert {"Pulled", "Applied", "Unloaded"} <= reasons or {"Applied", "Unloaded"} <= reasons
 
 
-def test_engine_restart_is_repaired_within_the_drift_interval(localmodel_cluster: KubeAPIServer,  # noqa: F811
-                                                               kube_namespace: str, api: KubeApi,
-                                                               engine: EmulatorProcess, tmp_path: Path) -> None:
+def test_engine_restart_is_repaired_within_the_drift_interval(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
-    with operator_process(localmodel_cluster, "--engine", f"emu={engine.url}", "--namespace", ns,
-                          "--drift-interval", str(DRIFT), workdir=tmp_path) as op:
+    with operator_process(
+        localmodel_cluster,
+        "--engine",
+        f"emu={engine.url}",
+        "--namespace",
+        ns,
+        "--drift-interval",
+        str(DRIFT),
+        workdir=tmp_path,
+    ) as op:
         assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "keepAlive": "10m"}).status_code == 201
         api.wait_ready(ns, "smol", [op.proc])
         httpx.post(engine.url + "/_emulator/restart").raise_for_status()
         assert engine_configs(engine.url) == []
         # At most one drift interval until the next pass, which observes the engine afresh.
-        wait_until("config re-applied", lambda: bool(configs_of(engine.url, "ai/smollm2:latest")),
-                   DRIFT + 1.5, [op.proc], interval=0.05)
+        wait_until(
+            "config re-applied",
+            lambda: bool(configs_of(engine.url, "ai/smollm2:latest")),
+            DRIFT + 1.5,
+            [op.proc],
+            interval=0.05,
+        )
         assert configs_of(engine.url, "ai/smollm2:latest") == [{"keep_alive": "10m0s"}]
         # The engine forgot a config this operator had verified: the re-apply is a DriftRepaired event.
-        wait_until("DriftRepaired event", lambda: "DriftRepaired" in [e["reason"] for e in api.events(ns, "smol")],
-                   10, [op.proc])
+        wait_until(
+            "DriftRepaired event",
+            lambda: "DriftRepaired" in [e["reason"] for e in api.events(ns, "smol")],
+            10,
+            [op.proc],
+        )
         assert [e["reason"] for e in api.events(ns, "smol")].count("Applied") == 1
         api.delete(ns, "smol")
         api.wait_gone(ns, "smol", [op.proc])
 
 
-def test_an_engine_that_is_gone_does_not_block_deletion(localmodel_cluster: KubeAPIServer,  # noqa: F811
-                                                        kube_namespace: str, api: KubeApi, tmp_path: Path) -> None:
+def test_an_engine_that_is_gone_does_not_block_deletion(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
-    with emulator_process("--preload-models", "ai/smollm2") as doomed:
-        with operator_process(localmodel_cluster, "--engine", f"doomed={doomed.url}", "--namespace", ns,
-                              "--drift-interval", str(DRIFT), "--finalize-attempts", "2",
-                              workdir=tmp_path) as op:
-            assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2"}).status_code == 201
-            api.wait_ready(ns, "smol", [op.proc])
-            doomed.process.terminate()
-            doomed.process.wait(10)
-            api.delete(ns, "smol")
-            api.wait_gone(ns, "smol", [op.proc], timeout=30)
-            warnings = [e for e in api.events(ns, "smol") if e["type"] == "Warning"]
-            released = [e for e in warnings if e["reason"] == "FinalizerReleased"]
-            assert released and "doomed" in released[0]["message"], warnings
+    with (
+        emulator_process("--preload-models", "ai/smollm2") as doomed,
+        operator_process(
+            localmodel_cluster,
+            "--engine",
+            f"doomed={doomed.url}",
+            "--namespace",
+            ns,
+            "--drift-interval",
+            str(DRIFT),
+            "--finalize-attempts",
+            "2",
+            workdir=tmp_path,
+        ) as op,
+    ):
+        assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2"}).status_code == 201
+        api.wait_ready(ns, "smol", [op.proc])
+        doomed.process.terminate()
+        doomed.process.wait(10)
+        api.delete(ns, "smol")
+        api.wait_gone(ns, "smol", [op.proc], timeout=30)
+        warnings = [e for e in api.events(ns, "smol") if e["type"] == "Warning"]
+        released = [e for e in warnings if e["reason"] == "FinalizerReleased"]
+        assert released and "doomed" in released[0]["message"], warnings
 
 
-def test_two_node_agents_share_one_object(localmodel_cluster: KubeAPIServer, kube_namespace: str,  # noqa: F811
-                                          api: KubeApi, tmp_path: Path) -> None:
+def test_two_node_agents_share_one_object(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811 (the fixture, imported for pytest)
+    kube_namespace: str,
+    api: KubeApi,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
     suffix = ns.split("-")[-1]
     n1, n2 = f"gpu-a-{suffix}", f"gpu-b-{suffix}"
@@ -126,12 +182,38 @@ def test_two_node_agents_share_one_object(localmodel_cluster: KubeAPIServer, kub
     api.create_node(n2, {"localmodel-test": suffix})
     selector = {"localmodel-test": suffix, "gpu": "yes"}
     try:
-        with emulator_process("--preload-models", "ai/smollm2") as e1, \
-                emulator_process("--preload-models", "ai/smollm2") as e2, \
-                operator_process(localmodel_cluster, "--mode", "node-agent", "--node-name", n1, "--engine", e1.url,
-                                 "--namespace", ns, "--drift-interval", str(DRIFT), workdir=tmp_path) as a1, \
-                operator_process(localmodel_cluster, "--mode", "node-agent", "--node-name", n2, "--engine", e2.url,
-                                 "--namespace", ns, "--drift-interval", str(DRIFT), workdir=tmp_path) as a2:
+        with (
+            emulator_process("--preload-models", "ai/smollm2") as e1,
+            emulator_process("--preload-models", "ai/smollm2") as e2,
+            operator_process(
+                localmodel_cluster,
+                "--mode",
+                "node-agent",
+                "--node-name",
+                n1,
+                "--engine",
+                e1.url,
+                "--namespace",
+                ns,
+                "--drift-interval",
+                str(DRIFT),
+                workdir=tmp_path,
+            ) as a1,
+            operator_process(
+                localmodel_cluster,
+                "--mode",
+                "node-agent",
+                "--node-name",
+                n2,
+                "--engine",
+                e2.url,
+                "--namespace",
+                ns,
+                "--drift-interval",
+                str(DRIFT),
+                workdir=tmp_path,
+            ) as a2,
+        ):
             procs = [a1.proc, a2.proc]
             spec = {"model": "ai/smollm2", "contextSize": 2048, "nodeSelector": selector}
             assert api.create_localmodel(ns, "smol", spec).status_code == 201
@@ -143,9 +225,18 @@ def test_two_node_agents_share_one_object(localmodel_cluster: KubeAPIServer, kub
             assert engine_configs(e2.url) == []
 
             api.label_node(n2, {"gpu": "yes"})  # the selector now picks both nodes
-            obj = api.wait_for("both entries Ready and loaded", ns, "smol", lambda o: o is not None and len(
-                o["status"]["engines"]) == 2 and all(e["ready"] and e["loaded"] for e in o["status"]["engines"])
-                and condition(o, "Ready")["status"] == "True", procs)
+            obj = api.wait_for(
+                "both entries Ready and loaded",
+                ns,
+                "smol",
+                lambda o: (
+                    o is not None
+                    and len(o["status"]["engines"]) == 2
+                    and all(e["ready"] and e["loaded"] for e in o["status"]["engines"])
+                    and condition(o, "Ready")["status"] == "True"
+                ),
+                procs,
+            )
             assert obj is not None
             managers = {m["manager"] for m in obj["metadata"]["managedFields"] if m.get("subresource") == "status"}
             assert managers == {f"localmodel-agent-{n1}", f"localmodel-agent-{n2}"}
@@ -158,7 +249,8 @@ def test_two_node_agents_share_one_object(localmodel_cluster: KubeAPIServer, kub
             assert again is not None and again["metadata"]["resourceVersion"] == version
 
             assert sorted(api.get(ns, "smol")["metadata"]["finalizers"]) == sorted(  # type: ignore[index]
-                [f"localmodel.io/agent-{n1}", f"localmodel.io/agent-{n2}"])
+                [f"localmodel.io/agent-{n1}", f"localmodel.io/agent-{n2}"]
+            )
 
             # Node n2 and its agent go away for good: its finalizer must not block the deletion.
             a2.proc.stop()
@@ -171,16 +263,23 @@ def test_two_node_agents_share_one_object(localmodel_cluster: KubeAPIServer, kub
         api.delete_node(n2)
 
 
-@pytest.mark.parametrize("spec, code, message", [
-    ({"model": "ai/smollm2", "runtimeFlags": ["--threads", "4"], "rawRuntimeFlags": "--threads 4"}, 422,
-     "rawRuntimeFlags"),
-    ({"model": "ai/smollm2", "keepAlive": "5 minutes"}, 422, "keepAlive"),
-    ({"model": "ai/smollm2", "vllm": {"gpuMemoryUtilization": 1.5}}, 422, "gpuMemoryUtilization"),
-    # fieldValidation=Strict (kubectl's default): a decoding error, 400, before any schema rule runs
-    ({"model": "ai/smollm2", "contextSize": 8192, "contextsize": 1}, 400, 'unknown field "spec.contextsize"'),
-])
-def test_invalid_objects_are_rejected_by_the_api_server(api: KubeApi, kube_namespace: str, spec: dict, code: int,
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    "spec, code, message",
+    [
+        (
+            {"model": "ai/smollm2", "runtimeFlags": ["--threads", "4"], "rawRuntimeFlags": "--threads 4"},
+            422,
+            "rawRuntimeFlags",
+        ),
+        ({"model": "ai/smollm2", "keepAlive": "5 minutes"}, 422, "keepAlive"),
+        ({"model": "ai/smollm2", "vllm": {"gpuMemoryUtilization": 1.5}}, 422, "gpuMemoryUtilization"),
+        # fieldValidation=Strict (kubectl's default): a decoding error, 400, before any schema rule runs
+        ({"model": "ai/smollm2", "contextSize": 8192, "contextsize": 1}, 400, 'unknown field "spec.contextsize"'),
+    ],
+)
+def test_invalid_objects_are_rejected_by_the_api_server(
+    api: KubeApi, kube_namespace: str, spec: dict, code: int, message: str
+) -> None:
     response = api.create_localmodel(kube_namespace, "bad", spec)
     assert response.status_code == code, response.text
     assert message in response.json()["message"]

@@ -37,8 +37,10 @@ def test_admin_can_create_namespace(kube_apiserver: KubeAPIServer) -> None:
 def test_operator_cannot_list_secrets_cluster_wide(kube_apiserver: KubeAPIServer) -> None:
     with kube_apiserver.http(kube_apiserver.operator_token) as c:
         r = c.get("/api/v1/secrets")
-        who = c.post("/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                     json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        who = c.post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
     assert r.status_code == 403, r.text
     assert who.json()["status"]["userInfo"]["username"] == kube_apiserver.operator_user
 
@@ -50,9 +52,8 @@ def test_kubeconfigs_work_with_python_client(kube_apiserver: KubeAPIServer, kube
     with kube_apiserver.api_client() as api:
         names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
     assert kube_namespace in names
-    with kube_apiserver.api_client(kube_apiserver.operator_kubeconfig) as api:
-        with pytest.raises(ApiException) as exc:
-            client.CoreV1Api(api).list_namespaced_config_map(kube_namespace)
+    with kube_apiserver.api_client(kube_apiserver.operator_kubeconfig) as api, pytest.raises(ApiException) as exc:
+        client.CoreV1Api(api).list_namespaced_config_map(kube_namespace)
     assert exc.value.status == 403
 
 
@@ -65,11 +66,15 @@ def test_apply_crd_and_custom_resource(kube_apiserver: KubeAPIServer, kube_names
             "group": "smoke.localmodel.io",
             "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                "subresources": {"status": {}},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "subresources": {"status": {}},
+                }
+            ],
         },
     }
     apply_manifest(kube_apiserver.admin_kubeconfig, crd)
@@ -80,8 +85,14 @@ def test_apply_crd_and_custom_resource(kube_apiserver: KubeAPIServer, kube_names
     )
     assert out[0]["metadata"]["namespace"] == kube_namespace
     # Applying again is idempotent (server-side apply).
-    out2 = kube_apiserver.apply({"apiVersion": "smoke.localmodel.io/v1", "kind": "Widget",
-                                 "metadata": {"name": "w1", "namespace": kube_namespace}, "spec": {"size": 4}})
+    out2 = kube_apiserver.apply(
+        {
+            "apiVersion": "smoke.localmodel.io/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": kube_namespace},
+            "spec": {"size": 4},
+        }
+    )
     assert out2[0]["spec"]["size"] == 4
 
 
@@ -100,8 +111,7 @@ def test_dmr_status_and_models(dmr_server: DMRServer) -> None:
 
 
 def test_dmr_configure_roundtrip(dmr_server: DMRServer) -> None:
-    r = httpx.post(f"{dmr_server.url}/engines/_configure",
-                   json={"model": MAIN_MODEL, "context-size": 2048})
+    r = httpx.post(f"{dmr_server.url}/engines/_configure", json={"model": MAIN_MODEL, "context-size": 2048})
     assert r.status_code == 202, r.text
     got = httpx.get(f"{dmr_server.url}/engines/_configure", params={"model": MAIN_MODEL}).json()
     assert len(got) == 1, got
@@ -111,19 +121,22 @@ def test_dmr_configure_roundtrip(dmr_server: DMRServer) -> None:
 
 
 def test_dmr_rejects_unknown_runtime_flag(dmr_server: DMRServer) -> None:
-    r = httpx.post(f"{dmr_server.url}/engines/_configure",
-                   json={"model": MAIN_MODEL, "runtime-flags": ["--foo"]})
+    r = httpx.post(f"{dmr_server.url}/engines/_configure", json={"model": MAIN_MODEL, "runtime-flags": ["--foo"]})
     assert r.status_code == 500
     assert '"--foo" is not allowed' in r.text
 
 
 def test_dmr_inference_reaches_fake_engine_with_configured_flags(dmr_server: DMRServer) -> None:
-    r = httpx.post(f"{dmr_server.url}/engines/_configure",
-                   json={"model": MAIN_MODEL, "context-size": 4096,
-                         "speculative": {"draft_model": DRAFT_MODEL}})
+    r = httpx.post(
+        f"{dmr_server.url}/engines/_configure",
+        json={"model": MAIN_MODEL, "context-size": 4096, "speculative": {"draft_model": DRAFT_MODEL}},
+    )
     assert r.status_code == 202, r.text
-    r = httpx.post(f"{dmr_server.url}/engines/v1/chat/completions", timeout=60,
-                   json={"model": MAIN_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        f"{dmr_server.url}/engines/v1/chat/completions",
+        timeout=60,
+        json={"model": MAIN_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["choices"][0]["message"]["content"]
@@ -134,8 +147,10 @@ def test_dmr_inference_reaches_fake_engine_with_configured_flags(dmr_server: DMR
 
 
 def test_dmr_restart_forgets_configs_keeps_models(dmr_server: DMRServer) -> None:
-    assert httpx.post(f"{dmr_server.url}/engines/_configure",
-                      json={"model": MAIN_MODEL, "context-size": 2048}).status_code == 202
+    assert (
+        httpx.post(f"{dmr_server.url}/engines/_configure", json={"model": MAIN_MODEL, "context-size": 2048}).status_code
+        == 202
+    )
     dmr_server.restart()
     assert httpx.get(f"{dmr_server.url}/engines/_configure").json() == []
     assert len(httpx.get(f"{dmr_server.url}/models").json()) == 3

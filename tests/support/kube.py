@@ -24,7 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from controller.crd import GROUP, NAME as CRD_NAME, PLURAL, VERSION
+from controller.crd import GROUP, PLURAL, VERSION
+from controller.crd import NAME as CRD_NAME
 from controller.operator.kstatus import ready_verdict
 from controller.spec import API_VERSION, KIND
 from tests.support.peers import KubeAPIServer, Proc, apply_manifest, wait_for_crd_established, wait_until
@@ -75,20 +76,37 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def operator_process(cluster: KubeAPIServer, *args: str, workdir: Path,
-                     kubeconfig: str | None = None, timeout: float = 30.0) -> Iterator[OperatorProcess]:
+def operator_process(
+    cluster: KubeAPIServer, *args: str, workdir: Path, kubeconfig: str | None = None, timeout: float = 30.0
+) -> Iterator[OperatorProcess]:
     """`localmodel operator ARGS` with the unprivileged operator kubeconfig, until /readyz answers."""
     port = free_port()
-    argv = [sys.executable, "-m", "controller", "operator", "--kubeconfig", kubeconfig or cluster.operator_kubeconfig,
-            "--health-addr", f"127.0.0.1:{port}", "--log-format", "json", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "controller",
+        "operator",
+        "--kubeconfig",
+        kubeconfig or cluster.operator_kubeconfig,
+        "--health-addr",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+        *args,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
     workdir.mkdir(parents=True, exist_ok=True)
     proc = Proc("localmodel-operator", argv, workdir / f"operator-{port}.log", env=env, cwd=REPO_ROOT)
     health = f"http://127.0.0.1:{port}"
     try:
-        wait_until("operator /readyz", lambda: httpx.get(health + "/readyz", timeout=1).status_code == 200,
-                   timeout, [proc], interval=0.1)
+        wait_until(
+            "operator /readyz",
+            lambda: httpx.get(health + "/readyz", timeout=1).status_code == 200,
+            timeout,
+            [proc],
+            interval=0.1,
+        )
         yield OperatorProcess(proc, health)
     finally:
         proc.stop()
@@ -121,8 +139,9 @@ class KubeApi:
         return response.json()
 
     def patch_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.patch(self.path(namespace, name), json={"spec": spec},
-                                   headers={"Content-Type": "application/merge-patch+json"})
+        response = self.http.patch(
+            self.path(namespace, name), json={"spec": spec}, headers={"Content-Type": "application/merge-patch+json"}
+        )
         response.raise_for_status()
         return response.json()
 
@@ -138,16 +157,26 @@ class KubeApi:
         self.http.post("/api/v1/nodes", json=body).raise_for_status()
 
     def label_node(self, name: str, labels: dict[str, str | None]) -> None:
-        self.http.patch(f"/api/v1/nodes/{name}", json={"metadata": {"labels": labels}},
-                        headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+        self.http.patch(
+            f"/api/v1/nodes/{name}",
+            json={"metadata": {"labels": labels}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
 
     def delete_node(self, name: str) -> None:
         self.http.delete(f"/api/v1/nodes/{name}")
 
     # ---- waiting -------------------------------------------------------------------------------
 
-    def wait_for(self, what: str, namespace: str, name: str, check: Callable[[dict[str, Any] | None], bool],
-                 procs: list[Proc], timeout: float = 30.0) -> dict[str, Any] | None:
+    def wait_for(
+        self,
+        what: str,
+        namespace: str,
+        name: str,
+        check: Callable[[dict[str, Any] | None], bool],
+        procs: list[Proc],
+        timeout: float = 30.0,
+    ) -> dict[str, Any] | None:
         latest: dict[str, Any] = {}
 
         def poll() -> bool:
@@ -162,8 +191,9 @@ class KubeApi:
 
     def wait_ready(self, namespace: str, name: str, procs: list[Proc], timeout: float = 30.0) -> dict[str, Any]:
         """`kubectl wait --for=condition=Ready`, for the current generation."""
-        obj = self.wait_for(f"{name} Ready", namespace, name, lambda o: o is not None and ready_verdict(o),
-                            procs, timeout)
+        obj = self.wait_for(
+            f"{name} Ready", namespace, name, lambda o: o is not None and ready_verdict(o), procs, timeout
+        )
         assert obj is not None
         return obj
 

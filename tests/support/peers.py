@@ -137,12 +137,12 @@ def load_peer_binaries() -> PeerBinaries:
             else:
                 log_file = p.with_suffix(p.suffix + ".log")
                 log = log_file.read_text(errors="replace") if log_file.is_file() else ""
-                _peers_cache = PeerBinaries(parse_build_output(p.read_text()), log, f"LOCALMODEL_PEERS_FILE={peers_file}")
+                _peers_cache = PeerBinaries(
+                    parse_build_output(p.read_text()), log, f"LOCALMODEL_PEERS_FILE={peers_file}"
+                )
         else:
             try:
-                proc = subprocess.run(
-                    [str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=3600, cwd=REPO_ROOT
-                )
+                proc = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=3600, cwd=REPO_ROOT)
                 _peers_cache = PeerBinaries(parse_build_output(proc.stdout), proc.stderr, str(BUILD_SCRIPT))
             except (OSError, subprocess.SubprocessError) as exc:
                 _peers_cache = PeerBinaries({}, f"running {BUILD_SCRIPT} failed: {exc!r}", str(BUILD_SCRIPT))
@@ -162,8 +162,15 @@ def peer_binaries() -> PeerBinaries:
 class Proc:
     """A child process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, stdout_pipe: bool = False):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout_pipe: bool = False,
+    ):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -216,8 +223,9 @@ class Proc:
         self._log.close()
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, procs: Iterable[Proc] = (),
-               interval: float = 0.05) -> float:
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, procs: Iterable[Proc] = (), interval: float = 0.05
+) -> float:
     """Poll ``check`` until true; raise with process logs on timeout or if a process died."""
     t0 = time.monotonic()
     last_exc: BaseException | None = None
@@ -283,7 +291,9 @@ class KubeAPIServer:
     def http(self, token: str | None = None) -> httpx.Client:
         """An httpx client for raw API calls (admin token by default; TLS not verified)."""
         return httpx.Client(
-            base_url=self.url, verify=False, timeout=30,
+            base_url=self.url,
+            verify=False,
+            timeout=30,
             headers={"Authorization": f"Bearer {token or self.admin_token}"},
         )
 
@@ -332,8 +342,12 @@ def _manifest_docs(manifest: str | os.PathLike | dict | list) -> list[dict]:
     return out
 
 
-def apply_manifest(kubeconfig: str | os.PathLike, manifest: str | os.PathLike | dict | list,
-                   namespace: str | None = None, field_manager: str = "localmodel-tests") -> list[dict]:
+def apply_manifest(
+    kubeconfig: str | os.PathLike,
+    manifest: str | os.PathLike | dict | list,
+    namespace: str | None = None,
+    field_manager: str = "localmodel-tests",
+) -> list[dict]:
     """Server-side apply every document of ``manifest`` (a path, YAML text, a dict or a list
     of dicts); works for CRDs and for custom resources of CRDs applied earlier (discovery is
     refreshed per document). Namespaced objects without a namespace go to ``namespace`` or
@@ -356,8 +370,12 @@ def apply_manifest(kubeconfig: str | os.PathLike, manifest: str | os.PathLike | 
                 ns = doc.get("metadata", {}).get("namespace") or namespace or "default"
                 doc = {**doc, "metadata": {**doc.get("metadata", {}), "namespace": ns}}
             obj = dyn.server_side_apply(
-                res, body=doc, name=doc["metadata"]["name"], namespace=ns,
-                field_manager=field_manager, force_conflicts=True,
+                res,
+                body=doc,
+                name=doc["metadata"]["name"],
+                namespace=ns,
+                field_manager=field_manager,
+                force_conflicts=True,
             )
             results.append(obj.to_dict())
     finally:
@@ -409,21 +427,24 @@ def start_kube_apiserver(binaries: PeerBinaries, workdir: Path, ready_timeout: f
         client_port, peer_port = free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        etcd = Proc("etcd", [
-            paths["etcd"],
-            "--name=default",
-            f"--data-dir={workdir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ], workdir / "etcd.log")
+        etcd = Proc(
+            "etcd",
+            [
+                paths["etcd"],
+                "--name=default",
+                f"--data-dir={workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            workdir / "etcd.log",
+        )
         procs.append(etcd)
-        wait_until("etcd /health", lambda: httpx.get(f"{etcd_url}/health", timeout=2).status_code == 200,
-                   30, [etcd])
+        wait_until("etcd /health", lambda: httpx.get(f"{etcd_url}/health", timeout=2).status_code == 200, 30, [etcd])
 
         # credentials
         key_file = workdir / "sa.key"
@@ -433,47 +454,56 @@ def start_kube_apiserver(binaries: PeerBinaries, workdir: Path, ready_timeout: f
         operator_user = "localmodel-operator"
         tokens = workdir / "tokens.csv"
         tokens.write_text(
-            f'{admin_token},admin,admin-uid,"system:masters"\n'
-            f"{operator_token},{operator_user},operator-uid\n"
+            f'{admin_token},admin,admin-uid,"system:masters"\n{operator_token},{operator_user},operator-uid\n'
         )
         (workdir / "certs").mkdir(exist_ok=True)
 
         # kube-apiserver
         port = free_port()
         url = f"https://127.0.0.1:{port}"
-        apiserver = Proc("kube-apiserver", [
-            paths["kube-apiserver"],
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # 127.0.0.1 is rejected by the default (lease) endpoint reconciler.
-            "--endpoint-reconciler-type=none",
-            f"--secure-port={port}",
-            f"--cert-dir={workdir / 'certs'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={key_file}",
-            f"--service-account-signing-key-file={key_file}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
-            f"--token-auth-file={tokens}",
-            "--allow-privileged=true",
-            "--v=1",
-        ], workdir / "kube-apiserver.log")
+        apiserver = Proc(
+            "kube-apiserver",
+            [
+                paths["kube-apiserver"],
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # 127.0.0.1 is rejected by the default (lease) endpoint reconciler.
+                "--endpoint-reconciler-type=none",
+                f"--secure-port={port}",
+                f"--cert-dir={workdir / 'certs'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={key_file}",
+                f"--service-account-signing-key-file={key_file}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                f"--token-auth-file={tokens}",
+                "--allow-privileged=true",
+                "--v=1",
+            ],
+            workdir / "kube-apiserver.log",
+        )
         procs.append(apiserver)
 
         def ready() -> bool:
-            r = httpx.get(f"{url}/readyz", verify=False, timeout=5,
-                          headers={"Authorization": f"Bearer {admin_token}"})
+            r = httpx.get(f"{url}/readyz", verify=False, timeout=5, headers={"Authorization": f"Bearer {admin_token}"})
             return r.status_code == 200
 
         wait_until("kube-apiserver /readyz", ready, ready_timeout, [etcd, apiserver], interval=0.2)
         admin_kc = write_kubeconfig(workdir / "admin.kubeconfig", url, admin_token, "admin")
         operator_kc = write_kubeconfig(workdir / "operator.kubeconfig", url, operator_token, operator_user)
         return KubeAPIServer(
-            url=url, admin_kubeconfig=str(admin_kc), operator_kubeconfig=str(operator_kc),
-            admin_token=admin_token, operator_token=operator_token, operator_user=operator_user,
-            etcd_url=etcd_url, workdir=workdir, startup_seconds=time.monotonic() - t0, procs=procs,
+            url=url,
+            admin_kubeconfig=str(admin_kc),
+            operator_kubeconfig=str(operator_kc),
+            admin_token=admin_token,
+            operator_token=operator_token,
+            operator_user=operator_user,
+            etcd_url=etcd_url,
+            workdir=workdir,
+            startup_seconds=time.monotonic() - t0,
+            procs=procs,
         )
     except BaseException:
         for p in reversed(procs):
@@ -521,8 +551,9 @@ class ModelRegistry:
         return f"http://{self.host}"
 
 
-def start_model_registry(binaries: PeerBinaries, workdir: Path,
-                         models: dict[str, str] | None = None, timeout: float = 30.0) -> ModelRegistry:
+def start_model_registry(
+    binaries: PeerBinaries, workdir: Path, models: dict[str, str] | None = None, timeout: float = 30.0
+) -> ModelRegistry:
     """``models`` maps ``repo:tag`` to ``ASSET[,pad=BYTES][,context-size=N][,license=FILE]`` where
     ASSET is a file name in the model-assets dir (dummy.gguf) or an absolute GGUF path, and ``pad``
     appends zero bytes to a copy of it (a distinct weights blob)."""
@@ -542,8 +573,12 @@ def start_model_registry(binaries: PeerBinaries, workdir: Path,
     for ref, spec in models.items():
         parts = spec.split(",")
         parts[0] = str(assets / parts[0]) if not os.path.isabs(parts[0]) else parts[0]
-        parts = [f"license={assets / p.split('=', 1)[1]}" if p.startswith("license=") and not
-                 os.path.isabs(p.split("=", 1)[1]) else p for p in parts]
+        parts = [
+            f"license={assets / p.split('=', 1)[1]}"
+            if p.startswith("license=") and not os.path.isabs(p.split("=", 1)[1])
+            else p
+            for p in parts
+        ]
         argv += ["--model", f"{ref}={','.join(parts)}"]
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -591,8 +626,14 @@ class DMRServer:
     ``fresh_model`` and ``second_tag`` (in the registry, not pulled), ``startup_seconds``.
     """
 
-    def __init__(self, binaries: PeerBinaries, workdir: Path, registry: ModelRegistry | None,
-                 env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        binaries: PeerBinaries,
+        workdir: Path,
+        registry: ModelRegistry | None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
         paths = binaries.require("model-runner", "llama-server-dir")
         self.binary = paths["model-runner"]
         self.llama_server_dir = paths["llama-server-dir"]
@@ -617,21 +658,26 @@ class DMRServer:
             d.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("MODEL_RUNNER_", "LLAMA_", "DMR_", "FAKE_LLAMA_"))
-               and k not in ("DEFAULT_REGISTRY", "INSECURE_REGISTRY", "MODELS_PATH", "DISABLE_METRICS")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("MODEL_RUNNER_", "LLAMA_", "DMR_", "FAKE_LLAMA_"))
+            and k not in ("DEFAULT_REGISTRY", "INSECURE_REGISTRY", "MODELS_PATH", "DISABLE_METRICS")
+        }
         no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1,localhost"]))
-        env.update({
-            "MODEL_RUNNER_PORT": str(self.port),
-            "MODELS_PATH": str(self.models_path),
-            "LLAMA_SERVER_PATH": self.llama_server_dir,
-            "DISABLE_SERVER_UPDATE": "1",
-            "MODEL_RUNNER_LOG_DIR": str(self.workdir / "logs"),
-            "HOME": str(self.workdir / "home"),
-            "FAKE_LLAMA_ARGV_DIR": str(self.argv_dir),
-            "NO_PROXY": no_proxy,
-            "no_proxy": no_proxy,
-        })
+        env.update(
+            {
+                "MODEL_RUNNER_PORT": str(self.port),
+                "MODELS_PATH": str(self.models_path),
+                "LLAMA_SERVER_PATH": self.llama_server_dir,
+                "DISABLE_SERVER_UPDATE": "1",
+                "MODEL_RUNNER_LOG_DIR": str(self.workdir / "logs"),
+                "HOME": str(self.workdir / "home"),
+                "FAKE_LLAMA_ARGV_DIR": str(self.argv_dir),
+                "NO_PROXY": no_proxy,
+                "no_proxy": no_proxy,
+            }
+        )
         if self.registry is not None:
             # Pulls of docker.io/* (i.e. "ai/smollm2") are served by the local registry.
             env["MODEL_RUNNER_REGISTRY_MIRRORS"] = self.registry.url
@@ -667,8 +713,13 @@ class DMRServer:
 
     def pull(self, ref: str, timeout: float = 60.0) -> list[dict]:
         """``POST /models/create`` and check the NDJSON stream ends in success."""
-        with httpx.stream("POST", f"{self.url}/models/create", json={"from": ref},
-                          headers={"Accept": "application/json"}, timeout=timeout) as r:
+        with httpx.stream(
+            "POST",
+            f"{self.url}/models/create",
+            json={"from": ref},
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+        ) as r:
             body = r.read().decode()
             if r.status_code != 200:
                 raise RuntimeError(f"pull {ref}: HTTP {r.status_code}: {body.strip()}")
@@ -696,24 +747,31 @@ class DMRServer:
 
 
 @pytest.fixture
-def dmr_server_factory(peer_binaries: PeerBinaries, model_registry: ModelRegistry,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DMRServer]]:
+def dmr_server_factory(
+    peer_binaries: PeerBinaries, model_registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., DMRServer]]:
     """``dmr_server_factory(models=[...], env={...}, port=None, registry=True) -> DMRServer``:
     start a fresh model-runner and pull ``models`` (default: main, draft and embedding)."""
     peer_binaries.require("model-runner", "llama-server-dir")
     servers: list[DMRServer] = []
 
-    def make(models: Iterable[str] | None = None, env: dict[str, str] | None = None,
-             port: int | None = None, registry: bool = True) -> DMRServer:
-        srv = DMRServer(peer_binaries, tmp_path_factory.mktemp("dmr"), model_registry if registry else None,
-                        env=env, port=port)
+    def make(
+        models: Iterable[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        registry: bool = True,
+    ) -> DMRServer:
+        srv = DMRServer(
+            peer_binaries, tmp_path_factory.mktemp("dmr"), model_registry if registry else None, env=env, port=port
+        )
         servers.append(srv)
         try:
             srv.start()
             srv.pull_models(list(models) if models is not None else [MAIN_MODEL, DRAFT_MODEL, EMBEDDING_MODEL])
         except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"starting model-runner failed: {exc}\n--- model-runner log ---\n{srv.log_tail()}",
-                        pytrace=False)
+            pytest.fail(
+                f"starting model-runner failed: {exc}\n--- model-runner log ---\n{srv.log_tail()}", pytrace=False
+            )
         return srv
 
     yield make

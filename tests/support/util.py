@@ -12,8 +12,13 @@ T = TypeVar("T")
 
 def localmodel_yaml(name: str, model: str, **spec: object) -> str:
     """A LocalModel document; `spec` values are written as they are (`contextSize=4096`, `keepAlive='"-1"'`)."""
-    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
-             f"  model: {model}"] + [f"  {key}: {value}" for key, value in spec.items()]
+    lines = [
+        "apiVersion: localmodel.io/v1alpha1",
+        "kind: LocalModel",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        f"  model: {model}",
+    ] + [f"  {key}: {value}" for key, value in spec.items()]
     return "\n".join(lines) + "\n"
 
 

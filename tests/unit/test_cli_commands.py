@@ -34,8 +34,9 @@ def test_help_has_a_description_and_examples(command: str, capsys: pytest.Captur
     assert "examples:" in out and f"localmodel {command}" in out
 
 
-def test_apply_then_plan_shows_up_to_date_and_drift(tmp_path: Path, engine: EmulatorThread,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_then_plan_shows_up_to_date_and_drift(
+    tmp_path: Path, engine: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "small.yaml"
     path.write_text(localmodel("small", SMALL, contextSize=4096))
     assert main(["plan", str(path), "--engine", engine.url, "--exit-code"]) == 2
@@ -53,8 +54,9 @@ def test_apply_then_plan_shows_up_to_date_and_drift(tmp_path: Path, engine: Emul
     assert (row["model"], row["context"], row["message"]) == ("docker.io/ai/smollm2:135M-Q4_0", "4096", "configured")
 
 
-def test_apply_sends_nothing_when_a_file_is_invalid(tmp_path: Path, engine: EmulatorThread,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_sends_nothing_when_a_file_is_invalid(
+    tmp_path: Path, engine: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "good.yaml").write_text(localmodel("good", SMALL))
     (tmp_path / "bad.yaml").write_text(localmodel("bad", SMALL, keepAlive="soon"))
     assert main(["apply", str(tmp_path), "--engine", engine.url]) == 1
@@ -63,8 +65,9 @@ def test_apply_sends_nothing_when_a_file_is_invalid(tmp_path: Path, engine: Emul
     assert engine.state.counters == {}
 
 
-def test_apply_reports_why_a_model_is_stalled(tmp_path: Path, engine: EmulatorThread,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_reports_why_a_model_is_stalled(
+    tmp_path: Path, engine: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a.yaml").write_text(localmodel("missing", "ai/no-such-model", pullPolicy="Never"))
     assert main(["apply", str(tmp_path), "--engine", engine.url, "--wait", "--timeout", "5"]) == 1
     err = capsys.readouterr().err
@@ -76,8 +79,9 @@ def test_apply_with_the_emulator_needs_no_engine(tmp_path: Path, capsys: pytest.
     assert main(["apply", str(tmp_path), "--emulator", "--wait"]) == 0
 
 
-def test_plan_and_status_fail_clearly_when_the_engine_is_unreachable(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_and_status_fail_clearly_when_the_engine_is_unreachable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a.yaml").write_text(localmodel("small", SMALL))
     assert main(["plan", str(tmp_path), "--engine", "http://127.0.0.1:1"]) == 1
     assert "cannot observe the engine at http://127.0.0.1:1" in capsys.readouterr().err
@@ -86,8 +90,9 @@ def test_plan_and_status_fail_clearly_when_the_engine_is_unreachable(tmp_path: P
     assert "is `localmodel watch --status-addr 127.0.0.1:1` running?" in capsys.readouterr().err
 
 
-def test_watch_refuses_a_missing_directory_and_a_bad_status_address(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_refuses_a_missing_directory_and_a_bad_status_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["watch", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert main(["watch", str(tmp_path), "--status-addr", "localhost"]) == 2
@@ -95,8 +100,8 @@ def test_watch_refuses_a_missing_directory_and_a_bad_status_address(tmp_path: Pa
 
 
 def test_plan_reports_an_engine_error_after_the_observation_without_a_traceback(
-        tmp_path: Path, engine: EmulatorThread, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, engine: EmulatorThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "small.yaml"
     path.write_text(localmodel("small", SMALL, contextSize=4096, keepAlive="10m", preload="true"))
     assert main(["apply", str(path), "--engine", engine.url, "--wait", "--timeout", "10"]) == 0

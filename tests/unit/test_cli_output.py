@@ -63,15 +63,37 @@ def test_table_aligns_columns() -> None:
 
 
 def test_daemon_rows_read_the_applied_config_and_the_ready_condition() -> None:
-    status = {"models": [
-        {"name": "chat", "model": "ai/qwen3", "conditions": [
-            {"type": "Ready", "status": "True", "reason": "Applied", "message": "ai/qwen3 on llama.cpp: config verified"}],
-         "engines": [{"backend": "llama.cpp", "loaded": True,
-                      "appliedConfig": {"context-size": 8192, "keep_alive": "30m0s"}}]},
-        {"name": "late", "model": "ai/x", "conditions": [
-            {"type": "Ready", "status": "False", "reason": "Conflict", "message": "chat already declares it"}],
-         "engines": [{"loaded": False}]},
-    ]}
+    status = {
+        "models": [
+            {
+                "name": "chat",
+                "model": "ai/qwen3",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Applied",
+                        "message": "ai/qwen3 on llama.cpp: config verified",
+                    }
+                ],
+                "engines": [
+                    {
+                        "backend": "llama.cpp",
+                        "loaded": True,
+                        "appliedConfig": {"context-size": 8192, "keep_alive": "30m0s"},
+                    }
+                ],
+            },
+            {
+                "name": "late",
+                "model": "ai/x",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "Conflict", "message": "chat already declares it"}
+                ],
+                "engines": [{"loaded": False}],
+            },
+        ]
+    }
     assert daemon_rows(status) == [
         ["chat", "ai/qwen3", "llama.cpp", "8192", "30m0s", "yes", "True", "ai/qwen3 on llama.cpp: config verified"],
         ["late", "ai/x", "-", "-", "-", "no", "Conflict", "chat already declares it"],

@@ -40,8 +40,13 @@ def answer(status: int, body: str = "", content_type: str = "text/plain; charset
 
 CONFIGURE_ERRORS = [
     (409, "runner already active\n", RunnerBusy, "runner already active", True),
-    (500, 'runtime flag "--foo" is not allowed for backend "llama.cpp"\n', EngineRejected,
-     'runtime flag "--foo" is not allowed for backend "llama.cpp"', False),
+    (
+        500,
+        'runtime flag "--foo" is not allowed for backend "llama.cpp"\n',
+        EngineRejected,
+        'runtime flag "--foo" is not allowed for backend "llama.cpp"',
+        False,
+    ),
     (400, "invalid request\n", BadRequest, "invalid request", False),
     (404, "backend not found\n", NotFound, "backend not found", False),
     (503, "service unavailable\n", ServerError, "unexpected answer 503: service unavailable", True),
@@ -130,7 +135,12 @@ def ndjson(*lines: dict[str, Any]) -> Handler:
     return lambda request: httpx.Response(200, text=body, headers={"Content-Type": "application/json"})
 
 
-PROGRESS = {"type": "progress", "message": "Downloaded 1 MB", "total": 10, "layer": {"id": "sha256:l", "size": 10, "current": 1}}
+PROGRESS = {
+    "type": "progress",
+    "message": "Downloaded 1 MB",
+    "total": 10,
+    "layer": {"id": "sha256:l", "size": 10, "current": 1},
+}
 
 
 async def test_pull_reports_each_line_and_the_success() -> None:
@@ -154,10 +164,20 @@ async def test_pull_reports_each_line_and_the_success() -> None:
         (answer(401, "Unauthorized\n"), PullRejected, "Unauthorized"),
         (answer(422, "unsupported media type\n"), PullRejected, "unsupported media type"),
         (answer(500, "registry said no\n"), PullFailed, "registry said no"),
-        (answer(500, "error while pulling model: dial tcp: lookup registry-1.docker.io: i/o timeout\n"),
-         PullFailed, "i/o timeout"),
-        (answer(500, "error while pulling model: failed to resolve reference: unexpected status from HEAD request"
-                     ": 401 Unauthorized (insufficient_scope)\n"), NotFound, "the registry does not have ai/x"),
+        (
+            answer(500, "error while pulling model: dial tcp: lookup registry-1.docker.io: i/o timeout\n"),
+            PullFailed,
+            "i/o timeout",
+        ),
+        (
+            answer(
+                500,
+                "error while pulling model: failed to resolve reference: unexpected status from HEAD request"
+                ": 401 Unauthorized (insufficient_scope)\n",
+            ),
+            NotFound,
+            "the registry does not have ai/x",
+        ),
     ],
 )
 async def test_pull_failures(handler: Handler, error: type[EngineError], message: str) -> None:
@@ -234,18 +254,27 @@ async def test_unload_sends_every_field_and_returns_the_count() -> None:
 
 
 async def test_runner_configs_skip_models_without_a_live_runner() -> None:
-    body = [{"count": 1, "model": "sha256:a", "config": {"context-size": 4096}, "records": []},
-            {"count": 3, "model": "sha256:b", "records": []},
-            {"count": 0, "model": "sha256:c", "config": None, "records": []},
-            {"count": 0, "model": "sha256:d", "config": {}, "records": []}]
+    body = [
+        {"count": 1, "model": "sha256:a", "config": {"context-size": 4096}, "records": []},
+        {"count": 3, "model": "sha256:b", "records": []},
+        {"count": 0, "model": "sha256:c", "config": None, "records": []},
+        {"count": 0, "model": "sha256:d", "config": {}, "records": []},
+    ]
     async with client_for(answer(200, json.dumps(body), "application/json")) as engine:
         live = await engine.runner_configs()
     assert [(r.model_id, r.config) for r in live] == [("sha256:a", {"context-size": 4096}), ("sha256:d", {})]
 
 
 async def test_ps_zero_time_is_no_last_use() -> None:
-    body = [{"backend_name": "llama.cpp", "model_name": "ai/x", "mode": "completion",
-             "last_used": "0001-01-01T00:00:00Z", "in_use": True}]
+    body = [
+        {
+            "backend_name": "llama.cpp",
+            "model_name": "ai/x",
+            "mode": "completion",
+            "last_used": "0001-01-01T00:00:00Z",
+            "in_use": True,
+        }
+    ]
     async with client_for(answer(200, json.dumps(body), "application/json")) as engine:
         (runner,) = await engine.ps()
     assert runner.in_use and not runner.loading and runner.last_used is None and runner.keep_alive is None

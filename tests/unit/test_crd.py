@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import celpy
-from celpy import celtypes
 import jsonschema
 import pytest
 import yaml
+from celpy import celtypes
 
 from controller import crd, spec, status
 
@@ -137,13 +137,25 @@ CASES: list[Case] = [
     ok("minimal"),
     ok(
         "everything-llamacpp",
-        backend="llama.cpp", mode="completion", contextSize=8192, runtimeFlags=["--threads", "4", "--temp=0.7"],
-        keepAlive="10m", thinkingBudget="medium", speculative={"draftModel": "ai/smollm2:135M", "numTokens": 16,
-                                                               "acceptanceRate": 0.8},
-        preload=True, pullPolicy="Always", deletionPolicy="Retain", nodeSelector={"gpu": "nvidia"},
+        backend="llama.cpp",
+        mode="completion",
+        contextSize=8192,
+        runtimeFlags=["--threads", "4", "--temp=0.7"],
+        keepAlive="10m",
+        thinkingBudget="medium",
+        speculative={"draftModel": "ai/smollm2:135M", "numTokens": 16, "acceptanceRate": 0.8},
+        preload=True,
+        pullPolicy="Always",
+        deletionPolicy="Retain",
+        nodeSelector={"gpu": "nvidia"},
     ),
-    ok("everything-vllm", backend="vllm", contextSize=4096, rawRuntimeFlags="--max-num-seqs 8",
-       vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}}),
+    ok(
+        "everything-vllm",
+        backend="vllm",
+        contextSize=4096,
+        rawRuntimeFlags="--max-num-seqs 8",
+        vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}},
+    ),
     ok("vllm-options-without-backend", vllm={"gpuMemoryUtilization": 1}),
     Case("empty-vllm-block-on-llamacpp", {"model": "m", "backend": "llama.cpp", "vllm": {}}, False),
     Case("missing-model", {"contextSize": 8192}, False),
@@ -173,8 +185,13 @@ CASES: list[Case] = [
     bad("context-whole-float", contextSize=8192.0),
     ok("flags-list", runtimeFlags=["--ctx-size", "4096"]),
     ok("flags-empty-list", runtimeFlags=[]),
-    Case("flags-one-string", {"model": "m", "runtimeFlags": "--threads 4"}, True, crd_valid=False,
-         why="a structural schema cannot be list-or-string; on Kubernetes use rawRuntimeFlags"),
+    Case(
+        "flags-one-string",
+        {"model": "m", "runtimeFlags": "--threads 4"},
+        True,
+        crd_valid=False,
+        why="a structural schema cannot be list-or-string; on Kubernetes use rawRuntimeFlags",
+    ),
     bad("flags-empty-item", runtimeFlags=["--threads", ""]),
     bad("flags-not-strings", runtimeFlags=["--threads", 4]),
     ok("raw-flags", rawRuntimeFlags="--threads 4"),
@@ -184,18 +201,38 @@ CASES: list[Case] = [
     bad("raw-flags-on-mlx", backend="mlx", rawRuntimeFlags="--threads 4"),
     ok("empty-flags-on-mlx", backend="mlx", runtimeFlags=[]),
     ok("empty-raw-flags-on-sglang", backend="sglang", rawRuntimeFlags=""),
-    *[ok(f"keep-alive-{v}", keepAlive=v) for v in ("0", "-1", "30s", "5m", "1h", "2h30m", "1.5h", "500ms",
-                                                   "10µs", "-5m", "+1h", ".5s")],
-    *[bad(f"keep-alive-{v or 'empty'}", keepAlive=v) for v in ("", "300", "5", "-0", "+0", "1.5", "5 m", "5min",
-                                                               "forever", "1d", "h", "m5")],
+    *[
+        ok(f"keep-alive-{v}", keepAlive=v)
+        for v in ("0", "-1", "30s", "5m", "1h", "2h30m", "1.5h", "500ms", "10µs", "-5m", "+1h", ".5s")
+    ],
+    *[
+        bad(f"keep-alive-{v or 'empty'}", keepAlive=v)
+        for v in ("", "300", "5", "-0", "+0", "1.5", "5 m", "5min", "forever", "1d", "h", "m5")
+    ],
     bad("keep-alive-number", keepAlive=300),
     bad("keep-alive-zero-number", keepAlive=0),
     *[ok(f"thinking-{v}", thinkingBudget=v) for v in (-1, 0, 1, 2048, 2147483647)],
-    *[ok(f"thinking-{v}", thinkingBudget=v) for v in ("none", "minimal", "low", "medium", "high", "xhigh", "max",
-                                                      "adaptive", "adaptive/low", "HIGH", "Adaptive/Medium")],
+    *[
+        ok(f"thinking-{v}", thinkingBudget=v)
+        for v in (
+            "none",
+            "minimal",
+            "low",
+            "medium",
+            "high",
+            "xhigh",
+            "max",
+            "adaptive",
+            "adaptive/low",
+            "HIGH",
+            "Adaptive/Medium",
+        )
+    ],
     *[bad(f"thinking-{v}", thinkingBudget=v) for v in (-2, 2147483648)],
-    *[bad(f"thinking-{v or 'empty'}", thinkingBudget=v) for v in ("", "extreme", "adaptive/adaptive", "adaptive/",
-                                                                 "low/high", "unlimited")],
+    *[
+        bad(f"thinking-{v or 'empty'}", thinkingBudget=v)
+        for v in ("", "extreme", "adaptive/adaptive", "adaptive/", "low/high", "unlimited")
+    ],
     bad("thinking-quoted-number", thinkingBudget="2048"),
     bad("thinking-bool", thinkingBudget=True),
     bad("thinking-float", thinkingBudget=1.5),
@@ -206,15 +243,27 @@ CASES: list[Case] = [
     bad("gpu-quoted", vllm={"gpuMemoryUtilization": "0.5"}),
     bad("vllm-options-on-llamacpp", backend="llama.cpp", vllm={"gpuMemoryUtilization": 0.5}),
     bad("hf-overrides-on-mlx", backend="mlx", vllm={"hfOverrides": {"a": 1}}),
-    ok("hf-overrides-values", vllm={"hfOverrides": {"a": "s", "b": True, "c": 1, "d": 1.5, "e": None,
-                                                    "f": [1, "x"], "_g": {"h": {"i": []}}}}),
+    ok(
+        "hf-overrides-values",
+        vllm={"hfOverrides": {"a": "s", "b": True, "c": 1, "d": 1.5, "e": None, "f": [1, "x"], "_g": {"h": {"i": []}}}},
+    ),
     ok("hf-overrides-empty", vllm={"hfOverrides": {}}),
     bad("hf-overrides-not-a-mapping", vllm={"hfOverrides": ["rope_scaling"]}),
     bad("hf-overrides-scalar", vllm={"hfOverrides": "rope_scaling=yarn"}),
-    Case("hf-overrides-bad-top-level-key", {"model": "m", "vllm": {"hfOverrides": {"rope-scaling": 1}}},
-         False, crd_valid=True, why="CEL cannot see inside x-kubernetes-preserve-unknown-fields; the controller checks keys"),
-    Case("hf-overrides-bad-nested-key", {"model": "m", "vllm": {"hfOverrides": {"a": {"--b": 1}}}},
-         False, crd_valid=True, why="CEL cannot see inside x-kubernetes-preserve-unknown-fields; the controller checks keys"),
+    Case(
+        "hf-overrides-bad-top-level-key",
+        {"model": "m", "vllm": {"hfOverrides": {"rope-scaling": 1}}},
+        False,
+        crd_valid=True,
+        why="CEL cannot see inside x-kubernetes-preserve-unknown-fields; the controller checks keys",
+    ),
+    Case(
+        "hf-overrides-bad-nested-key",
+        {"model": "m", "vllm": {"hfOverrides": {"a": {"--b": 1}}}},
+        False,
+        crd_valid=True,
+        why="CEL cannot see inside x-kubernetes-preserve-unknown-fields; the controller checks keys",
+    ),
     ok("speculative", speculative={"draftModel": "ai/smollm2:135M", "numTokens": 1, "acceptanceRate": 0}),
     bad("speculative-zero-tokens", speculative={"numTokens": 0}),
     bad("speculative-rate-over-one", speculative={"acceptanceRate": 2}),
@@ -290,8 +339,9 @@ def test_crd_declares_exactly_the_pydantic_fields(model: type[Any], path: tuple[
 def test_crd_defaults_are_the_pydantic_defaults() -> None:
     fields = {info.alias or name: info for name, info in spec.LocalModelSpec.model_fields.items()}
     defaulted = {name: prop["default"] for name, prop in SPEC_SCHEMA["properties"].items() if "default" in prop}
-    assert defaulted == {name: info.default for name, info in fields.items()
-                         if not info.is_required() and info.default is not None}
+    assert defaulted == {
+        name: info.default for name, info in fields.items() if not info.is_required() and info.default is not None
+    }
 
 
 def test_required_fields_agree() -> None:
@@ -304,17 +354,31 @@ def test_required_fields_agree() -> None:
 
 
 def test_status_written_by_the_controller_fits_the_schema() -> None:
-    now = datetime(2026, 7, 22, 10, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 7, 22, 10, 0, tzinfo=UTC)
     engines = [
         status.EngineStatus(
-            engine="gpu-1", phase=status.Phase.READY, reason=status.Reason.APPLIED, message="applied", ready=True,
-            backend="llama.cpp", model_id="sha256:abc", applied_config={"context-size": 8192, "keep_alive": "10m0s"},
-            loaded=True, pull=status.PullProgressInfo(completed_bytes=10, total_bytes=100),
-            last_error="runner already active", last_applied_time=now, notes=("vllm options not sent",),
+            engine="gpu-1",
+            phase=status.Phase.READY,
+            reason=status.Reason.APPLIED,
+            message="applied",
+            ready=True,
+            backend="llama.cpp",
+            model_id="sha256:abc",
+            applied_config={"context-size": 8192, "keep_alive": "10m0s"},
+            loaded=True,
+            pull=status.PullProgressInfo(completed_bytes=10, total_bytes=100),
+            last_error="runner already active",
+            last_applied_time=now,
+            notes=("vllm options not sent",),
             observed_generation=3,
         ),
-        status.EngineStatus(engine="gpu-2", phase=status.Phase.PULLING, reason=status.Reason.PULLING,
-                            message="pulling", pull=status.PullProgressInfo(completed_bytes=5, total_bytes=None)),
+        status.EngineStatus(
+            engine="gpu-2",
+            phase=status.Phase.PULLING,
+            reason=status.Reason.PULLING,
+            message="pulling",
+            pull=status.PullProgressInfo(completed_bytes=5, total_bytes=None),
+        ),
     ]
     conditions = status.summarize(engines, 3, [], now)
     body = {
@@ -343,7 +407,11 @@ def test_crd_identity() -> None:
     assert doc["metadata"]["name"] == "localmodels.localmodel.io"
     names = doc["spec"]["names"]
     assert (names["kind"], names["plural"], names["singular"], names["shortNames"]) == (
-        "LocalModel", "localmodels", "localmodel", ["lm"])
+        "LocalModel",
+        "localmodels",
+        "localmodel",
+        ["lm"],
+    )
     assert doc["spec"]["scope"] == "Namespaced"
     [version] = doc["spec"]["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
@@ -367,7 +435,7 @@ def test_printer_columns_point_at_declared_fields(column: dict[str, Any]) -> Non
     if path == ".metadata.creationTimestamp":
         return
     if "?(@.type==" in path:
-        assert path.startswith(".status.conditions[?(@.type==\"Ready\")].")
+        assert path.startswith('.status.conditions[?(@.type=="Ready")].')
         field = path.rsplit(".", 1)[1]
         assert field in _openapi()["properties"]["status"]["properties"]["conditions"]["items"]["properties"]
         return
@@ -378,6 +446,7 @@ def test_printer_columns_point_at_declared_fields(column: dict[str, Any]) -> Non
 def test_rules_that_iterate_or_match_are_bounded() -> None:
     """The API server rejects a CRD whose estimated CEL cost is too high: every string a regex
     runs over has a maxLength."""
+
     def walk(node: dict[str, Any], path: str) -> None:
         for rule in node.get("x-kubernetes-validations", []):
             if ".matches(" in rule["rule"]:
@@ -386,4 +455,5 @@ def test_rules_that_iterate_or_match_are_bounded() -> None:
             walk(sub, f"{path}.{name}")
         if isinstance(node.get("items"), dict):
             walk(node["items"], f"{path}[]")
+
     walk(_openapi(), "")

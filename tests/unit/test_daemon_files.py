@@ -14,8 +14,14 @@ SETTLE = 0.5
 
 
 def doc(name: str, model: str = "ai/smollm2", context: int = 4096, **extra: str) -> str:
-    lines = ["apiVersion: localmodel.io/v1alpha1", "kind: LocalModel", f"metadata: {{name: {name}}}", "spec:",
-             f"  model: {model}", f"  contextSize: {context}"] + [f"  {k}: {v}" for k, v in extra.items()]
+    lines = [
+        "apiVersion: localmodel.io/v1alpha1",
+        "kind: LocalModel",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        f"  model: {model}",
+        f"  contextSize: {context}",
+    ] + [f"  {k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -43,10 +49,21 @@ def test_the_first_scan_reads_every_yaml_file_below_the_directory(tmp_path: Path
     assert not files.refresh(1.0)  # nothing changed on disk
 
 
-@pytest.mark.parametrize("name, watched", [
-    ("a.yaml", True), ("sub/a.yml", True), (".a.yaml.swp", False), ("a.yaml~", False), (".#a.yaml", False),
-    ("#a.yaml#", False), ("4913", False), ("a.json", False), (".git/x.yaml", False), ("a.yaml.tmp", False),
-])
+@pytest.mark.parametrize(
+    "name, watched",
+    [
+        ("a.yaml", True),
+        ("sub/a.yml", True),
+        (".a.yaml.swp", False),
+        ("a.yaml~", False),
+        (".#a.yaml", False),
+        ("#a.yaml#", False),
+        ("4913", False),
+        ("a.json", False),
+        (".git/x.yaml", False),
+        ("a.yaml.tmp", False),
+    ],
+)
 def test_editor_leftovers_and_hidden_directories_are_not_watched(tmp_path: Path, name: str, watched: bool) -> None:
     assert is_watched(tmp_path / name, tmp_path) is watched
 
@@ -127,7 +144,9 @@ def test_a_yaml_error_keeps_the_last_good_version_and_reports_file_and_line(tmp_
     assert report["models"] == ["a"] and report["errors"][0]["line"] == 8  # type: ignore[index]
 
 
-def test_an_invalid_document_keeps_its_last_good_version_while_the_valid_ones_apply(tmp_path: Path, files: ModelFiles) -> None:
+def test_an_invalid_document_keeps_its_last_good_version_while_the_valid_ones_apply(
+    tmp_path: Path, files: ModelFiles
+) -> None:
     path = write(tmp_path / "a.yaml", doc("a"), doc("b", model="ai/qwen3"))
     files.refresh(0.0)
     write(path, doc("a", context=8192), doc("b", model="ai/qwen3", keepAlive="soon"))
@@ -190,8 +209,9 @@ def test_a_missing_root_directory_is_an_error_that_removes_nothing(tmp_path: Pat
     assert set(files.desired) == {"a", "c"}
 
 
-def test_an_unreadable_subdirectory_keeps_its_models(tmp_path: Path, files: ModelFiles,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_subdirectory_keeps_its_models(
+    tmp_path: Path, files: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "a.yaml", doc("a"))
     write(tmp_path / "sub" / "b.yaml", doc("b", model="ai/qwen3"))
     files.refresh(0.0)

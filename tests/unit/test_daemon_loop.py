@@ -21,8 +21,8 @@ from controller.engine.client import EngineClient
 from controller.engine.errors import ServerError
 from controller.standalone.daemon import DELETE_ATTEMPTS, Clocks, Daemon
 from controller.status import Reason
-from tests.support.util import localmodel_yaml as localmodel
 from tests.support.emulator import emulator
+from tests.support.util import localmodel_yaml as localmodel
 
 INTERVAL = 30.0
 SETTLE = 0.5
@@ -41,8 +41,9 @@ class Harness:
         self.root = root
         self.time = VirtualTime()
         self.client = client
-        self.daemon = Daemon(root, client, interval=INTERVAL, settle=SETTLE,
-                             clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0))
+        self.daemon = Daemon(
+            root, client, interval=INTERVAL, settle=SETTLE, clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0)
+        )
 
     def write(self, name: str, text: str) -> Path:
         path = self.root / name
@@ -103,7 +104,9 @@ async def test_an_edit_reconciles_only_the_edited_model(harness: Harness, engine
     engine.state.counters.clear()
     harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=8192))
     await harness.run_pass(0.1)
-    configures = {route: n for route, n in engine.state.counters.items() if route.startswith("POST") and "_configure" in route}
+    configures = {
+        route: n for route, n in engine.state.counters.items() if route.startswith("POST") and "_configure" in route
+    }
     assert sum(configures.values()) == 1
     assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
     assert harness.daemon.records["a"].generation == 2 and harness.daemon.records["b"].generation == 1
@@ -120,7 +123,8 @@ async def test_an_engine_restart_is_repaired_on_the_next_drift_pass(harness: Har
 
 
 async def test_the_later_of_two_models_with_the_same_model_and_mode_is_stalled_until_the_first_goes(
-        harness: Harness, engine: Any) -> None:
+    harness: Harness, engine: Any
+) -> None:
     harness.write("first.yaml", localmodel("first", "ai/smollm2", contextSize=4096))
     await harness.run_pass()
     harness.write("second.yaml", localmodel("second", "ai/smollm2", contextSize=8192))
@@ -166,7 +170,8 @@ async def test_a_removed_model_is_unloaded_only_once_the_removal_has_settled(har
 
 
 async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everything_resumes_when_it_answers(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -186,6 +191,7 @@ async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everyth
 
 async def remove_while_unload_fails(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """Delete a.yaml while every unload the engine gets answers 500."""
+
     async def failing_unload(**_: object) -> None:
         raise ServerError("unload failed", status=500)
 
@@ -196,7 +202,8 @@ async def remove_while_unload_fails(harness: Harness, monkeypatch: pytest.Monkey
 
 
 async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_of_times(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     harness.write("a.yaml", localmodel("a", "ai/smollm2"))
     await harness.run_pass()
     assert harness.daemon.records["a"].ready
@@ -212,7 +219,8 @@ async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_o
 
 
 async def test_giving_up_on_deletion_policy_delete_says_to_remove_the_model_too(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     harness.write("a.yaml", localmodel("a", "ai/smollm2", deletionPolicy="Delete"))
     await harness.run_pass()
     await remove_while_unload_fails(harness, monkeypatch)
@@ -223,7 +231,8 @@ async def test_giving_up_on_deletion_policy_delete_says_to_remove_the_model_too(
 
 
 async def test_a_deletion_waits_for_an_engine_that_is_down_without_using_up_attempts(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -253,7 +262,8 @@ async def test_a_deletion_waits_for_an_engine_that_is_down_without_using_up_atte
 
 
 async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes_back(
-        tmp_path: Path, engine: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     root = tmp_path / "models"
     root.mkdir()
@@ -279,7 +289,8 @@ async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes
 
 
 async def test_a_failed_file_watcher_is_reported_and_restarted(
-        tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import watchfiles
 
     from controller.standalone import daemon as daemon_module

@@ -16,14 +16,20 @@ from controller.standalone.run import run_daemon
 
 
 async def run(root: Path, **options: object) -> int:
-    settings: dict[str, object] = {"engine": None, "emulator": True, "interval": 30.0, "status_addr": None,
-                                   "concurrency": 4}
+    settings: dict[str, object] = {
+        "engine": None,
+        "emulator": True,
+        "interval": 30.0,
+        "status_addr": None,
+        "concurrency": 4,
+    }
     settings.update(options)
     return await asyncio.wait_for(run_daemon(root, **settings), 20)  # type: ignore[arg-type]
 
 
 async def test_a_value_error_from_the_loop_exits_1_so_that_systemd_restarts(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     async def broken(self: Daemon, stop: asyncio.Event, *, watch: bool = True) -> None:
         pydantic.TypeAdapter(int).validate_python("not a number")  # a ValidationError is a ValueError
 
@@ -52,4 +58,3 @@ async def test_a_status_address_in_use_exits_1_not_2(tmp_path: Path, caplog: pyt
         port = taken.getsockname()[1]
         assert await run(tmp_path, status_addr=("127.0.0.1", port)) == 1
     assert "cannot serve the status endpoints" in caplog.text
-

@@ -97,7 +97,9 @@ def test_learned_backend_picks_the_route() -> None:
 def test_thinking_budget_on_vllm_is_a_per_request_setting() -> None:
     request = render_configure(spec(thinkingBudget="high"), "vllm")
     assert "llamacpp" not in request.body
-    assert request.notes == ("vLLM takes the thinking budget per request (thinking_token_budget), not in _configure; not sent",)
+    assert request.notes == (
+        "vLLM takes the thinking budget per request (thinking_token_budget), not in _configure; not sent",
+    )
 
 
 @pytest.mark.parametrize("backend", ["mlx", "sglang", "diffusers"])
@@ -108,7 +110,10 @@ def test_thinking_budget_ignored_by_other_backends(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["mlx", "sglang", "diffusers"])
-@pytest.mark.parametrize(("field", "value", "path"), [("runtimeFlags", ["--threads", "4"], "spec.runtimeFlags"), ("rawRuntimeFlags", "-t 4", "spec.rawRuntimeFlags")])
+@pytest.mark.parametrize(
+    ("field", "value", "path"),
+    [("runtimeFlags", ["--threads", "4"], "spec.runtimeFlags"), ("rawRuntimeFlags", "-t 4", "spec.rawRuntimeFlags")],
+)
 def test_flags_for_a_learned_flagless_backend_cannot_render(backend: str, field: str, value: object, path: str) -> None:
     with pytest.raises(RenderError) as info:
         render_configure(spec(**{field: value}), backend)

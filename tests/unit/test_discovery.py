@@ -51,7 +51,9 @@ def test_explicit_url_wins_over_everything() -> None:
 
 def test_explicit_unix_socket_is_docker_desktop_with_its_prefix() -> None:
     endpoint = discover_endpoint("unix:///var/run/docker.sock", env={}, run_docker=no_docker)
-    assert endpoint == Endpoint(url="http://localhost", prefix=DESKTOP_PREFIX, uds="/var/run/docker.sock", source="explicit")
+    assert endpoint == Endpoint(
+        url="http://localhost", prefix=DESKTOP_PREFIX, uds="/var/run/docker.sock", source="explicit"
+    )
 
 
 def test_relative_socket_path_is_refused() -> None:
@@ -84,7 +86,9 @@ def test_cli_endpoint_host_is_reduced_to_the_root() -> None:
         status_output(endpointHost="ftp://nowhere"),
     ],
 )
-@pytest.mark.parametrize(("in_container", "url"), [(False, "http://127.0.0.1:12434"), (True, "http://model-runner.docker.internal")])
+@pytest.mark.parametrize(
+    ("in_container", "url"), [(False, "http://127.0.0.1:12434"), (True, "http://model-runner.docker.internal")]
+)
 def test_unusable_cli_output_falls_back_to_the_default(output: str | None, in_container: bool, url: str) -> None:
     endpoint = discover_endpoint(env={}, run_docker=lambda: output, in_container=in_container)
     assert endpoint == Endpoint(url=url, source="default")
@@ -104,7 +108,9 @@ def test_status_line_among_warnings() -> None:
     ],
 )
 def test_container_detection(env: dict[str, str], dockerenv: bool, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("controller.engine.discovery.Path.exists", lambda self: dockerenv and str(self) == "/.dockerenv")
+    monkeypatch.setattr(
+        "controller.engine.discovery.Path.exists", lambda self: dockerenv and str(self) == "/.dockerenv"
+    )
     assert discover_endpoint(env=env, run_docker=no_docker).url == url
 
 

@@ -9,7 +9,15 @@ from textwrap import dedent
 import pytest
 
 from controller.cli import main
-from controller.documents import LoadResult, ModelSource, load_file, load_paths, load_text, name_for_ref, split_runtime_flags
+from controller.documents import (
+    LoadResult,
+    ModelSource,
+    load_file,
+    load_paths,
+    load_text,
+    name_for_ref,
+    split_runtime_flags,
+)
 from controller.refs import canonical_ref
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -20,8 +28,9 @@ def text(source: str) -> str:
 
 
 def localmodel(name: str, model: str = "ai/smollm2", extra: str = "") -> str:
-    return text(
-        f"""
+    return (
+        text(
+            f"""
         apiVersion: localmodel.io/v1alpha1
         kind: LocalModel
         metadata:
@@ -29,7 +38,9 @@ def localmodel(name: str, model: str = "ai/smollm2", extra: str = "") -> str:
         spec:
           model: {model}
         """
-    ) + extra
+        )
+        + extra
+    )
 
 
 def errors(result: LoadResult) -> list[tuple[int | None, str]]:
@@ -74,7 +85,9 @@ def test_errors_point_at_the_offending_field_line() -> None:
 
 def test_unknown_field_line_is_the_key_line() -> None:
     result = load_text(localmodel("a", extra="  contextsize: 4096\n"), "m.yaml")
-    assert [(e.line, e.message) for e in result.errors] == [(7, "unknown field 'contextsize'; did you mean contextSize?")]
+    assert [(e.line, e.message) for e in result.errors] == [
+        (7, "unknown field 'contextsize'; did you mean contextSize?")
+    ]
 
 
 def test_error_lines_in_later_documents() -> None:
@@ -125,7 +138,13 @@ def test_merge_keys_with_overrides_are_not_duplicates() -> None:
 
 @pytest.mark.parametrize(
     "source",
-    ["apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "apiVersion: apps/v1\nkind: Deployment\n", "just a string\n", "- a\n- b\n", "foo: bar\n"],
+    [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        "apiVersion: apps/v1\nkind: Deployment\n",
+        "just a string\n",
+        "- a\n- b\n",
+        "foo: bar\n",
+    ],
 )
 def test_other_documents_are_skipped_with_a_note(source: str) -> None:
     result = load_text(source, "m.yaml")
@@ -242,7 +261,11 @@ def test_docker_agent_models_and_agents() -> None:
     assert vision.vllm is not None and vision.speculative is not None
     assert (vision.vllm.gpu_memory_utilization, vision.vllm.hf_overrides) == (0.6, {"rope_scaling": {"factor": 2.0}})
     assert (vision.raw_runtime_flags, vision.mode) == ("--max-num-seqs 4", "completion")
-    assert (vision.speculative.draft_model, vision.speculative.num_tokens, vision.speculative.acceptance_rate) == ("ai/smollm2:135M-Q4_0", 4, 0.5)
+    assert (vision.speculative.draft_model, vision.speculative.num_tokens, vision.speculative.acceptance_rate) == (
+        "ai/smollm2:135M-Q4_0",
+        4,
+        0.5,
+    )
     assert by_name["smollm2-135m-q4-0"].model == "ai/smollm2:135M-Q4_0"
     assert [result.source_of(m).line for m in result.models] == [2, 14, 34, 36]  # type: ignore[union-attr]
 
@@ -342,13 +365,21 @@ def test_docker_agent_sections_must_be_mappings() -> None:
 
 @pytest.mark.parametrize(
     ("ref", "name"),
-    [("ai/qwen3:14B", "qwen3-14b"), ("ai/qwen3", "qwen3"), ("ai/qwen3:latest", "qwen3"), ("hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M", "llama-3.2-1b-gguf-q4-k-m"), ("ai/x@sha256:abc", "x")],
+    [
+        ("ai/qwen3:14B", "qwen3-14b"),
+        ("ai/qwen3", "qwen3"),
+        ("ai/qwen3:latest", "qwen3"),
+        ("hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M", "llama-3.2-1b-gguf-q4-k-m"),
+        ("ai/x@sha256:abc", "x"),
+    ],
 )
 def test_name_for_ref(ref: str, name: str) -> None:
     assert name_for_ref(ref) == name
 
 
-@pytest.mark.parametrize(("flags", "split"), [("--threads 8", ["--threads", "8"]), ("-t,4,, --mlock", ["-t", "4", "--mlock"]), ("  ", [])])
+@pytest.mark.parametrize(
+    ("flags", "split"), [("--threads 8", ["--threads", "8"]), ("-t,4,, --mlock", ["-t", "4", "--mlock"]), ("  ", [])]
+)
 def test_split_runtime_flags_like_docker_agent(flags: str, split: list[str]) -> None:
     assert split_runtime_flags(flags) == split
 
@@ -437,7 +468,9 @@ def test_examples_render(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_validate_reports_problems_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "bad.yaml").write_text(localmodel("chat", extra="  contextsize: 4096\n  keepAlive: 300\n") + "---\napiVersion: v1\nkind: ConfigMap\n")
+    (tmp_path / "bad.yaml").write_text(
+        localmodel("chat", extra="  contextsize: 4096\n  keepAlive: 300\n") + "---\napiVersion: v1\nkind: ConfigMap\n"
+    )
     assert main(["validate", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert out.splitlines() == [
@@ -470,7 +503,9 @@ def test_render_with_a_learned_backend(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["render", str(tmp_path), "--backend", "vllm"]) == 0
     [entry] = json.loads(capsys.readouterr().out)
     assert (entry["path"], entry["body"]) == ("/engines/vllm/_configure", {"model": "ai/smollm2"})
-    assert entry["notes"] == ["vLLM takes the thinking budget per request (thinking_token_budget), not in _configure; not sent"]
+    assert entry["notes"] == [
+        "vLLM takes the thinking budget per request (thinking_token_budget), not in _configure; not sent"
+    ]
 
 
 def test_render_flags_for_a_flagless_backend_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

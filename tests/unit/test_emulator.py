@@ -54,6 +54,7 @@ def pull_lines(response: httpx.Response) -> list[dict[str, Any]]:
 
 # --- health and store ------------------------------------------------------------------------
 
+
 async def test_root_and_version(http: httpx.AsyncClient) -> None:
     root = await http.get("/")
     assert (root.status_code, root.text) == (200, "Docker Model Runner is running")
@@ -78,8 +79,9 @@ ROUTING = [
 
 
 @pytest.mark.parametrize(("method", "path", "status", "text"), ROUTING)
-async def test_unknown_routes_and_methods_answer_like_go(http: httpx.AsyncClient, method: str, path: str,
-                                                         status: int, text: str) -> None:
+async def test_unknown_routes_and_methods_answer_like_go(
+    http: httpx.AsyncClient, method: str, path: str, status: int, text: str
+) -> None:
     response = await http.request(method, path)
     assert (response.status_code, response.text) == (status, text)
     if status == 404:
@@ -94,8 +96,9 @@ async def test_model_tags_are_case_sensitive(http: httpx.AsyncClient) -> None:
 
 
 async def test_pull_streams_ndjson_progress_then_success(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
-    response = await http.post("/models/create", json={"from": "ai/qwen3:0.6B-F16"},
-                               headers={"Accept": "application/json"})
+    response = await http.post(
+        "/models/create", json={"from": "ai/qwen3:0.6B-F16"}, headers={"Accept": "application/json"}
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     lines = pull_lines(response)
@@ -103,17 +106,30 @@ async def test_pull_streams_ndjson_progress_then_success(emu: RunningEmulator, h
     assert progress and all(line["type"] == "progress" and line["mode"] == "pull" for line in progress)
     assert all(line["layer"]["id"].startswith("sha256:") and line["total"] == 1_500_000_000 for line in progress)
     assert progress[-1]["layer"]["current"] == progress[-1]["layer"]["size"]
-    assert last == {"type": "success", "message": "Model pulled successfully", "total": 0,
-                    "layer": {"size": 0, "current": 0}, "mode": "pull"}
+    assert last == {
+        "type": "success",
+        "message": "Model pulled successfully",
+        "total": 0,
+        "layer": {"size": 0, "current": 0},
+        "mode": "pull",
+    }
     tags = [m["tags"] for m in (await http.get("/models")).json()]
     assert ["docker.io/ai/qwen3:0.6B-F16"] in tags
 
 
 async def test_pull_of_another_tag_of_a_stored_artifact_is_cached(http: httpx.AsyncClient) -> None:
-    response = await http.post("/models/create", json={"from": "ai/smollm2:360M-Q4_K_M"},
-                               headers={"Accept": "application/json"})
-    assert pull_lines(response) == [{"type": "success", "message": "Using cached model: 256.38MiB", "total": 0,
-                                     "layer": {"size": 0, "current": 0}, "mode": "pull"}]
+    response = await http.post(
+        "/models/create", json={"from": "ai/smollm2:360M-Q4_K_M"}, headers={"Accept": "application/json"}
+    )
+    assert pull_lines(response) == [
+        {
+            "type": "success",
+            "message": "Using cached model: 256.38MiB",
+            "total": 0,
+            "layer": {"size": 0, "current": 0},
+            "mode": "pull",
+        }
+    ]
     model = (await http.get("/models/ai/smollm2:360M-Q4_K_M")).json()
     assert model["tags"] == ["docker.io/ai/smollm2:latest", "docker.io/ai/smollm2:360M-Q4_K_M"]
 
@@ -121,9 +137,11 @@ async def test_pull_of_another_tag_of_a_stored_artifact_is_cached(http: httpx.As
 async def test_pull_without_accept_json_is_html_escaped_text(http: httpx.AsyncClient) -> None:
     response = await http.post("/models/create", json={"from": "ai/smollm2"})
     assert response.headers["content-type"] == "text/plain"
-    assert response.text == ("{&#34;type&#34;:&#34;success&#34;,&#34;message&#34;:&#34;Using cached model: "
-                             "256.38MiB&#34;,&#34;total&#34;:0,&#34;layer&#34;:{&#34;size&#34;:0,&#34;current&#34;:0},"
-                             "&#34;mode&#34;:&#34;pull&#34;}\n")
+    assert response.text == (
+        "{&#34;type&#34;:&#34;success&#34;,&#34;message&#34;:&#34;Using cached model: "
+        "256.38MiB&#34;,&#34;total&#34;:0,&#34;layer&#34;:{&#34;size&#34;:0,&#34;current&#34;:0},"
+        "&#34;mode&#34;:&#34;pull&#34;}\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +184,9 @@ async def test_at_most_two_pulls_run_at_once(emu: RunningEmulator, http: httpx.A
     emu.state.pull_slots.release()
 
 
-@pytest.mark.parametrize("name", ["ai/smollm2", "ai/smollm2:latest", "docker.io/ai/smollm2:latest", "smollm2", "SMOLLM2"])
+@pytest.mark.parametrize(
+    "name", ["ai/smollm2", "ai/smollm2:latest", "docker.io/ai/smollm2:latest", "smollm2", "SMOLLM2"]
+)
 async def test_get_model_by_tag_or_short_name(http: httpx.AsyncClient, name: str) -> None:
     response = await http.get(f"/models/{name}")
     assert response.status_code == 200
@@ -187,14 +207,19 @@ async def test_delete_untags_then_needs_force_for_an_id_with_several_tags(http: 
     model_id = (await http.get("/models/smollm2")).json()["id"]
     conflict = await http.delete(f"/models/{model_id}")
     assert conflict.status_code == 409
-    assert conflict.text == (f'error while deleting model: unable to delete "{model_id}" (must be forced) due to '
-                             "multiple tag references: resource conflict\n")
+    assert conflict.text == (
+        f'error while deleting model: unable to delete "{model_id}" (must be forced) due to '
+        "multiple tag references: resource conflict\n"
+    )
     untag = await http.delete("/models/ai/smollm2:360M-Q4_K_M")
     assert untag.json() == [{"Untagged": "docker.io/ai/smollm2:360M-Q4_K_M"}]
     await http.post("/models/create", json={"from": "ai/smollm2:360M-Q4_K_M"})
     forced = await http.delete(f"/models/{model_id}", params={"force": "true"})
-    assert forced.json() == [{"Untagged": "docker.io/ai/smollm2:latest"},
-                             {"Untagged": "docker.io/ai/smollm2:360M-Q4_K_M"}, {"Deleted": model_id}]
+    assert forced.json() == [
+        {"Untagged": "docker.io/ai/smollm2:latest"},
+        {"Untagged": "docker.io/ai/smollm2:360M-Q4_K_M"},
+        {"Deleted": model_id},
+    ]
     assert (await http.get("/models")).json() == []
     gone = await http.delete("/models/ai/smollm2")
     assert (gone.status_code, gone.text) == (404, "error while deleting model: model not found\n")
@@ -207,6 +232,7 @@ async def test_delete_of_the_last_tag_deletes_the_model(http: httpx.AsyncClient)
 
 
 # --- _configure: validation ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("body", "status", "text"),
@@ -225,26 +251,53 @@ async def test_delete_of_the_last_tag_deletes_the_model(http: httpx.AsyncClient)
         (b'{"model":"ai/smollm2","runtime-flags":"--threads 4"}', 400, "invalid request"),
         (b'{"model":"ai/smollm2","llamacpp":{"reasoning-budget":true}}', 400, "invalid request"),
         (b'{"model":"ai/smollm2","speculative":[]}', 400, "invalid request"),
-        (b'{"model":"ai/smollm2","runtime-flags":["--foo"]}', 500,
-         'runtime flag "--foo" is not allowed for backend "llama.cpp"'),
-        (b'{"model":"ai/smollm2","runtime-flags":["--seed","-1"]}', 500,
-         'runtime flag "-1" is not allowed for backend "llama.cpp"'),
-        (b'{"model":"ai/smollm2","runtime-flags":["--seed=-l"]}', 500,
-         "invalid flag \"--seed=-l\": value cannot start with '-' unless followed by a digit"),
-        (b'{"model":"ai/smollm2","runtime-flags":["--grammar","a/b"]}', 500,
-         "invalid runtime flag \"a/b\": paths are not allowed (contains '/' or '\\\\')"),
-        (b'{"model":"ai/smollm2","runtime-flags":["--host","x"]}', 500,
-         'runtime flag "--host" is not allowed for backend "llama.cpp"'),
-        (b'{"model":"ai/smollm2","runtime-flags":["--max-num-seqs","8"]}', 500,
-         'runtime flag "--max-num-seqs" is not allowed for backend "llama.cpp"'),
-        (b'{"model":"ai/smollm2","raw-runtime-flags":"--threads \'4"}', 500,
-         "invalid runtime flags: invalid command line string"),
-        (b'{"model":"ai/smollm2","vllm":{"hf-overrides":{"bad-key":1}}}', 500,
-         'invalid hf_overrides key "bad-key": must contain only alphanumeric characters and underscores, '
-         "and start with a letter or underscore"),
-        (b'{"model":"ai/smollm2","vllm":{"hf-overrides":{"rope":{"x y":1}}}}', 500,
-         'invalid hf_overrides nested key "x y" in "rope": must contain only alphanumeric characters and '
-         "underscores, and start with a letter or underscore"),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--foo"]}',
+            500,
+            'runtime flag "--foo" is not allowed for backend "llama.cpp"',
+        ),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--seed","-1"]}',
+            500,
+            'runtime flag "-1" is not allowed for backend "llama.cpp"',
+        ),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--seed=-l"]}',
+            500,
+            "invalid flag \"--seed=-l\": value cannot start with '-' unless followed by a digit",
+        ),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--grammar","a/b"]}',
+            500,
+            "invalid runtime flag \"a/b\": paths are not allowed (contains '/' or '\\\\')",
+        ),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--host","x"]}',
+            500,
+            'runtime flag "--host" is not allowed for backend "llama.cpp"',
+        ),
+        (
+            b'{"model":"ai/smollm2","runtime-flags":["--max-num-seqs","8"]}',
+            500,
+            'runtime flag "--max-num-seqs" is not allowed for backend "llama.cpp"',
+        ),
+        (
+            b'{"model":"ai/smollm2","raw-runtime-flags":"--threads \'4"}',
+            500,
+            "invalid runtime flags: invalid command line string",
+        ),
+        (
+            b'{"model":"ai/smollm2","vllm":{"hf-overrides":{"bad-key":1}}}',
+            500,
+            'invalid hf_overrides key "bad-key": must contain only alphanumeric characters and underscores, '
+            "and start with a letter or underscore",
+        ),
+        (
+            b'{"model":"ai/smollm2","vllm":{"hf-overrides":{"rope":{"x y":1}}}}',
+            500,
+            'invalid hf_overrides nested key "x y" in "rope": must contain only alphanumeric characters and '
+            "underscores, and start with a letter or underscore",
+        ),
     ],
 )
 async def test_configure_rejections(http: httpx.AsyncClient, body: bytes, status: int, text: str) -> None:
@@ -269,6 +322,7 @@ async def test_configure_backend_path(http: httpx.AsyncClient, backend: str, fla
 
 # --- _configure: storage and read-back -------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("sent", "read_back"),
     [
@@ -283,12 +337,21 @@ async def test_configure_backend_path(http: httpx.AsyncClient, backend: str, fla
         ({"raw-runtime-flags": "--threads 4 --temp='0.7'"}, {"runtime-flags": ["--threads", "4", "--temp=0.7"]}),
         ({"runtime-flags": ["-t", "2"], "raw-runtime-flags": "--threads 4"}, {"runtime-flags": ["-t", "2"]}),
         ({"runtime-flags": [], "context-size": -1}, {"context-size": -1}),
-        ({"speculative": {"draft_model": "ai/smollm2:135M-Q4_0", "num_tokens": 0, "min_acceptance_rate": 0.8}},
-         {"speculative": {"draft_model": "ai/smollm2:135M-Q4_0", "min_acceptance_rate": 0.8}}),
+        (
+            {"speculative": {"draft_model": "ai/smollm2:135M-Q4_0", "num_tokens": 0, "min_acceptance_rate": 0.8}},
+            {"speculative": {"draft_model": "ai/smollm2:135M-Q4_0", "min_acceptance_rate": 0.8}},
+        ),
         ({"speculative": {}}, {"speculative": {}}),
         ({"llamacpp": {"reasoning-budget": -1}}, {"llamacpp": {"reasoning-budget": -1}}),
-        ({"vllm": {"hf-overrides": {"rope_scaling": {"factor": 4.0, "type": "yarn"}}, "gpu-memory-utilization": 0.5}},
-         {"vllm": {"hf-overrides": {"rope_scaling": {"factor": 4, "type": "yarn"}}, "gpu-memory-utilization": 0.5}}),
+        (
+            {
+                "vllm": {
+                    "hf-overrides": {"rope_scaling": {"factor": 4.0, "type": "yarn"}},
+                    "gpu-memory-utilization": 0.5,
+                }
+            },
+            {"vllm": {"hf-overrides": {"rope_scaling": {"factor": 4, "type": "yarn"}}, "gpu-memory-utilization": 0.5}},
+        ),
         ({"vllm": {"hf-overrides": {}}}, {"vllm": {}}),
     ],
 )
@@ -299,8 +362,13 @@ async def test_configure_read_back_normalisation(
     assert (response.status_code, response.text) == (202, "")
     [entry] = await configs(http)
     model_id = (await http.get("/models/smollm2")).json()["id"]
-    assert entry == {"Backend": "llama.cpp", "Model": "docker.io/ai/smollm2:latest", "ModelID": model_id,
-                     "Mode": "completion", "Config": read_back}
+    assert entry == {
+        "Backend": "llama.cpp",
+        "Model": "docker.io/ai/smollm2:latest",
+        "ModelID": model_id,
+        "Mode": "completion",
+        "Config": read_back,
+    }
 
 
 async def test_configure_replaces_wholesale_and_keys_by_mode(http: httpx.AsyncClient) -> None:
@@ -346,6 +414,7 @@ async def test_configure_before_pull_is_stored_under_the_raw_reference(
 
 # --- runners: preload, busy, eviction --------------------------------------------------------
 
+
 async def test_preload_after_configure_starts_a_runner_with_the_stored_config(
     emu: RunningEmulator, http: httpx.AsyncClient
 ) -> None:
@@ -356,8 +425,12 @@ async def test_preload_after_configure_starts_a_runner_with_the_stored_config(
     assert runner["mode"] == "completion" and runner["keep_alive"] == "10m0s" and "in_use" not in runner
     assert runner["last_used"] != "0001-01-01T00:00:00Z"
     [view] = (await http.get("/engines/requests")).json()
-    assert view == {"count": 0, "model": emu.state.resolve_id("ai/smollm2"),
-                    "config": {"context-size": 4096, "keep_alive": "10m0s"}, "records": []}
+    assert view == {
+        "count": 0,
+        "model": emu.state.resolve_id("ai/smollm2"),
+        "config": {"context-size": 4096, "keep_alive": "10m0s"},
+        "records": [],
+    }
 
 
 async def test_requests_view_without_config_shows_the_packaged_context_size(http: httpx.AsyncClient) -> None:
@@ -433,7 +506,9 @@ async def test_idle_runner_is_evicted_after_its_keep_alive(
     assert len(await configs(http)) == 1  # the stored config stays
 
 
-async def test_keep_alive_zero_evicts_at_once_and_minus_one_never(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
+async def test_keep_alive_zero_evicts_at_once_and_minus_one_never(
+    emu: RunningEmulator, http: httpx.AsyncClient
+) -> None:
     await configure(http, {"model": "ai/smollm2", "keep_alive": "0"})
     await emu.state.settle()
     assert (await http.get("/engines/ps")).json() == []
@@ -489,6 +564,7 @@ async def test_restart_forgets_configs_and_runners_but_keeps_models(
 
 # --- inference -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("path", "kind"),
     [
@@ -506,8 +582,9 @@ async def test_inference_answers(http: httpx.AsyncClient, path: str, kind: str) 
 
 
 async def test_preload_only_answers_empty_once_ready(http: httpx.AsyncClient) -> None:
-    response = await http.post("/engines/v1/chat/completions", json={"model": "ai/smollm2"},
-                               headers={"X-Preload-Only": "true"})
+    response = await http.post(
+        "/engines/v1/chat/completions", json={"model": "ai/smollm2"}, headers={"X-Preload-Only": "true"}
+    )
     assert (response.status_code, response.content) == (200, b"")
     assert len((await http.get("/engines/ps")).json()) == 1
 
@@ -518,13 +595,25 @@ async def test_preload_only_answers_empty_once_ready(http: httpx.AsyncClient) ->
         ("/engines/nope/v1/chat/completions", {"model": "ai/smollm2"}, 404, "backend not found"),
         ("/engines/v1/chat/completions", {}, 400, "model is required"),
         ("/engines/v1/chat/completions", {"model": 1}, 400, "invalid request"),
-        ("/engines/v1/chat/completions", {"model": "ai/nothing"}, 404,
-         "error while getting model: get model '\"ai/nothing\"': model not found"),
-        ("/engines/mlx/v1/chat/completions", {"model": "ai/smollm2"}, 503,
-         "backend installation failed: MLX is only available on macOS ARM64"),
-        ("/engines/v1/images/generations", {"model": "ai/smollm2"}, 500,
-         "unable to load runner: error waiting for runner to be ready: failed to get args for llama.cpp: "
-         'unsupported backend mode "image-generation"'),
+        (
+            "/engines/v1/chat/completions",
+            {"model": "ai/nothing"},
+            404,
+            "error while getting model: get model '\"ai/nothing\"': model not found",
+        ),
+        (
+            "/engines/mlx/v1/chat/completions",
+            {"model": "ai/smollm2"},
+            503,
+            "backend installation failed: MLX is only available on macOS ARM64",
+        ),
+        (
+            "/engines/v1/images/generations",
+            {"model": "ai/smollm2"},
+            500,
+            "unable to load runner: error waiting for runner to be ready: failed to get args for llama.cpp: "
+            'unsupported backend mode "image-generation"',
+        ),
     ],
 )
 async def test_inference_errors(
@@ -545,28 +634,36 @@ async def test_load_errors_surface_on_inference(http: httpx.AsyncClient) -> None
     )
     await configure(http, {"model": "ai/smollm2", "speculative": {"draft_model": "ai/smollm2:135M-Q4_0"}})
     draft = await http.post("/engines/v1/chat/completions", json={"model": "ai/smollm2"})
-    assert draft.text == ("unable to load runner: error waiting for runner to be ready: failed to get draft model: "
-                          "error while getting model bundle: find model content: model not found\n")
+    assert draft.text == (
+        "unable to load runner: error waiting for runner to be ready: failed to get draft model: "
+        "error while getting model bundle: find model content: model not found\n"
+    )
     assert (await http.get("/engines/ps")).json() == []
 
 
 # --- CORS, counters, process -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("origin", "status"),
-    [(None, 200), ("http://localhost", 200), ("https://127.0.0.1", 200), ("http://evil.example", 403),
-     ("http://localhost:3000", 403), ("https://ci.example", 200)],
+    [
+        (None, 200),
+        ("http://localhost", 200),
+        ("https://127.0.0.1", 200),
+        ("http://evil.example", 403),
+        ("http://localhost:3000", 403),
+        ("https://ci.example", 200),
+    ],
 )
 async def test_cors(origin: str | None, status: int) -> None:
-    async with emulator(allowed_origins=["https://ci.example"]) as emu:
-        async with httpx.AsyncClient(base_url=emu.url) as http:
-            headers = {"Origin": origin} if origin else {}
-            for path in ("/models", "/engines/ps", "/engines/_configure"):
-                response = await http.get(path, headers=headers)
-                assert response.status_code == status
-                if status == 403:
-                    assert response.text == "Origin not allowed\n"
-            assert (await http.get("/", headers={"Origin": "http://evil.example"})).status_code == 200
+    async with emulator(allowed_origins=["https://ci.example"]) as emu, httpx.AsyncClient(base_url=emu.url) as http:
+        headers = {"Origin": origin} if origin else {}
+        for path in ("/models", "/engines/ps", "/engines/_configure"):
+            response = await http.get(path, headers=headers)
+            assert response.status_code == status
+            if status == 403:
+                assert response.text == "Origin not allowed\n"
+        assert (await http.get("/", headers={"Origin": "http://evil.example"})).status_code == 200
 
 
 async def test_counters_count_engine_requests_per_route(http: httpx.AsyncClient) -> None:
@@ -575,8 +672,11 @@ async def test_counters_count_engine_requests_per_route(http: httpx.AsyncClient)
     await configure(http, {"model": "ai/smollm2"}, "llama.cpp")
     await http.get("/engines/_configure")
     counters = (await http.get("/_emulator/state")).json()["counters"]
-    assert counters == {"POST /engines/_configure": 1, "POST /engines/{backend}/_configure": 1,
-                        "GET /engines/_configure": 1}
+    assert counters == {
+        "POST /engines/_configure": 1,
+        "POST /engines/{backend}/_configure": 1,
+        "GET /engines/_configure": 1,
+    }
 
 
 def test_localmodel_emulator_process_serves_and_stops_on_sigterm() -> None:
@@ -598,8 +698,11 @@ async def test_status_df_and_openai_models(http: httpx.AsyncClient) -> None:
 
 
 async def test_hugging_face_references_are_stored_under_huggingface_co(http: httpx.AsyncClient) -> None:
-    response = await http.post("/models/create", json={"from": "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF"},
-                               headers={"Accept": "application/json"})
+    response = await http.post(
+        "/models/create",
+        json={"from": "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF"},
+        headers={"Accept": "application/json"},
+    )
     assert pull_lines(response)[-1]["type"] == "success"
     model = (await http.get("/models/huggingface.co/bartowski/smollm2-135m-instruct-gguf")).json()
     assert model["tags"] == ["huggingface.co/bartowski/smollm2-135m-instruct-gguf:latest"]
@@ -637,8 +740,11 @@ def test_catalog_file_entries_and_errors(tmp_path: Any) -> None:
     good = tmp_path / "catalog.yaml"
     good.write_text("- name: ai/tiny\n  tags: [latest, 1M]\n  format: safetensors\n  context_size: 512\n")
     [artifact] = load_artifacts(good)
-    assert (artifact.refs(), artifact.format, artifact.context_size) == (["ai/tiny:latest", "ai/tiny:1M"],
-                                                                          "safetensors", 512)
+    assert (artifact.refs(), artifact.format, artifact.context_size) == (
+        ["ai/tiny:latest", "ai/tiny:1M"],
+        "safetensors",
+        512,
+    )
     bad = tmp_path / "catalog.json"
     bad.write_text('[{"tags": ["latest"]}]')
     with pytest.raises(ValueError, match="entry 0 needs a string 'name'"):
@@ -647,8 +753,14 @@ def test_catalog_file_entries_and_errors(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize(
     ("size_bytes", "fmt", "text"),
-    [(864, "gguf", "864B"), (3_147_744, "gguf", "3MiB"), (268_836_256, "gguf", "256.38MiB"),
-     (1_000_500, "gguf", "1MB"), (724_000_000, "safetensors", "724.00MB"), (0, "safetensors", "n/a")],
+    [
+        (864, "gguf", "864B"),
+        (3_147_744, "gguf", "3MiB"),
+        (268_836_256, "gguf", "256.38MiB"),
+        (1_000_500, "gguf", "1MB"),
+        (724_000_000, "safetensors", "724.00MB"),
+        (0, "safetensors", "n/a"),
+    ],
 )
 def test_sizes_are_written_as_model_runner_writes_them(size_bytes: int, fmt: str, text: str) -> None:
     assert format_size(size_bytes, fmt) == text

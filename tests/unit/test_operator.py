@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from controller.plan import Observation
 from controller.spec import SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 QUALIFIED_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
@@ -61,17 +61,22 @@ def test_short_labels_of_different_long_names_differ() -> None:
 # ---- engine lists ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("items, expected", [
-    (["http://10.0.0.7:12434"], [EngineRef("10.0.0.7:12434", "http://10.0.0.7:12434")]),
-    (["gpu1=http://10.0.0.7:12434/v1/"], [EngineRef("gpu1", "http://10.0.0.7:12434")]),
-    (["dmr.ai.svc:80"], [EngineRef("dmr.ai.svc:80", "http://dmr.ai.svc:80")]),
-    (["a=http://h1:1, b=http://h2:2", "c=http://h3:3"],
-     [EngineRef("a", "http://h1:1"), EngineRef("b", "http://h2:2"), EngineRef("c", "http://h3:3")]),
-    (["http://h/?x=1=2"], None),
-    (["a=http://h1:1", "a=http://h2:2"], None),
-    (["bad name=http://h:1"], None),
-    (["ftp://h:1"], None),
-])
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        (["http://10.0.0.7:12434"], [EngineRef("10.0.0.7:12434", "http://10.0.0.7:12434")]),
+        (["gpu1=http://10.0.0.7:12434/v1/"], [EngineRef("gpu1", "http://10.0.0.7:12434")]),
+        (["dmr.ai.svc:80"], [EngineRef("dmr.ai.svc:80", "http://dmr.ai.svc:80")]),
+        (
+            ["a=http://h1:1, b=http://h2:2", "c=http://h3:3"],
+            [EngineRef("a", "http://h1:1"), EngineRef("b", "http://h2:2"), EngineRef("c", "http://h3:3")],
+        ),
+        (["http://h/?x=1=2"], None),
+        (["a=http://h1:1", "a=http://h2:2"], None),
+        (["bad name=http://h:1"], None),
+        (["ftp://h:1"], None),
+    ],
+)
 def test_engine_list_items(items: list[str], expected: list[EngineRef] | None) -> None:
     if expected is None:
         with pytest.raises(EngineListError, match="--engine"):
@@ -100,8 +105,9 @@ def test_node_engines_are_named_after_the_node() -> None:
     assert node_engine("n1", "fd00::7", 8080).url == "http://[fd00::7]:8080"
 
 
-@pytest.mark.parametrize("text, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
-                                            ("[::1]:9", ("::1", 9))])
+@pytest.mark.parametrize(
+    "text, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9", ("::1", 9))]
+)
 def test_health_addr(text: str, expected: tuple[str, int]) -> None:
     assert parse_addr(text) == expected
 
@@ -148,14 +154,17 @@ async def test_one_observation_serves_every_model_that_accepts_it() -> None:
 # ---- targeting ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("selector, labels, matches", [
-    (None, {"a": "1"}, True),
-    ({}, None, True),
-    ({"gpu": "nvidia"}, {"gpu": "nvidia", "zone": "a"}, True),
-    ({"gpu": "nvidia"}, {"gpu": "amd"}, False),
-    ({"gpu": "nvidia", "zone": "a"}, {"gpu": "nvidia"}, False),
-    ({"gpu": ""}, {}, False),
-])
+@pytest.mark.parametrize(
+    "selector, labels, matches",
+    [
+        (None, {"a": "1"}, True),
+        ({}, None, True),
+        ({"gpu": "nvidia"}, {"gpu": "nvidia", "zone": "a"}, True),
+        ({"gpu": "nvidia"}, {"gpu": "amd"}, False),
+        ({"gpu": "nvidia", "zone": "a"}, {"gpu": "nvidia"}, False),
+        ({"gpu": ""}, {}, False),
+    ],
+)
 def test_node_selector(selector: dict[str, str] | None, labels: dict[str, str] | None, matches: bool) -> None:
     assert selector_matches(selector, labels) is matches
 
@@ -183,31 +192,69 @@ def test_selector_flag() -> None:
 
 
 def ready(engine: str, generation: int = 1) -> EngineStatus:
-    return EngineStatus(engine, Phase.READY, Reason.APPLIED, f"applied on {engine}", ready=True,
-                        backend="llama.cpp", applied_config={"context-size": 8192}, observed_generation=generation)
+    return EngineStatus(
+        engine,
+        Phase.READY,
+        Reason.APPLIED,
+        f"applied on {engine}",
+        ready=True,
+        backend="llama.cpp",
+        applied_config={"context-size": 8192},
+        observed_generation=generation,
+    )
 
 
 def retrying(engine: str, generation: int = 1) -> EngineStatus:
-    return EngineStatus(engine, Phase.RETRYING, Reason.ENGINE_UNREACHABLE, "engine unreachable (retrying in 2s)",
-                        observed_generation=generation)
+    return EngineStatus(
+        engine,
+        Phase.RETRYING,
+        Reason.ENGINE_UNREACHABLE,
+        "engine unreachable (retrying in 2s)",
+        observed_generation=generation,
+    )
 
 
 def stalled(engine: str, generation: int = 1) -> EngineStatus:
-    return EngineStatus(engine, Phase.STALLED, Reason.FLAG_REJECTED, "the engine rejected --foo", stalled=True,
-                        observed_generation=generation)
+    return EngineStatus(
+        engine,
+        Phase.STALLED,
+        Reason.FLAG_REJECTED,
+        "the engine rejected --foo",
+        stalled=True,
+        observed_generation=generation,
+    )
 
 
-def central(current: dict[str, Any] | None, own: list[EngineStatus], generation: int = 1,
-            now: datetime = T0) -> Any:
+def central(current: dict[str, Any] | None, own: list[EngineStatus], generation: int = 1, now: datetime = T0) -> Any:
     names = [s.engine for s in own]
-    return compose_status(current, own, generation=generation, expected=names, owns=lambda _: True,
-                          existing_engine=lambda _: True, now=now)
+    return compose_status(
+        current,
+        own,
+        generation=generation,
+        expected=names,
+        owns=lambda _: True,
+        existing_engine=lambda _: True,
+        now=now,
+    )
 
 
-def agent(node: str, current: dict[str, Any] | None, own: list[EngineStatus], expected: list[str],
-          nodes: set[str], generation: int = 1) -> Any:
-    return compose_status(current, own, generation=generation, expected=expected, owns=lambda n: n == node,
-                          existing_engine=lambda n: n in nodes, now=T0)
+def agent(
+    node: str,
+    current: dict[str, Any] | None,
+    own: list[EngineStatus],
+    expected: list[str],
+    nodes: set[str],
+    generation: int = 1,
+) -> Any:
+    return compose_status(
+        current,
+        own,
+        generation=generation,
+        expected=expected,
+        owns=lambda n: n == node,
+        existing_engine=lambda n: n in nodes,
+        now=T0,
+    )
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -217,8 +264,11 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def test_ready_status_is_written_once_then_left_alone() -> None:
     first = central(None, [ready("e")])
     assert first.changed and first.ready
-    assert conditions(first.desired) == {"Ready": ("True", "Applied"), "Reconciling": ("False", "Applied"),
-                                         "Stalled": ("False", "Applied")}
+    assert conditions(first.desired) == {
+        "Ready": ("True", "Applied"),
+        "Reconciling": ("False", "Applied"),
+        "Stalled": ("False", "Applied"),
+    }
     assert all(c["observedGeneration"] == 1 for c in first.desired["conditions"])
     assert first.desired["engines"] == [ready("e").to_dict()]
     again = central(first.desired, [ready("e")], now=T0 + timedelta(minutes=5))
@@ -232,8 +282,11 @@ def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
     assert not second.changed
     flipped = central(first.desired, [ready("e")], now=later)
     times = {c["type"]: c["lastTransitionTime"] for c in flipped.desired["conditions"]}
-    assert times == {"Ready": "2026-01-01T00:01:00Z", "Reconciling": "2026-01-01T00:01:00Z",
-                     "Stalled": "2026-01-01T00:00:00Z"}
+    assert times == {
+        "Ready": "2026-01-01T00:01:00Z",
+        "Reconciling": "2026-01-01T00:01:00Z",
+        "Stalled": "2026-01-01T00:00:00Z",
+    }
 
 
 def test_central_writes_the_whole_status_and_drops_engines_it_no_longer_has() -> None:
@@ -256,7 +309,16 @@ def test_node_agent_keeps_other_entries_and_summarises_all_of_them() -> None:
 
 
 def test_entries_of_an_older_generation_are_work_in_progress() -> None:
-    old = agent("a", None, [ready("a", 1), ], ["a"], {"a"}, generation=1).desired
+    old = agent(
+        "a",
+        None,
+        [
+            ready("a", 1),
+        ],
+        ["a"],
+        {"a"},
+        generation=1,
+    ).desired
     old["engines"].append(ready("b", 1).to_dict())
     update = agent("a", old, [ready("a", 2)], ["a", "b"], {"a", "b"}, generation=2)
     assert not update.ready
@@ -274,8 +336,11 @@ def test_entries_of_gone_nodes_are_pruned_and_own_stale_entry_dropped() -> None:
 
 def test_no_targeted_engine_is_stalled() -> None:
     update = agent("a", None, [], [], {"a"})
-    assert conditions(update.desired) == {"Ready": ("False", "NoEngines"), "Reconciling": ("False", "NoEngines"),
-                                          "Stalled": ("True", "NoEngines")}
+    assert conditions(update.desired) == {
+        "Ready": ("False", "NoEngines"),
+        "Reconciling": ("False", "NoEngines"),
+        "Stalled": ("True", "NoEngines"),
+    }
 
 
 def test_invalid_spec_names_the_field_and_stalls() -> None:
@@ -304,15 +369,22 @@ def obj(status: dict[str, Any] | None, generation: int = 1, deleting: bool = Fal
     return {"metadata": meta, "status": status} if status is not None else {"metadata": meta}
 
 
-@pytest.mark.parametrize("own, verdict, is_ready", [
-    ([ready("e")], Verdict.CURRENT, True),
-    ([retrying("e")], Verdict.IN_PROGRESS, False),
-    ([EngineStatus("e", Phase.PULLING, Reason.PULLING, "pulling", observed_generation=1)], Verdict.IN_PROGRESS, False),
-    ([stalled("e")], Verdict.FAILED, False),
-    ([ready("e"), stalled("f")], Verdict.FAILED, False),
-    ([ready("e"), retrying("f")], Verdict.IN_PROGRESS, False),
-    ([], Verdict.FAILED, False),  # no engine: Stalled NoEngines
-])
+@pytest.mark.parametrize(
+    "own, verdict, is_ready",
+    [
+        ([ready("e")], Verdict.CURRENT, True),
+        ([retrying("e")], Verdict.IN_PROGRESS, False),
+        (
+            [EngineStatus("e", Phase.PULLING, Reason.PULLING, "pulling", observed_generation=1)],
+            Verdict.IN_PROGRESS,
+            False,
+        ),
+        ([stalled("e")], Verdict.FAILED, False),
+        ([ready("e"), stalled("f")], Verdict.FAILED, False),
+        ([ready("e"), retrying("f")], Verdict.IN_PROGRESS, False),
+        ([], Verdict.FAILED, False),  # no engine: Stalled NoEngines
+    ],
+)
 def test_kstatus_verdict_of_each_state(own: list[EngineStatus], verdict: Verdict, is_ready: bool) -> None:
     status = central(None, own).desired
     assert kstatus_verdict(obj(status)) is verdict

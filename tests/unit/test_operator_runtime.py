@@ -31,9 +31,19 @@ class FakeKube:
 
     def create(self, name: str, spec: dict[str, Any], namespace: str = "ns") -> dict[str, Any]:
         self.version += 1
-        body = {"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel", "spec": spec,
-                "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
-                             "resourceVersion": str(self.version), "creationTimestamp": f"t{self.version}"}}
+        body = {
+            "apiVersion": "localmodel.io/v1alpha1",
+            "kind": "LocalModel",
+            "spec": spec,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": f"uid-{name}",
+                "generation": 1,
+                "resourceVersion": str(self.version),
+                "creationTimestamp": f"t{self.version}",
+            },
+        }
         self.objects[(namespace, name)] = body
         return copy.deepcopy(body)
 
@@ -53,8 +63,9 @@ class FakeKube:
             raise Gone(404, "not found")
         return self.get(name, namespace)
 
-    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], *,
-                           resource_version: str | None, field_manager: str) -> dict[str, Any]:
+    async def apply_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None, field_manager: str
+    ) -> dict[str, Any]:
         body = self.objects[(namespace, name)]
         if self.conflict_next or resource_version != body["metadata"]["resourceVersion"]:
             self.conflict_next = max(0, self.conflict_next - 1)
@@ -72,8 +83,9 @@ class FakeKube:
         self.writes.append(field_manager)
         return copy.deepcopy(body)
 
-    async def remove_engine_entries(self, namespace: str, name: str, current: dict[str, Any],
-                                    names: set[str]) -> dict[str, Any]:
+    async def remove_engine_entries(
+        self, namespace: str, name: str, current: dict[str, Any], names: set[str]
+    ) -> dict[str, Any]:
         body = self.objects[(namespace, name)]
         if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
             raise Conflict(409, "test failed")
@@ -212,8 +224,7 @@ async def test_two_models_claiming_the_same_model_and_mode_do_not_fight(emu: Run
     await operator.aclose()
 
 
-@pytest.mark.parametrize("policy, configs_left, models_left", [
-    ("Unload", 0, 1), ("Delete", 0, 0), ("Retain", 1, 1)])
+@pytest.mark.parametrize("policy, configs_left, models_left", [("Unload", 0, 1), ("Delete", 0, 0), ("Retain", 1, 1)])
 async def test_deletion_policy(emu: RunningEmulator, policy: str, configs_left: int, models_left: int) -> None:
     kube, events = FakeKube(), Events()
     operator = central(kube, [EngineRef("emu", emu.url)], events)
@@ -232,8 +243,13 @@ async def test_an_engine_that_is_gone_releases_the_finalizer_with_a_warning() ->
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    operator = Operator(OperatorConfig(finalize_attempts=5), kube, [EngineRef("gone", "http://127.0.0.1:9")],  # type: ignore[arg-type]
-                        post_event=events, sleep=sleep)
+    operator = Operator(
+        OperatorConfig(finalize_attempts=5),
+        kube,
+        [EngineRef("gone", "http://127.0.0.1:9")],  # type: ignore[arg-type]
+        post_event=events,
+        sleep=sleep,
+    )
     await operator.finalize_object(kube.create("smol", {"model": "ai/smollm2"}))
     assert slept == [1.0, 2.0, 4.0, 8.0]
     assert events.reasons("Warning")[-1] == "FinalizerReleased"
@@ -245,12 +261,27 @@ async def test_node_agents_each_own_their_entry() -> None:
     kube, events = FakeKube(), Events()
     nodes = {"a": {"gpu": "yes"}, "b": {"gpu": "yes"}, "c": {}}
     async with emulator(preload_models=["ai/smollm2"]) as emu_a, emulator(preload_models=["ai/smollm2"]) as emu_b:
-        agent_a = Operator(OperatorConfig(mode="node-agent", node_name="a"), kube,  # type: ignore[arg-type]
-                           [EngineRef("a", emu_a.url)], nodes=nodes, post_event=events)
-        agent_b = Operator(OperatorConfig(mode="node-agent", node_name="b"), kube,  # type: ignore[arg-type]
-                           [EngineRef("b", emu_b.url)], nodes=nodes, post_event=events)
-        agent_c = Operator(OperatorConfig(mode="node-agent", node_name="c"), kube,  # type: ignore[arg-type]
-                           [EngineRef("c", "http://127.0.0.1:9")], nodes=nodes, post_event=events)
+        agent_a = Operator(
+            OperatorConfig(mode="node-agent", node_name="a"),
+            kube,  # type: ignore[arg-type]
+            [EngineRef("a", emu_a.url)],
+            nodes=nodes,
+            post_event=events,
+        )
+        agent_b = Operator(
+            OperatorConfig(mode="node-agent", node_name="b"),
+            kube,  # type: ignore[arg-type]
+            [EngineRef("b", emu_b.url)],
+            nodes=nodes,
+            post_event=events,
+        )
+        agent_c = Operator(
+            OperatorConfig(mode="node-agent", node_name="c"),
+            kube,  # type: ignore[arg-type]
+            [EngineRef("c", "http://127.0.0.1:9")],
+            nodes=nodes,
+            post_event=events,
+        )
         kube.create("smol", {"model": "ai/smollm2", "nodeSelector": {"gpu": "yes"}})
         await agent_a.reconcile_object(kube.get("smol"))
         assert conditions(kube.get("smol"))["Ready"] == "False"  # b has not reported yet

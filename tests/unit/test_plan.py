@@ -22,11 +22,16 @@ from controller.plan import (
 from controller.spec import validate_spec
 from controller.status import Reason
 
-SMOLLM = ModelInfo(id="sha256:aaa", tags=("docker.io/ai/smollm2:latest", "docker.io/ai/smollm2:360M-Q4_K_M"),
-                   format="gguf", context_size=8192)
+SMOLLM = ModelInfo(
+    id="sha256:aaa",
+    tags=("docker.io/ai/smollm2:latest", "docker.io/ai/smollm2:360M-Q4_K_M"),
+    format="gguf",
+    context_size=8192,
+)
 DRAFT = ModelInfo(id="sha256:ddd", tags=("docker.io/ai/smollm2:135M-Q4_0",), format="gguf", context_size=8192)
-VLLM_MODEL = ModelInfo(id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="safetensors",
-                       context_size=8192)
+VLLM_MODEL = ModelInfo(
+    id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="safetensors", context_size=8192
+)
 
 
 def spec(**fields):
@@ -38,8 +43,9 @@ def stored(config, model=SMOLLM, backend="llama.cpp", mode="completion"):
 
 
 def runner(model="ai/smollm2", backend="llama.cpp", mode="completion", in_use=False, loading=False):
-    return RunnerInfo(backend=backend, model=model, mode=mode, in_use=in_use, loading=loading,
-                      keep_alive=None, last_used=None)
+    return RunnerInfo(
+        backend=backend, model=model, mode=mode, in_use=in_use, loading=loading, keep_alive=None, last_used=None
+    )
 
 
 def obs(models=(SMOLLM,), configs=(), runners=()):
@@ -47,8 +53,14 @@ def obs(models=(SMOLLM,), configs=(), runners=()):
 
 
 def test_find_model_matches_every_spelling_of_a_tag():
-    for ref in ("ai/smollm2", "smollm2", "ai/smollm2:latest", "docker.io/ai/smollm2:latest",
-                "AI/SmolLM2:360M-Q4_K_M", "sha256:aaa"):
+    for ref in (
+        "ai/smollm2",
+        "smollm2",
+        "ai/smollm2:latest",
+        "docker.io/ai/smollm2:latest",
+        "AI/SmolLM2:360M-Q4_K_M",
+        "sha256:aaa",
+    ):
         assert find_model([SMOLLM], ref) is SMOLLM, ref
     assert find_model([SMOLLM], "ai/smollm2:135M-Q4_0") is None
 
@@ -58,11 +70,19 @@ def test_find_model_matches_every_spelling_of_a_tag():
     [
         ({}, (), [Pull("ai/smollm2", "model not in the engine's store")]),
         ({"pullPolicy": "Always"}, (SMOLLM,), [Pull("ai/smollm2", "pullPolicy is Always")]),
-        ({"speculative": {"draftModel": "ai/smollm2:135M-Q4_0"}}, (SMOLLM,),
-         [Pull("ai/smollm2:135M-Q4_0", "draft model not in the engine's store")]),
-        ({"speculative": {"draftModel": "ai/smollm2:135M-Q4_0"}}, (),
-         [Pull("ai/smollm2", "model not in the engine's store"),
-          Pull("ai/smollm2:135M-Q4_0", "draft model not in the engine's store")]),
+        (
+            {"speculative": {"draftModel": "ai/smollm2:135M-Q4_0"}},
+            (SMOLLM,),
+            [Pull("ai/smollm2:135M-Q4_0", "draft model not in the engine's store")],
+        ),
+        (
+            {"speculative": {"draftModel": "ai/smollm2:135M-Q4_0"}},
+            (),
+            [
+                Pull("ai/smollm2", "model not in the engine's store"),
+                Pull("ai/smollm2:135M-Q4_0", "draft model not in the engine's store"),
+            ],
+        ),
     ],
 )
 def test_pulls_come_first(fields, models, expected):
@@ -104,14 +124,14 @@ def test_safetensors_model_is_configured_on_vllm():
 
 
 def test_matching_config_needs_nothing():
-    plan = plan_model(spec(contextSize=4096, keepAlive="10m"),
-                      obs(configs=[stored({"context-size": 4096, "keep_alive": "10m0s"})]))
+    plan = plan_model(
+        spec(contextSize=4096, keepAlive="10m"), obs(configs=[stored({"context-size": 4096, "keep_alive": "10m0s"})])
+    )
     assert plan.up_to_date and plan.stored is not None
 
 
 def test_config_of_another_mode_or_backend_does_not_count():
-    for entry in (stored({"context-size": 4096}, mode="embedding"),
-                  stored({"context-size": 4096}, backend="vllm")):
+    for entry in (stored({"context-size": 4096}, mode="embedding"), stored({"context-size": 4096}, backend="vllm")):
         (action,) = plan_model(spec(contextSize=4096), obs(configs=[entry])).actions
         assert isinstance(action, Configure) and action.why == "missing"
 
@@ -132,8 +152,7 @@ def test_loaded_runner_is_checked_once_then_trusted():
 
 def test_stale_idle_runner_is_evicted_and_reloaded_when_preload():
     o = obs(configs=[stored({"context-size": 4096})], runners=[runner()])
-    plan = plan_model(spec(contextSize=4096, preload=True), o, live_checked=True,
-                      live_config={"context-size": 8192})
+    plan = plan_model(spec(contextSize=4096, preload=True), o, live_checked=True, live_config={"context-size": 8192})
     assert [type(a) for a in plan.actions] == [Evict, Preload]
 
 
@@ -164,8 +183,7 @@ def test_preload_after_configure_waits_for_a_runner_that_is_still_loading():
 
 def test_flags_for_a_flagless_backend_stall():
     s = validate_spec({"model": "ai/smollm2-vllm", "runtimeFlags": ["--threads", "4"]}, "x")
-    mlx_model = ModelInfo(id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="dduf",
-                          context_size=None)
+    mlx_model = ModelInfo(id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="dduf", context_size=None)
     plan = plan_model(s, obs(models=(mlx_model,)))
     assert plan.blocked is not None and plan.blocked.reason is Reason.BACKEND_MISMATCH
 

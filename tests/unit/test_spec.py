@@ -108,7 +108,12 @@ def test_runtime_flags_as_list() -> None:
 
 
 def test_runtime_flags_as_string_are_split_on_whitespace() -> None:
-    assert valid(runtimeFlags="--threads 4\t--batch-size  512\n").runtime_flags == ["--threads", "4", "--batch-size", "512"]
+    assert valid(runtimeFlags="--threads 4\t--batch-size  512\n").runtime_flags == [
+        "--threads",
+        "4",
+        "--batch-size",
+        "512",
+    ]
 
 
 def test_runtime_flag_that_is_not_a_string_names_its_index() -> None:
@@ -341,7 +346,11 @@ def test_a_huge_bare_number_keep_alive_is_a_clean_error() -> None:
 def test_speculative_options() -> None:
     spec = valid(speculative={"draftModel": "ai/qwen3:0.6B-F16", "numTokens": 16, "acceptanceRate": 0.8})
     assert spec.speculative is not None
-    assert (spec.speculative.draft_model, spec.speculative.num_tokens, spec.speculative.acceptance_rate) == ("ai/qwen3:0.6B-F16", 16, 0.8)
+    assert (spec.speculative.draft_model, spec.speculative.num_tokens, spec.speculative.acceptance_rate) == (
+        "ai/qwen3:0.6B-F16",
+        16,
+        0.8,
+    )
 
 
 @pytest.mark.parametrize(
@@ -481,7 +490,9 @@ def test_parse_localmodel_errors(overrides: dict[str, Any], path: str, fragment:
     assert fragment in info.value.errors[0].message
 
 
-@pytest.mark.parametrize(("missing", "fragment"), [("kind", "kind: LocalModel"), ("apiVersion", "apiVersion: localmodel.io/v1alpha1")])
+@pytest.mark.parametrize(
+    ("missing", "fragment"), [("kind", "kind: LocalModel"), ("apiVersion", "apiVersion: localmodel.io/v1alpha1")]
+)
 def test_kind_and_api_version_are_required(missing: str, fragment: str) -> None:
     data = document()
     del data[missing]
@@ -500,7 +511,10 @@ def test_spec_error_formatting() -> None:
     with pytest.raises(SpecInvalid) as info:
         parse_localmodel(document(spec={"model": "ai/x", "contextSize": 0}), file="models/chat.yaml", line=7)
     error = info.value.errors[0]
-    assert str(error) == "models/chat.yaml:7: chat: spec.contextSize: 0 is not a context size: omit contextSize to use the model's packaged default"
+    assert (
+        str(error)
+        == "models/chat.yaml:7: chat: spec.contextSize: 0 is not a context size: omit contextSize to use the model's packaged default"
+    )
     assert str(info.value) == str(error)
     assert str(SpecError(None, None, None, "", "broken")) == "broken"
     assert str(SpecError("f.yaml", None, "x", "spec", "m")) == "f.yaml: x: spec: m"
@@ -518,7 +532,14 @@ def test_validate_spec_rejects_non_mapping() -> None:
 
 @pytest.mark.parametrize(
     ("text", "name"),
-    [("ai/qwen3:14B", "ai-qwen3-14b"), ("My_Model", "my-model"), ("--x--", "x"), ("a..b", "a.b"), ("日本", "model"), ("x" * 300, "x" * 253)],
+    [
+        ("ai/qwen3:14B", "ai-qwen3-14b"),
+        ("My_Model", "my-model"),
+        ("--x--", "x"),
+        ("a..b", "a.b"),
+        ("日本", "model"),
+        ("x" * 300, "x" * 253),
+    ],
 )
 def test_dns_name(text: str, name: str) -> None:
     assert dns_name(text) == name

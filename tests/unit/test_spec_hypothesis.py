@@ -39,8 +39,14 @@ scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["5m", "-1", "0", "300", "high", "adaptive/low", "llama.cpp", "vllm", "embedding", "ai/smollm2"]),
 )
-keys = st.one_of(st.sampled_from(SPEC_KEYS + ["gpuMemoryUtilization", "hfOverrides", "draftModel", "numTokens"]), st.text(max_size=8), st.integers())
-json_like = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=20)
+keys = st.one_of(
+    st.sampled_from(SPEC_KEYS + ["gpuMemoryUtilization", "hfOverrides", "draftModel", "numTokens"]),
+    st.text(max_size=8),
+    st.integers(),
+)
+json_like = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=20
+)
 
 
 def check(data: Any) -> None:
@@ -61,7 +67,9 @@ def test_arbitrary_data_only_raises_spec_invalid(data: Any) -> None:
 @FAST
 @given(st.dictionaries(st.sampled_from(SPEC_KEYS), json_like, max_size=6))
 def test_arbitrary_specs_only_raise_spec_invalid(spec: dict[str, Any]) -> None:
-    check({"apiVersion": API_VERSION, "kind": "LocalModel", "metadata": {"name": "m"}, "spec": {"model": "ai/x", **spec}})
+    check(
+        {"apiVersion": API_VERSION, "kind": "LocalModel", "metadata": {"name": "m"}, "spec": {"model": "ai/x", **spec}}
+    )
 
 
 @FAST
@@ -79,7 +87,10 @@ def test_arbitrary_yaml_documents_never_crash_the_loader(data: Any) -> None:
     except (yaml.YAMLError, ValueError):
         return
     load_text(text, "f.yaml")
-    load_text(yaml.safe_dump({"models": {"m": {"provider": "dmr", "model": "ai/x", "provider_opts": data}}, "agents": data}), "agent.yaml")
+    load_text(
+        yaml.safe_dump({"models": {"m": {"provider": "dmr", "model": "ai/x", "provider_opts": data}}, "agents": data}),
+        "agent.yaml",
+    )
 
 
 valid_specs = st.fixed_dictionaries(
@@ -89,7 +100,9 @@ valid_specs = st.fixed_dictionaries(
         "contextSize": st.one_of(st.just(-1), st.integers(min_value=1, max_value=2**31 - 1)),
         "runtimeFlags": st.lists(st.text(min_size=1, max_size=6).filter(lambda s: s.strip() == s and s), max_size=3),
         "keepAlive": st.sampled_from(["0", "-1", "30s", "5m", "1h30m", "-3m"]),
-        "thinkingBudget": st.one_of(st.integers(min_value=-1, max_value=2**31 - 1), st.sampled_from(sorted(THINKING_EFFORTS))),
+        "thinkingBudget": st.one_of(
+            st.integers(min_value=-1, max_value=2**31 - 1), st.sampled_from(sorted(THINKING_EFFORTS))
+        ),
         "vllm": st.fixed_dictionaries({}, optional={"gpuMemoryUtilization": st.floats(min_value=0, max_value=1)}),
         "speculative": st.fixed_dictionaries({}, optional={"numTokens": st.integers(min_value=1, max_value=64)}),
     },

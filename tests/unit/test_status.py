@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,7 +20,7 @@ from controller.status import (
     summarize,
 )
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
 
 
@@ -39,10 +39,14 @@ def statuses(conditions):
         ([engine(ready=True, reason=Reason.APPLIED)], {"Ready": TRUE, "Reconciling": FALSE, "Stalled": FALSE}),
         ([engine(reason=Reason.PULLING)], {"Ready": FALSE, "Reconciling": TRUE, "Stalled": FALSE}),
         ([engine(stalled=True, reason=Reason.FLAG_REJECTED)], {"Ready": FALSE, "Reconciling": FALSE, "Stalled": TRUE}),
-        ([engine(ready=True), engine("n2", reason=Reason.RUNNER_BUSY)],
-         {"Ready": FALSE, "Reconciling": TRUE, "Stalled": FALSE}),
-        ([engine(stalled=True), engine("n2", reason=Reason.RUNNER_BUSY)],
-         {"Ready": FALSE, "Reconciling": TRUE, "Stalled": TRUE}),
+        (
+            [engine(ready=True), engine("n2", reason=Reason.RUNNER_BUSY)],
+            {"Ready": FALSE, "Reconciling": TRUE, "Stalled": FALSE},
+        ),
+        (
+            [engine(stalled=True), engine("n2", reason=Reason.RUNNER_BUSY)],
+            {"Ready": FALSE, "Reconciling": TRUE, "Stalled": TRUE},
+        ),
         ([], {"Ready": FALSE, "Reconciling": FALSE, "Stalled": TRUE}),
     ],
 )
@@ -54,8 +58,14 @@ def test_summary_table(engines, expected):
 
 
 def test_ready_false_reason_comes_from_the_failing_engine():
-    conditions = condition_map(summarize(
-        [engine(ready=True), engine("n2", stalled=True, reason=Reason.FLAG_REJECTED, message="flag --foo")], 1, [], T0))
+    conditions = condition_map(
+        summarize(
+            [engine(ready=True), engine("n2", stalled=True, reason=Reason.FLAG_REJECTED, message="flag --foo")],
+            1,
+            [],
+            T0,
+        )
+    )
     assert conditions["Ready"].reason == "FlagRejected"
     assert conditions["Ready"].message == "engine n2: flag --foo"
 
@@ -79,17 +89,34 @@ def test_set_condition_keeps_unrelated_conditions():
 def test_condition_round_trips_through_kubernetes_shape():
     c = Condition("Ready", TRUE, "Applied", "ok", 4, T0)
     data = c.to_k8s()
-    assert data == {"type": "Ready", "status": "True", "reason": "Applied", "message": "ok",
-                    "observedGeneration": 4, "lastTransitionTime": "2026-11-28T12:00:00Z"}
+    assert data == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Applied",
+        "message": "ok",
+        "observedGeneration": 4,
+        "lastTransitionTime": "2026-11-28T12:00:00Z",
+    }
     assert Condition.from_k8s(data) == c
 
 
 def test_engine_detail_is_camel_case_and_omits_absent_values():
-    status = EngineStatus(engine="n1", phase=Phase.PULLING, reason=Reason.PULLING, message="pulling",
-                          pull=PullProgressInfo(50, 200), notes=("vllm options not sent",))
+    status = EngineStatus(
+        engine="n1",
+        phase=Phase.PULLING,
+        reason=Reason.PULLING,
+        message="pulling",
+        pull=PullProgressInfo(50, 200),
+        notes=("vllm options not sent",),
+    )
     assert status.to_dict() == {
-        "name": "n1", "phase": "Pulling", "ready": False, "reason": "Pulling", "message": "pulling",
-        "loaded": False, "notes": ["vllm options not sent"],
+        "name": "n1",
+        "phase": "Pulling",
+        "ready": False,
+        "reason": "Pulling",
+        "message": "pulling",
+        "loaded": False,
+        "notes": ["vllm options not sent"],
         "pullProgress": {"completedBytes": 50, "totalBytes": 200, "percent": 25},
     }
 
