@@ -265,7 +265,7 @@ def measure_edits(directory: Path, engine: Emulator, edits: int, timeout: float 
         started = time.monotonic()
         path.write_text(localmodel(index, context))
         eventually(
-            lambda: engine.context_size(model_ref(index)) == context,
+            lambda index=index, context=context: engine.context_size(model_ref(index)) == context,
             timeout=timeout,
             what=f"edit {edit} on the engine",
             every=0.01,

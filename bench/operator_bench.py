@@ -3,8 +3,9 @@
 
 Measures
 - time from the first create to every object Ready (for its current generation);
-- after two drift intervals to settle, API requests per idle minute, counted by the API server itself (`apiserver_request_total` for the
-  resources the operator touches: localmodels, localmodels/status, events, nodes, configmaps);
+- after two drift intervals to settle, API requests per idle minute, counted by the API server itself
+  (`apiserver_request_total` for the resources the operator touches: localmodels, localmodels/status, events, nodes,
+  configmaps);
   watch streams count once, when opened;
 - engine requests per idle minute (the emulator's own counters).
 

@@ -117,7 +117,9 @@ def spec_schema() -> dict[str, Any]:
             "mode": {
                 "type": "string",
                 "enum": list(wire.MODES),
-                "description": "What the model serves. Omitted: completion (embedding when the flags are exactly --embeddings).",
+                "description": (
+                    "What the model serves. Omitted: completion (embedding when the flags are exactly --embeddings)."
+                ),
             },
             "contextSize": {
                 "type": "integer",
@@ -149,7 +151,9 @@ def spec_schema() -> dict[str, Any]:
             "rawRuntimeFlags": {
                 "type": "string",
                 "maxLength": MAX_RAW_FLAGS_LENGTH,
-                "description": "Engine flags as one shell-style string, split by the engine. Exclusive with runtimeFlags.",
+                "description": (
+                    "Engine flags as one shell-style string, split by the engine. Exclusive with runtimeFlags."
+                ),
             },
             "keepAlive": {
                 "type": "string",
@@ -201,7 +205,9 @@ def spec_schema() -> dict[str, Any]:
             },
             "speculative": {
                 "type": "object",
-                "description": "Speculative decoding: a smaller draft model (which is pulled too) predicts tokens ahead.",
+                "description": (
+                    "Speculative decoding: a smaller draft model (which is pulled too) predicts tokens ahead."
+                ),
                 "properties": {
                     "draftModel": _model_ref("Draft model reference, e.g. ai/qwen3:0.6B-F16."),
                     "numTokens": {
@@ -261,7 +267,8 @@ def spec_schema() -> dict[str, Any]:
                 f"!has(self.backend) || !(self.backend in {flagless}) || "
                 "((!has(self.runtimeFlags) || size(self.runtimeFlags) == 0) && "
                 "(!has(self.rawRuntimeFlags) || size(self.rawRuntimeFlags) == 0))",
-                "the mlx, sglang and diffusers backends reject every runtime flag: remove runtimeFlags and rawRuntimeFlags",
+                "the mlx, sglang and diffusers backends reject every runtime flag: "
+                "remove runtimeFlags and rawRuntimeFlags",
                 ".backend",
                 "FieldValueForbidden",
             ),
@@ -279,7 +286,9 @@ def spec_schema() -> dict[str, Any]:
 def _condition_schema() -> dict[str, Any]:
     return {
         "type": "object",
-        "description": "A metav1.Condition: Ready (summary), Reconciling (work in progress), Stalled (needs a spec change).",
+        "description": (
+            "A metav1.Condition: Ready (summary), Reconciling (work in progress), Stalled (needs a spec change)."
+        ),
         "required": ["type", "status", "lastTransitionTime", "reason", "message"],
         "properties": {
             "type": {"type": "string", "maxLength": 316, "description": "Ready, Reconciling or Stalled."},

@@ -252,7 +252,10 @@ class _Document:
         self.result.notes.append(f"{where}: {path}: {text}" if path else f"{where}: {text}")
 
     def parse(self, data: Any, prefix: Loc, translate: Translate | None = None) -> LocalModel | None:
-        """Validate a LocalModel at `prefix`; errors are re-pointed at the fields' lines (and paths, via `translate`)."""
+        """Validate a LocalModel at `prefix`.
+
+        Errors are re-pointed at the fields' lines (and paths, via `translate`).
+        """
         line = self.line(prefix)
         try:
             return parse_localmodel(data, file=self.file, line=line)
@@ -383,7 +386,8 @@ def _entry_spec(doc: _Document, base: Loc, entry: Mapping[Any, Any], name: str) 
         elif key == "max_tokens":
             doc.note(
                 (*base, key),
-                "max_tokens is a per-request limit; not an engine setting (use provider_opts.context_size for the context window)",
+                "max_tokens is a per-request limit; not an engine setting "
+                "(use provider_opts.context_size for the context window)",
             )
         elif key == "base_url":
             doc.note((*base, key), "base_url ignored: use --engine to say where the engine is")

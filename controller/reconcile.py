@@ -305,7 +305,8 @@ class EngineReconciler:
         # Read back what the engine stored, and the runners (a configure evicts an idle runner and
         # starts a background load; a runner that was loading keeps its old config).
         configs, runners = await asyncio.gather(self.client.stored_configs(model=spec.model), self.client.ps())
-        assert plan.model is not None and plan.backend is not None
+        assert plan.model is not None
+        assert plan.backend is not None
         mode = effective_mode(spec)
         stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, mode)
         if stored is None:
@@ -341,7 +342,8 @@ class EngineReconciler:
     async def _live_config(self, plan: Plan, observation: Observation) -> dict[str, Any] | None:
         """The config the loaded runner was started with; None when the engine does not say, or when runners
         of several modes of this model are loaded (`/engines/requests` does not tell which is which)."""
-        assert plan.model is not None and plan.request is not None
+        assert plan.model is not None
+        assert plan.request is not None
         model_id = plan.model.id
         entries = [
             e for e in await self.client.runner_configs(model=plan.request.body["model"]) if e.model_id == model_id

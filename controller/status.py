@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 READY = "Ready"
@@ -23,7 +23,7 @@ STALLED = "Stalled"
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where one model stands on one engine. Detail for people; tools read the conditions."""
 
     PENDING = "Pending"
@@ -36,7 +36,7 @@ class Phase(str, Enum):
     DELETING = "Deleting"
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """CamelCase condition reasons. The message says what to do."""
 
     APPLIED = "Applied"

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(file:line: object: field path: message); notes and the summary go to stderr."
         ),
         epilog=INPUT_FORMS
-        + "\n\nexit codes:\n  0  every LocalModel is valid\n  1  problems found (or a file cannot be read)\n  2  usage error",
+        + "\n\nexit codes:\n  0  every LocalModel is valid\n  1  problems found (or a file cannot be read)"
+        + "\n  2  usage error",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="FILE", help="files or directories to check")

@@ -469,7 +469,9 @@ async def _control_body(request: web.Request) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=go_json_text({"error": f"invalid JSON: {exc}"}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=go_json_text({"error": f"invalid JSON: {exc}"}), content_type="application/json"
+        ) from exc
     if not isinstance(value, dict):
         raise web.HTTPBadRequest(
             text=go_json_text({"error": "expected a JSON object"}), content_type="application/json"

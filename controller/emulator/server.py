@@ -35,7 +35,8 @@ async def serve(
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server  # aiohttp exposes the bound sockets only here
-    assert server is not None and server.sockets, "the emulator site did not bind a socket"
+    assert server is not None, "the emulator site did not start a server"
+    assert server.sockets, "the emulator site did not bind a socket"
     bound = server.sockets[0].getsockname()[1]
     return runner, _url(host, bound)
 

@@ -115,7 +115,7 @@ async def discover_engines(
 ) -> list[EngineRef]:
     """The candidates that answer (probed concurrently), in candidate order."""
     results = await asyncio.gather(*(answers(candidate) for candidate in candidates))
-    return [candidate for candidate, ok in zip(candidates, results) if ok]
+    return [candidate for candidate, ok in zip(candidates, results, strict=True) if ok]
 
 
 def node_engine(node: str, address: str, port: int = DMR_PORT) -> EngineRef:

@@ -19,11 +19,11 @@ current generation.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     CURRENT = "Current"
     IN_PROGRESS = "InProgress"
     FAILED = "Failed"

@@ -94,7 +94,8 @@ async def test_modes_are_stored_apart(engine: Engine) -> None:
     assert sorted((e.mode, e.config["context-size"]) for e in entries) == [("completion", 4096), ("embedding", 512)]
     model = await engine.client.get_model(engine.model)
     found = find_stored_config(entries, engine.model, model.id, "llama.cpp", effective_mode(embedding))
-    assert found is not None and config_differences(embedding, found.config) == []
+    assert found is not None
+    assert config_differences(embedding, found.config) == []
 
 
 async def test_vllm_model_with_hf_overrides_and_vllm_flags(engine: Engine) -> None:

@@ -15,7 +15,8 @@ async def test_pull_streams_progress_then_success(engine: Engine) -> None:
     result = await engine.client.pull(engine.fresh_model, on_progress=seen.append)
     assert (result.message, result.cached) == ("Model pulled successfully", False)
     progress = [line for line in seen if line.type == "progress"]
-    assert progress and all(line.total and line.layer for line in progress)
+    assert progress
+    assert all(line.total and line.layer for line in progress)
     assert seen[-1].type == "success"
     pulled = await engine.client.get_model(engine.fresh_model)
     assert pulled.id.startswith("sha256:")
@@ -31,7 +32,8 @@ async def test_pull_of_a_stored_model_is_cached(engine: Engine) -> None:
 async def test_pull_of_an_unknown_model_is_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound) as caught:
         await engine.client.pull("ai/no-such-model:1B")
-    assert caught.value.status == 404 and not caught.value.retryable
+    assert caught.value.status == 404
+    assert not caught.value.retryable
 
 
 async def test_pull_of_an_invalid_reference_is_a_bad_request(engine: Engine) -> None:
@@ -47,7 +49,8 @@ async def test_pull_failing_mid_stream_raises_the_engines_message(engine: Engine
         await engine.client.pull(engine.fresh_model, on_progress=seen.append)
     assert "failed to download layer: unexpected EOF" in caught.value.message
     assert caught.value.retryable
-    assert [line.type for line in seen][-1] == "error" and "progress" in {line.type for line in seen}
+    assert [line.type for line in seen][-1] == "error"
+    assert "progress" in {line.type for line in seen}
     with pytest.raises(NotFound):
         await engine.client.get_model(engine.fresh_model)
 
@@ -83,7 +86,8 @@ async def test_delete_of_a_model_with_several_tags_needs_force(engine: Engine) -
     assert len(model.tags) == 2
     with pytest.raises(DeleteConflict, match="delete with force") as caught:
         await engine.client.delete_model(model.id)
-    assert caught.value.status == 409 and not caught.value.retryable
+    assert caught.value.status == 409
+    assert not caught.value.retryable
     await engine.client.delete_model(model.id, force=True)
     with pytest.raises(NotFound):
         await engine.client.get_model(engine.second_tag)

@@ -69,11 +69,14 @@ async def test_pulls_configures_and_verifies_a_new_model(engine: Engine) -> None
     recorder = Recorder()
     model = localmodel(model=engine.fresh_model, contextSize=4096, keepAlive="10m")
     outcome = await run(reconciler_for(engine, recorder), model)
-    assert outcome.status.ready and outcome.status.phase is Phase.READY, outcome.status
-    assert outcome.status.reason is Reason.APPLIED and outcome.status.backend == "llama.cpp"
+    assert outcome.status.ready, outcome.status
+    assert outcome.status.phase is Phase.READY, outcome.status
+    assert outcome.status.reason is Reason.APPLIED
+    assert outcome.status.backend == "llama.cpp"
     assert outcome.status.applied_config == {"context-size": 4096, "keep_alive": "10m0s"}
     assert recorder.reasons()[:2] == ["Pulled", "Applied"]
-    assert recorder.progress and recorder.progress[-1].phase is Phase.PULLING
+    assert recorder.progress
+    assert recorder.progress[-1].phase is Phase.PULLING
     assert (
         config_differences({"context-size": 4096, "keep_alive": "10m"}, await stored_config(engine, engine.fresh_model))
         == []
@@ -99,7 +102,8 @@ async def test_an_idle_pass_costs_only_the_observation(engine: Engine) -> None:
     await run(reconciler, model)  # reads the loaded runner's own config once
     before = engine.client.requests_sent
     outcome = await run(reconciler, model)
-    assert outcome.status.ready and outcome.requeue_after is None
+    assert outcome.status.ready
+    assert outcome.requeue_after is None
     assert engine.client.requests_sent - before == 3  # GET /models, /engines/_configure, /engines/ps
 
 
@@ -111,14 +115,16 @@ async def test_engine_restart_is_repaired_on_the_next_pass(engine: Engine) -> No
     await engine.restart()
     assert await stored_config(engine, engine.model) is None
     outcome = await run(reconciler, model)
-    assert outcome.status.ready and outcome.status.reason is Reason.DRIFT_REPAIRED
+    assert outcome.status.ready
+    assert outcome.status.reason is Reason.DRIFT_REPAIRED
     assert await stored_config(engine, engine.model) == {"context-size": 4096}
     (message,) = [m for _, reason, m in recorder.events if reason == "DriftRepaired"]
     assert "no longer had it" in message
     again = await run(reconciler, model)  # an idle pass: the same status, so front-ends write nothing
     assert (again.status.reason, again.status.message) == (outcome.status.reason, outcome.status.message)
     edited = await run(reconciler, localmodel(model=engine.model, contextSize=8192))
-    assert edited.status.ready and edited.status.reason is Reason.APPLIED
+    assert edited.status.ready
+    assert edited.status.reason is Reason.APPLIED
     assert recorder.reasons()[-1] == "Applied"
 
 
@@ -131,7 +137,8 @@ async def test_a_config_overwritten_by_another_client_is_reapplied(engine: Engin
     outcome = await run(reconciler, model)
     assert outcome.status.reason is Reason.DRIFT_REPAIRED
     (message,) = [m for _, reason, m in recorder.events if reason == "DriftRepaired"]
-    assert "context-size" in message and "runtime-flags" in message
+    assert "context-size" in message
+    assert "runtime-flags" in message
     assert await stored_config(engine, engine.model) == {"context-size": 4096, "runtime-flags": ["--threads", "2"]}
 
 
@@ -140,12 +147,15 @@ async def test_a_rejected_flag_stalls_without_resending(engine: Engine) -> None:
     reconciler = reconciler_for(engine, recorder)
     model = localmodel(model=engine.model, runtimeFlags=["--no-such-flag"])
     outcome = await run(reconciler, model)
-    assert outcome.status.stalled and outcome.status.reason is Reason.FLAG_REJECTED
+    assert outcome.status.stalled
+    assert outcome.status.reason is Reason.FLAG_REJECTED
     assert 'runtime flag "--no-such-flag" is not allowed' in outcome.status.message
-    assert outcome.requeue_after is None and recorder.events[-1][:2] == ("Warning", "FlagRejected")
+    assert outcome.requeue_after is None
+    assert recorder.events[-1][:2] == ("Warning", "FlagRejected")
     before = engine.client.requests_sent
     again = await reconciler.reconcile(model.name, model, await reconciler.observe())
-    assert again.status.stalled and engine.client.requests_sent - before == 3  # observe only, no configure
+    assert again.status.stalled
+    assert engine.client.requests_sent - before == 3
     fixed = localmodel(model=engine.model, runtimeFlags=["--threads", "2"])
     assert (await run(reconciler, fixed)).status.ready
 
@@ -156,14 +166,16 @@ async def test_pull_policy_never_waits_for_the_model(engine: Engine) -> None:
     waiting = localmodel(model=engine.fresh_model, pullPolicy="Never")
     for _ in range(3):  # re-checked on every pass, reported once
         outcome = await run(reconciler, waiting)
-        assert outcome.status.stalled and outcome.status.reason is Reason.MODEL_NOT_PRESENT
+        assert outcome.status.stalled
+        assert outcome.status.reason is Reason.MODEL_NOT_PRESENT
     assert recorder.reasons() == ["ModelNotPresent"]
     assert (await run(reconciler_for(engine), localmodel(model=engine.model, pullPolicy="Never"))).status.ready
 
 
 async def test_a_model_the_registry_does_not_have_stalls(engine: Engine) -> None:
     outcome = await run(reconciler_for(engine), localmodel(model="ai/no-such-model:1B"))
-    assert not outcome.status.ready and outcome.status.last_error
+    assert not outcome.status.ready
+    assert outcome.status.last_error
 
 
 async def test_speculative_decoding_pulls_the_draft_too(engine: Engine) -> None:
@@ -182,22 +194,26 @@ async def test_vllm_model_goes_to_the_vllm_route_with_notes(engine: Engine) -> N
         vllm={"gpuMemoryUtilization": 0.5, "hfOverrides": {"rope_scaling": {"factor": 4.0}}},
     )
     outcome = await run(reconciler_for(engine), model)
-    assert outcome.status.ready and outcome.status.backend == "vllm", outcome.status
+    assert outcome.status.ready, outcome.status
+    assert outcome.status.backend == "vllm", outcome.status
     assert any("thinking" in note for note in outcome.status.notes)
     (entry,) = await engine.client.stored_configs(model=vllm_model)
-    assert entry.backend == "vllm" and entry.config["vllm"]["gpu-memory-utilization"] == 0.5
+    assert entry.backend == "vllm"
+    assert entry.config["vllm"]["gpu-memory-utilization"] == 0.5
 
 
 async def test_an_embedding_model_is_preloaded_in_embedding_mode(engine: Engine) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.fresh_model, mode="embedding", contextSize=2048, preload=True)
     outcome = await run(reconciler, model)
-    assert outcome.status.ready and outcome.status.loaded, outcome.status
+    assert outcome.status.ready, outcome.status
+    assert outcome.status.loaded, outcome.status
     # The engine's own background load after a configure is a chat request: it may add a completion runner.
     runners = [r for r in await engine.client.ps() if same_model(r.model, engine.fresh_model)]
     assert "embedding" in [r.mode for r in runners]
     again = await run(reconciler, model)  # the live runner's config matches: no evict-and-preload loop
-    assert again.status.ready and again.status.loaded, again.status
+    assert again.status.ready, again.status
+    assert again.status.loaded, again.status
 
 
 async def test_a_backend_the_engine_overrides_stalls_with_the_fix(engine: Engine) -> None:
@@ -205,7 +221,8 @@ async def test_a_backend_the_engine_overrides_stalls_with_the_fix(engine: Engine
     reconciler = reconciler_for(engine)
     model = localmodel(model=vllm_model, backend="llama.cpp", contextSize=4096)
     outcome = await run(reconciler, model)
-    assert outcome.status.stalled and outcome.status.reason is Reason.BACKEND_MISMATCH, outcome.status
+    assert outcome.status.stalled, outcome.status
+    assert outcome.status.reason is Reason.BACKEND_MISMATCH, outcome.status
     assert "set backend: vllm" in outcome.status.message or "leave backend out" in outcome.status.message
     before = engine.client.requests_sent
     assert (await run(reconciler, model)).status.stalled
@@ -214,7 +231,8 @@ async def test_a_backend_the_engine_overrides_stalls_with_the_fix(engine: Engine
 
 async def test_preload_leaves_the_runner_loaded_with_the_config(engine: Engine) -> None:
     outcome = await run(reconciler_for(engine), localmodel(model=engine.model, contextSize=4096, preload=True))
-    assert outcome.status.ready and outcome.status.loaded, outcome.status
+    assert outcome.status.ready, outcome.status
+    assert outcome.status.loaded, outcome.status
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 4096}
 
@@ -227,8 +245,11 @@ async def test_a_busy_runner_is_retried_with_backoff_then_applied(engine: Engine
     changed = localmodel(model=engine.model, contextSize=8192)
     first = await run(reconciler, changed)
     second = await run(reconciler, changed)
-    assert first.status.reason is Reason.RUNNER_BUSY and not first.status.ready and not first.status.stalled
-    assert first.status.phase is Phase.RETRYING and 0 < first.requeue_after < second.requeue_after
+    assert first.status.reason is Reason.RUNNER_BUSY
+    assert not first.status.ready
+    assert not first.status.stalled
+    assert first.status.phase is Phase.RETRYING
+    assert 0 < first.requeue_after < second.requeue_after
     assert await stored_config(engine, engine.model) == {"context-size": 4096}  # unchanged while busy
     await engine.holds.busy(engine.model, False)
     assert (await run(reconciler, changed)).status.ready
@@ -241,7 +262,8 @@ async def test_a_pull_that_fails_midway_is_retried(engine: Engine) -> None:
     model = localmodel(model=engine.fresh_model)
     await engine.ctl.fail_next_pull("connection reset by peer")
     outcome = await run(reconciler, model)
-    assert outcome.status.reason is Reason.PULL_FAILED and outcome.requeue_after
+    assert outcome.status.reason is Reason.PULL_FAILED
+    assert outcome.requeue_after
     assert "connection reset by peer" in outcome.status.message
     assert (await run(reconciler, model)).status.ready
 
@@ -255,13 +277,15 @@ async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine
     await engine.holds.loading(engine.model)  # a load starts with the old config...
     model = localmodel(model=engine.model, contextSize=4096, preload=True)
     reconciling = asyncio.create_task(run(reconciler, model))  # ...its configure lands while that loads,
-    while await stored_config(engine, engine.model) != {"context-size": 4096}:  # and its preload waits
+    while await stored_config(engine, engine.model) != {"context-size": 4096}:  # noqa: ASYNC110 polls the engine over HTTP
         await asyncio.sleep(0.01)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 2048}  # the race of dmr-api.md 8.5
     await engine.holds.loading(engine.model, False)
     outcome = await reconciling
-    assert outcome.status.ready and outcome.status.loaded and outcome.requeue_after is None, outcome.status
+    assert outcome.status.ready, outcome.status
+    assert outcome.status.loaded, outcome.status
+    assert outcome.requeue_after is None, outcome.status
     assert "RunnerEvicted" in recorder.reasons()
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.config == {"context-size": 4096}

@@ -15,7 +15,8 @@ async def test_preload_starts_a_runner_with_the_stored_config(engine: Engine) ->
     await engine.client.preload(engine.model)
     (runner,) = [r for r in await engine.client.ps() if r.model == engine.model]
     assert (runner.backend, runner.mode, runner.keep_alive) == ("llama.cpp", "completion", "10m0s")
-    assert not runner.loading and not runner.in_use
+    assert not runner.loading
+    assert not runner.in_use
     model = await engine.client.get_model(engine.model)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.model_id == model.id
@@ -100,4 +101,5 @@ async def test_unload_leaves_busy_runners(engine: Engine) -> None:
     await engine.holds.busy(engine.model)
     assert await engine.client.unload(all=True) == 0
     (runner,) = await engine.client.ps()
-    assert runner.in_use and runner.last_used is None
+    assert runner.in_use
+    assert runner.last_used is None

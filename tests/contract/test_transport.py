@@ -17,7 +17,8 @@ async def test_health_version_status_and_disk_usage(engine: Engine) -> None:
     status = await engine.client.status()
     assert status["llama.cpp"].startswith("Running")
     usage = await engine.client.df()
-    assert usage["models_disk_usage"] > 0 and "default_backend_disk_usage" in usage
+    assert usage["models_disk_usage"] > 0
+    assert "default_backend_disk_usage" in usage
 
 
 @pytest.mark.emulator_only("reads the emulator's request counters")
@@ -47,7 +48,8 @@ async def test_closed_port_is_unreachable() -> None:
             await client.stored_configs()
         assert await client.ping() is False
     assert caught.value.url == f"{url}/engines/_configure"
-    assert caught.value.retryable and caught.value.status is None
+    assert caught.value.retryable
+    assert caught.value.status is None
 
 
 @pytest.mark.emulator_only("slows the engine down")

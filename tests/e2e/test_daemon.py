@@ -73,7 +73,8 @@ def test_create_edit_rename_and_delete_files(start, models_dir: Path, engine: En
         lambda: [f["path"] for f in daemon.status()["files"]] == [str(models_dir / "b.yaml")], what="the rename settled"
     )
     assert daemon.model("small")["source"] == f"{models_dir / 'b.yaml'}:1"  # type: ignore[index]
-    assert daemon.ready("small") and context_size(engine, SMALL) == 8192
+    assert daemon.ready("small")
+    assert context_size(engine, SMALL) == 8192
     writes = [route for route in engine.state()["counters"] if not route.startswith("GET ")]
     assert writes == [], "a rename must send nothing but observations"
 
@@ -94,7 +95,8 @@ def test_an_engine_restart_is_repaired_within_one_drift_interval(start, models_d
     eventually(lambda: context_size(engine, SMALL) == 4096, timeout=interval + 3, what="the config re-applied")
     assert time.monotonic() - restarted <= interval + 1.0
     events = [e["event"] for e in daemon.events() if e.get("model") == "small"]
-    assert events.count("Applied") == 1 and events.count("DriftRepaired") == 1, events  # the re-apply is a repair
+    assert events.count("Applied") == 1, events
+    assert events.count("DriftRepaired") == 1, events  # the re-apply is a repair
 
 
 def test_a_409_storm_ends_ready(start, models_dir: Path, engine: Engine) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +122,8 @@ def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready( 
     [bad] = [f for f in daemon.status()["files"] if f["path"].endswith("bad.yaml")]
     [error] = bad["errors"]
     assert (error["line"], error["object"], error["path"]) == (6, "bad", "spec.keepAlive")
-    assert daemon.model("bad") is None and not engine.has_model("ai/llama3.2")
+    assert daemon.model("bad") is None
+    assert not engine.has_model("ai/llama3.2")
 
     # The good file breaks: its last good version stays applied, and the error says where.
     (models_dir / "good.yaml").write_text(localmodel("good", SMALL, contextSize=8192) + "  runtimeFlags: [\n")
@@ -128,7 +131,8 @@ def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready( 
         lambda: any(e["event"] == "file_error" and e.get("file", "").endswith("good.yaml:8") for e in daemon.events()),
         what="the YAML error logged with file and line",
     )
-    assert daemon.ready("good") and context_size(engine, SMALL) == 4096
+    assert daemon.ready("good")
+    assert context_size(engine, SMALL) == 4096
     assert daemon.status()["summary"]["fileErrors"] == 2
 
 
@@ -140,13 +144,15 @@ def test_deletion_policies(start, models_dir: Path, engine: Engine) -> None:  # 
         )
     daemon = start()
     for policy in refs:
-        eventually(lambda: daemon.ready(policy.lower()), what=f"{policy.lower()} Ready")
+        eventually(lambda policy=policy: daemon.ready(policy.lower()), what=f"{policy.lower()} Ready")
     for policy in refs:
         (models_dir / f"{policy.lower()}.yaml").unlink()
     eventually(lambda: not daemon.status()["models"] and not daemon.status()["deleting"], what="all three finalized")
-    assert engine.stored(refs["Unload"]) is None and engine.has_model(refs["Unload"])
+    assert engine.stored(refs["Unload"]) is None
+    assert engine.has_model(refs["Unload"])
     assert not engine.has_model(refs["Delete"])
-    assert context_size(engine, refs["Retain"]) == 2048 and engine.has_model(refs["Retain"])
+    assert context_size(engine, refs["Retain"]) == 2048
+    assert engine.has_model(refs["Retain"])
 
 
 def test_sigterm_stops_within_a_second_even_with_requests_in_flight(  # type: ignore[no-untyped-def]
@@ -159,7 +165,8 @@ def test_sigterm_stops_within_a_second_even_with_requests_in_flight(  # type: ig
     eventually(lambda: engine.state()["counters"].get("GET /models"), what="an observation in flight")
     code, seconds = daemon.terminate()
     engine.control("latency", {"seconds": 0})
-    assert code == 0 and seconds < 1.0, (code, seconds)
+    assert code == 0, (code, seconds)
+    assert seconds < 1.0, (code, seconds)
     assert daemon.events()[-1]["event"] == "stopped"
 
 
@@ -173,11 +180,14 @@ def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Pat
         what="the missing directory logged",
     )
     time.sleep(1.5)  # more than the settle time: nothing may be deleted meanwhile
-    assert daemon.ready("small") and context_size(engine, SMALL) == 4096 and not daemon.status()["deleting"]
+    assert daemon.ready("small")
+    assert context_size(engine, SMALL) == 4096
+    assert not daemon.status()["deleting"]
     models_dir.mkdir()
     (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=4096))
     eventually(lambda: not daemon.status()["summary"]["fileErrors"], what="the directory back")
     eventually(lambda: any(e["event"] == "watch_restarted" for e in daemon.events()), what="the new directory watched")
     (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=8192))  # an edit after the re-clone
     eventually(lambda: context_size(engine, SMALL) == 8192, what="the edit applied")
-    assert daemon.ready("small") and not daemon.status()["deleting"]
+    assert daemon.ready("small")
+    assert not daemon.status()["deleting"]

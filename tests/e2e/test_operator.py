@@ -77,7 +77,8 @@ def test_create_update_and_delete_with_each_policy(
         # update: the new contextSize reaches the engine and the status says so for generation 2
         api.patch_spec(ns, "unload", {"contextSize": 4096})
         obj = api.wait_ready(ns, "unload", [op.proc])
-        assert obj["metadata"]["generation"] == 2 and condition(obj, "Ready")["observedGeneration"] == 2
+        assert obj["metadata"]["generation"] == 2
+        assert condition(obj, "Ready")["observedGeneration"] == 2
         assert configs_of(engine.url, "ai/smollm2:latest") == [{"context-size": 4096}]
 
         for name in ("unload", "delete", "retain"):
@@ -166,7 +167,8 @@ def test_an_engine_that_is_gone_does_not_block_deletion(
         api.wait_gone(ns, "smol", [op.proc], timeout=30)
         warnings = [e for e in api.events(ns, "smol") if e["type"] == "Warning"]
         released = [e for e in warnings if e["reason"] == "FinalizerReleased"]
-        assert released and "doomed" in released[0]["message"], warnings
+        assert released, warnings
+        assert "doomed" in released[0]["message"], warnings
 
 
 def test_two_node_agents_share_one_object(
@@ -246,7 +248,8 @@ def test_two_node_agents_share_one_object(
             version = obj["metadata"]["resourceVersion"]
             time.sleep(2.5 * DRIFT)
             again = api.get(ns, "smol")
-            assert again is not None and again["metadata"]["resourceVersion"] == version
+            assert again is not None
+            assert again["metadata"]["resourceVersion"] == version
 
             assert sorted(api.get(ns, "smol")["metadata"]["finalizers"]) == sorted(  # type: ignore[index]
                 [f"localmodel.io/agent-{n1}", f"localmodel.io/agent-{n2}"]
@@ -264,7 +267,7 @@ def test_two_node_agents_share_one_object(
 
 
 @pytest.mark.parametrize(
-    "spec, code, message",
+    ("spec", "code", "message"),
     [
         (
             {"model": "ai/smollm2", "runtimeFlags": ["--threads", "4"], "rawRuntimeFlags": "--threads 4"},

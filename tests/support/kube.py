@@ -48,7 +48,8 @@ def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
         if target.get("kind") != "ClusterRole":
             continue
         for op in yaml.safe_load(patch["patch"]):
-            assert op["op"] == "add" and op["path"] == "/rules/-", f"unexpected RBAC patch {op}"
+            assert op["op"] == "add", f"unexpected RBAC patch {op}"
+            assert op["path"] == "/rules/-", f"unexpected RBAC patch {op}"
             role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == target["name"])
             role["rules"].append(op["value"])
     for doc in docs:

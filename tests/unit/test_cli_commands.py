@@ -31,7 +31,8 @@ def test_help_has_a_description_and_examples(command: str, capsys: pytest.Captur
         main([command, "--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert "examples:" in out and f"localmodel {command}" in out
+    assert "examples:" in out
+    assert f"localmodel {command}" in out
 
 
 def test_apply_then_plan_shows_up_to_date_and_drift(
@@ -48,7 +49,8 @@ def test_apply_then_plan_shows_up_to_date_and_drift(
     path.write_text(localmodel("small", SMALL, contextSize=8192))
     assert main(["plan", str(path), "--engine", engine.url]) == 0
     out = capsys.readouterr().out
-    assert "the engine holds a different config" in out and "context-size: want 8192, engine has 4096" in out
+    assert "the engine holds a different config" in out
+    assert "context-size: want 8192, engine has 4096" in out
     assert main(["status", "--engine", engine.url, "--output", "json"]) == 0
     [row] = [r for r in json.loads(capsys.readouterr().out)["models"] if r["mode"] == "completion"]
     assert (row["model"], row["context"], row["message"]) == ("docker.io/ai/smollm2:135M-Q4_0", "4096", "configured")
@@ -61,7 +63,8 @@ def test_apply_sends_nothing_when_a_file_is_invalid(
     (tmp_path / "bad.yaml").write_text(localmodel("bad", SMALL, keepAlive="soon"))
     assert main(["apply", str(tmp_path), "--engine", engine.url]) == 1
     err = capsys.readouterr().err
-    assert "bad.yaml:6: bad: spec.keepAlive" in err and "nothing applied" in err
+    assert "bad.yaml:6: bad: spec.keepAlive" in err
+    assert "nothing applied" in err
     assert engine.state.counters == {}
 
 
@@ -113,7 +116,8 @@ def test_plan_reports_an_engine_error_after_the_observation_without_a_traceback(
     monkeypatch.setattr(EngineClient, "runner_configs", failing)
     assert main(["plan", str(path), "--engine", engine.url]) == 1
     err = capsys.readouterr().err
-    assert "localmodel plan: the engine broke while listing runners" in err and "Traceback" not in err
+    assert "localmodel plan: the engine broke while listing runners" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("port", ["70000", "-1", "http"])
@@ -131,9 +135,11 @@ def test_apply_wait_timeout_cuts_a_long_pull_short(tmp_path: Path, capsys: pytes
         code = main(["apply", str(tmp_path), "--engine", slow.url, "--wait", "--timeout", "1"])
         elapsed = time.monotonic() - started
     out, err = capsys.readouterr()
-    assert code == 1 and elapsed < 4, (code, elapsed)
+    assert code == 1, (code, elapsed)
+    assert elapsed < 4, (code, elapsed)
     assert "timed out after 1s" in err
-    assert "small: not ready: Pulling" in err and "small  Pulling  Pulling" in out
+    assert "small: not ready: Pulling" in err
+    assert "small  Pulling  Pulling" in out
 
 
 def test_watch_defaults_are_the_daemons(tmp_path: Path) -> None:

@@ -277,4 +277,7 @@ async def test_ps_zero_time_is_no_last_use() -> None:
     ]
     async with client_for(answer(200, json.dumps(body), "application/json")) as engine:
         (runner,) = await engine.ps()
-    assert runner.in_use and not runner.loading and runner.last_used is None and runner.keep_alive is None
+    assert runner.in_use
+    assert not runner.loading
+    assert runner.last_used is None
+    assert runner.keep_alive is None

@@ -314,7 +314,8 @@ def test_crd_verdict(case: Case) -> None:
 )
 def test_cel_messages_name_the_field_and_the_fix(data: dict[str, Any], field: str) -> None:
     errors = crd_errors(data)
-    assert errors and any(field in e for e in errors), errors
+    assert errors
+    assert any(field in e for e in errors), errors
 
 
 # --------------------------------------------------------------------------------------------

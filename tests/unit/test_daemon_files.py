@@ -50,7 +50,7 @@ def test_the_first_scan_reads_every_yaml_file_below_the_directory(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "name, watched",
+    ("name", "watched"),
     [
         ("a.yaml", True),
         ("sub/a.yml", True),
@@ -85,7 +85,8 @@ def test_renaming_a_file_is_not_a_delete(tmp_path: Path, files: ModelFiles) -> N
     assert files.errors == []  # the old file only still holds the name: no duplicate reported
     assert str(files.source_of("a")).startswith(str(tmp_path / "b.yaml"))
     files.refresh(0.1 + SETTLE)
-    assert contexts(files) == {"a": 4096} and files.next_settle() is None
+    assert contexts(files) == {"a": 4096}
+    assert files.next_settle() is None
 
 
 def test_moving_a_model_between_files_in_two_steps_never_drops_it(tmp_path: Path, files: ModelFiles) -> None:
@@ -96,10 +97,13 @@ def test_moving_a_model_between_files_in_two_steps_never_drops_it(tmp_path: Path
     assert set(files.desired) == {"a", "b"}
     assert str(files.source_of("b")).startswith(str(tmp_path / "a.yaml"))  # the incumbent keeps it meanwhile
     [duplicate] = files.errors
-    assert duplicate.file == str(tmp_path / "z.yaml") and duplicate.line == 1 and "a.yaml:8" in duplicate.message
+    assert duplicate.file == str(tmp_path / "z.yaml")
+    assert duplicate.line == 1
+    assert "a.yaml:8" in duplicate.message
     write(tmp_path / "a.yaml", doc("a"))  # then removed from the old one
     files.refresh(0.2)
-    assert set(files.desired) == {"a", "b"} and files.errors == []
+    assert set(files.desired) == {"a", "b"}
+    assert files.errors == []
     assert str(files.source_of("b")).startswith(str(tmp_path / "z.yaml"))
 
 
@@ -114,7 +118,8 @@ def test_a_deleted_file_is_believed_only_after_the_settle_time(tmp_path: Path, f
     files.refresh(1.0 + SETTLE / 2)
     assert set(files.desired) == {"a", "b"}
     files.refresh(1.0 + SETTLE)
-    assert set(files.desired) == {"b"} and files.next_settle() is None
+    assert set(files.desired) == {"b"}
+    assert files.next_settle() is None
 
 
 def test_a_file_emptied_and_rewritten_within_the_settle_time_loses_nothing(tmp_path: Path, files: ModelFiles) -> None:
@@ -125,7 +130,8 @@ def test_a_file_emptied_and_rewritten_within_the_settle_time_loses_nothing(tmp_p
     assert set(files.desired) == {"a", "b"}
     write(path, doc("a", context=8192), doc("b", model="ai/qwen3"))
     files.refresh(1.2)
-    assert contexts(files) == {"a": 8192, "b": 4096} and files.next_settle() is None
+    assert contexts(files) == {"a": 8192, "b": 4096}
+    assert files.next_settle() is None
     files.refresh(5.0)
     assert set(files.desired) == {"a", "b"}
 
@@ -139,9 +145,12 @@ def test_a_yaml_error_keeps_the_last_good_version_and_reports_file_and_line(tmp_
     files.refresh(10.0)  # no settle makes a broken file lose anything
     assert contexts(files) == {"a": 4096, "b": 4096}
     [error] = files.errors
-    assert error.file == str(path) and error.line == 8 and "YAML syntax error" in error.message
+    assert error.file == str(path)
+    assert error.line == 8
+    assert "YAML syntax error" in error.message
     [report] = [f for f in files.report() if f["path"] == str(path)]
-    assert report["models"] == ["a"] and report["errors"][0]["line"] == 8  # type: ignore[index]
+    assert report["models"] == ["a"]
+    assert report["errors"][0]["line"] == 8
 
 
 def test_an_invalid_document_keeps_its_last_good_version_while_the_valid_ones_apply(
@@ -159,7 +168,8 @@ def test_an_invalid_document_keeps_its_last_good_version_while_the_valid_ones_ap
 def test_a_new_broken_file_contributes_its_valid_models(tmp_path: Path, files: ModelFiles) -> None:
     write(tmp_path / "a.yaml", doc("a"), doc("b", model="ai/qwen3", contextSize="big"))
     files.refresh(0.0)
-    assert set(files.desired) == {"a"} and len(files.errors) >= 1
+    assert set(files.desired) == {"a"}
+    assert len(files.errors) >= 1
 
 
 def test_duplicate_names_across_files_keep_the_first_and_report_the_other(tmp_path: Path, files: ModelFiles) -> None:
@@ -199,12 +209,14 @@ def test_a_missing_root_directory_is_an_error_that_removes_nothing(tmp_path: Pat
         files.refresh(now, hinted=[root / "a.yaml"])
         assert contexts(files) == {"a": 4096, "b": 4096}
     [error] = files.errors
-    assert error.file == str(root) and "cannot read the directory" in error.message
+    assert error.file == str(root)
+    assert "cannot read the directory" in error.message
     assert [f["path"] for f in files.report()][0] == str(root)
     write(root / "a.yaml", doc("a"))  # back (the re-clone): b is gone for real now, after the settle time
     write(root / "sub" / "c.yaml", doc("c", model="ai/llama3.2"))
     files.refresh(101.0)
-    assert files.errors == [] and set(files.desired) == {"a", "b", "c"}
+    assert files.errors == []
+    assert set(files.desired) == {"a", "b", "c"}
     files.refresh(101.0 + SETTLE)
     assert set(files.desired) == {"a", "c"}
 
@@ -227,6 +239,9 @@ def test_an_unreadable_subdirectory_keeps_its_models(
     files.refresh(1.0 + SETTLE)
     assert set(files.desired) == {"a", "b"}
     [error] = files.errors
-    assert error.file == str(tmp_path / "sub") and "Permission denied" in error.message
+    assert error.file == str(tmp_path / "sub")
+    assert "Permission denied" in error.message
     monkeypatch.undo()
-    assert files.refresh(5.0) and files.errors == [] and set(files.desired) == {"a", "b"}
+    assert files.refresh(5.0)
+    assert files.errors == []
+    assert set(files.desired) == {"a", "b"}

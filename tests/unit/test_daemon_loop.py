@@ -109,7 +109,8 @@ async def test_an_edit_reconciles_only_the_edited_model(harness: Harness, engine
     }
     assert sum(configures.values()) == 1
     assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
-    assert harness.daemon.records["a"].generation == 2 and harness.daemon.records["b"].generation == 1
+    assert harness.daemon.records["a"].generation == 2
+    assert harness.daemon.records["b"].generation == 1
 
 
 async def test_an_engine_restart_is_repaired_on_the_next_drift_pass(harness: Harness, engine: Any) -> None:
@@ -119,7 +120,8 @@ async def test_an_engine_restart_is_repaired_on_the_next_drift_pass(harness: Har
     assert await stored(harness.client, "ai/smollm2") is None
     await harness.drift()
     assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
-    assert harness.daemon.records["a"].ready and harness.reason("a") == Reason.DRIFT_REPAIRED.value
+    assert harness.daemon.records["a"].ready
+    assert harness.reason("a") == Reason.DRIFT_REPAIRED.value
 
 
 async def test_the_later_of_two_models_with_the_same_model_and_mode_is_stalled_until_the_first_goes(
@@ -130,14 +132,17 @@ async def test_the_later_of_two_models_with_the_same_model_and_mode_is_stalled_u
     harness.write("second.yaml", localmodel("second", "ai/smollm2", contextSize=8192))
     await harness.run_pass(0.1)
     second = harness.daemon.records["second"]
-    assert second.engine is not None and second.engine.stalled and harness.reason("second") == "Conflict"
+    assert second.engine is not None
+    assert second.engine.stalled
+    assert harness.reason("second") == "Conflict"
     assert "first already declares model ai/smollm2" in second.engine.message
     assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
     (harness.root / "first.yaml").unlink()
     harness.daemon.notice([harness.root / "first.yaml"])
     await harness.run_pass(0.1)
     await harness.run_pass(SETTLE)
-    assert set(harness.daemon.records) == {"second"} and harness.daemon.records["second"].ready
+    assert set(harness.daemon.records) == {"second"}
+    assert harness.daemon.records["second"].ready
     assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
     assert "POST /engines/unload" not in engine.state.counters  # "second" still uses the model
 
@@ -150,7 +155,8 @@ async def test_renaming_a_file_sends_nothing_to_the_engine(harness: Harness, eng
     harness.daemon.notice([harness.root / "a.yaml", harness.root / "renamed.yaml"])
     await harness.run_pass(0.1)
     await harness.run_pass(SETTLE)
-    assert harness.daemon.records["a"].ready and str(harness.daemon.records["a"].source).endswith("renamed.yaml:1")
+    assert harness.daemon.records["a"].ready
+    assert str(harness.daemon.records["a"].source).endswith("renamed.yaml:1")
     assert not harness.daemon.deletions
     assert set(engine.state.counters) <= {"GET /models", "GET /engines/_configure", "GET /engines/ps"}
 
@@ -162,10 +168,12 @@ async def test_a_removed_model_is_unloaded_only_once_the_removal_has_settled(har
     path.unlink()
     harness.daemon.notice([path])
     await harness.run_pass(0.1)
-    assert "a" in harness.daemon.records and await stored(harness.client, "ai/smollm2") is not None
+    assert "a" in harness.daemon.records
+    assert await stored(harness.client, "ai/smollm2") is not None
     assert harness.daemon.files.next_settle() == pytest.approx(harness.time.now + SETTLE)
     await harness.run_pass(SETTLE)
-    assert not harness.daemon.records and not harness.daemon.deletions
+    assert not harness.daemon.records
+    assert not harness.daemon.deletions
     assert await stored(harness.client, "ai/smollm2") is None
 
 
@@ -180,7 +188,8 @@ async def test_an_unreachable_engine_costs_one_observation_per_probe_and_everyth
         harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
         harness.write("b.yaml", localmodel("b", "ai/llama3.2"))
         await harness.run_pass()
-        assert harness.daemon.engine.up is False and client.requests_sent == 3
+        assert harness.daemon.engine.up is False
+        assert client.requests_sent == 3
         assert {harness.reason(n) for n in "ab"} == {"EngineUnreachable"}
         assert harness.daemon.schedule.next_drift - harness.time.now < INTERVAL  # probes sooner than a drift pass
         async with running_emulator("127.0.0.1", port, load_seconds=0):
@@ -215,7 +224,8 @@ async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_o
         await harness.run_pass(60.0)
     assert failed_so_far == list(range(1, DELETE_ATTEMPTS))
     assert "gave up applying deletionPolicy Unload after 5 attempts" in caplog.text
-    assert "(docker model unload ai/smollm2)" in caplog.text and "docker model rm" not in caplog.text
+    assert "(docker model unload ai/smollm2)" in caplog.text
+    assert "docker model rm" not in caplog.text
 
 
 async def test_giving_up_on_deletion_policy_delete_says_to_remove_the_model_too(
@@ -252,11 +262,13 @@ async def test_a_deletion_waits_for_an_engine_that_is_down_without_using_up_atte
             await harness.drift()
         assert harness.daemon.engine.up is False
         deletion = harness.daemon.deletions["a"]
-        assert deletion.attempts == 0 and "waiting for the engine" in (deletion.last_error or "")
+        assert deletion.attempts == 0
+        assert "waiting for the engine" in (deletion.last_error or "")
         assert "gave up" not in caplog.text
         async with running_emulator("127.0.0.1", port, load_seconds=0, preload_models=["ai/smollm2"]) as emu:
             await harness.drift()
-            assert harness.daemon.engine.up is True and not harness.daemon.deletions
+            assert harness.daemon.engine.up is True
+            assert not harness.daemon.deletions
             assert emu.state.counters.get("POST /engines/unload") == 1
             assert "deleted" in [getattr(r, "lm_event", None) for r in caplog.records]
 
@@ -278,13 +290,16 @@ async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes
         await harness.run_pass(0.1)
         await harness.run_pass(SETTLE)
         await harness.drift()
-        assert set(harness.daemon.records) == {"a"} and not harness.daemon.deletions
+        assert set(harness.daemon.records) == {"a"}
+        assert not harness.daemon.deletions
         assert (await stored(client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
         [logged] = [r for r in caplog.records if getattr(r, "lm_event", None) == "file_error"]
-        assert "cannot read the directory" in logged.getMessage() and logged.lm_fields["file"] == str(root)
+        assert "cannot read the directory" in logged.getMessage()
+        assert logged.lm_fields["file"] == str(root)
         moved.rename(root)
         await harness.drift()
-        assert harness.daemon.records["a"].ready and harness.daemon.files.errors == []
+        assert harness.daemon.records["a"].ready
+        assert harness.daemon.files.errors == []
         assert "resolved:" in caplog.text
 
 
@@ -296,7 +311,7 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
     from controller.standalone import daemon as daemon_module
 
     caplog.set_level(logging.INFO)
-    root = tmp_path.resolve()
+    root = tmp_path.resolve()  # noqa: ASYNC240 setup before the daemon runs; nothing else is on the loop
     target = root / "a.yaml"
     calls = 0
 
@@ -305,7 +320,7 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
         calls += 1
         if calls == 1:
             raise OSError(28, "inotify watch limit reached")
-        while not target.exists():
+        while not target.exists():  # noqa: ASYNC110 stands in for inotify: waits for the test to write the file
             await asyncio.sleep(0.01)
         yield {(1, str(target))}
         await stop_event.wait()
@@ -318,7 +333,8 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
         task = asyncio.create_task(daemon.run(stop))
         await eventually_async(lambda: "watch_restarted" in events(caplog))
         [failed] = [r for r in caplog.records if getattr(r, "lm_event", None) == "watch_failed"]
-        assert failed.levelno == logging.ERROR and "inotify watch limit reached" in failed.getMessage()
+        assert failed.levelno == logging.ERROR
+        assert "inotify watch limit reached" in failed.getMessage()
         target.write_text(localmodel("a", "ai/smollm2", contextSize=4096))
         await eventually_async(lambda: "a" in daemon.records and daemon.records["a"].ready)
         stop.set()

@@ -100,7 +100,8 @@ def check_rbac(docs: list[dict[str, Any]], *, nodes: bool) -> None:
         assert binding["roleRef"]["name"] != "cluster-admin"
         assert binding["roleRef"]["name"] in names
         for subject in binding["subjects"]:
-            assert subject["kind"] == "ServiceAccount" and subject["name"] in service_accounts
+            assert subject["kind"] == "ServiceAccount"
+            assert subject["name"] in service_accounts
 
 
 def _flag_name(arg: str) -> str:
@@ -110,9 +111,11 @@ def _flag_name(arg: str) -> str:
 def check_workload(workload: dict[str, Any], *, mode: str) -> None:
     spec = pod_spec(workload)
     pod_sc = spec["securityContext"]
-    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == UID
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == UID
     assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert not spec.get("hostNetwork") and not spec.get("hostPID")
+    assert not spec.get("hostNetwork")
+    assert not spec.get("hostPID")
     [container] = spec["containers"]
     sc = container["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False
@@ -120,7 +123,8 @@ def check_workload(workload: dict[str, Any], *, mode: str) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert not sc.get("privileged")
     resources = container["resources"]
-    assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
 
     args = container["args"]
     assert args[0] == "operator"
@@ -134,7 +138,8 @@ def check_workload(workload: dict[str, Any], *, mode: str) -> None:
     if mode == "node-agent":
         assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
         assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
-        assert "--engine=http://$(NODE_IP):12434" in args and "--node-name=$(NODE_NAME)" in args
+        assert "--engine=http://$(NODE_IP):12434" in args
+        assert "--node-name=$(NODE_NAME)" in args
     else:
         assert "LOCALMODEL_ENGINES" in env or any(_flag_name(a) == "--engine" for a in args)
 
@@ -193,7 +198,8 @@ def test_base_engine_list_comes_from_the_generated_configmap() -> None:
     [deployment] = of_kind(resource_docs(BASE), "Deployment")
     [container] = pod_spec(deployment)["containers"]
     ref = {e["name"]: e for e in container["env"]}["LOCALMODEL_ENGINES"]["valueFrom"]["configMapKeyRef"]
-    assert ref["name"] == generator["name"] and ref["key"] in literals
+    assert ref["name"] == generator["name"]
+    assert ref["key"] in literals
     assert all(re.match(r"^https?://[^\s,]+$", url) for url in literals[ref["key"]].split(","))
 
 
@@ -221,7 +227,8 @@ def _apply_overlay(folder: Path) -> list[dict[str, Any]]:
         target = entry["target"]
         [doc] = [d for d in docs if (d["kind"], d["metadata"]["name"]) == (target["kind"], target["name"])]
         for op in patch:
-            assert op["op"] == "add" and op["path"] == "/rules/-"
+            assert op["op"] == "add"
+            assert op["path"] == "/rules/-"
             doc["rules"].append(op["value"])
     return docs
 
@@ -324,7 +331,8 @@ def test_chart_versions_match_the_package() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     pyproject = (ROOT / "pyproject.toml").read_text()
     version = re.search(r'^version = "(.+)"$', pyproject, re.M)
-    assert version and chart["appVersion"] == version.group(1)
+    assert version
+    assert chart["appVersion"] == version.group(1)
 
 
 # --------------------------------------------------------------------------------------------

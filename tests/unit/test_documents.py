@@ -61,7 +61,8 @@ def test_multi_document_file_with_lines_per_document() -> None:
 def test_empty_documents_are_skipped() -> None:
     result = load_text("---\n---\n# only a comment\n---\n" + localmodel("a"), "m.yaml")
     assert [m.name for m in result.models] == ["a"]
-    assert result.notes == [] and result.errors == []
+    assert result.notes == []
+    assert result.errors == []
 
 
 def test_empty_file() -> None:
@@ -72,7 +73,10 @@ def test_empty_file() -> None:
 def test_errors_point_at_the_offending_field_line() -> None:
     source = localmodel(
         "a",
-        extra="  contextSize: 0\n  runtimeFlags:\n    - --threads\n    - 4\n  vllm:\n    hfOverrides:\n      rope_scaling:\n        rope-type: yarn\n",
+        extra=(
+            "  contextSize: 0\n  runtimeFlags:\n    - --threads\n    - 4\n"
+            "  vllm:\n    hfOverrides:\n      rope_scaling:\n        rope-type: yarn\n"
+        ),
     )
     result = load_text(source, "m.yaml")
     assert errors(result) == [
@@ -149,7 +153,9 @@ def test_merge_keys_with_overrides_are_not_duplicates() -> None:
 def test_other_documents_are_skipped_with_a_note(source: str) -> None:
     result = load_text(source, "m.yaml")
     assert (result.models, result.errors) == ([], [])
-    assert len(result.notes) == 1 and "skipped" in result.notes[0] and result.notes[0].startswith("m.yaml:1: ")
+    assert len(result.notes) == 1
+    assert "skipped" in result.notes[0]
+    assert result.notes[0].startswith("m.yaml:1: ")
 
 
 @pytest.mark.parametrize(
@@ -183,7 +189,8 @@ def test_kubectl_list_output() -> None:
     result = load_text(source, "list.yaml")
     assert [m.name for m in result.models] == ["a"]
     assert result.source_of(result.models[0]) == ModelSource("list.yaml", 4)
-    assert len(result.notes) == 1 and "items[1]" in result.notes[0]
+    assert len(result.notes) == 1
+    assert "items[1]" in result.notes[0]
 
 
 def test_duplicate_names_within_a_file_keep_the_first() -> None:
@@ -203,7 +210,8 @@ def test_same_name_in_different_namespaces_is_fine() -> None:
 def test_sourced_equality_ignores_the_source() -> None:
     first = load_text(localmodel("a"), "one.yaml").sourced[0]
     second = load_text("\n\n" + localmodel("a"), "two.yaml").sourced[0]
-    assert first == second and first.source != second.source
+    assert first == second
+    assert first.source != second.source
 
 
 # --- docker-agent files ----------------------------------------------------------------------
@@ -258,7 +266,8 @@ def test_docker_agent_models_and_agents() -> None:
     big, vision = by_name["big"], by_name["vision"]
     assert (big.model, big.context_size, big.keep_alive, big.reasoning_budget) == ("ai/qwen3:14B", 16384, "30m", 16384)
     assert big.runtime_flags == ["--threads", "8", "--batch-size", "512"]
-    assert vision.vllm is not None and vision.speculative is not None
+    assert vision.vllm is not None
+    assert vision.speculative is not None
     assert (vision.vllm.gpu_memory_utilization, vision.vllm.hf_overrides) == (0.6, {"rope_scaling": {"factor": 2.0}})
     assert (vision.raw_runtime_flags, vision.mode) == ("--max-num-seqs 4", "completion")
     assert (vision.speculative.draft_model, vision.speculative.num_tokens, vision.speculative.acceptance_rate) == (
@@ -336,14 +345,21 @@ def test_docker_agent_shorthand_entry_and_name_normalisation() -> None:
 
 
 def test_inline_ref_equal_to_an_entry_reuses_it() -> None:
-    source = "models:\n  chat: {provider: dmr, model: ai/qwen3}\nagents:\n  root: {model: dmr/ai/qwen3:latest}\n  two: {model: dmr/docker.io/ai/qwen3}\n"
+    source = (
+        "models:\n  chat: {provider: dmr, model: ai/qwen3}\n"
+        "agents:\n  root: {model: dmr/ai/qwen3:latest}\n  two: {model: dmr/docker.io/ai/qwen3}\n"
+    )
     assert [m.name for m in load_text(source).models] == ["chat"]
 
 
 def test_inline_ref_to_an_invalid_entry_is_not_a_second_model() -> None:
-    source = "models:\n  chat: {provider: dmr, model: ai/qwen3, provider_opts: {context_size: 0}}\nagents:\n  root: {model: dmr/ai/qwen3}\n"
+    source = (
+        "models:\n  chat: {provider: dmr, model: ai/qwen3, provider_opts: {context_size: 0}}\n"
+        "agents:\n  root: {model: dmr/ai/qwen3}\n"
+    )
     result = load_text(source)
-    assert result.models == [] and len(result.errors) == 1
+    assert result.models == []
+    assert len(result.errors) == 1
 
 
 def test_derived_names_do_not_collide() -> None:
@@ -355,7 +371,8 @@ def test_derived_names_do_not_collide() -> None:
 
 def test_agent_model_names_that_are_not_refs_are_noted() -> None:
     result = load_text("agents:\n  root: {model: missing}\n", "agent.yaml")
-    assert result.models == [] and "neither an entry of models" in result.notes[0]
+    assert result.models == []
+    assert "neither an entry of models" in result.notes[0]
 
 
 def test_docker_agent_sections_must_be_mappings() -> None:
@@ -475,9 +492,11 @@ def test_validate_reports_problems_on_stdout(tmp_path: Path, capsys: pytest.Capt
     out, err = capsys.readouterr()
     assert out.splitlines() == [
         f"{tmp_path / 'bad.yaml'}:7: chat: spec.contextsize: unknown field 'contextsize'; did you mean contextSize?",
-        f"{tmp_path / 'bad.yaml'}:8: chat: spec.keepAlive: a bare number is not a duration: write 300s or 5m (Go duration syntax)",
+        f"{tmp_path / 'bad.yaml'}:8: chat: spec.keepAlive: "
+        "a bare number is not a duration: write 300s or 5m (Go duration syntax)",
     ]
-    assert "note: " in err and "2 problems found in 1 file" in err
+    assert "note: " in err
+    assert "2 problems found in 1 file" in err
 
 
 def test_validate_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -495,7 +514,8 @@ def test_render_invalid_input_prints_nothing_on_stdout(tmp_path: Path, capsys: p
     (tmp_path / "bad.yaml").write_text(localmodel("chat", extra="  contextSize: 0\n"))
     assert main(["render", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and "spec.contextSize" in err
+    assert out == ""
+    assert "spec.contextSize" in err
 
 
 def test_render_with_a_learned_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -512,4 +532,5 @@ def test_render_flags_for_a_flagless_backend_fail(tmp_path: Path, capsys: pytest
     (tmp_path / "m.yaml").write_text(localmodel("chat", extra="  runtimeFlags: [-t, '4']\n"))
     assert main(["render", str(tmp_path), "--backend", "mlx"]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("chat: spec.runtimeFlags: ")
+    assert out == ""
+    assert err.startswith("chat: spec.runtimeFlags: ")

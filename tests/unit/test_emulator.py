@@ -103,7 +103,8 @@ async def test_pull_streams_ndjson_progress_then_success(emu: RunningEmulator, h
     assert response.headers["content-type"] == "application/json"
     lines = pull_lines(response)
     progress, last = lines[:-1], lines[-1]
-    assert progress and all(line["type"] == "progress" and line["mode"] == "pull" for line in progress)
+    assert progress
+    assert all(line["type"] == "progress" and line["mode"] == "pull" for line in progress)
     assert all(line["layer"]["id"].startswith("sha256:") and line["total"] == 1_500_000_000 for line in progress)
     assert progress[-1]["layer"]["current"] == progress[-1]["layer"]["size"]
     assert last == {
@@ -166,7 +167,8 @@ async def test_pull_failing_midway_has_an_error_line_and_no_success(http: httpx.
     lines = pull_lines(response)
     assert [line["type"] for line in lines[:-1]] == ["progress"] * len(lines[:-1])
     assert all(line["layer"]["current"] <= 1_000_000_000 for line in lines[:-1])
-    assert lines[-1]["type"] == "error" and lines[-1]["message"] == "Error: connection reset by peer"
+    assert lines[-1]["type"] == "error"
+    assert lines[-1]["message"] == "Error: connection reset by peer"
     assert response.text.endswith("error while pulling model: writing image to store: connection reset by peer\n")
     assert (await http.get("/models/ai/llama3.2")).status_code == 404
     retry = await http.post("/models/create", json={"from": "ai/llama3.2"}, headers={"Accept": "application/json"})
@@ -421,8 +423,11 @@ async def test_preload_after_configure_starts_a_runner_with_the_stored_config(
     await configure(http, {"model": "ai/smollm2", "context-size": 4096, "keep_alive": "10m"})
     await emu.state.settle()
     [runner] = (await http.get("/engines/ps")).json()
-    assert runner["backend_name"] == "llama.cpp" and runner["model_name"] == "ai/smollm2"
-    assert runner["mode"] == "completion" and runner["keep_alive"] == "10m0s" and "in_use" not in runner
+    assert runner["backend_name"] == "llama.cpp"
+    assert runner["model_name"] == "ai/smollm2"
+    assert runner["mode"] == "completion"
+    assert runner["keep_alive"] == "10m0s"
+    assert "in_use" not in runner
     assert runner["last_used"] != "0001-01-01T00:00:00Z"
     [view] = (await http.get("/engines/requests")).json()
     assert view == {
@@ -450,7 +455,8 @@ async def test_busy_runner_makes_configure_answer_409_and_keeps_the_config(
     await emu.state.settle()
     await control(http, "busy", {"model": "ai/smollm2"})
     [runner] = (await http.get("/engines/ps")).json()
-    assert runner["in_use"] is True and runner["last_used"] == "0001-01-01T00:00:00Z"
+    assert runner["in_use"] is True
+    assert runner["last_used"] == "0001-01-01T00:00:00Z"
     busy = await configure(http, {"model": "ai/smollm2", "context-size": 8192})
     assert (busy.status_code, busy.text) == (409, "runner already active\n")
     assert (await configs(http))[0]["Config"] == {"context-size": 4096}
@@ -477,7 +483,8 @@ async def test_configure_while_loading_leaves_the_loading_runner_with_the_old_co
     await http.post("/engines/unload", json={"models": ["ai/smollm2"]})
     await control(http, "loading", {"model": "ai/smollm2"})
     [loading] = (await http.get("/engines/ps")).json()
-    assert loading["loading"] is True and loading["last_used"] == "0001-01-01T00:00:00Z"
+    assert loading["loading"] is True
+    assert loading["last_used"] == "0001-01-01T00:00:00Z"
     assert (await configure(http, {"model": "ai/smollm2", "context-size": 8192})).status_code == 202
     await control(http, "loading", {"model": "ai/smollm2", "loading": False})
     await emu.state.settle()
@@ -543,7 +550,8 @@ async def test_unload_semantics(emu: RunningEmulator, http: httpx.AsyncClient) -
     await control(http, "busy", {"model": "ai/smollm2"})
     everything = await http.post("/engines/unload", json={"all": True})
     assert everything.json() == {"unloaded_runners": 0}  # busy runners stay
-    assert await configs(http) == [] and len((await http.get("/engines/ps")).json()) == 1
+    assert await configs(http) == []
+    assert len((await http.get("/engines/ps")).json()) == 1
 
     bad = await http.post("/engines/unload", content=b'{"all":"yes"}')
     assert (bad.status_code, bad.text) == (400, "invalid request\n")
@@ -689,7 +697,8 @@ def test_localmodel_emulator_process_serves_and_stops_on_sigterm() -> None:
 
 async def test_status_df_and_openai_models(http: httpx.AsyncClient) -> None:
     status = (await http.get("/engines/status")).json()
-    assert status["llama.cpp"].startswith("Running") and status["vllm"].startswith("Running")
+    assert status["llama.cpp"].startswith("Running")
+    assert status["vllm"].startswith("Running")
     assert status["mlx"].startswith("Not Installed")
     assert (await http.get("/engines/df")).json()["models_disk_usage"] == 268_836_256
     listing = (await http.get("/engines/v1/models")).json()

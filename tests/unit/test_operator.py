@@ -40,7 +40,8 @@ def test_agent_finalizers_are_valid_qualified_names(node: str) -> None:
     finalizer = Identity("node-agent", node).finalizer
     prefix, name = finalizer.split("/")
     assert QUALIFIED_NAME.match(finalizer), finalizer
-    assert prefix == "localmodel.io" and len(name) <= 63
+    assert prefix == "localmodel.io"
+    assert len(name) <= 63
 
 
 def test_every_agent_writes_under_its_own_names() -> None:
@@ -54,7 +55,9 @@ def test_every_agent_writes_under_its_own_names() -> None:
 
 def test_short_labels_of_different_long_names_differ() -> None:
     first, second = short_label("agent-" + "x" * 80 + "1"), short_label("agent-" + "x" * 80 + "2")
-    assert first != second and len(first) <= 63 and len(second) <= 63
+    assert first != second
+    assert len(first) <= 63
+    assert len(second) <= 63
     assert short_label("agent-a.b") != short_label("agent-a-b")  # changed names carry a hash
 
 
@@ -62,7 +65,7 @@ def test_short_labels_of_different_long_names_differ() -> None:
 
 
 @pytest.mark.parametrize(
-    "items, expected",
+    ("items", "expected"),
     [
         (["http://10.0.0.7:12434"], [EngineRef("10.0.0.7:12434", "http://10.0.0.7:12434")]),
         (["gpu1=http://10.0.0.7:12434/v1/"], [EngineRef("gpu1", "http://10.0.0.7:12434")]),
@@ -106,7 +109,7 @@ def test_node_engines_are_named_after_the_node() -> None:
 
 
 @pytest.mark.parametrize(
-    "text, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9", ("::1", 9))]
+    ("text", "expected"), [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9", ("::1", 9))]
 )
 def test_health_addr(text: str, expected: tuple[str, int]) -> None:
     assert parse_addr(text) == expected
@@ -155,7 +158,7 @@ async def test_one_observation_serves_every_model_that_accepts_it() -> None:
 
 
 @pytest.mark.parametrize(
-    "selector, labels, matches",
+    ("selector", "labels", "matches"),
     [
         (None, {"a": "1"}, True),
         ({}, None, True),
@@ -263,7 +266,8 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def test_ready_status_is_written_once_then_left_alone() -> None:
     first = central(None, [ready("e")])
-    assert first.changed and first.ready
+    assert first.changed
+    assert first.ready
     assert conditions(first.desired) == {
         "Ready": ("True", "Applied"),
         "Reconciling": ("False", "Applied"),
@@ -292,7 +296,8 @@ def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
 def test_central_writes_the_whole_status_and_drops_engines_it_no_longer_has() -> None:
     first = central(None, [ready("a"), ready("b")])
     second = central(first.desired, [ready("a")])
-    assert second.changed and [e["name"] for e in second.apply["engines"]] == ["a"]
+    assert second.changed
+    assert [e["name"] for e in second.apply["engines"]] == ["a"]
     assert second.prune == ()
 
 
@@ -305,7 +310,8 @@ def test_node_agent_keeps_other_entries_and_summarises_all_of_them() -> None:
     assert [e["name"] for e in from_a.apply["engines"]] == ["a"]
     assert conditions(from_a.desired)["Reconciling"] == ("True", "EngineUnreachable")  # b is retrying
     both = agent("b", from_a.desired, [ready("b")], ["a", "b"], {"a", "b"})
-    assert both.ready and conditions(both.desired)["Ready"] == ("True", "Applied")
+    assert both.ready
+    assert conditions(both.desired)["Ready"] == ("True", "Applied")
 
 
 def test_entries_of_an_older_generation_are_work_in_progress() -> None:
@@ -348,7 +354,8 @@ def test_invalid_spec_names_the_field_and_stalls() -> None:
         validate_spec({"model": "ai/smollm2", "vllm": {"gpuMemoryUtilization": 1.5}}, "m")
     update = central(None, [invalid_spec_status("e", error.value, 1)])
     stalled_condition = next(c for c in update.desired["conditions"] if c["type"] == "Stalled")
-    assert stalled_condition["status"] == "True" and stalled_condition["reason"] == "InvalidSpec"
+    assert stalled_condition["status"] == "True"
+    assert stalled_condition["reason"] == "InvalidSpec"
     assert stalled_condition["message"].startswith("spec.vllm.gpuMemoryUtilization: 1.5 is out of range")
 
 
@@ -370,7 +377,7 @@ def obj(status: dict[str, Any] | None, generation: int = 1, deleting: bool = Fal
 
 
 @pytest.mark.parametrize(
-    "own, verdict, is_ready",
+    ("own", "verdict", "is_ready"),
     [
         ([ready("e")], Verdict.CURRENT, True),
         ([retrying("e")], Verdict.IN_PROGRESS, False),

@@ -169,10 +169,13 @@ async def test_a_long_pull_writes_its_progress_then_ready() -> None:
     pulling = [s for s in written if s["engines"][0]["phase"] == "Pulling"]
     assert pulling, written
     entry, reconciling = pulling[0]["engines"][0], {c["type"]: c for c in pulling[0]["conditions"]}
-    assert entry["reason"] == "Pulling" and "ai/llama3.2" in entry["message"] and "pullProgress" in entry
+    assert entry["reason"] == "Pulling"
+    assert "ai/llama3.2" in entry["message"]
+    assert "pullProgress" in entry
     assert (reconciling["Reconciling"]["status"], reconciling["Ready"]["status"]) == ("True", "False")
     assert conditions(kube.get("llama")) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
-    assert written[-1]["engines"][0]["phase"] == "Ready" and "pullProgress" not in written[-1]["engines"][0]
+    assert written[-1]["engines"][0]["phase"] == "Ready"
+    assert "pullProgress" not in written[-1]["engines"][0]
 
 
 async def test_an_invalid_spec_stalls_without_touching_the_engine(emu: RunningEmulator) -> None:
@@ -207,7 +210,8 @@ async def test_an_unreachable_engine_is_retried_with_backoff() -> None:
     kube, events = FakeKube(), Events()
     operator = central(kube, [EngineRef("gone", "http://127.0.0.1:9")], events)
     delay = await operator.reconcile_object(kube.create("smol", {"model": "ai/smollm2"}))
-    assert delay is not None and 0 < delay <= 1.0
+    assert delay is not None
+    assert 0 < delay <= 1.0
     assert conditions(kube.get("smol")) == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
     assert events.reasons("Warning") == ["EngineUnreachable"]
     await operator.aclose()
@@ -224,7 +228,9 @@ async def test_two_models_claiming_the_same_model_and_mode_do_not_fight(emu: Run
     await operator.aclose()
 
 
-@pytest.mark.parametrize("policy, configs_left, models_left", [("Unload", 0, 1), ("Delete", 0, 0), ("Retain", 1, 1)])
+@pytest.mark.parametrize(
+    ("policy", "configs_left", "models_left"), [("Unload", 0, 1), ("Delete", 0, 0), ("Retain", 1, 1)]
+)
 async def test_deletion_policy(emu: RunningEmulator, policy: str, configs_left: int, models_left: int) -> None:
     kube, events = FakeKube(), Events()
     operator = central(kube, [EngineRef("emu", emu.url)], events)

@@ -98,19 +98,23 @@ def test_always_pulls_once_per_spec():
 
 def test_pull_policy_never_blocks_with_the_fix():
     plan = plan_model(spec(pullPolicy="Never"), obs(models=()))
-    assert plan.blocked is not None and plan.blocked.reason is Reason.MODEL_NOT_PRESENT
-    assert "docker model pull ai/smollm2" in plan.blocked.message and not plan.blocked.retryable
+    assert plan.blocked is not None
+    assert plan.blocked.reason is Reason.MODEL_NOT_PRESENT
+    assert "docker model pull ai/smollm2" in plan.blocked.message
+    assert not plan.blocked.retryable
 
 
 def test_pulled_but_still_absent_is_not_found():
     plan = plan_model(spec(), obs(models=()), pulled=frozenset({"ai/smollm2"}))
-    assert plan.blocked is not None and plan.blocked.reason is Reason.MODEL_NOT_FOUND
+    assert plan.blocked is not None
+    assert plan.blocked.reason is Reason.MODEL_NOT_FOUND
 
 
 def test_missing_config_is_configured_on_the_backend_of_the_format():
     plan = plan_model(spec(contextSize=4096), obs())
     (action,) = plan.actions
-    assert isinstance(action, Configure) and action.why == "missing"
+    assert isinstance(action, Configure)
+    assert action.why == "missing"
     assert action.request.path == "/engines/llama.cpp/_configure"
     assert action.request.body == {"model": "ai/smollm2", "context-size": 4096}
 
@@ -127,19 +131,22 @@ def test_matching_config_needs_nothing():
     plan = plan_model(
         spec(contextSize=4096, keepAlive="10m"), obs(configs=[stored({"context-size": 4096, "keep_alive": "10m0s"})])
     )
-    assert plan.up_to_date and plan.stored is not None
+    assert plan.up_to_date
+    assert plan.stored is not None
 
 
 def test_config_of_another_mode_or_backend_does_not_count():
     for entry in (stored({"context-size": 4096}, mode="embedding"), stored({"context-size": 4096}, backend="vllm")):
         (action,) = plan_model(spec(contextSize=4096), obs(configs=[entry])).actions
-        assert isinstance(action, Configure) and action.why == "missing"
+        assert isinstance(action, Configure)
+        assert action.why == "missing"
 
 
 def test_drift_lists_the_differences():
     plan = plan_model(spec(contextSize=4096), obs(configs=[stored({"context-size": 2048})]))
     (action,) = plan.actions
-    assert isinstance(action, Configure) and action.why == "drift"
+    assert isinstance(action, Configure)
+    assert action.why == "drift"
     assert any("context-size" in d for d in action.differences)
 
 
@@ -159,7 +166,8 @@ def test_stale_idle_runner_is_evicted_and_reloaded_when_preload():
 def test_stale_busy_runner_is_a_retryable_block():
     o = obs(configs=[stored({"context-size": 4096})], runners=[runner(in_use=True)])
     plan = plan_model(spec(contextSize=4096), o, live_checked=True, live_config={"context-size": 8192})
-    assert plan.blocked is not None and plan.blocked.retryable
+    assert plan.blocked is not None
+    assert plan.blocked.retryable
     assert plan.blocked.reason is Reason.RUNNER_STALE
 
 
@@ -185,7 +193,8 @@ def test_flags_for_a_flagless_backend_stall():
     s = validate_spec({"model": "ai/smollm2-vllm", "runtimeFlags": ["--threads", "4"]}, "x")
     mlx_model = ModelInfo(id="sha256:vvv", tags=("docker.io/ai/smollm2-vllm:latest",), format="dduf", context_size=None)
     plan = plan_model(s, obs(models=(mlx_model,)))
-    assert plan.blocked is not None and plan.blocked.reason is Reason.BACKEND_MISMATCH
+    assert plan.blocked is not None
+    assert plan.blocked.reason is Reason.BACKEND_MISMATCH
 
 
 def test_effective_mode_follows_the_engine():
@@ -200,11 +209,13 @@ def test_effective_mode_follows_the_engine():
 def test_conflicts_name_the_first_owner():
     specs = [("a", spec()), ("b", spec(model="docker.io/ai/smollm2:latest")), ("c", spec(mode="embedding"))]
     conflicts = find_conflicts(specs)
-    assert set(conflicts) == {"b"} and conflicts["b"].startswith("a already declares")
+    assert set(conflicts) == {"b"}
+    assert conflicts["b"].startswith("a already declares")
 
 
 @pytest.mark.parametrize("attempt", range(1, 15))
 def test_backoff_is_capped_exponential_with_jitter(attempt):
     low, high = backoff_delay(attempt, 0.0), backoff_delay(attempt, 0.999999)
     step = min(BACKOFF_CAP_SECONDS, 2 ** (attempt - 1))
-    assert low == pytest.approx(step / 2) and high == pytest.approx(step, rel=1e-5)
+    assert low == pytest.approx(step / 2)
+    assert high == pytest.approx(step, rel=1e-5)

@@ -133,7 +133,8 @@ def test_runtime_flags_must_be_list_or_string() -> None:
 def test_both_flag_forms_are_rejected_naming_both() -> None:
     error = one_error(runtimeFlags=["--threads", "4"], rawRuntimeFlags="--threads 8")
     assert error.path == "spec.rawRuntimeFlags"
-    assert "runtimeFlags" in error.message and "rawRuntimeFlags" in error.message
+    assert "runtimeFlags" in error.message
+    assert "rawRuntimeFlags" in error.message
 
 
 @pytest.mark.parametrize("backend", ["mlx", "sglang", "diffusers"])
@@ -141,7 +142,8 @@ def test_both_flag_forms_are_rejected_naming_both() -> None:
 def test_flags_rejected_for_backends_without_allowlist(backend: str, field: str, value: object) -> None:
     error = one_error(backend=backend, **{field: value})
     assert error.path == f"spec.{field}"
-    assert backend in error.message and "rejects every runtime flag" in error.message
+    assert backend in error.message
+    assert "rejects every runtime flag" in error.message
 
 
 @pytest.mark.parametrize("backend", ["llama.cpp", "vllm"])
@@ -337,7 +339,8 @@ def test_any_vllm_block_conflicts_with_another_backend() -> None:
 def test_a_huge_bare_number_keep_alive_is_a_clean_error() -> None:
     # found by hypothesis: float("1e999") is infinite and int() of it used to raise OverflowError
     error = one_error(keepAlive="1e999")
-    assert error.path == "spec.keepAlive" and "is not a duration" in error.message
+    assert error.path == "spec.keepAlive"
+    assert "is not a duration" in error.message
 
 
 # --- speculative -----------------------------------------------------------------------------
@@ -403,7 +406,9 @@ def test_image_generation_needs_diffusers() -> None:
 def test_defaults() -> None:
     spec = valid()
     assert (spec.preload, spec.pull_policy, spec.deletion_policy) == (False, "IfNotPresent", "Unload")
-    assert spec.node_selector is None and spec.backend is None and spec.mode is None
+    assert spec.node_selector is None
+    assert spec.backend is None
+    assert spec.mode is None
 
 
 @pytest.mark.parametrize(
@@ -428,7 +433,8 @@ def test_unknown_fields_suggest_the_right_name(field: str, suggestion: str) -> N
 
 def test_unknown_field_without_close_match_lists_known_fields() -> None:
     message = one_error(temperature=0.7).message
-    assert "unknown field 'temperature'" in message and "contextSize" in message
+    assert "unknown field 'temperature'" in message
+    assert "contextSize" in message
 
 
 def test_several_problems_are_all_reported() -> None:
@@ -511,9 +517,9 @@ def test_spec_error_formatting() -> None:
     with pytest.raises(SpecInvalid) as info:
         parse_localmodel(document(spec={"model": "ai/x", "contextSize": 0}), file="models/chat.yaml", line=7)
     error = info.value.errors[0]
-    assert (
-        str(error)
-        == "models/chat.yaml:7: chat: spec.contextSize: 0 is not a context size: omit contextSize to use the model's packaged default"
+    assert str(error) == (
+        "models/chat.yaml:7: chat: spec.contextSize: "
+        "0 is not a context size: omit contextSize to use the model's packaged default"
     )
     assert str(info.value) == str(error)
     assert str(SpecError(None, None, None, "", "broken")) == "broken"

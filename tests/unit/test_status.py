@@ -83,7 +83,8 @@ def test_last_transition_time_moves_only_on_flip():
 def test_set_condition_keeps_unrelated_conditions():
     other = Condition("Custom", TRUE, "X", "y", 1, T0)
     out = set_condition([other], Condition("Ready", TRUE, "Applied", "ok", 1), T1)
-    assert out[0] == other and out[1].last_transition_time == T1
+    assert out[0] == other
+    assert out[1].last_transition_time == T1
 
 
 def test_condition_round_trips_through_kubernetes_shape():
@@ -124,5 +125,6 @@ def test_engine_detail_is_camel_case_and_omits_absent_values():
 def test_model_status_reads_its_conditions():
     conditions = tuple(summarize([engine(ready=True)], 1, [], T0))
     status = ModelStatus("m", "ai/smollm2", 1, conditions, (engine(ready=True),))
-    assert status.ready and not status.stalled
+    assert status.ready
+    assert not status.stalled
     assert status.to_dict()["conditions"][0]["type"] == "Ready"
