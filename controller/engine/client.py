@@ -203,6 +203,13 @@ class EngineClient:
             wire.ROUTE_STORED_CONFIGS, lambda body: [_parse_stored(item) for item in _list(body)], params=params
         )
 
+    async def stored_configs_body(self) -> bytes:
+        """`GET /engines/_configure` as the engine sent it, unparsed: the engine watch digests it every
+        period and parses it (`parse_stored_configs`) only when it changed."""
+        response = await self._send("GET", wire.ROUTE_STORED_CONFIGS)
+        _check(response, _COMMON)
+        return response.content
+
     async def runner_configs(self, model: str | None = None) -> list[LiveRunnerConfig]:
         """`GET /engines/requests[?model=]`: the config each live runner was started with (entries without one
         are skipped). Compare with `stored_configs` to find a runner still serving an older config."""
@@ -417,6 +424,14 @@ def _parse_model(item: Any) -> ModelInfo:
         size=_optional(config, wire.MODEL_SIZE, str, what),
         raw=item,
     )
+
+
+def parse_stored_configs(body: bytes) -> list[StoredConfig]:
+    """The entries of a `GET /engines/_configure` body; a malformed one raises ServerError."""
+    try:
+        return [_parse_stored(item) for item in _list(_decode(body.decode("utf-8", "replace")))]
+    except _Malformed as exc:
+        raise ServerError(f"malformed answer from the engine to GET {wire.ROUTE_STORED_CONFIGS}: {exc}") from exc
 
 
 def _parse_stored(item: Any) -> StoredConfig:

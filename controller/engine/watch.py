@@ -1,0 +1,253 @@
+"""The engine watch: one light request per engine every `period` (about a second), shared by every
+model on the engine, that notices what makes declared settings lapse and says which models to repair.
+
+What it notices, on the engine's stored configs (`GET /engines/_configure`, dmr-api.md 4a):
+- a restart: the engine stops answering, then answers with its configs gone (or they are gone at
+  once, for a restart quicker than one period);
+- a declared config overwritten by another client (`docker model configure`, Compose, an
+  Ollama-style call with `num_ctx`): the stored config differs from the declared one;
+- a declared config unloaded (`docker model unload --backend`, `unload all`): it is missing.
+
+Why the full listing: it is the only answer of the engine that shows stored configs, and the
+`?model=` filter costs the engine the same work (it builds the whole list, then filters) while
+showing one model. Other routes (`/engines/ps`, `/`, `/version`) are smaller but blind to an
+overwrite and to an unload of an idle model. See docs/engine-watch.md for the measured costs.
+
+The comparison is pure (`listing_digest`, `find_disturbances`) and table-tested; `EngineWatch` is
+the I/O loop. An idle engine costs one request per period, a digest of its answer, and nothing
+else: the answer is parsed and compared only when its digest changed (the engine lists entries in
+Go map order, so the digest is of a canonical form, not of the raw bytes), or when the set of
+declared models changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from controller import wire
+from controller.engine.compare import config_differences
+from controller.engine.errors import EngineError, ServerError
+from controller.engine.types import StoredConfig
+
+if TYPE_CHECKING:
+    from controller.engine.client import EngineClient
+
+log = logging.getLogger("localmodel.watch")
+
+DEFAULT_WATCH_PERIOD = 1.0  # seconds between two looks at an engine
+PROBE_FIRST_DELAY = 0.1  # while the engine is down, probe after this, doubling up to the period
+RESTARTED = "engine restarted"
+ALL_GONE = "every stored config gone (engine restarted, or another client unloaded everything)"
+UNLOADED = "config removed by another client (unload)"
+OVERWRITTEN = "config overwritten by another client"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A declared model whose config was verified on the engine: what the watch expects to find."""
+
+    name: str  # the LocalModel's key in its front-end
+    backend: str
+    model_id: str  # sha256:..., as the engine reports it
+    mode: str
+    body: Mapping[str, Any]  # the `_configure` body that was verified
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.backend, self.model_id, self.mode
+
+
+@dataclass(frozen=True)
+class Disturbance:
+    """A declared model whose config is no longer on the engine as declared, and what happened."""
+
+    name: str
+    what: str  # RESTARTED, ALL_GONE, UNLOADED, or OVERWRITTEN plus the differences
+
+
+# ---- pure comparison ---------------------------------------------------------------------------
+
+
+def canonical_entries(data: Any) -> list[dict[str, Any]]:
+    """The entries of a `GET /engines/_configure` answer in a fixed order (by backend, model ID, mode),
+    whatever order the engine iterated its map in. Raises ValueError on an answer of another shape."""
+    if data is None:
+        return []  # Go encodes a nil slice as null
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ValueError(f"expected a list of objects, got {str(data)[:200]!r}")
+    return sorted(data, key=_entry_sort_key)
+
+
+def _entry_sort_key(item: dict[str, Any]) -> tuple[str, str, str]:
+    return (
+        str(item.get(wire.ENTRY_BACKEND, "")),
+        str(item.get(wire.ENTRY_MODEL_ID, "")),
+        str(item.get(wire.ENTRY_MODE, "")),
+    )
+
+
+def listing_digest(body: bytes) -> str:
+    """A digest of the listing that does not change with the order of its entries, nor with the order
+    of keys inside them. Raises ValueError when the body is not a JSON list of objects."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc}): {body[:200]!r}") from exc
+    canonical = json.dumps(canonical_entries(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_disturbances(
+    expected: Iterable[Expected], configs: Sequence[StoredConfig], *, came_back: bool = False
+) -> list[Disturbance]:
+    """The declared models whose stored config is missing or differs from the declared one.
+
+    `came_back`: the engine did not answer at some look since the last good one, so a missing config
+    means it restarted. Without that, every declared config missing at once reads as a restart or an
+    `unload all` (indistinguishable on the wire); one missing among others present is an unload.
+    """
+    wanted = list(expected)
+    stored = {(c.backend, c.model_id, c.mode): c for c in configs}
+    missing = [e for e in wanted if e.key not in stored]
+    all_gone = bool(wanted) and len(missing) == len(wanted)
+    found: list[Disturbance] = []
+    for entry in wanted:
+        config = stored.get(entry.key)
+        if config is None:
+            what = RESTARTED if came_back else ALL_GONE if all_gone else UNLOADED
+            found.append(Disturbance(entry.name, what))
+            continue
+        differences = config_differences(entry.body, config.config, backend=entry.backend)
+        if differences:
+            found.append(Disturbance(entry.name, f"{OVERWRITTEN}: " + "; ".join(differences)))
+    return found
+
+
+def probe_delay(failures: int, period: float) -> float:
+    """How long to wait before probing an engine that failed `failures` looks in a row: doubling from
+    PROBE_FIRST_DELAY, never more than the watch period."""
+    return min(period, PROBE_FIRST_DELAY * 2 ** max(0, failures - 1))
+
+
+def parse_listing(body: bytes) -> list[StoredConfig]:
+    """StoredConfig values from a listing body (the client's own parser, on bytes already read)."""
+    from controller.engine.client import parse_stored_configs  # httpx stays out of the pure import path
+
+    return parse_stored_configs(body)
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+DisturbedSink = Callable[[list[Disturbance], float], None]  # (disturbances, monotonic time noticed)
+DownSink = Callable[[EngineError], None]
+UpSink = Callable[[float], None]  # monotonic time the engine answered again
+
+
+@dataclass
+class WatchStats:
+    looks: int = 0
+    changes: int = 0  # looks whose digest differed from the previous one
+    bytes: int = 0
+    last_size: int = 0
+
+
+@dataclass
+class EngineWatch:
+    """Looks at one engine every `period` and reports disturbances of the expected configs.
+
+    Front-ends keep `expect()`/`forget()` current (a model is expected once its config was verified,
+    and forgotten while it is being worked on or gone) and get called back:
+    `on_disturbed(disturbances, noticed_at)`, `on_down(error)` once when the engine stops answering,
+    `on_up(answered_at)` once when it answers again. A callback never blocks the loop.
+    """
+
+    client: EngineClient
+    period: float = DEFAULT_WATCH_PERIOD
+    on_disturbed: DisturbedSink = lambda _d, _t: None  # noqa: E731 - a default that does nothing
+    on_down: DownSink = lambda _e: None  # noqa: E731
+    on_up: UpSink = lambda _t: None  # noqa: E731
+    clock: Callable[[], float] = time.monotonic
+    stats: WatchStats = field(default_factory=WatchStats)
+    up: bool | None = None  # None until the first look
+    failures: int = 0
+    _expected: dict[str, Expected] = field(default_factory=dict)
+    _version: int = 0  # bumped when the expectations change
+    _seen: tuple[str, int] | None = None  # (digest, version) of the last look that was compared
+    _raw: bytes | None = None  # the last body, to skip even the canonical digest when it is byte-equal
+    _raw_digest: str = ""
+    _was_down: bool = False  # a look failed since the last good one
+
+    # ---- expectations ----------------------------------------------------------------------
+
+    def expect(self, entry: Expected) -> None:
+        if self._expected.get(entry.name) != entry:
+            self._expected[entry.name] = entry
+            self._version += 1
+
+    def forget(self, name: str) -> None:
+        if self._expected.pop(name, None) is not None:
+            self._version += 1
+
+    def expected(self) -> dict[str, Expected]:
+        return dict(self._expected)
+
+    # ---- looking ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            delay = await self.look()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def look(self) -> float:
+        """One look at the engine; returns the seconds until the next one."""
+        self.stats.looks += 1
+        try:
+            body = await self.client.stored_configs_body()
+            digest = self._digest(body)
+        except (EngineError, ValueError) as exc:
+            error = exc if isinstance(exc, EngineError) else ServerError(f"malformed stored config listing: {exc}")
+            self.failures += 1
+            self._was_down = True
+            if self.up is not False:
+                self.up = False
+                self.on_down(error)
+            return probe_delay(self.failures, self.period)
+        now = self.clock()
+        self.stats.bytes += len(body)
+        self.stats.last_size = len(body)
+        came_back = self._was_down
+        if self.up is False:
+            self.on_up(now)
+        self.up, self.failures, self._was_down = True, 0, False
+        if self._seen is not None and self._seen[0] != digest:
+            self.stats.changes += 1
+        if not came_back and self._seen == (digest, self._version):
+            return self.period  # idle: nothing changed on either side
+        self._seen = (digest, self._version)
+        if not self._expected:
+            return self.period
+        disturbances = find_disturbances(self._expected.values(), parse_listing(body), came_back=came_back)
+        if disturbances:
+            for disturbance in disturbances:  # reported once: the front-end re-expects it once repaired
+                self._expected.pop(disturbance.name, None)
+            self._version += 1
+            self._seen = (digest, self._version)
+            self.on_disturbed(disturbances, now)
+        return self.period
+
+    def _digest(self, body: bytes) -> str:
+        if body == self._raw:
+            return self._raw_digest
+        digest = listing_digest(body)
+        self._raw, self._raw_digest = body, digest
+        return digest

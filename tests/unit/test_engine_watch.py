@@ -1,0 +1,260 @@
+"""The engine watch: the pure comparison (tables) and the look loop against a scripted client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from controller.engine import watch as watch_module
+from controller.engine.errors import EngineError, EngineUnreachable
+from controller.engine.types import StoredConfig
+from controller.engine.watch import (
+    ALL_GONE,
+    OVERWRITTEN,
+    RESTARTED,
+    UNLOADED,
+    Disturbance,
+    EngineWatch,
+    Expected,
+    find_disturbances,
+    listing_digest,
+    probe_delay,
+)
+
+A = Expected("a", "llama.cpp", "sha256:aaa", "completion", {"model": "ai/a", "context-size": 8192})
+B = Expected("b", "llama.cpp", "sha256:bbb", "completion", {"model": "ai/b", "keep_alive": "10m"})
+E = Expected("e", "llama.cpp", "sha256:aaa", "embedding", {"model": "ai/a", "mode": "embedding"})
+
+
+def entry(
+    model_id: str, config: dict[str, Any], mode: str = "completion", backend: str = "llama.cpp"
+) -> dict[str, Any]:
+    return {"Backend": backend, "Model": "", "ModelID": model_id, "Mode": mode, "Config": config}
+
+
+def stored(model_id: str, config: dict[str, Any], mode: str = "completion") -> StoredConfig:
+    return StoredConfig("llama.cpp", "", model_id, mode, config)
+
+
+def body(*entries: dict[str, Any]) -> bytes:
+    return (json.dumps(list(entries), separators=(",", ":")) + "\n").encode()
+
+
+# ---- digest ------------------------------------------------------------------------------------
+
+
+def test_digest_ignores_the_order_of_entries_and_keys() -> None:
+    one = entry("sha256:aaa", {"context-size": 8192, "keep_alive": "10m0s"})
+    two = entry("sha256:bbb", {"keep_alive": "10m0s"})
+    two_keys_swapped = {"Config": {"keep_alive": "10m0s"}, "Mode": "completion", "ModelID": "sha256:bbb"}
+    two_keys_swapped |= {"Backend": "llama.cpp", "Model": ""}
+    assert listing_digest(body(one, two)) == listing_digest(body(two, one))
+    assert listing_digest(body(one, two)) == listing_digest(body(two_keys_swapped, one))
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        entry("sha256:aaa", {"context-size": 4096, "keep_alive": "10m0s"}),  # same length, other value
+        entry("sha256:aaa", {"context-size": 8192}),  # a field dropped
+        entry("sha256:aaa", {"context-size": 8192, "keep_alive": "10m0s"}, mode="embedding"),  # other key
+    ],
+)
+def test_digest_changes_with_any_config_change(changed: dict[str, Any]) -> None:
+    original = entry("sha256:aaa", {"context-size": 8192, "keep_alive": "10m0s"})
+    assert listing_digest(body(original)) != listing_digest(body(changed))
+
+
+@pytest.mark.parametrize("raw", [b"[]\n", b"null\n"])
+def test_digest_of_an_empty_listing(raw: bytes) -> None:
+    assert listing_digest(raw) == listing_digest(b"[]")
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}", b"[1]", b"not json"])
+def test_digest_of_a_malformed_listing_raises(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="JSON|expected"):
+        listing_digest(raw)
+
+
+# ---- which declared models are disturbed -------------------------------------------------------
+
+CASES = [
+    # (name, expected, stored, came_back, disturbances)
+    (
+        "all in place",
+        [A, B],
+        [stored("sha256:aaa", {"context-size": 8192}), stored("sha256:bbb", {"keep_alive": "10m0s"})],
+        False,
+        [],
+    ),
+    ("stored form differs only in spelling", [B], [stored("sha256:bbb", {"keep_alive": "10m0s"})], False, []),
+    ("nothing declared", [], [], False, []),
+    ("restart seen as an outage", [A, B], [], True, [("a", RESTARTED), ("b", RESTARTED)]),
+    ("restart quicker than a period", [A, B], [], False, [("a", ALL_GONE), ("b", ALL_GONE)]),
+    ("one unloaded", [A, B], [stored("sha256:bbb", {"keep_alive": "10m0s"})], False, [("a", UNLOADED)]),
+    (
+        "overwritten",
+        [A, B],
+        [stored("sha256:aaa", {"context-size": 4096}), stored("sha256:bbb", {"keep_alive": "10m0s"})],
+        False,
+        [("a", f"{OVERWRITTEN}: context-size: want 8192, engine has 4096")],
+    ),
+    (
+        "another mode of the same model is another key",
+        [A, E],
+        [stored("sha256:aaa", {"context-size": 8192})],
+        False,
+        [("e", UNLOADED)],
+    ),
+    (
+        "back from an outage with the configs still there (a network blip)",
+        [A],
+        [stored("sha256:aaa", {"context-size": 8192})],
+        True,
+        [],
+    ),
+    (
+        "undeclared entries are not ours",
+        [A],
+        [stored("sha256:aaa", {"context-size": 8192}), stored("sha256:zzz", {})],
+        False,
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expected", "configs", "came_back", "want"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_find_disturbances(
+    expected: list[Expected], configs: list[StoredConfig], came_back: bool, want: list[tuple[str, str]]
+) -> None:
+    got = find_disturbances(expected, configs, came_back=came_back)
+    assert [(d.name, d.what) for d in got] == want
+
+
+@pytest.mark.parametrize(
+    ("failures", "period", "delay"),
+    [(1, 1.0, 0.1), (2, 1.0, 0.2), (3, 1.0, 0.4), (4, 1.0, 0.8), (5, 1.0, 1.0), (30, 1.0, 1.0), (9, 5.0, 5.0)],
+)
+def test_probe_delay_doubles_up_to_the_period(failures: int, period: float, delay: float) -> None:
+    assert probe_delay(failures, period) == pytest.approx(delay)
+
+
+# ---- the look loop -----------------------------------------------------------------------------
+
+
+class ScriptedEngine:
+    """Answers `stored_configs_body` from a list: bytes, or an EngineError to raise."""
+
+    def __init__(self) -> None:
+        self.answer: bytes | EngineError = b"[]\n"
+        self.calls = 0
+
+    async def stored_configs_body(self) -> bytes:
+        self.calls += 1
+        if isinstance(self.answer, EngineError):
+            raise self.answer
+        return self.answer
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.disturbed: list[list[Disturbance]] = []
+        self.down: list[str] = []
+        self.up: list[float] = []
+
+
+def make_watch(engine: ScriptedEngine, recorder: Recorder, now: list[float]) -> EngineWatch:
+    return EngineWatch(
+        engine,  # type: ignore[arg-type]
+        period=1.0,
+        on_disturbed=lambda d, _t: recorder.disturbed.append(d),
+        on_down=lambda e: recorder.down.append(str(e)),
+        on_up=recorder.up.append,
+        clock=lambda: now[0],
+    )
+
+
+GOOD = body(entry("sha256:aaa", {"context-size": 8192}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
+GOOD_REORDERED = body(entry("sha256:bbb", {"keep_alive": "10m0s"}), entry("sha256:aaa", {"context-size": 8192}))
+
+
+def test_idle_looks_parse_nothing_and_report_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now)
+    watch.expect(A)
+    watch.expect(B)
+    engine.answer = GOOD
+    assert asyncio.run(watch.look()) == 1.0  # the first look compares
+    parses: list[bytes] = []
+    monkeypatch.setattr(watch_module, "parse_listing", lambda raw: parses.append(raw) or [])
+    for answer in [GOOD_REORDERED, GOOD] * 5:
+        engine.answer = answer
+        assert asyncio.run(watch.look()) == 1.0
+    assert parses == []  # the same configs in another order are not a change
+    assert recorder.disturbed == []
+    assert recorder.down == []
+    assert recorder.up == []
+    assert watch.stats.changes == 0
+
+
+def test_an_overwrite_is_reported_once_until_expected_again() -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now)
+    watch.expect(A)
+    watch.expect(B)
+    engine.answer = GOOD
+    asyncio.run(watch.look())
+    engine.answer = body(entry("sha256:aaa", {"context-size": 4096}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
+    now[0] = 7.0
+    asyncio.run(watch.look())
+    asyncio.run(watch.look())
+    assert [[(d.name, d.what.split(":")[0]) for d in batch] for batch in recorder.disturbed] == [[("a", OVERWRITTEN)]]
+    assert "a" not in watch.expected()  # being repaired: the front-end expects it again once verified
+    engine.answer = GOOD
+    watch.expect(A)
+    asyncio.run(watch.look())
+    assert len(recorder.disturbed) == 1
+
+
+def test_an_outage_is_reported_once_down_once_up_then_every_config_restarted() -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now)
+    watch.expect(A)
+    watch.expect(B)
+    engine.answer = GOOD
+    asyncio.run(watch.look())
+    engine.answer = EngineUnreachable("cannot reach the engine at http://x: refused", url="http://x")
+    delays = [asyncio.run(watch.look()) for _ in range(7)]
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
+    assert len(recorder.down) == 1
+    assert "refused" in recorder.down[0]
+    engine.answer = b"[]\n"
+    now[0] = 42.0
+    asyncio.run(watch.look())
+    asyncio.run(watch.look())
+    assert recorder.up == [42.0]
+    assert [[(d.name, d.what) for d in batch] for batch in recorder.disturbed] == [[("a", RESTARTED), ("b", RESTARTED)]]
+
+
+def test_a_malformed_answer_counts_as_a_failed_look() -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now)
+    engine.answer = b"<html>proxy error</html>"
+    assert asyncio.run(watch.look()) == pytest.approx(0.1)
+    assert len(recorder.down) == 1
+    assert "malformed" in recorder.down[0]
+
+
+def test_a_new_expectation_is_checked_even_when_the_listing_did_not_change() -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now)
+    engine.answer = body(entry("sha256:aaa", {"context-size": 8192}))
+    asyncio.run(watch.look())
+    watch.expect(B)  # verified a moment ago, and unloaded before this look
+    asyncio.run(watch.look())
+    assert [[(d.name, d.what) for d in batch] for batch in recorder.disturbed] == [[("b", ALL_GONE)]]
