@@ -9,7 +9,7 @@ reconcile.py performs the plan's actions and calls it again; nothing here does I
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -206,40 +206,41 @@ def plan_model(
     mode = effective_mode(spec)
     stored = observation.find_config(model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
-    base = dict(model=model, backend=backend, request=request, stored=stored, runner=runner, notes=request.notes)
+    # What every plan from here on reports, whatever it decides to do.
+    base = Plan(model=model, backend=backend, request=request, stored=stored, runner=runner, notes=request.notes)
 
     if stored is None:
-        return Plan(actions=(Configure(request, "missing"),), **base)
+        return replace(base, actions=(Configure(request, "missing"),))
     differences = tuple(config_differences(request.body, stored.config, backend=backend))
     if differences:
-        return Plan(actions=(Configure(request, "drift", differences),), **base)
+        return replace(base, actions=(Configure(request, "drift", differences),))
 
     # The stored config is right. A loaded runner may still run an older one (dmr-api.md 8.5, 8.6).
     if runner is not None and not runner.loading:
         if not live_checked:
-            return Plan(actions=(CheckLiveRunner(spec.model),), **base)
+            return replace(base, actions=(CheckLiveRunner(spec.model),))
         if live_config is not None:
             stale = tuple(config_differences(request.body, live_config, backend=backend))
             if stale:
                 if runner.in_use:
-                    return Plan(
+                    return replace(
+                        base,
                         blocked=Blocked(
                             Reason.RUNNER_STALE,
                             "the loaded runner still runs an older config and is busy; it is evicted "
                             "as soon as it is idle: " + "; ".join(stale),
                             retryable=True,
                         ),
-                        **base,
                     )
                 actions: list[Action] = [Evict(spec.model, stale)]
                 if spec.preload:
                     actions.append(Preload(spec.model, request.backend, mode))
-                return Plan(actions=tuple(actions), **base)
+                return replace(base, actions=tuple(actions))
     # A loading runner (the engine's background load after a configure) is waited for by the
     # preload request, which also reports a load failure that the background load only logs.
     if (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec)):
-        return Plan(actions=(Preload(spec.model, request.backend, mode),), **base)
-    return Plan(**base)
+        return replace(base, actions=(Preload(spec.model, request.backend, mode),))
+    return base
 
 
 def _keep_resident(spec: LocalModelSpec) -> bool:
