@@ -19,6 +19,7 @@ COMMANDS = (
     "plan",
     "apply",
     "status",
+    "adopt",
     "watch",
     "operator",
     "emulator",
