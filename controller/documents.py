@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from controller.durations import FOREVER, DurationError, parse_go_duration
+from controller.inputs import MAX_FILE_BYTES, ReadError, read_text, scan
 from controller.refs import canonical_ref
 from controller.spec import (
     API_VERSION,
@@ -41,7 +43,6 @@ from controller.spec import (
 Loc = tuple[Any, ...]
 Translate = Callable[[Loc], Loc]
 
-YAML_SUFFIXES = (".yaml", ".yml")
 DMR_PROVIDER = "dmr"
 
 # docker-agent `provider_opts` keys (dmr provider) -> LocalModel spec field path.
@@ -82,7 +83,10 @@ _SPEC_TO_AGENT: dict[tuple[str, ...], tuple[str, ...]] = {
     **{path: ("provider_opts", key) for key, path in PROVIDER_OPTS.items()},
 }
 
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Bounds on what one YAML stream may make us build (see _Loader).
+MAX_DEPTH = 64  # nesting of mappings and sequences
+MAX_ALIAS_NODES = 10_000  # nodes that aliases may add to a stream when expanded (an alias bomb adds billions)
+MAX_INT_DIGITS = 32  # an integer setting fits in 20 digits; Python cannot even print one of 4,301
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -157,11 +161,139 @@ class LoadResult:
 
 
 # --------------------------------------------------------------------------------------------
-# YAML with line numbers and duplicate-key detection
+# YAML with line numbers, duplicate-key detection and bounds
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """A safe loader that rejects duplicate keys in a mapping (PyYAML silently keeps the last)."""
+class _Rejected(yaml.MarkedYAMLError):
+    """Input the loader refuses on purpose; `problem` is the whole message for the user."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(None, None, problem, mark)
+
+
+# YAML 1.1 integer forms that PyYAML reads as numbers but YAML 1.2 readers (Go's yaml for Kubernetes
+# and docker-agent) read differently or as text. Only plain decimal integers are taken as they are.
+_DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_DECIMAL_FLOAT = re.compile(
+    r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z"
+)
+
+
+def _number_hint(text: str) -> str:
+    """Why a YAML 1.1 number form is refused, and what to write instead."""
+    body = text.lstrip("+-").replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    what, value = "", None
+    if len(body) > MAX_INT_DIGITS:
+        return f"{text[:40]}... is a number too large for any setting: quote it if it is text"
+    if ":" in text:
+        what = "a YAML 1.1 base-60 number; Kubernetes and docker-agent read it as the text " + repr(text)
+        if "." not in body:
+            value = 0
+            for part in body.split(":"):
+                value = value * 60 + int(part)
+    elif body.startswith(("0x", "0X")):
+        what, value = "a YAML 1.1 hexadecimal number", int(body[2:], 16)
+    elif body.startswith(("0b", "0B")):
+        what, value = "a YAML 1.1 binary number", int(body[2:], 2)
+    elif "_" in text:
+        what = "a number with YAML 1.1 digit separators (_)"
+        value = int(body) if body.isdigit() else None
+    elif body.startswith("0") and body.isdigit():
+        what = "a YAML 1.1 octal number (a leading 0; YAML 1.2 reads it as decimal)"
+        value = int(body, 8)
+    else:
+        what = "a YAML 1.1 number form"
+    instead = f"write {sign * value}" if value is not None else "write the number out in decimal"
+    return f"{text} is {what}; it is not read as a number here: quote it ('{text}') if it is text, or {instead}"
+
+
+_SafeBase: Any  # PyYAML's safe loader, its events from libyaml when PyYAML has it
+try:
+    from yaml._yaml import CParser as _EventSource
+
+    class _CSafeBase(yaml.composer.Composer, _EventSource, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """Events from libyaml (fast); composing them into nodes in Python, where it can be bounded."""
+
+        def __init__(self, stream: str) -> None:
+            _EventSource.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _SafeBase, _BYTE_OFFSETS = _CSafeBase, True  # libyaml reports a reader error's position in UTF-8 bytes
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _SafeBase, _BYTE_OFFSETS = yaml.SafeLoader, False
+
+
+class _Loader(_SafeBase):  # a subclass of a base chosen at import time
+    """PyYAML's safe loader, bounded, and stricter where PyYAML is silently lenient:
+
+    - nesting deeper than MAX_DEPTH, aliases that would expand to more than MAX_ALIAS_NODES nodes
+      (an "alias bomb": a kilobyte that expands to gigabytes), and recursive aliases are errors,
+      found while composing, before anything is built;
+    - integers longer than MAX_INT_DIGITS digits are errors (Python refuses to print an integer of
+      4,301 digits), and YAML 1.1 number forms (`2:16:32`, `0x2000`, `8_192`, `010`) are errors
+      with a hint: other tools read them differently, so taking them as numbers would be a guess;
+    - a key given twice in a mapping is an error (PyYAML silently keeps the last).
+
+    Events come from libyaml when PyYAML has it; composing them into nodes is PyYAML's Python
+    composer, which can be bounded (libyaml's cannot). Callers run it off the event loop.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._alias_nodes = 0
+        self._open_anchors: set[str] = set()
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event: Any = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise _Rejected(
+                    f"recursive YAML alias *{event.anchor}: an alias cannot point into itself",
+                    event.start_mark,
+                )
+            if event.anchor in self.anchors:
+                self._alias_nodes += self._size(self.anchors[event.anchor])
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise _Rejected(
+                        f"YAML aliases expand to more than {MAX_ALIAS_NODES} values: write the values out "
+                        "instead of repeating aliases of aliases",
+                        event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _Rejected(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        self._depth += 1
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open_anchors.discard(anchor)
+
+    def _size(self, node: yaml.Node) -> int:
+        """How many nodes `node` stands for once every alias in it is expanded (memoized: linear time)."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        return size
+
+    def compose_document(self) -> yaml.Node | None:
+        self._sizes.clear()  # anchors (and so the nodes sized) do not cross documents
+        return super().compose_document()
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
@@ -178,15 +310,52 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
                     None, None, f"duplicate key {key!r} (first at line {first}): keep only one", key_node.start_mark
                 )
             first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node)).strip()
+        if not _DECIMAL_INT.match(text):
+            raise _Rejected(_number_hint(text), node.start_mark)
+        digits = len(text.lstrip("+-"))
+        if digits > MAX_INT_DIGITS:
+            raise _Rejected(
+                f"an integer of {digits} digits is too large for any setting (at most {MAX_INT_DIGITS}): "
+                "quote it if it is text",
+                node.start_mark,
+            )
+        return int(text)
+
+    def construct_bounded_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node)).strip()
+        if not _DECIMAL_FLOAT.match(text):
+            raise _Rejected(_number_hint(text), node.start_mark)
+        return super().construct_yaml_float(node)
 
 
-def _yaml_error(exc: yaml.YAMLError, file: str | None) -> SpecError:
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_bounded_float)
+
+
+def _yaml_error(exc: yaml.YAMLError, file: str | None, text: str = "") -> SpecError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
-    if isinstance(exc, yaml.constructor.ConstructorError):
+    if isinstance(exc, _Rejected):
+        message = exc.problem or str(exc)
+    elif isinstance(exc, yaml.constructor.ConstructorError):
         problem = exc.problem or str(exc)
         message = problem if problem.startswith("duplicate key") else f"unsupported YAML: {problem}"
+    elif isinstance(exc, yaml.reader.ReaderError):
+        before = (
+            text.encode("utf-8")[: exc.position].decode("utf-8", "replace") if _BYTE_OFFSETS else text[: exc.position]
+        )
+        line = before.count("\n") + 1 if text else None
+        column = len(before) - before.rfind("\n") if text else None
+        where = f" at column {column}" if column else ""
+        message = (
+            f"YAML error: a control character (#x{exc.character:04x}){where} is not allowed in YAML: remove it"
+            if isinstance(exc.character, int)
+            else f"YAML error: {exc.reason}"
+        )
     elif isinstance(exc, yaml.MarkedYAMLError):
         parts = [p for p in (exc.context, exc.problem) if p]
         message = "YAML syntax error: " + ", ".join(parts) if parts else f"YAML syntax error: {exc}"
@@ -196,15 +365,21 @@ def _yaml_error(exc: yaml.YAMLError, file: str | None) -> SpecError:
 
 
 def _documents(text: str, file: str | None, result: LoadResult) -> Iterator[yaml.Node]:
-    """The document nodes of `text`, one at a time; a syntax error is recorded and ends the stream."""
-    loader = _Loader(text)
+    """The document nodes of `text`, one at a time; an error is recorded and ends the stream."""
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # a control character: the reader checks the whole text first
+        result.errors.append(_yaml_error(exc, file, text))
+        return
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
                 yield node
     except yaml.YAMLError as exc:
-        result.errors.append(_yaml_error(exc, file))
+        result.errors.append(_yaml_error(exc, file, text))
+    except RecursionError:  # a bound above should have stopped it first; never a crash
+        result.errors.append(SpecError(file, None, None, "", "YAML nested too deeply to read"))
     finally:
         loader.dispose()
 
@@ -417,6 +592,13 @@ def _provider_opts(doc: _Document, base: Loc, opts: Mapping[Any, Any], spec: dic
         if key in PROVIDER_OPTS:
             if key == "runtime_flags" and isinstance(value, str):
                 value = split_runtime_flags(value)
+            elif key == "keep_alive" and _negative_duration(value):
+                doc.note(
+                    (*base, key),
+                    f"{value} is negative: the engine keeps the model loaded for good, as with -1 "
+                    "(write -1 to say so); applied as -1",
+                )
+                value = FOREVER
             _put(spec, PROVIDER_OPTS[key], value)
         elif key == "base_url":
             doc.note((*base, key), "base_url ignored: use --engine to say where the engine is")
@@ -516,57 +698,60 @@ def _translator(base: Loc) -> Translate:
 # Files and directories
 
 
-def load_file(path: str | os.PathLike[str]) -> LoadResult:
-    """Load one file. An unreadable file is an error in the result, not an exception."""
+def load_file(path: str | os.PathLike[str], *, limit: int = MAX_FILE_BYTES) -> LoadResult:
+    """Load one file (a regular file of at most `limit` bytes, links resolved). A file that cannot be
+    read (missing, a FIFO or device, too large, a link loop, not UTF-8) is an error in the result,
+    not an exception."""
     label = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return LoadResult(
-            errors=[SpecError(label, None, None, "", "not UTF-8 text: save the file as UTF-8")], files=[label]
-        )
-    except OSError as exc:
-        return LoadResult(errors=[SpecError(label, None, None, "", f"cannot read: {exc.strerror or exc}")])
+        text = read_text(Path(path), limit)
+    except ReadError as exc:
+        return LoadResult(errors=[SpecError(label, None, None, "", str(exc))], files=[label])
     return load_text(text, label)
 
 
-def _is_skipped(name: str) -> bool:
-    """Hidden files and editor leftovers (`.x.swp`, `.#x`, `x~`, `#x#`)."""
-    return name.startswith((".", "#")) or name.endswith(("~", "#"))
-
-
-def _yaml_files(directory: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not _is_skipped(d))
-        found += [Path(root, f) for f in files if f.endswith(YAML_SUFFIXES) and not _is_skipped(f)]
-    return sorted(found, key=lambda p: p.relative_to(directory).parts)
-
-
-def load_paths(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
+def load_paths(paths: Iterable[str | os.PathLike[str]], *, limit: int = MAX_FILE_BYTES) -> LoadResult:
     """Load files and directories (recursively `*.yaml`/`*.yml`, sorted, hidden and editor files skipped).
 
+    A directory below one given that cannot be listed is an error naming it (its files are not read).
     A LocalModel name declared twice is an error naming both places; the first one is kept.
     """
     result = LoadResult()
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for path in paths:
         target = Path(path)
         if target.is_dir():
-            files = _yaml_files(target)
-            if not files:
+            listing = scan(target)
+            files = listing.files
+            for directory, why in sorted(listing.unreadable.items()):
+                result.errors.append(
+                    SpecError(
+                        str(directory), None, None, "", f"cannot read the directory ({why}); its files were not read"
+                    )
+                )
+            if not files and not listing.unreadable:
                 result.notes.append(f"{target}: no .yaml or .yml files")
-        elif target.exists():
+        elif os.path.lexists(target):
             files = [target]
         else:
             result.errors.append(SpecError(str(target), None, None, "", "no such file or directory"))
             continue
         for file in files:
-            resolved = file.resolve()
+            resolved = os.path.realpath(file)  # not Path.resolve(): it raises on a link loop
             if resolved not in seen:
                 seen.add(resolved)
-                result.merge(load_file(file))
+                result.merge(load_file(file, limit=limit))
     return result
+
+
+def _negative_duration(value: object) -> bool:
+    """A Go duration below zero other than -1 (docker-agent accepts any; DMR reads every negative one as never)."""
+    if not isinstance(value, str) or value.strip() == FOREVER:
+        return False
+    try:
+        return parse_go_duration(value.strip()) < 0
+    except DurationError:
+        return False
 
 
 def split_runtime_flags(text: str) -> list[str]:
