@@ -9,29 +9,49 @@ engine's own text. The engine answers errors in plain text (`http.Error`), valid
         await engine.pull("ai/smollm2")
         await engine.configure({"model": "ai/smollm2", "context-size": 8192})
         stored = await engine.stored_configs("ai/smollm2")
+
+Limits: nothing the engine sends can hang a caller or fill its memory (an engine that trickles a byte
+every few seconds, an endless body, a pull line without a newline). Each kind of request has its own:
+
+- reads (`/models`, `/engines/_configure`, `/engines/ps`, `/engines/requests`, status, df, version):
+  the whole exchange (connect, headers, body) within `deadline` (30 s); a body of at most 16 MiB.
+- writes (configure, unload, delete): within `deadline` (30 s); at most 1 MiB.
+- preload (`X-Preload-Only`): within its `timeout` (300 s: the engine waits up to 300 s for a runner)
+  plus 30 s; at most 1 MiB.
+- pull (`POST /models/create`): no total (a big model takes hours), but at most 300 s without a
+  complete progress line, lines of at most 1 MiB and 1 GiB of stream in all.
+- an error answer (any status but 2xx): its first 64 KiB are read; messages show 500 characters.
+
+Hitting one raises `EngineTooSlow`, `AnswerTooLarge` or `PullFailed` (all retried with backoff), naming
+the request, the limit and what the engine had sent. The per-read `timeout` (10 s) still applies too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from controller import __version__, wire
 from controller.engine.errors import (
+    AnswerTooLarge,
     BackendNotInstalled,
     BadRequest,
     DeleteConflict,
     EngineError,
     EngineRejected,
+    EngineTooSlow,
     EngineUnreachable,
     LoadFailed,
     NotFound,
     PullFailed,
     PullRejected,
+    RequestTooLarge,
     RunnerBusy,
     ServerError,
 )
@@ -44,9 +64,20 @@ from controller.engine.types import (
     RunnerInfo,
     StoredConfig,
 )
+from controller.redact import split_credentials
 
-PULL_LINE_TIMEOUT = 300.0  # seconds allowed between two lines of a pull stream
+KIB = 1024
+MIB = 1024 * KIB
+REQUEST_DEADLINE = 30.0  # seconds for a whole read or write exchange (connect, headers, body)
+PULL_LINE_TIMEOUT = 300.0  # seconds allowed between two complete lines of a pull stream
 PRELOAD_TIMEOUT = 300.0  # the engine itself waits up to 300 s for a runner to become ready
+PRELOAD_MARGIN = 30.0  # seconds on top of a preload's timeout for the engine to answer once ready
+MAX_READ_BODY = 16 * MIB  # GET /engines/requests carries recorded request bodies: generous
+MAX_WRITE_BODY = 1 * MIB  # configure, unload, delete, preload answer a few bytes
+MAX_ERROR_BODY = 64 * KIB  # of an error answer, only this much is read
+MAX_MESSAGE = 500  # characters of an engine's text kept in a message
+MAX_PULL_LINE = 1 * MIB  # a progress line is some 300 bytes
+MAX_PULL_STREAM = 1024 * MIB  # a million progress lines: far beyond any real pull
 
 ErrorMap = Mapping[int, type[EngineError]]
 T = TypeVar("T")
@@ -55,6 +86,16 @@ T = TypeVar("T")
 _COMMON: ErrorMap = {400: BadRequest, 404: NotFound}
 # The 503 text of an inference or preload for a backend the engine could not install on demand.
 _INSTALL_FAILED = "backend installation failed:"
+# Headers that describe the bytes on the wire, not the body once read.
+_WIRE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one exchange may take: seconds for all of it (None: no total) and bytes of a success body."""
+
+    deadline: float | None
+    max_body: int
 
 
 class EngineClient:
@@ -65,12 +106,19 @@ class EngineClient:
         endpoint: Endpoint | str,
         *,
         timeout: float = 10.0,
+        deadline: float = REQUEST_DEADLINE,
         transport: httpx.AsyncBaseTransport | None = None,
         name: str | None = None,
     ) -> None:
-        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(url=endpoint)
-        self.name = name or self.endpoint.url
+        """`timeout`: seconds per connect, read or write; `deadline`: seconds for a whole read or write
+        exchange (at least `timeout`). A URL with `user:password@` sends them as basic auth and never shows them."""
+        if not isinstance(endpoint, Endpoint):
+            url, auth = split_credentials(endpoint)
+            endpoint = Endpoint(url=url, auth=auth)
+        self.endpoint = endpoint
+        self.name = name or self.endpoint.shown
         self.timeout = timeout
+        self.deadline = max(deadline, timeout)
         self.requests_sent = 0
         self._base = self.endpoint.url.rstrip("/") + self.endpoint.prefix
         if transport is None and self.endpoint.uds:
@@ -80,8 +128,11 @@ class EngineClient:
             transport=transport,
             timeout=timeout,
             http2=False,
+            auth=httpx.BasicAuth(*self.endpoint.auth) if self.endpoint.auth else None,
             headers={"User-Agent": f"localmodel/{__version__}", "Accept": "application/json"},
         )
+        self._reads = Limits(self.deadline, MAX_READ_BODY)
+        self._writes = Limits(self.deadline, MAX_WRITE_BODY)
 
     async def __aenter__(self) -> EngineClient:
         return self
@@ -100,8 +151,8 @@ class EngineClient:
     async def ping(self) -> bool:
         """True when the engine answers `GET /` with 200; False when it is unreachable or answers otherwise."""
         try:
-            response = await self._send("GET", wire.ROUTE_ROOT)
-        except EngineUnreachable:
+            response = await self._send("GET", wire.ROUTE_ROOT, limits=self._reads)
+        except EngineError:
             return False
         return response.status_code == 200
 
@@ -136,8 +187,9 @@ class EngineClient:
     ) -> PullResult:
         """`POST /models/create`, reading the NDJSON progress stream line by line.
 
-        The stream has no total timeout; it fails if the engine stays silent for PULL_LINE_TIMEOUT seconds.
-        An `error` line, or a stream that ends without a `success` line, raises PullFailed.
+        The stream has no total deadline (a big model takes hours); it fails if the engine sends no complete
+        line for PULL_LINE_TIMEOUT seconds, a line longer than MAX_PULL_LINE or more than MAX_PULL_STREAM in
+        all. An `error` line, or a stream that ends without a `success` line, raises PullFailed.
         """
         body: dict[str, Any] = {wire.PULL_FROM: ref}
         if bearer_token:
@@ -145,26 +197,37 @@ class EngineClient:
         timeout = httpx.Timeout(self.timeout, read=PULL_LINE_TIMEOUT)
         errors: ErrorMap = {**_COMMON, 401: PullRejected, 422: PullRejected, 500: PullFailed}
         success: PullProgress | None = None
-        url = self._url(wire.ROUTE_PULL)
-        async with self._stream("POST", wire.ROUTE_PULL, json=body, timeout=timeout) as response:
-            if response.status_code != 200:
-                await response.aread()
-                text = _text(response)
-                if response.status_code == 500 and _registry_refused(text):
-                    raise NotFound(
-                        f"the registry does not have {ref}, or it needs credentials: {text}", status=500, url=url
-                    )
-                raise _error(response, errors)
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                progress = _parse_progress(line, response)
-                if on_progress is not None:
-                    on_progress(progress)
-                if progress.type == wire.LINE_ERROR:
-                    raise PullFailed(progress.message or "pull failed", status=200, url=url)
-                if progress.type == wire.LINE_SUCCESS:
-                    success = progress
+        request = self._request("POST", wire.ROUTE_PULL, json=body, timeout=timeout)
+        url = self._shown(request)
+        loop = asyncio.get_running_loop()
+        lines = 0
+        try:
+            async with asyncio.timeout(PULL_LINE_TIMEOUT) as quiet, self._exchange(request) as response:
+                if response.status_code != 200:
+                    answer = await _buffered(response, MAX_ERROR_BODY, truncate=True)
+                    text = _text(answer)
+                    if response.status_code == 500 and _registry_refused(text):
+                        raise NotFound(
+                            f"the registry does not have {ref}, or it needs credentials: {text}", status=500, url=url
+                        )
+                    raise self._error(answer, errors)
+                async for line in _ndjson_lines(response, url):
+                    quiet.reschedule(loop.time() + PULL_LINE_TIMEOUT)
+                    lines += 1
+                    progress = self._parse_progress(line, response)
+                    if on_progress is not None:
+                        on_progress(progress)
+                    if progress.type == wire.LINE_ERROR:
+                        raise PullFailed(_clip(progress.message) or "pull failed", status=200, url=url)
+                    if progress.type == wire.LINE_SUCCESS:
+                        success = progress
+        except TimeoutError:
+            raise PullFailed(
+                f"the engine sent no complete progress line for {PULL_LINE_TIMEOUT:g} s while pulling {ref} "
+                f"({lines} lines before); the pull is abandoned and retried",
+                status=200 if lines else None,
+                url=url,
+            ) from None
         if success is None:
             raise PullFailed("pull stream ended without success", status=200, url=url)
         return PullResult(message=success.message, cached=success.message.startswith("Using cached model"))
@@ -172,15 +235,15 @@ class EngineClient:
     async def delete_model(self, ref: str, *, force: bool = False) -> None:
         """`DELETE /models/{ref}[?force=true]`. A model with several tags needs `force` (DeleteConflict)."""
         params = {wire.QUERY_FORCE: "true"} if force else None
-        response = await self._send("DELETE", wire.model_path(ref), params=params)
+        response = await self._send("DELETE", wire.model_path(ref), params=params, limits=self._writes)
         if response.status_code == 409:
             text = _text(response)
             raise DeleteConflict(
                 f"{text}: {ref} has several tags; delete one tag, or delete with force",
                 status=409,
-                url=str(response.request.url),
+                url=self._shown(response.request),
             )
-        _check(response, _COMMON)
+        self._check(response, _COMMON)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -190,8 +253,8 @@ class EngineClient:
         202 means stored (or unchanged). 409 RunnerBusy: a request is in flight on the runner and the stored
         config is unchanged. 500 EngineRejected: a flag or hf-overrides key refused, with the engine's text.
         """
-        response = await self._send("POST", wire.configure_path(backend), json=body)
-        _check(response, {**_COMMON, 409: RunnerBusy, 500: EngineRejected})
+        response = await self._send("POST", wire.configure_path(backend), json=body, limits=self._writes)
+        self._check(response, {**_COMMON, 409: RunnerBusy, 500: EngineRejected})
 
     async def stored_configs(self, model: str | None = None) -> list[StoredConfig]:
         """`GET /engines/_configure[?model=]`: the configs the next load of each (backend, model, mode) will use.
@@ -206,8 +269,8 @@ class EngineClient:
     async def stored_configs_body(self) -> bytes:
         """`GET /engines/_configure` as the engine sent it, unparsed: the engine watch digests it every
         period and parses it (`parse_stored_configs`) only when it changed."""
-        response = await self._send("GET", wire.ROUTE_STORED_CONFIGS)
-        _check(response, _COMMON)
+        response = await self._send("GET", wire.ROUTE_STORED_CONFIGS, limits=self._reads)
+        self._check(response, _COMMON)
         return response.content
 
     async def runner_configs(self, model: str | None = None) -> list[LiveRunnerConfig]:
@@ -235,9 +298,9 @@ class EngineClient:
             wire.UNLOAD_BACKEND: backend or "",
             wire.UNLOAD_MODELS: list(models or []),
         }
-        response = await self._send("POST", wire.ROUTE_UNLOAD, json=body)
-        _check(response, _COMMON)
-        return _read(response, lambda body: _field(body, wire.UNLOADED_RUNNERS, int, "unload answer"))
+        response = await self._send("POST", wire.ROUTE_UNLOAD, json=body, limits=self._writes)
+        self._check(response, _COMMON)
+        return self._read(response, lambda body: _field(body, wire.UNLOADED_RUNNERS, int, "unload answer"))
 
     async def preload(
         self, model: str, *, backend: str | None = None, mode: str = wire.COMPLETION, timeout: float = PRELOAD_TIMEOUT
@@ -254,17 +317,24 @@ class EngineClient:
             json={wire.MODEL: model},
             headers={wire.PRELOAD_ONLY_HEADER: "true"},
             timeout=httpx.Timeout(self.timeout, read=timeout),
+            limits=Limits(timeout + PRELOAD_MARGIN, MAX_WRITE_BODY),
         )
         if response.status_code == 503 and _text(response).startswith(_INSTALL_FAILED):
-            raise BackendNotInstalled(_text(response), status=503, url=str(response.request.url))
-        _check(response, {**_COMMON, 412: BackendNotInstalled, 500: LoadFailed})
+            raise BackendNotInstalled(_text(response), status=503, url=self._shown(response.request))
+        self._check(response, {**_COMMON, 412: BackendNotInstalled, 500: LoadFailed})
 
     # -- transport --------------------------------------------------------------------------
 
     def _url(self, path: str) -> str:
         return self._base + path
 
-    async def _send(
+    def _shown(self, request: httpx.Request) -> str:
+        """The request's URL as messages show it: over a Unix socket, the socket path and the request path."""
+        if self.endpoint.uds:
+            return f"unix://{self.endpoint.uds}:{request.url.raw_path.decode('ascii', 'replace')}"
+        return str(request.url)
+
+    def _request(
         self,
         method: str,
         path: str,
@@ -273,63 +343,217 @@ class EngineClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
-    ) -> httpx.Response:
-        url = self._url(path)
-        self.requests_sent += 1
-        with _unreachable_on_transport_error(url):
-            return await self._http.request(
-                method,
-                url,
-                params=params,
-                json=json,
-                headers=headers,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+    ) -> httpx.Request:
+        return self._http.build_request(
+            method,
+            self._url(path),
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
 
     @asynccontextmanager
-    async def _stream(
-        self, method: str, path: str, *, json: Any, timeout: httpx.Timeout
-    ) -> AsyncIterator[httpx.Response]:
-        url = self._url(path)
+    async def _exchange(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """Send `request`, yield the response with its body not read yet; transport failures become
+        EngineUnreachable naming the engine (the socket for a Unix socket)."""
         self.requests_sent += 1
-        with _unreachable_on_transport_error(url):
-            async with self._http.stream(method, url, json=json, timeout=timeout) as response:
+        with self._unreachable_on_transport_error(request):
+            response = await self._http.send(request, stream=True)
+            try:
                 yield response
+            finally:
+                await response.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        limits: Limits,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """One exchange within `limits`: the response with its body read (an error body: its first
+        MAX_ERROR_BODY bytes)."""
+        request = self._request(method, path, params=params, json=json, headers=headers, timeout=timeout)
+        received = [0]
+        try:
+            async with asyncio.timeout(limits.deadline), self._exchange(request) as response:
+                if response.is_success:
+                    return await _buffered(response, limits.max_body, counter=received, url=self._shown(request))
+                return await _buffered(response, MAX_ERROR_BODY, truncate=True, counter=received)
+        except TimeoutError:
+            raise EngineTooSlow(
+                f"the engine did not finish answering {method} {request.url.path} within {limits.deadline:g} s "
+                f"(it had sent {received[0]} bytes of the body); it is overloaded or not a Docker Model Runner",
+                url=self._shown(request),
+            ) from None
+
+    @contextmanager
+    def _unreachable_on_transport_error(self, request: httpx.Request) -> Iterator[None]:
+        """httpx transport failures (refused, reset, DNS, timeouts) -> EngineUnreachable naming the engine."""
+        url = self._shown(request)
+        where = f"the socket {self.endpoint.uds} ({url})" if self.endpoint.uds else url
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise EngineUnreachable(
+                f"engine did not answer in time ({type(exc).__name__}) at {where}", url=url
+            ) from exc
+        except httpx.TransportError as exc:
+            detail = str(exc) or type(exc).__name__
+            raise EngineUnreachable(f"cannot reach the engine at {where}: {detail}", url=url) from exc
 
     async def _get(self, path: str, parse: Callable[[Any], T], *, params: Mapping[str, str] | None = None) -> T:
-        response = await self._send("GET", path, params=params)
-        _check(response, _COMMON)
-        return _read(response, parse)
+        response = await self._send("GET", path, params=params, limits=self._reads)
+        self._check(response, _COMMON)
+        return self._read(response, parse)
+
+    def _check(self, response: httpx.Response, errors: ErrorMap) -> None:
+        if not response.is_success:
+            raise self._error(response, errors)
+
+    def _error(self, response: httpx.Response, errors: ErrorMap) -> EngineError:
+        return _error(response, errors, self._shown(response.request))
+
+    def _read(self, response: httpx.Response, parse: Callable[[Any], T]) -> T:
+        """Decode the JSON body and parse it; a malformed answer becomes a ServerError naming what was wrong."""
+        try:
+            return parse(_decode(response.text, _content_type(response)))
+        except _Malformed as exc:
+            raise _malformed_error(response, str(exc), self._shown(response.request)) from exc
+
+    def _parse_progress(self, line: bytes, response: httpx.Response) -> PullProgress:
+        try:
+            return _progress(_decode(line.decode("utf-8", "replace"), _content_type(response)))
+        except _Malformed as exc:
+            raise _malformed_error(response, str(exc), self._shown(response.request)) from exc
 
 
-@contextmanager
-def _unreachable_on_transport_error(url: str) -> Iterator[None]:
-    """Turns httpx transport failures (refused, reset, DNS, timeouts) into EngineUnreachable naming the URL."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise EngineUnreachable(f"engine did not answer in time ({type(exc).__name__}) at {url}", url=url) from exc
-    except httpx.TransportError as exc:
-        detail = str(exc) or type(exc).__name__
-        raise EngineUnreachable(f"cannot reach the engine at {url}: {detail}", url=url) from exc
+async def _buffered(
+    response: httpx.Response,
+    limit: int,
+    *,
+    truncate: bool = False,
+    counter: list[int] | None = None,
+    url: str = "",
+) -> httpx.Response:
+    """The response with its body read, at most `limit` bytes (decoded). Past the limit: with `truncate`,
+    the rest is left unread and the response carries `truncated`; otherwise AnswerTooLarge."""
+    counter = counter if counter is not None else [0]
+    request = response.request
+    declared = response.headers.get("content-length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise _too_large(request, limit, f"it announced {int(declared)} bytes", url)
+    chunks: list[bytes] = []
+    cut = False
+    async for chunk in response.aiter_bytes():
+        room = limit - counter[0]
+        if len(chunk) > room:
+            if not truncate:
+                raise _too_large(request, limit, f"it had sent more than {limit} bytes", url)
+            chunks.append(chunk[:room])
+            counter[0] += room
+            cut = True
+            break
+        chunks.append(chunk)
+        counter[0] += len(chunk)
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _WIRE_HEADERS]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(chunks),
+        request=request,
+        extensions={**response.extensions, "truncated": cut},
+    )
+
+
+def _too_large(request: httpx.Request, limit: int, what: str, url: str) -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"the answer to {request.method} {request.url.path} is larger than {limit // KIB} KiB ({what}); "
+        "this is not a Docker Model Runner answer, or the engine is broken",
+        url=url or str(request.url),
+    )
+
+
+async def _ndjson_lines(response: httpx.Response, url: str) -> AsyncIterator[bytes]:
+    """The non-empty lines of an NDJSON stream, each at most MAX_PULL_LINE bytes, MAX_PULL_STREAM in all."""
+    buffer = b""
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > MAX_PULL_STREAM:
+            raise PullFailed(
+                f"the pull stream passed {MAX_PULL_STREAM // MIB} MiB without ending; abandoned and retried",
+                status=200,
+                url=url,
+            )
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
+        if len(buffer) > MAX_PULL_LINE:
+            raise PullFailed(
+                f"the engine sent a pull progress line longer than {MAX_PULL_LINE // KIB} KiB without a newline "
+                f"(starting {_clip(buffer[:80].decode('utf-8', 'replace'), 80)!r}): not an NDJSON progress stream",
+                status=200,
+                url=url,
+            )
+    if buffer.strip():
+        yield buffer
 
 
 # -- status codes ---------------------------------------------------------------------------
 
 
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def _text(response: httpx.Response) -> str:
-    """The engine's plain-text answer without Go's trailing newline."""
-    return response.text.strip()
+    """The engine's plain-text answer without Go's trailing newline, cut to MAX_MESSAGE characters."""
+    text = _clip(response.text.strip())
+    if response.extensions.get("truncated"):
+        text += f" (the answer was longer than {MAX_ERROR_BODY // KIB} KiB; the rest was not read)"
+    return text
 
 
-def _error(response: httpx.Response, errors: ErrorMap) -> EngineError:
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _error(response: httpx.Response, errors: ErrorMap, url: str) -> EngineError:
     status = response.status_code
+    request = response.request
+    if response.is_redirect:
+        location = response.headers.get("location", "(no Location)")
+        return ServerError(
+            f"the engine answered {request.method} {request.url.path} with a redirect ({status}) to {location}; "
+            "localmodel does not follow redirects: give the engine's root URL (e.g. http://127.0.0.1:12434)",
+            status=status,
+            url=url,
+        )
+    if status == 413:
+        return RequestTooLarge(
+            f"the engine (or a proxy before it) refused {request.method} {request.url.path} as too large (413): "
+            f"{_text(response) or 'no text'}; sending it again will not help",
+            status=status,
+            url=url,
+        )
     text = _text(response)
+    if _content_type(response) == "text/html":
+        text = f"an HTML page ({_clip(text, 120)}); is this address a Docker Model Runner, not a web server or proxy?"
     cls = errors.get(status, ServerError)
     message = text or f"HTTP {status} {response.reason_phrase}".strip()
     if cls is ServerError:
         message = f"unexpected answer {status}: {message}"
-    return cls(message, status=status, url=str(response.request.url))
+    return cls(message, status=status, url=url)
 
 
 # Docker Hub answers 401 `insufficient_scope` for a repository it does not have, and the engine passes
@@ -342,39 +566,30 @@ def _registry_refused(text: str) -> bool:
     return any(marker in lowered for marker in _REGISTRY_REFUSALS)
 
 
-def _check(response: httpx.Response, errors: ErrorMap) -> None:
-    if not response.is_success:
-        raise _error(response, errors)
-
-
 # -- parsing (defensive: a malformed answer is a ServerError, never a KeyError) -----------------
 
 
 class _Malformed(ValueError):
-    """Raised by the parsers below; `_read` turns it into a ServerError with the status and URL."""
+    """Raised by the parsers below; the client turns it into a ServerError with the status and URL."""
 
 
-def _read(response: httpx.Response, parse: Callable[[Any], T]) -> T:
-    """Decode the JSON body and parse it; a malformed answer becomes a ServerError naming what was wrong."""
-    try:
-        return parse(_decode(response.text))
-    except _Malformed as exc:
-        raise _malformed_error(response, str(exc)) from exc
-
-
-def _malformed_error(response: httpx.Response, detail: str) -> ServerError:
+def _malformed_error(response: httpx.Response, detail: str, url: str) -> ServerError:
     request = response.request
     return ServerError(
         f"malformed answer from the engine to {request.method} {request.url.path}: {detail}",
         status=response.status_code,
-        url=str(request.url),
+        url=url,
     )
 
 
-def _decode(text: str) -> Any:
+def _decode(text: str, content_type: str = "") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        if content_type == "text/html" or text.lstrip()[:1] == "<":
+            raise _Malformed(
+                f"not JSON but an HTML page ({text[:80]!r}); is this address a Docker Model Runner?"
+            ) from exc
         raise _Malformed(f"not JSON ({exc}): {text[:200]!r}") from exc
 
 
@@ -467,13 +682,6 @@ def _parse_runner(item: Any) -> RunnerInfo:
         keep_alive=_optional(item, wire.PS_KEEP_ALIVE, str, what),
         last_used=None if last_used in ("", wire.GO_ZERO_TIME) else last_used,
     )
-
-
-def _parse_progress(line: str, response: httpx.Response) -> PullProgress:
-    try:
-        return _progress(_decode(line))
-    except _Malformed as exc:
-        raise _malformed_error(response, str(exc)) from exc
 
 
 def _progress(item: Any) -> PullProgress:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from controller import wire
 from controller.engine.types import Endpoint
+from controller.redact import redact, split_credentials
 
 HOST_DEFAULT_URL = "http://127.0.0.1:12434"
 CONTAINER_DEFAULT_URL = "http://model-runner.docker.internal"
@@ -65,31 +66,69 @@ def discover_endpoint(
 
 def parse_endpoint(text: str, *, source: str = SOURCE_EXPLICIT) -> Endpoint:
     """`http://host:port[/v1]`, `host:port` or `unix:///path/docker.sock` (Docker Desktop's engine socket,
-    where every path carries the `/exp/vDD4.40` prefix)."""
+    where every path carries the `/exp/vDD4.40` prefix). `user:password@` in the URL is split off into
+    `auth` (sent as basic auth, never shown). Raises ValueError, naming the problem and the fix, for
+    anything else: every command turns it into a usage error (exit 2)."""
+    _check_characters(text)
     text = text.strip()
     if text.startswith(UNIX_SCHEME):
         path = text[len(UNIX_SCHEME) :]
         if not path.startswith("/"):
-            raise ValueError(f"engine socket {text!r}: give an absolute path, e.g. unix:///var/run/docker.sock")
+            raise ValueError(f"engine socket {redact(text)!r}: give an absolute path, e.g. unix:///var/run/docker.sock")
         return Endpoint(url="http://localhost", prefix=wire.DESKTOP_PREFIX, uds=path, source=source)
-    return Endpoint(url=engine_root(text), source=source)
+    url, auth = split_credentials(_with_scheme(text))
+    return Endpoint(url=engine_root(url), source=source, auth=auth)
 
 
 def engine_root(url: str) -> str:
-    """The engine root for a URL: scheme added when missing, trailing `/`, `/v1` or `/engines/v1` removed."""
-    candidate = url.strip()
-    if "://" not in candidate:
-        candidate = "http://" + candidate
-    parts = urlsplit(candidate)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"engine URL {url!r}: expected http://host:port (or unix:///path/to/docker.sock)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"engine URL {url!r}: remove the query or fragment; give only http://host:port[/path]")
+    """The engine root for a URL: scheme added when missing, trailing `/`, `/v1` or `/engines/v1` removed.
+    Raises ValueError for a URL an HTTP client could not use (see `check_engine_url`)."""
+    _check_characters(url)
+    candidate = _with_scheme(url.strip())
+    check_engine_url(candidate, shown=url)
     root = candidate.rstrip("/")
     for suffix in _OPENAI_SUFFIXES:
         if root.endswith(suffix):
             return root[: -len(suffix)]
     return root
+
+
+def check_engine_url(url: str, *, shown: str | None = None) -> None:
+    """The one validation of an engine URL (--engine, MODEL_RUNNER_HOST, an operator's engine list):
+    http(s), a host, a port in 1-65535, no query or fragment, no control characters or spaces."""
+    what = f"engine URL {redact(shown if shown is not None else url)!r}"
+    _check_characters(url, what)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{what}: expected http://host:port (or unix:///path/to/docker.sock)")
+    if " " in url:
+        raise ValueError(f"{what}: remove the spaces; expected http://host:port")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{what}: remove the query or fragment; give only http://host:port[/path]")
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ValueError(f"{what}: port {port_text!r} is not a port number: use 1-65535, e.g. :12434") from None
+    if port == 0:
+        raise ValueError(f"{what}: port 0 is not a port an engine can listen on: use 1-65535, e.g. :12434")
+    if not parts.hostname:
+        raise ValueError(f"{what}: no host: expected http://host:port, e.g. http://127.0.0.1:12434")
+
+
+def _with_scheme(text: str) -> str:
+    return text if "://" in text else "http://" + text
+
+
+def _check_characters(text: str, what: str | None = None) -> None:
+    """Control characters (CR, LF, TAB, NUL, DEL...) have no place in a URL: a header injection or a paste
+    accident. Refused anywhere in the text, its ends included."""
+    bad = next((ch for ch in text if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
+    if bad is not None:
+        what = what or f"engine URL {redact(text)!r}"
+        raise ValueError(
+            f"{what}: contains the control character {bad!r}: remove it (a newline or tab copied with the URL?)"
+        )
 
 
 def endpoint_from_status(output: str | None) -> Endpoint | None:

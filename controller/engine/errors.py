@@ -7,6 +7,8 @@ runners with 409 (dmr-api.md 3.2, 8); those texts are kept verbatim in `message`
 
 from __future__ import annotations
 
+from controller.redact import redact
+
 
 class EngineError(Exception):
     """Base class. `status` is the HTTP status when there was a response, `message` the engine's text."""
@@ -15,10 +17,12 @@ class EngineError(Exception):
     reason: str = "EngineError"
 
     def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        # Credentials never reach a message: the engine URL may have carried them (controller.redact).
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.url = url
+        self.url = redact(url) if url is not None else None
 
     def __str__(self) -> str:
         where = f" ({self.status} from {self.url})" if self.status and self.url else ""
@@ -104,3 +108,23 @@ class BackendNotInstalled(ServerError):
 
     retryable = False
     reason = "BackendNotInstalled"
+
+
+class EngineTooSlow(EngineError):
+    """The engine answered, but did not finish within the request's deadline (a trickle, a hung proxy).
+    Not "unreachable": it is there and answering badly. Retried with backoff."""
+
+    retryable = True
+    reason = "EngineError"
+
+
+class AnswerTooLarge(ServerError):
+    """An answer larger than the request's limit (an endless body, a newline-less stream): not a DMR answer."""
+
+
+class RequestTooLarge(EngineError):
+    """413: the engine, or a proxy in front of it, refuses the request's size. The same request gets the
+    same answer: not retried."""
+
+    retryable = False
+    reason = "EngineError"

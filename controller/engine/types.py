@@ -63,10 +63,16 @@ class PullResult:
 class Endpoint:
     """Where an engine answers. `prefix` is Docker Desktop's `/exp/vDD4.40` on the engine socket."""
 
-    url: str
+    url: str  # never holds credentials: they are split off into `auth` when the URL is parsed
     prefix: str = ""
     uds: str | None = None  # Unix socket path, for Docker Desktop's engine socket
     source: str = "explicit"  # explicit | MODEL_RUNNER_HOST | docker model status | default
+    auth: tuple[str, str] | None = field(default=None, repr=False, compare=False)  # basic auth (user, password)
+
+    @property
+    def shown(self) -> str:
+        """The endpoint as messages name it: the socket for a Unix socket, else the URL."""
+        return f"unix://{self.uds}" if self.uds else self.url
 
 
 @dataclass(frozen=True)
