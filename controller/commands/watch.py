@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
+from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_WATCH_PERIOD
 
 DESCRIPTION = """\
 Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
@@ -12,8 +12,13 @@ Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
 DIR is watched recursively for *.yaml and *.yml files (LocalModel documents and docker-agent
 configurations). On every change, and on a drift pass every --interval seconds, the engine is
 observed once (GET /models, /engines/_configure, /engines/ps) and each model that differs is
-pulled, configured, verified by reading back and, with preload: true, loaded. A restarted engine,
-an unloaded runner or a config overwritten by another client is repaired on the next pass.
+pulled, configured, verified by reading back and, with preload: true, loaded.
+
+Between passes, the engine watch looks at the engine's stored configs every --watch-period seconds
+(one GET /engines/_configure, shared by every model): an engine restart, a declared config unloaded
+or overwritten by another client is repaired at once, for just the models it touched (configured in
+parallel, then preloaded where declared). A runner busy with a request is never cut: its config is
+applied once the request ends.
 
 A broken file (YAML error, invalid spec, a name declared twice) is reported with its file and line
 and removes nothing: the last good version of its models stays applied. A LocalModel that is gone
@@ -78,6 +83,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"drift pass: how often the engine is re-checked (default: {DEFAULT_INTERVAL:g})",
     )
     parser.add_argument(
+        "--watch-period",
+        type=_not_negative,
+        default=DEFAULT_WATCH_PERIOD,
+        metavar="SECONDS",
+        help="engine watch: how often the engine's stored configs are looked at, to repair a restart, an "
+        f"unload or an overwrite at once; 0 turns it off (drift passes only) (default: {DEFAULT_WATCH_PERIOD:g})",
+    )
+    parser.add_argument(
         "--status-addr",
         metavar="HOST:PORT",
         help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)",
@@ -103,6 +116,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
     return value
 
 
@@ -140,5 +163,6 @@ def run(args: argparse.Namespace) -> int:
             interval=args.interval,
             status_addr=status_addr,
             concurrency=args.concurrency,
+            watch_period=args.watch_period or None,
         )
     )

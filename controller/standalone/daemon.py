@@ -9,6 +9,10 @@ drift pass costs the observation and nothing more.
 The daemon keeps no state that matters for correctness: a restart re-reads the files and
 re-observes the engine. What it keeps (backoff counters, conditions, last good file versions) only
 makes it polite and informative.
+
+Between drift passes the engine watch (controller.engine.watch) looks at the engine's stored
+configs every `watch_period` seconds, one request shared by every model; a restart, an unload or
+another client's overwrite of a declared config makes just the affected models due at once.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
+from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
 from controller.logs import log_event
-from controller.plan import Observation, backoff_delay, find_conflicts
+from controller.plan import Observation, backoff_delay, effective_mode, find_conflicts
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
@@ -65,6 +71,9 @@ class _WatchStop:
 
     def set(self) -> None:
         self._own = True
+
+
+_BUSY_REASONS = frozenset({Reason.RUNNER_BUSY, Reason.RUNNER_STALE})
 
 
 def with_generation(model: LocalModel, generation: int) -> LocalModel:
@@ -154,6 +163,7 @@ class Daemon:
         interval: float = DEFAULT_INTERVAL,
         settle: float = DEFAULT_SETTLE_SECONDS,
         concurrency: int = DEFAULT_CONCURRENCY,
+        watch_period: float | None = DEFAULT_WATCH_PERIOD,
         clocks: Clocks | None = None,
     ) -> None:
         self.root = root
@@ -187,6 +197,21 @@ class Daemon:
         self._ready: set[str] = set()  # names whose Ready condition is True
         self.watcher_error: str | None = None  # set while the file watcher is down, waiting to restart
         self._rewatch = asyncio.Event()  # set when the directory is back after it was missing
+        # The engine watch (None: drift passes only). What it noticed, per name, until the repair is verified:
+        self.watch = (
+            EngineWatch(
+                client,
+                period=watch_period,
+                on_disturbed=self._disturbed,
+                on_down=self._watch_down,
+                on_up=self._watch_up,
+                clock=self.clocks.monotonic,
+            )
+            if watch_period
+            else None
+        )
+        self._causes: dict[str, tuple[str, float]] = {}  # name -> (what happened, monotonic time noticed)
+        self._recheck: set[str] = set()  # disturbed while being worked on: due again once that work ends
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -206,6 +231,8 @@ class Daemon:
         ]
         if watch:
             tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
+        if self.watch is not None:
+            tasks.append(asyncio.create_task(self.watch.run(stop), name="engine watch"))
         try:
             done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -473,18 +500,7 @@ class Daemon:
         """Track the engine's health; returns the names to work on."""
         self.engine.last_observed = self.clocks.wall()
         if observation.error is not None:
-            self.engine.failures += 1
-            self.engine.last_error = str(observation.error)
-            if self.engine.up is not False:
-                log_event(
-                    log,
-                    "engine_down",
-                    f"cannot observe the engine: {observation.error}; retrying",
-                    level=logging.WARNING,
-                    engine=self.engine.url,
-                )
-            self.engine.up = False
-            self.metrics.engine_up.set(0)
+            self._engine_down(str(observation.error))
             # Probe again soon, at most one interval away; every model waits for the engine.
             self.schedule.next_drift = now + min(
                 self.interval, backoff_delay(self.engine.failures, self.clocks.jitter())
@@ -499,12 +515,7 @@ class Daemon:
                     self.deletions[name].last_error = f"waiting for the engine: {observation.error}"
             return []
         if self.engine.up is False:
-            log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
-            names = [
-                n
-                for n in [*self.records, *self.deletions]
-                if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)
-            ]
+            names = self._engine_back()
             self.schedule.next_drift = now + self.interval
         elif self.engine.up is None:
             log_event(log, "engine_up", "the engine answers", engine=self.engine.url)
@@ -512,10 +523,79 @@ class Daemon:
         self.metrics.engine_up.set(1)
         return names
 
+    def _engine_down(self, error: str) -> None:
+        """The engine did not answer (an observation or a watch look): one log line when it goes down."""
+        self.engine.failures += 1
+        self.engine.last_error = error
+        if self.engine.up is not False:
+            log_event(
+                log,
+                "engine_down",
+                f"cannot observe the engine: {error}; retrying",
+                level=logging.WARNING,
+                engine=self.engine.url,
+            )
+        self.engine.up = False
+        self.metrics.engine_up.set(0)
+
+    def _engine_back(self) -> list[str]:
+        """The engine answers again: one log line; every model and deletion not in flight is due."""
+        log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
+        return [
+            n
+            for n in [*self.records, *self.deletions]
+            if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)
+        ]
+
+    # ---- the engine watch ----------------------------------------------------------------------
+
+    def _watch_down(self, error: Exception) -> None:
+        self.engine.last_observed = self.clocks.wall()
+        self._engine_down(str(error))
+
+    def _watch_up(self, answered_at: float) -> None:
+        if self.engine.up is False:
+            self.schedule.due_now(self._engine_back(), answered_at)
+            self.schedule.next_drift = answered_at + self.interval
+        self.engine.up, self.engine.failures, self.engine.last_error = True, 0, None
+        self.engine.last_observed = self.clocks.wall()
+        self.metrics.engine_up.set(1)
+        self._wake.set()
+
+    def _disturbed(self, disturbances: list[Disturbance], noticed_at: float) -> None:
+        """The watch saw declared configs lapse: those models are due now (or once their work in flight ends)."""
+        for disturbance in disturbances:
+            record = self.records.get(disturbance.name)
+            if record is None or record.conflict is not None:
+                continue
+            self._causes[disturbance.name] = (disturbance.what, noticed_at)
+            if disturbance.name in self._busy:
+                self._recheck.add(disturbance.name)
+            else:
+                self.schedule.due_at(disturbance.name, noticed_at)
+        self._wake.set()
+
+    def _expect(self, record: Record) -> None:
+        """Keep the watch's expectation of this model current: its verified config while Ready."""
+        if self.watch is None:
+            return
+        name, status = record.model.name, record.engine
+        if status is None or not status.ready or record.conflict is not None or not status.backend:
+            self.watch.forget(name)
+            return
+        if status.model_id is None:
+            self.watch.forget(name)
+            return
+        spec = record.model.spec
+        body = render_configure(spec, status.backend).body
+        self.watch.expect(Expected(name, status.backend, status.model_id, effective_mode(spec), body))
+
     def _unreachable(self, record: Record, message: str) -> None:
         self._set_status(record, unreachable_status(self.reconciler.name, message, record.engine, record.generation))
 
     async def _work(self, name: str, observation: Observation) -> None:
+        if self.watch is not None:
+            self.watch.forget(name)  # expected again once its config is verified
         try:
             async with self._slots:
                 if name in self.deletions:
@@ -530,6 +610,10 @@ class Daemon:
                 self.schedule.on_drift(name)
         finally:
             self._busy.pop(name, None)
+            if name in self._recheck:
+                self._recheck.discard(name)
+                if name in self.records:
+                    self.schedule.due_at(name, self.clocks.monotonic())
             self._wake.set()
 
     async def _reconcile(self, name: str, observation: Observation) -> None:
@@ -551,8 +635,15 @@ class Daemon:
         self.metrics.reconciles.labels(result).inc()
         if not status.ready:
             self.metrics.errors.labels(status.reason.value).inc()
-        if outcome.requeue_after is not None:
-            self.schedule.due_at(name, now + outcome.requeue_after)
+        else:
+            self._causes.pop(name, None)
+        requeue = outcome.requeue_after
+        if requeue is not None and self.watch is not None and status.reason in _BUSY_REASONS:
+            # A runner serving a request: try again about once a watch period, so that the config is
+            # applied soon after the request ends (a configure never cuts a request: the engine answers 409).
+            requeue = min(requeue, self.watch.period)
+        if requeue is not None:
+            self.schedule.due_at(name, now + requeue)
         else:
             self.schedule.on_drift(name)
 
@@ -592,6 +683,7 @@ class Daemon:
     def _set_status(self, record: Record, status: EngineStatus) -> None:
         name = record.model.name
         record.engine = status
+        self._expect(record)
         record.conditions = tuple(summarize([status], record.generation, record.conditions, self.clocks.wall()))
         if record.ready and name not in self._ready:
             self._ready.add(name)
@@ -608,6 +700,10 @@ class Daemon:
         record = self.records.get(key)
         source = str(record.source) if record else None
         level = logging.WARNING if kind == "Warning" else logging.INFO
+        cause = self._causes.pop(key, None) if reason == Reason.DRIFT_REPAIRED.value else None
+        if cause is not None:
+            what, noticed = cause
+            message = f"{what}; config back after {self.clocks.monotonic() - noticed:.1f} s ({message})"
         log_event(log, reason, message, level=level, model=key, file=source)
 
     def _progress(self, key: str, status: EngineStatus) -> None:
@@ -630,6 +726,15 @@ class Daemon:
                 "lastObserved": rfc3339(self.engine.last_observed) if self.engine.last_observed else None,
                 "lastError": self.engine.last_error,
                 "requestsSent": self.client.requests_sent,
+                "watch": None
+                if self.watch is None
+                else {
+                    "period": self.watch.period,
+                    "looks": self.watch.stats.looks,
+                    "bytes": self.watch.stats.bytes,
+                    "lastSize": self.watch.stats.last_size,
+                    "watched": len(self.watch.expected()),
+                },
             },
             "summary": {
                 "models": len(records),

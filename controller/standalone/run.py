@@ -31,6 +31,7 @@ async def run_daemon(
     interval: float,
     status_addr: tuple[str, int] | None,
     concurrency: int,
+    watch_period: float | None = None,
 ) -> int:
     """Run until SIGINT or SIGTERM. 0 on a clean stop; 2 when the engine URL is unusable (a usage
     error); 1 when the status address cannot be served or the loop fails (worth a restart)."""
@@ -44,7 +45,7 @@ async def run_daemon(
         except ValueError as exc:  # a malformed --engine or MODEL_RUNNER_HOST: only the user can fix it
             log.error("%s", exc)
             return EXIT_USAGE
-        daemon = Daemon(root, client, interval=interval, concurrency=concurrency)
+        daemon = Daemon(root, client, interval=interval, concurrency=concurrency, watch_period=watch_period)
         if status_addr is not None:
             try:
                 runner, url = await start_status_server(daemon, *status_addr)

@@ -20,7 +20,15 @@ from tests.support.util import eventually, free_port
 class DaemonProcess:
     """`python -m controller watch DIR --engine URL --interval N --status-addr 127.0.0.1:PORT --log-format json`."""
 
-    def __init__(self, directory: Path, engine_url: str, *, interval: float = 1.0, log_path: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        engine_url: str,
+        *,
+        interval: float | None = 1.0,
+        log_path: Path,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -32,8 +40,8 @@ class DaemonProcess:
             str(directory),
             "--engine",
             engine_url,
-            "--interval",
-            str(interval),
+            *(["--interval", str(interval)] if interval is not None else []),  # None: the default
+            *args,
             "--status-addr",
             f"127.0.0.1:{self.port}",
             "--log-format",
