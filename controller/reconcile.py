@@ -174,11 +174,12 @@ class EngineReconciler:
                         memory.live_ok = live_checked = False
                         live_config = None
                     elif isinstance(action, CheckLiveRunner):
+                        assert plan.request is not None  # a plan with a CheckLiveRunner action has a request
                         live_config = await self._live_config(plan, observation)
                         live_checked = True
                         memory.live_ok = live_config is None or not config_differences(
                             plan.request.body, live_config, backend=plan.backend
-                        )  # type: ignore[union-attr]
+                        )
                     elif isinstance(action, Evict):
                         observation = await self._evict(key, action, observation, plan)
                         live_checked, live_config = False, None

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from controller.commands import load_or_report
     from controller.standalone.connect import connect
-    from controller.standalone.oneshot import apply_models
+    from controller.standalone.oneshot import Applied, apply_models
     from controller.standalone.terminal import Progress, table
 
     loaded = load_or_report(args.paths)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         prefix = "warning: " if kind == "Warning" else ""
         progress.print(f"{prefix}{name}: {reason}: {message}")
 
-    async def main() -> tuple[list, bool]:  # type: ignore[type-arg]
+    async def main() -> tuple[list[Applied], bool]:
         async with connect(args.engine, emulator=args.emulator, quiet=True) as client:
             return await apply_models(
                 client, loaded.models, wait=args.wait, timeout=args.timeout, on_event=on_event, on_progress=on_progress

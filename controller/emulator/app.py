@@ -113,8 +113,8 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if origin not in _state(request).allowed_origins:
         return go_error(403, "Origin not allowed")
     if request.method == "OPTIONS":
-        response = web.Response(status=204)
-        response.headers.update(
+        preflight = web.Response(status=204)
+        preflight.headers.update(
             {
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Credentials": "true",
@@ -122,7 +122,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "Access-Control-Allow-Headers": "*",
             }
         )
-        return response
+        return preflight
     response = await handler(request)
     if not response.prepared:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -241,7 +241,7 @@ def _progress_lines(artifact: Artifact, failure: PullFailure | None) -> list[dic
     if failure is not None and failure.after_bytes is not None:
         stop_at = failure.after_bytes
     per_layer = total // artifact.layers
-    lines = []
+    lines: list[dict[str, Any]] = []
     done = 0
     for index in range(artifact.layers):
         size = per_layer if index < artifact.layers - 1 else total - per_layer * (artifact.layers - 1)

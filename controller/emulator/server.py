@@ -13,6 +13,7 @@ from aiohttp import web
 
 from controller.emulator.app import create_app
 from controller.emulator.state import EmulatorState
+from controller.listen import bound_port
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server  # aiohttp exposes the bound sockets only here
-    assert server is not None, "the emulator site did not start a server"
-    assert server.sockets, "the emulator site did not bind a socket"
-    bound = server.sockets[0].getsockname()[1]
-    return runner, _url(host, bound)
+    return runner, _url(host, bound_port(site))
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -68,7 +68,8 @@ def login(settings: kopf.OperatorSettings) -> tuple[Any, Path | None]:
 
 
 def post_event(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
+    # kopf types its bodies as a TypedDict; it reads only apiVersion, kind and metadata through Mapping.
+    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message[:1024])
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.listen import bound_port
+
 NAMESPACE = "localmodel_operator"
 
 
@@ -77,9 +79,7 @@ class HealthServer:
         site = web.TCPSite(self._runner, self.host or None, self.port)
         await site.start()
         if self.port == 0:  # tests: report the port picked
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = bound_port(site)
 
     async def stop(self) -> None:
         if self._runner is not None:

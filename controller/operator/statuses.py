@@ -106,11 +106,11 @@ def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 def entry_status(entry: Mapping[str, Any]) -> EngineStatus:
     """An EngineStatus from a `status.engines[]` entry (another writer's), enough to summarise it."""
     try:
-        reason = Reason(entry.get("reason"))
+        reason = Reason(entry.get("reason") or "")
     except ValueError:
         reason = Reason.ENGINE_ERROR
     try:
-        phase = Phase(entry.get("phase"))
+        phase = Phase(entry.get("phase") or "")
     except ValueError:
         phase = Phase.PENDING
     return EngineStatus(

@@ -338,13 +338,12 @@ async def engine_inventory(client: EngineClient) -> list[EngineRow]:
         name = info.tags[0] if info.tags else info.id
         if any(_runner_names(r.model, set(info.tags)) for r in runners):
             continue
-        packaged = f"{info.context_size} (packaged)" if info.context_size else "-"
         rows.append(
             EngineRow(
                 name,
                 wire.backend_for_format(info.format),
                 "-",
-                packaged,
+                f"{info.context_size} (packaged)" if info.context_size else "-",
                 "-",
                 "no",
                 "pulled, not configured (engine defaults)",

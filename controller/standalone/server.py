@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.listen import bound_port
 from controller.standalone.daemon import Daemon
 
 
@@ -37,8 +38,7 @@ async def start_status_server(daemon: Daemon, host: str, port: int) -> tuple[web
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server  # aiohttp exposes the bound sockets only here
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+    bound = bound_port(site)
     shown = f"[{host}]" if ":" in host else host
     return runner, f"http://{shown}:{bound}"
 

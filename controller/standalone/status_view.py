@@ -21,11 +21,11 @@ ENGINE_HEADERS = ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP-ALIVE", "LOADED",
 
 def daemon_rows(status: dict[str, Any]) -> list[list[str]]:
     """One row per LocalModel of a daemon's /status document."""
-    rows = []
+    rows: list[list[str]] = []
     for model in status.get("models", []):
         engine = (model.get("engines") or [{}])[0]
         config = engine.get("appliedConfig") or {}
-        ready = next((c for c in model.get("conditions", []) if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in model.get("conditions", []) if c.get("type") == "Ready"), {})
         is_ready = ready.get("status") == "True"
         rows.append(
             [
