@@ -11,7 +11,7 @@ The shape follows kstatus (sigs.k8s.io/cli-utils) and metav1.Condition, so that 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -159,6 +159,41 @@ class EngineStatus:
 
 def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def inherit_persisted(status: EngineStatus, persisted: Mapping[str, Any] | None) -> EngineStatus:
+    """`status` completed with what only a previous process knew, as the persisted entry recorded it
+    (the object's own `status.engines[]` entry, or the daemon's saved status).
+
+    A process that has not applied the config itself (it was restarted, and the engine still holds the
+    config) cannot know when it was applied, nor whether that apply was a drift repair: it keeps the
+    persisted `lastAppliedTime` and, for the same generation, the persisted ready reason. So a restart
+    changes nothing in the status of an object whose engine did not change, and writes nothing.
+    """
+    if persisted is None or status.engine != persisted.get("name") or status.last_applied_time is not None:
+        return status
+    applied = parse_rfc3339(persisted.get("lastAppliedTime"))
+    if applied is None:
+        return status
+    inherited = replace(status, last_applied_time=applied)
+    if (
+        status.ready
+        and status.reason is Reason.APPLIED
+        and persisted.get("ready") is True
+        and persisted.get("reason") == Reason.DRIFT_REPAIRED.value
+        and persisted.get("observedGeneration") == status.observed_generation
+    ):
+        inherited = replace(inherited, reason=Reason.DRIFT_REPAIRED)
+    return inherited
 
 
 def set_condition(conditions: Sequence[Condition], new: Condition, now: datetime) -> list[Condition]:

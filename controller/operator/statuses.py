@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.spec import SpecInvalid
-from controller.status import Condition, EngineStatus, Phase, Reason, summarize
+from controller.status import Condition, EngineStatus, Phase, Reason, inherit_persisted, summarize
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def compose_status(
     entries not reported now stay as they are (a pull-progress write in the middle of a pass).
     """
     current = current or {}
-    own_entries = {status.engine: status.to_dict() for status in own}
+    persisted = {e.get("name"): e for e in current.get("engines") or () if isinstance(e, Mapping)}
+    own_entries = {status.engine: inherit_persisted(status, persisted.get(status.engine)).to_dict() for status in own}
     kept: dict[str, dict[str, Any]] = {}
     prune: list[str] = []
     for entry in current.get("engines") or ():

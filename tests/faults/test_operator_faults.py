@@ -1,0 +1,107 @@
+"""Faults on the operator: the real `localmodel operator` process against the real kube-apiserver and
+etcd (tests/support/peers.py), with emulated engines (`localmodel emulator` processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults.helpers import metric
+from tests.support.emulator import EmulatorProcess, emulator_process
+from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.peers import KubeAPIServer, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peers, pytest.mark.faults]
+
+DRIFT = 2.0
+WRITES = "localmodel_operator_status_writes_total"
+PASSES = "localmodel_operator_reconciles_total"
+# One object each (the engine keeps one config per model and mode).
+MODELS = ["ai/smollm2", "ai/llama3.2", "ai/qwen3:14B", "ai/qwen3:8B", "ai/qwen3:0.6B-F16", "ai/embeddinggemma"]
+
+
+@pytest.fixture
+def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
+    client = KubeApi(localmodel_cluster)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[EmulatorProcess]:
+    with emulator_process("--preload-models", "ai/smollm2,ai/llama3.2") as running:
+        yield running
+
+
+def operator_args(engine: EmulatorProcess, namespace: str, *extra: str) -> list[str]:
+    return ["--engine", f"emu={engine.url}", "--namespace", namespace, "--drift-interval", str(DRIFT), *extra]
+
+
+def versions(api: KubeApi, namespace: str, names: list[str]) -> dict[str, str]:
+    return {name: api.get(namespace, name)["metadata"]["resourceVersion"] for name in names}  # type: ignore[index]
+
+
+def test_a_restarted_operator_writes_no_status_for_unchanged_objects(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    names = [f"m{i}" for i in range(len(MODELS))]
+    args = operator_args(engine, ns)
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        for i, name in enumerate(names):
+            assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
+        for name in names:
+            api.wait_ready(ns, name, [op.proc], timeout=60)
+        # An engine restart makes the next pass re-apply (DriftRepaired): that status must survive too.
+        httpx.post(engine.url + "/_emulator/restart").raise_for_status()
+        # Then every runner loads (a configure starts a load): the statuses settle with `loaded: true`.
+        wait_until(
+            "drift repaired and loaded",
+            lambda: all(
+                entry["reason"] == "DriftRepaired" and entry["loaded"]
+                for entry in (api.get(ns, n)["status"]["engines"][0] for n in names)  # type: ignore[index]
+            ),
+            30,
+            [op.proc],
+        )
+    before = versions(api, ns, names)
+    assert all(api.get(ns, n)["status"]["engines"][0].get("lastAppliedTime") for n in names)  # type: ignore[index]
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        # Every object has had its first pass (and a drift pass) in the new process.
+        wait_until(
+            "two passes per object",
+            lambda: metric(op.health_url, PASSES, result="ready") >= 2 * len(names),
+            60,
+            [op.proc],
+        )
+        written = metric(op.health_url, WRITES, result="written")
+        unchanged = metric(op.health_url, WRITES, result="unchanged")
+    assert written == 0, f"{written} status writes after a restart ({unchanged} unchanged)"
+    assert versions(api, ns, names) == before
+
+
+def test_the_first_status_write_of_a_new_object_does_not_conflict(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    names = [f"c{i}" for i in range(len(MODELS))]
+    with operator_process(localmodel_cluster, *operator_args(engine, ns), workdir=tmp_path) as op:
+        for i, name in enumerate(names):
+            assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
+        for name in names:
+            api.wait_for(f"{name} reported", ns, name, lambda o: bool(o and o.get("status")), [op.proc], timeout=60)
+        conflicts = metric(op.health_url, WRITES, result="conflict")
+        written = metric(op.health_url, WRITES, result="written")
+    assert written >= len(names)
+    assert conflicts == 0, f"{conflicts} of {written} status writes answered 409"
