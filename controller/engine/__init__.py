@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any
 from controller.engine.compare import config_differences, effective_flags, effective_mode, find_stored_config
 from controller.engine.discovery import discover_endpoint, parse_endpoint
 from controller.engine.errors import (
+    AnswerTooLarge,
     BackendNotInstalled,
     BadRequest,
     DeleteConflict,
     EngineError,
     EngineRejected,
+    EngineTooSlow,
     EngineUnreachable,
     LoadFailed,
     NotFound,
     PullFailed,
     PullRejected,
+    RequestTooLarge,
     RunnerBusy,
     ServerError,
 )
@@ -47,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AnswerTooLarge",
     "BackendNotInstalled",
     "BadRequest",
     "DeleteConflict",
@@ -54,6 +58,7 @@ __all__ = [
     "EngineClient",
     "EngineError",
     "EngineRejected",
+    "EngineTooSlow",
     "EngineUnreachable",
     "LiveRunnerConfig",
     "LoadFailed",
@@ -63,6 +68,7 @@ __all__ = [
     "PullProgress",
     "PullRejected",
     "PullResult",
+    "RequestTooLarge",
     "RunnerBusy",
     "RunnerInfo",
     "ServerError",

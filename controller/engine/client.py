@@ -111,14 +111,14 @@ class EngineClient:
         name: str | None = None,
     ) -> None:
         """`timeout`: seconds per connect, read or write; `deadline`: seconds for a whole read or write
-        exchange (at least `timeout`). A URL with `user:password@` sends them as basic auth and never shows them."""
+        exchange. A URL with `user:password@` sends them as basic auth and never shows them."""
         if not isinstance(endpoint, Endpoint):
             url, auth = split_credentials(endpoint)
             endpoint = Endpoint(url=url, auth=auth)
         self.endpoint = endpoint
         self.name = name or self.endpoint.shown
         self.timeout = timeout
-        self.deadline = max(deadline, timeout)
+        self.deadline = deadline
         self.requests_sent = 0
         self._base = self.endpoint.url.rstrip("/") + self.endpoint.prefix
         if transport is None and self.endpoint.uds:
