@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_WATCH_PERIOD
+from controller.inputs import MAX_FILE_BYTES
+from controller.standalone.defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DELETION_GRACE,
+    DEFAULT_INTERVAL,
+    DEFAULT_WATCH_PERIOD,
+)
 
 DESCRIPTION = """\
 Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
@@ -20,12 +26,19 @@ or overwritten by another client is repaired at once, for just the models it tou
 parallel, then preloaded where declared). A runner busy with a request is never cut: its config is
 applied once the request ends.
 
-A broken file (YAML error, invalid spec, a name declared twice) is reported with its file and line
-and removes nothing: the last good version of its models stays applied. A LocalModel that is gone
-from the files is handled per its deletionPolicy (Unload, Delete or Retain) once a second read has
-confirmed it is gone (editors' temp files and renames cause no deletes). A directory that cannot
-be read (DIR unmounted or removed for a re-clone, permission denied) is logged as a file error and
-deletes nothing below it until it can be read again.
+A LocalModel is removed only on positive evidence: its file is gone (absent from a directory that
+could be read) or no longer declares it, and that has held for --deletion-grace seconds (default
+30: a re-clone, an editor's truncate-then-write or a rename deletes nothing); then its
+deletionPolicy (Unload, Delete or Retain) runs. Meanwhile /status shows it as "pending removal in
+N s". Any error keeps what was last read and is reported with its file and line: a YAML error, an
+invalid spec, a name declared twice, a file or directory that cannot be read (permission denied,
+DIR unmounted or removed, too many open files), a file that now declares no LocalModel at all (an
+emptied file, `modles:` for `models:`; remove the file to remove its models).
+
+Only regular files of at most --max-file-size bytes are read (links resolved; a FIFO, a device or
+a link loop is a file error); YAML aliases, nesting and integer sizes are bounded, and YAML 1.1
+number forms (2:16:32, 0x2000, 8_192, 010) are errors that say what to write. Files are read off
+the event loop: /healthz and signals answer whatever a file holds.
 """
 
 EPILOG = """\
@@ -96,6 +109,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve /status, /metrics and /healthz here, e.g. 127.0.0.1:9464 (default: off)",
     )
     parser.add_argument(
+        "--deletion-grace",
+        type=_not_negative,
+        default=DEFAULT_DELETION_GRACE,
+        metavar="SECONDS",
+        help="how long a LocalModel must stay gone from the files before its deletionPolicy runs "
+        f"(default: {DEFAULT_DELETION_GRACE:g}; long enough for a re-clone)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=_byte_count,
+        default=MAX_FILE_BYTES,
+        metavar="BYTES",
+        help=f"larger files are a file error, not read (default: {MAX_FILE_BYTES}, 1 MiB)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
@@ -116,6 +144,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
     return value
 
 
@@ -164,5 +202,7 @@ def run(args: argparse.Namespace) -> int:
             status_addr=status_addr,
             concurrency=args.concurrency,
             watch_period=args.watch_period or None,
+            deletion_grace=args.deletion_grace,
+            max_file_bytes=args.max_file_size,
         )
     )

@@ -21,31 +21,35 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
+from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, backoff_delay, effective_mode, find_conflicts
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
 from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
-from controller.standalone.files import DEFAULT_SETTLE_SECONDS, ModelFiles, is_watched
+from controller.standalone.files import DEFAULT_GRACE_SECONDS, ModelFiles, is_watched
 from controller.standalone.metrics import Metrics
 from controller.standalone.oneshot import unreachable_status
 from controller.standalone.schedule import Schedule
 from controller.status import READY, TRUE, Condition, EngineStatus, ModelStatus, Phase, Reason, rfc3339, summarize
 
 log = logging.getLogger("localmodel.daemon")
+_T = TypeVar("_T")
 
 DELETE_ATTEMPTS = 5  # finalize tries (with backoff) before giving up; none is used up while the engine is down
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
@@ -56,6 +60,35 @@ MIN_OBSERVE_GAP = 1.0
 WATCH_RESTART_DELAY = 1.0  # a failed file watcher is restarted after this, doubling on each failure...
 WATCH_RESTART_MAX = 30.0  # ...up to this
 ROOT_POLL_SECONDS = 1.0  # while the directory is missing, look for it this often
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """`function(*args)` in a daemon thread: the loop keeps running meanwhile, and a stop never
+    waits for it (asyncio.to_thread's pool is joined at exit, so a read stuck on a dead mount would
+    hold the process)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="localmodel files", daemon=True).start()
+    return await future
 
 
 class _WatchStop:
@@ -161,7 +194,8 @@ class Daemon:
         *,
         engine_name: str = "local",
         interval: float = DEFAULT_INTERVAL,
-        settle: float = DEFAULT_SETTLE_SECONDS,
+        grace: float = DEFAULT_GRACE_SECONDS,
+        max_file_bytes: int = MAX_FILE_BYTES,
         concurrency: int = DEFAULT_CONCURRENCY,
         watch_period: float | None = DEFAULT_WATCH_PERIOD,
         clocks: Clocks | None = None,
@@ -170,7 +204,7 @@ class Daemon:
         self.client = client
         self.interval = interval
         self.clocks = clocks or Clocks()
-        self.files = ModelFiles(root, settle=settle)
+        self.files = ModelFiles(root, grace=grace, max_file_bytes=max_file_bytes)
         self.reconciler = EngineReconciler(
             engine_name,
             client,
@@ -254,16 +288,16 @@ class Daemon:
         now = self.clocks.monotonic()
         self.last_pass = now
         hinted, self._hinted = self._hinted, set()
-        settle = self.files.next_settle()
+        due = self.files.next_due()
         if (
             not self._scanned
             or hinted
-            or (settle is not None and settle <= now)
+            or (due is not None and due <= now)
             or now >= self.schedule.next_drift
             or not self.files.root_readable
         ):
             self._scanned = True
-            self._sync_files(now, hinted)
+            await self._sync_files(now, hinted)
         wake = self.schedule.take(now, self._busy)
         if not wake:
             return
@@ -286,9 +320,9 @@ class Daemon:
         wake_at = self.schedule.next_wake(self._busy)
         if wake_at < self.schedule.next_drift:
             wake_at = max(wake_at, min(self._last_observe + MIN_OBSERVE_GAP, self.schedule.next_drift))
-        settle = self.files.next_settle()
-        if settle is not None:
-            wake_at = min(wake_at, settle)
+        due = self.files.next_due()
+        if due is not None:
+            wake_at = min(wake_at, due)
         if not self.files.root_readable:  # look for the directory to come back (no watcher can tell)
             wake_at = min(wake_at, self.clocks.monotonic() + ROOT_POLL_SECONDS)
         timeout = max(0.0, wake_at - self.clocks.monotonic())
@@ -376,9 +410,12 @@ class Daemon:
 
     # ---- files -> records ----------------------------------------------------------------------
 
-    def _sync_files(self, now: float, hinted: set[Path]) -> None:
+    async def _sync_files(self, now: float, hinted: set[Path]) -> None:
         was_missing = not self.files.root_readable
-        changed = self.files.refresh(now, hinted)
+        # The I/O (walk, stat, read, parse) runs in a thread: a slow disk or a large file never
+        # stops the loop, /healthz or a signal; only the result is folded in here.
+        reading = await _in_thread(self.files.collect, now, hinted)
+        changed = self.files.apply(reading, now)
         if was_missing and self.files.root_readable:
             self._rewatch.set()
         if not changed:
@@ -487,7 +524,8 @@ class Daemon:
         log_event(
             log,
             "removed",
-            f"gone from the files; applying deletionPolicy {record.model.spec.deletion_policy}",
+            f"gone from the files for the deletion grace period ({self.files.grace:g}s); "
+            f"applying deletionPolicy {record.model.spec.deletion_policy}",
             model=name,
             file=str(record.source),
         )
@@ -714,6 +752,15 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         """What GET /status serves."""
         records = sorted(self.records.values(), key=lambda r: r.model.name)
+        now = self.clocks.monotonic()
+        pending = self.files.pending_removal(now)
+        models = [r.to_dict() for r in records]
+        for entry in models:
+            if entry["name"] in pending:
+                entry["pendingRemoval"] = (
+                    f"pending removal in {math.ceil(pending[entry['name']])} s: gone from its file; "
+                    "it stays if the file declares it again before then"
+                )
         return {
             "directory": str(self.root),
             "interval": self.interval,
@@ -741,8 +788,9 @@ class Daemon:
                 "ready": sum(1 for r in records if r.ready),
                 "stalled": sum(1 for r in records if r.engine is not None and r.engine.stalled),
                 "fileErrors": len(self.files.errors),
+                "pendingRemoval": len(pending),
             },
-            "models": [r.to_dict() for r in records],
+            "models": models,
             "deleting": [
                 {
                     "name": name,
@@ -754,7 +802,8 @@ class Daemon:
                 }
                 for name, d in sorted(self.deletions.items())
             ],
-            "files": self.files.report(),
+            "deletionGrace": self.files.grace,
+            "files": self.files.report(now),
         }
 
     def healthy(self, now: float) -> bool:

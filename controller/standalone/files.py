@@ -1,78 +1,54 @@
-"""The LocalModels a directory declares, kept safe from editors, partial writes and broken files.
+"""The LocalModels a directory declares, kept safe from editors, re-clones, partial writes and broken files.
 
 `ModelFiles` remembers, per file, the last good version of each LocalModel it declared, and turns a
-directory into one set of LocalModels by name. The rules that keep a running daemon from deleting
-models by accident:
+directory into one set of LocalModels by name. A LocalModel is removed only on positive evidence:
 
+- Its file is positively gone (its name absent from a directory that could be listed, and `lstat`
+  says ENOENT), or a read without errors no longer declares it; and that evidence has held for the
+  deletion grace period (`grace`, 30 s by default: long enough for `rm -rf && git clone`, an
+  editor's truncate-then-write, a slow copy). Until then it stays, shown as pending removal; if the
+  file comes back or declares it again meanwhile, nothing happens.
+- Any error says nothing about what a file declares, and removes nothing: a path that cannot be
+  `stat`ed or read (permission denied, a parent directory not searchable, too many open files, a
+  FIFO, a device, a file over the size limit, a link loop), a directory that cannot be listed (the
+  root unmounted or removed for a re-clone), a YAML error, an invalid spec, a name declared twice.
+  The file keeps what was last read from it (its valid LocalModels are taken as they are now), and
+  the error is reported.
+- A file that still parses but now declares no LocalModel where it had some (emptied, truncated to
+  a comment, `modles:` for `models:` in a docker-agent file) is an error too, until it declares them
+  again or is removed: a typo is not a deletion. Its LocalModels are released at once, with no
+  error, when another file declares them (they moved).
 - A change is read as a whole: every changed file is re-read before the new set is computed, so a
   LocalModel that moved from one file to another (or a file renamed) is not a delete.
-- A file with errors (YAML syntax, an invalid spec, a name declared twice in it) never removes
-  anything: its valid LocalModels are taken as they are now, the others keep their last good version.
-- A file that loses LocalModels (emptied, truncated, deleted) is believed only when a second read,
-  at least `settle` seconds later, still shows the loss. Until then its previous models stay.
-- A directory that cannot be listed (the root unmounted or removed for a re-clone, permission
-  denied) is reported as an error and removes nothing below it until it can be read again.
 - A name declared in two files stays with the file that declared it first (the one already applied);
   the other declaration is reported as a duplicate with its file and line, and ignored. A name a
   file only still holds (kept from its last good version, absent from its latest read) yields to a
   file that declares it now: that is a LocalModel moving between files, not a duplicate.
 
-Nothing here does more I/O than reading the directory; time comes in as an argument.
+The I/O (walking the tree, `stat`, reading and parsing files) is `collect`, which only reads this
+object's state and can run in a worker thread; `apply` folds what it found in, without I/O.
+`refresh` does both. Time comes in as an argument.
 """
 
 from __future__ import annotations
 
-import os
+import errno
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from controller.documents import LoadResult, ModelSource, Sourced, load_file
+from controller.inputs import MAX_FILE_BYTES, Listing, describe_os_error, is_gone, is_watched, scan
 from controller.spec import SpecError
+from controller.standalone.defaults import DEFAULT_DELETION_GRACE
 
-YAML_SUFFIXES = (".yaml", ".yml")
-DEFAULT_SETTLE_SECONDS = 0.5
+__all__ = ["DEFAULT_GRACE_SECONDS", "FileState", "Listing", "ModelFiles", "Reading", "is_watched", "scan", "yaml_files"]
+
+DEFAULT_GRACE_SECONDS = DEFAULT_DELETION_GRACE
 
 Stamp = tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino)
 Loader = Callable[[Path], LoadResult]
-
-
-def is_watched(path: Path, root: Path) -> bool:
-    """A `*.yaml`/`*.yml` file below `root`, outside hidden directories, not an editor's leftover
-    (`.x.yaml.swp`, `.#x.yaml`, `x.yaml~`, `#x.yaml#`): the same files `localmodel validate DIR` reads."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        return False
-    return bool(parts) and not any(map(_skipped, parts)) and parts[-1].endswith(YAML_SUFFIXES)
-
-
-def _skipped(name: str) -> bool:
-    """Hidden files and directories and editor leftovers."""
-    return name.startswith((".", "#")) or name.endswith(("~", "#"))
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What a walk of the directory tree found, and the directories it could not read."""
-
-    files: list[Path]
-    unreadable: dict[Path, str]  # directory -> why (missing, permission denied, ...)
-
-
-def scan(root: Path) -> Listing:
-    """Every watched file below `root`, sorted by path, and every directory that could not be listed
-    (`root` itself when it is missing or unreadable: os.walk alone would report an empty tree)."""
-    found: list[Path] = []
-    unreadable: dict[Path, str] = {}
-
-    def failed(error: OSError) -> None:
-        unreadable[Path(error.filename) if error.filename else root] = error.strerror or str(error)
-
-    for directory, dirs, files in os.walk(root, onerror=failed):
-        dirs[:] = sorted(d for d in dirs if not _skipped(d))
-        found += [Path(directory, name) for name in files if is_watched(Path(directory, name), root)]
-    return Listing(sorted(found), unreadable)
 
 
 def yaml_files(root: Path) -> list[Path]:
@@ -80,11 +56,11 @@ def yaml_files(root: Path) -> list[Path]:
     return scan(root).files
 
 
-def _stamp(path: Path) -> Stamp | None:
+def _stamp(path: Path) -> Stamp | OSError:
     try:
         st = path.stat()
-    except OSError:
-        return None
+    except OSError as exc:
+        return exc
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
@@ -95,18 +71,37 @@ class FileState:
     models: dict[str, Sourced] = field(default_factory=dict)  # last good version, by name
     errors: tuple[SpecError, ...] = ()
     notes: tuple[str, ...] = ()
-    stamp: Stamp | None = None
-    shrink_since: float | None = None  # when a read first showed fewer models (not yet believed)
+    stamp: Stamp | None = None  # of the last read; None when gone or when it could not be stat'ed
+    losing: dict[str, float] = field(default_factory=dict)  # name -> since when the evidence says it is gone
     held: frozenset[str] = frozenset()  # names kept from the last good version, absent from the latest read
+    emptied: bool = False  # parses, but declares nothing where it declared something
+
+
+@dataclass
+class Reading:
+    """What one pass of I/O found (`ModelFiles.collect`), to be folded in by `ModelFiles.apply`."""
+
+    listing: Listing
+    loads: dict[Path, tuple[Stamp, LoadResult]] = field(default_factory=dict)  # files read
+    unreadable: dict[Path, str] = field(default_factory=dict)  # files that could not be stat'ed: why
+    gone: set[Path] = field(default_factory=set)  # known files positively gone
+    unknown: dict[Path, str] = field(default_factory=dict)  # known files not listed, existence unknown: why
 
 
 class ModelFiles:
     """The LocalModels of one directory tree. Call `refresh` after file events, and periodically."""
 
-    def __init__(self, root: Path, *, settle: float = DEFAULT_SETTLE_SECONDS, load: Loader = load_file) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        grace: float = DEFAULT_GRACE_SECONDS,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        load: Loader | None = None,
+    ) -> None:
         self.root = root
-        self.settle = settle
-        self._load = load
+        self.grace = grace
+        self._load: Loader = load or partial(load_file, limit=max_file_bytes)
         self._files: dict[Path, FileState] = {}
         self._owners: dict[str, Path] = {}
         self._desired: dict[str, Sourced] = {}
@@ -116,67 +111,120 @@ class ModelFiles:
     # ---- reading -------------------------------------------------------------------------------
 
     def refresh(self, now: float, hinted: Iterable[Path] = ()) -> bool:
-        """Re-read every file that changed (by stamp), appeared, disappeared or is `hinted`, and every
-        file whose pending shrink has settled. Returns True when the declared set or a file's errors changed.
+        """`collect` then `apply`. Returns True when the declared set or a file's errors changed."""
+        return self.apply(self.collect(now, hinted), now)
 
-        A directory that cannot be listed (the root unmounted, removed for a re-clone, permission
-        denied) is an error, not an empty directory: the files below it keep what they declared,
-        and nothing below it is deleted, until it can be read again."""
-        listing = scan(self.root)
-        changed = listing.unreadable != self._unreadable
-        self._unreadable = listing.unreadable
-        if self.root in listing.unreadable:
-            return changed  # keep every model as it is
-
-        def hidden(path: Path) -> bool:
-            return any(path.is_relative_to(directory) for directory in listing.unreadable)
-
-        present = {path: _stamp(path) for path in listing.files}
+    def collect(self, now: float, hinted: Iterable[Path] = ()) -> Reading:
+        """The I/O of a refresh, without changing anything here (safe in a worker thread while the
+        event loop reads this object): walk the tree, `stat` every listed file, read and parse every
+        file that is new, changed (by stamp), `hinted` or due (a pending removal's grace is over),
+        and look again for every known file that is no longer listed."""
+        reading = Reading(scan(self.root))
+        if self.root in reading.listing.unreadable:
+            return reading  # keep every model as it is
         hinted = {Path(p) for p in hinted}
-        due = [
-            path
-            for path, state in self._files.items()
-            if state.shrink_since is not None and now - state.shrink_since >= self.settle and not hidden(path)
-        ]
-        changed_paths = {
-            path
-            for path, stamp in present.items()
-            if path not in self._files or self._files[path].stamp != stamp or path in hinted
-        }
-        changed_paths |= {path for path in self._files if path not in present and not hidden(path)}
-        changed_paths |= set(due)
-        for path in sorted(changed_paths):
-            changed |= self._read(path, present.get(path), now)
+        listed = set(reading.listing.files)
+        missing = [path for path in self._files if path not in listed and not reading.listing.hides(path)]
+        for path in reading.listing.files:
+            stamp = _stamp(path)
+            if isinstance(stamp, OSError):
+                if stamp.errno in (errno.ENOENT, errno.ENOTDIR):
+                    missing.append(path)  # removed since the listing
+                else:
+                    reading.unreadable[path] = describe_os_error(stamp)
+                continue
+            state = self._files.get(path)
+            if state is None or state.stamp != stamp or path in hinted or self._due(state, now):
+                reading.loads[path] = (stamp, self._load(path))
+        for path in missing:
+            gone = is_gone(path)
+            if gone:
+                reading.gone.add(path)
+            elif gone is None:
+                error = _stamp(path)
+                why = describe_os_error(error) if isinstance(error, OSError) else "it cannot be looked up"
+                reading.unknown[path] = why
+            else:  # there after all (created again since the listing): read it
+                stamp = _stamp(path)
+                if isinstance(stamp, OSError):
+                    reading.unreadable[path] = describe_os_error(stamp)
+                else:
+                    reading.loads[path] = (stamp, self._load(path))
+        return reading
+
+    def apply(self, reading: Reading, now: float) -> bool:
+        """Fold a `collect` in (no I/O). Returns True when the declared set or a file's errors changed."""
+        changed = reading.listing.unreadable != self._unreadable
+        self._unreadable = reading.listing.unreadable
+        if self.root in reading.listing.unreadable:
+            return changed
+        for path in sorted({*reading.loads, *reading.unreadable, *reading.gone, *reading.unknown}):
+            previous = self._files.get(path)
+            if path in reading.loads:
+                stamp, result = reading.loads[path]
+                state: FileState | None = self._read(path, previous, stamp, result, now)
+            elif path in reading.gone:
+                state = self._gone(previous, now)
+            else:
+                why = reading.unreadable.get(path) or reading.unknown[path]
+                state = self._unreadable_file(path, previous, why)
+            if state is None:
+                self._files.pop(path, None)
+                changed |= previous is not None
+            else:
+                self._files[path] = state
+                changed |= previous is None or _changed(previous, state)
         if changed:
             self._compose()
         return changed
 
-    def _read(self, path: Path, stamp: Stamp | None, now: float) -> bool:
-        previous = self._files.get(path)
+    def _due(self, state: FileState, now: float) -> bool:
+        return any(now - since >= self.grace for since in state.losing.values())
+
+    def _read(self, path: Path, previous: FileState | None, stamp: Stamp, result: LoadResult, now: float) -> FileState:
         old = previous.models if previous else {}
-        result = self._load(path) if stamp is not None else LoadResult()
         new = {item.model.name: item for item in result.sourced}
-        shrink_since: float | None = None
-        if result.errors:
+        errors = tuple(result.errors)
+        losing: dict[str, float] = {}
+        emptied = False
+        if errors:
             models = {**old, **new}  # a broken file removes nothing
-        elif set(old) - set(new):
-            started = previous.shrink_since if previous and previous.shrink_since is not None else now
-            if now - started >= self.settle:
-                models = new  # two reads `settle` apart agree: believe it
-            else:
-                models, shrink_since = {**old, **new}, started
+        elif old and not new:
+            models, emptied = dict(old), True  # parses, declares nothing: a typo or a truncation, not a deletion
+            errors = (_emptied_error(path, sorted(old)),)
         else:
-            models = new
+            models = dict(new)
+            for name in set(old) - set(new):
+                since = previous.losing.get(name, now) if previous else now
+                if now - since < self.grace:
+                    models[name], losing[name] = old[name], since  # not yet: the grace period runs
         held = frozenset(models) - frozenset(new)
-        state = FileState(models, tuple(result.errors), tuple(result.notes), stamp, shrink_since, held)
-        if stamp is None and not models and shrink_since is None:
-            self._files.pop(path, None)
-        else:
-            self._files[path] = state
-        return previous is None or _changed(previous, state)
+        return FileState(models, errors, tuple(result.notes), stamp, losing, held, emptied)
+
+    def _gone(self, previous: FileState | None, now: float) -> FileState | None:
+        if previous is None:
+            return None
+        models: dict[str, Sourced] = {}
+        losing: dict[str, float] = {}
+        for name, item in previous.models.items():
+            since = previous.losing.get(name, now) if previous.stamp is None or name in previous.losing else now
+            if now - since < self.grace:
+                models[name], losing[name] = item, since
+        if not models:
+            return None
+        return FileState(models, (), (), None, losing, frozenset(models))
+
+    def _unreadable_file(self, path: Path, previous: FileState | None, why: str) -> FileState:
+        models = previous.models if previous else {}
+        tail = (
+            "; its LocalModels stay as they were, and nothing is deleted, until it can be read again" if models else ""
+        )
+        error = SpecError(str(path), None, None, "", f"cannot read ({why}){tail}")
+        return FileState(dict(models), (error,), (), None, {}, frozenset(models))
 
     def _compose(self) -> None:
         """Combine the files into one set by name; the incumbent owner of a name keeps it."""
+        self._release_moved()
         declared: dict[str, list[tuple[Path, Sourced]]] = {}
         held: dict[str, list[tuple[Path, Sourced]]] = {}
         order: dict[str, None] = {}  # names in file order, then line order: decides who came first at startup
@@ -206,6 +254,19 @@ class ModelFiles:
                         )
                     )
         self._desired, self._owners, self._duplicates = desired, owners, duplicates
+
+    def _release_moved(self) -> None:
+        """An emptied file lets go of the names another file now declares (they moved), and is no
+        longer an error once it holds none."""
+        declared = {name for state in self._files.values() for name in state.models if name not in state.held}
+        for path, state in list(self._files.items()):
+            if state.emptied and declared & set(state.models):
+                models = {n: item for n, item in state.models.items() if n not in declared}
+                if models:
+                    errors = (_emptied_error(path, sorted(models)),)
+                    self._files[path] = FileState(models, errors, state.notes, state.stamp, {}, frozenset(models), True)
+                else:
+                    self._files[path] = FileState({}, (), state.notes, state.stamp)
 
     # ---- what the daemon reads -----------------------------------------------------------------
 
@@ -246,18 +307,28 @@ class ModelFiles:
             out += self._files[path].errors
         return out + self._duplicates
 
-    def next_settle(self) -> float | None:
-        """When the earliest pending shrink can be confirmed (a time on the `now` clock), if any."""
-        pending = [s.shrink_since + self.settle for s in self._files.values() if s.shrink_since is not None]
+    def next_due(self) -> float | None:
+        """When the earliest pending removal's grace period ends (a time on the `now` clock), if any."""
+        pending = [since + self.grace for state in self._files.values() for since in state.losing.values()]
         return min(pending) if pending else None
 
-    def report(self) -> list[dict[str, object]]:
-        """Per file: the names it contributes, its errors and notes (for GET /status)."""
+    def pending_removal(self, now: float) -> dict[str, float]:
+        """The names whose removal waits for the grace period, and the seconds left."""
+        out: dict[str, float] = {}
+        for path, state in self._files.items():
+            for name, since in state.losing.items():
+                if self._owners.get(name) == path:
+                    out[name] = max(0.0, since + self.grace - now)
+        return out
+
+    def report(self, now: float | None = None) -> list[dict[str, object]]:
+        """Per file: the names it contributes, its errors and notes, and the names pending removal with
+        the seconds left (for GET /status)."""
         by_file: dict[Path, list[SpecError]] = {}
         for error in self._duplicates:
             by_file.setdefault(Path(error.file or ""), []).append(error)
         out: list[dict[str, object]] = [
-            {"path": error.file, "models": [], "errors": [error_dict(error)], "notes": [], "pendingRemoval": False}
+            {"path": error.file, "models": [], "errors": [error_dict(error)], "notes": [], "pendingRemoval": {}}
             for error in self.directory_errors
         ]
         for path in sorted(self._files):
@@ -269,7 +340,11 @@ class ModelFiles:
                     "models": sorted(name for name in state.models if self._owners.get(name) == path),
                     "errors": [error_dict(e) for e in errors],
                     "notes": list(state.notes),
-                    "pendingRemoval": state.shrink_since is not None,
+                    "gone": state.stamp is None and not state.errors,
+                    "pendingRemoval": {
+                        name: round(max(0.0, since + self.grace - now), 1) if now is not None else None
+                        for name, since in sorted(state.losing.items())
+                    },
                 }
             )
         return out
@@ -293,6 +368,19 @@ def _changed(before: FileState, after: FileState) -> bool:
     return (
         located(before) != located(after)
         or before.errors != after.errors
-        or before.shrink_since != after.shrink_since
+        or before.losing != after.losing
+        or before.emptied != after.emptied
         or before.notes != after.notes
+    )
+
+
+def _emptied_error(path: Path, names: list[str]) -> SpecError:
+    return SpecError(
+        str(path),
+        None,
+        None,
+        "",
+        f"declares no LocalModel any more, where it declared {', '.join(names)}: an emptied or truncated file, "
+        "or a misspelt top-level key (models:, agents:, kind:)? They stay applied, and nothing is deleted, "
+        "until the file declares them again or is removed",
     )

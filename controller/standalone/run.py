@@ -9,9 +9,11 @@ import signal
 import traceback
 from pathlib import Path
 
+from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.standalone.connect import connect
 from controller.standalone.daemon import Daemon
+from controller.standalone.defaults import DEFAULT_DELETION_GRACE
 from controller.standalone.server import start_status_server
 
 log = logging.getLogger("localmodel.daemon")
@@ -32,6 +34,8 @@ async def run_daemon(
     status_addr: tuple[str, int] | None,
     concurrency: int,
     watch_period: float | None = None,
+    deletion_grace: float = DEFAULT_DELETION_GRACE,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> int:
     """Run until SIGINT or SIGTERM. 0 on a clean stop; 2 when the engine URL is unusable (a usage
     error); 1 when the status address cannot be served or the loop fails (worth a restart)."""
@@ -45,7 +49,15 @@ async def run_daemon(
         except ValueError as exc:  # a malformed --engine or MODEL_RUNNER_HOST: only the user can fix it
             log.error("%s", exc)
             return EXIT_USAGE
-        daemon = Daemon(root, client, interval=interval, concurrency=concurrency, watch_period=watch_period)
+        daemon = Daemon(
+            root,
+            client,
+            interval=interval,
+            concurrency=concurrency,
+            watch_period=watch_period,
+            grace=deletion_grace,
+            max_file_bytes=max_file_bytes,
+        )
         if status_addr is not None:
             try:
                 runner, url = await start_status_server(daemon, *status_addr)

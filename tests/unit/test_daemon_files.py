@@ -37,7 +37,7 @@ def contexts(files: ModelFiles) -> dict[str, int | None]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> ModelFiles:
-    return ModelFiles(tmp_path, settle=SETTLE)
+    return ModelFiles(tmp_path, grace=SETTLE)
 
 
 def test_the_first_scan_reads_every_yaml_file_below_the_directory(tmp_path: Path, files: ModelFiles) -> None:
@@ -86,7 +86,7 @@ def test_renaming_a_file_is_not_a_delete(tmp_path: Path, files: ModelFiles) -> N
     assert str(files.source_of("a")).startswith(str(tmp_path / "b.yaml"))
     files.refresh(0.1 + SETTLE)
     assert contexts(files) == {"a": 4096}
-    assert files.next_settle() is None
+    assert files.next_due() is None
 
 
 def test_moving_a_model_between_files_in_two_steps_never_drops_it(tmp_path: Path, files: ModelFiles) -> None:
@@ -114,12 +114,12 @@ def test_a_deleted_file_is_believed_only_after_the_settle_time(tmp_path: Path, f
     path.unlink()
     files.refresh(1.0)
     assert set(files.desired) == {"a", "b"}
-    assert files.next_settle() == pytest.approx(1.0 + SETTLE)
+    assert files.next_due() == pytest.approx(1.0 + SETTLE)
     files.refresh(1.0 + SETTLE / 2)
     assert set(files.desired) == {"a", "b"}
     files.refresh(1.0 + SETTLE)
     assert set(files.desired) == {"b"}
-    assert files.next_settle() is None
+    assert files.next_due() is None
 
 
 def test_a_file_emptied_and_rewritten_within_the_settle_time_loses_nothing(tmp_path: Path, files: ModelFiles) -> None:
@@ -131,7 +131,7 @@ def test_a_file_emptied_and_rewritten_within_the_settle_time_loses_nothing(tmp_p
     write(path, doc("a", context=8192), doc("b", model="ai/qwen3"))
     files.refresh(1.2)
     assert contexts(files) == {"a": 8192, "b": 4096}
-    assert files.next_settle() is None
+    assert files.next_due() is None
     files.refresh(5.0)
     assert set(files.desired) == {"a", "b"}
 
@@ -201,7 +201,7 @@ def test_a_missing_root_directory_is_an_error_that_removes_nothing(tmp_path: Pat
     root = tmp_path / "models"
     write(root / "a.yaml", doc("a"))
     write(root / "sub" / "b.yaml", doc("b", model="ai/qwen3"))
-    files = ModelFiles(root, settle=SETTLE)
+    files = ModelFiles(root, grace=SETTLE)
     files.refresh(0.0)
     shutil.rmtree(root)  # unmounted, or removed for a re-clone
     assert files.refresh(1.0)  # the error is news

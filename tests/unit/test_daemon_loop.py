@@ -42,7 +42,7 @@ class Harness:
         self.time = VirtualTime()
         self.client = client
         self.daemon = Daemon(
-            root, client, interval=INTERVAL, settle=SETTLE, clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0)
+            root, client, interval=INTERVAL, grace=SETTLE, clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0)
         )
 
     def write(self, name: str, text: str) -> Path:
@@ -170,7 +170,7 @@ async def test_a_removed_model_is_unloaded_only_once_the_removal_has_settled(har
     await harness.run_pass(0.1)
     assert "a" in harness.daemon.records
     assert await stored(harness.client, "ai/smollm2") is not None
-    assert harness.daemon.files.next_settle() == pytest.approx(harness.time.now + SETTLE)
+    assert harness.daemon.files.next_due() == pytest.approx(harness.time.now + SETTLE)
     await harness.run_pass(SETTLE)
     assert not harness.daemon.records
     assert not harness.daemon.deletions
@@ -328,7 +328,7 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
     monkeypatch.setattr(watchfiles, "awatch", fake_awatch)
     monkeypatch.setattr(daemon_module, "WATCH_RESTART_DELAY", 0.05, raising=False)
     async with EngineClient(engine.url) as client:
-        daemon = Daemon(root, client, interval=3600.0, settle=SETTLE)  # no drift pass during the test
+        daemon = Daemon(root, client, interval=3600.0, grace=SETTLE)  # no drift pass during the test
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         await eventually_async(lambda: "watch_restarted" in events(caplog))
