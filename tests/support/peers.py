@@ -23,6 +23,7 @@ Fixtures (all need the ``peers`` marker on the test):
 ``model_registry`` (session)  -> :class:`ModelRegistry` (in-memory OCI registry with tiny GGUF models)
 ``dmr_server`` (function)     -> :class:`DMRServer` (a fresh model-runner with the models pulled)
 ``dmr_server_factory`` (function) -> callable(**kw) -> :class:`DMRServer`, for custom setups
+    (``release="1.0"`` runs model-runner v1.0.10 instead of v1.2.9: see ``DMR_RELEASES``)
 
 Helpers: :func:`apply_manifest`, :func:`wait_for_crd_established`,
 :func:`write_kubeconfig`.
@@ -57,6 +58,7 @@ PEER_NAMES = (
     "kube-apiserver",
     "etcd",
     "model-runner",
+    "model-runner-1.0",
     "model-registry",
     "llama-server-dir",
     "model-assets",
@@ -536,6 +538,15 @@ def kube_namespace(kube_apiserver: KubeAPIServer) -> str:
 # Model registry + Docker Model Runner
 # --------------------------------------------------------------------------- #
 
+# The model-runner releases the version matrix runs: short name -> (peer name, version).
+# v1.0.10 has no registry-mirror setting: DEFAULT_REGISTRY + INSECURE_REGISTRY point its pulls of
+# `ai/x` at the local registry instead (it stores them as `ai/x:tag`, without v1.2.9's `docker.io/`).
+DMR_RELEASES: dict[str, tuple[str, str]] = {
+    "1.2": ("model-runner", "v1.2.9"),
+    "1.0": ("model-runner-1.0", "v1.0.10"),
+}
+DEFAULT_RELEASE = "1.2"
+
 
 @dataclass
 class ModelRegistry:
@@ -633,10 +644,21 @@ class DMRServer:
         registry: ModelRegistry | None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        release: str = DEFAULT_RELEASE,
     ):
-        paths = binaries.require("model-runner", "llama-server-dir")
-        self.binary = paths["model-runner"]
+        peer, self.version = DMR_RELEASES[release]
+        self.release = release
+        paths = binaries.require(peer, "llama-server-dir")
+        self.binary = paths[peer]
         self.llama_server_dir = paths["llama-server-dir"]
+        if release == "1.0":
+            # v1.0.10 runs `com.docker.llama-server` from LLAMA_SERVER_PATH (later releases: `llama-server`).
+            linked = workdir / "llama-bin"
+            linked.mkdir(parents=True, exist_ok=True)
+            link = linked / "com.docker.llama-server"
+            if not link.exists():
+                link.symlink_to(Path(self.llama_server_dir) / "llama-server")
+            self.llama_server_dir = str(linked)
         self.workdir = workdir
         self.registry = registry
         self.port = port or free_port()
@@ -678,7 +700,11 @@ class DMRServer:
                 "no_proxy": no_proxy,
             }
         )
-        if self.registry is not None:
+        if self.registry is not None and self.release == "1.0":
+            # No mirror setting in v1.0.10: the local registry becomes the default registry.
+            env["DEFAULT_REGISTRY"] = self.registry.host
+            env["INSECURE_REGISTRY"] = "true"
+        elif self.registry is not None:
             # Pulls of docker.io/* (i.e. "ai/smollm2") are served by the local registry.
             env["MODEL_RUNNER_REGISTRY_MIRRORS"] = self.registry.url
         env.update(self.extra_env)
@@ -694,7 +720,8 @@ class DMRServer:
             if httpx.get(f"{self.url}/models", timeout=2).status_code != 200:
                 return False
             status = httpx.get(f"{self.url}/engines/status", timeout=2).json()
-            return str(status.get("llama.cpp", "")).startswith("Running")
+            # "Running: llama.cpp ..." (v1.2.9), "running llama.cpp version: ..." (v1.0.10)
+            return str(status.get("llama.cpp", "")).lower().startswith("running")
 
         wait_until("model-runner ready", ready, timeout, [self.proc])
         self.startup_seconds = time.monotonic() - t0
@@ -750,9 +777,10 @@ class DMRServer:
 def dmr_server_factory(
     peer_binaries: PeerBinaries, model_registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., DMRServer]]:
-    """``dmr_server_factory(models=[...], env={...}, port=None, registry=True) -> DMRServer``:
-    start a fresh model-runner and pull ``models`` (default: main, draft and embedding)."""
-    peer_binaries.require("model-runner", "llama-server-dir")
+    """``dmr_server_factory(models=[...], env={...}, port=None, registry=True, release="1.2") -> DMRServer``:
+    start a fresh model-runner of ``release`` (a key of DMR_RELEASES) and pull ``models`` (default: main,
+    draft and embedding)."""
+    peer_binaries.require("llama-server-dir")
     servers: list[DMRServer] = []
 
     def make(
@@ -760,9 +788,15 @@ def dmr_server_factory(
         env: dict[str, str] | None = None,
         port: int | None = None,
         registry: bool = True,
+        release: str = DEFAULT_RELEASE,
     ) -> DMRServer:
         srv = DMRServer(
-            peer_binaries, tmp_path_factory.mktemp("dmr"), model_registry if registry else None, env=env, port=port
+            peer_binaries,
+            tmp_path_factory.mktemp("dmr"),
+            model_registry if registry else None,
+            env=env,
+            port=port,
+            release=release,
         )
         servers.append(srv)
         try:
