@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast peers bench clean
+.PHONY: venv demo lint test test-fast peers bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,15 +19,21 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/localmodel watch examples --emulator --interval 10 --status-addr 127.0.0.1:9464
 
-# Builds (or reuses) the real peers, then runs every test: unit, contract, end-to-end, peers.
+# The gates, over the whole repository (configured in pyproject.toml; .pre-commit-config.yaml runs the same).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The gates, then builds (or reuses) the real peers and runs every test: unit, contract, end-to-end, peers.
 # Property tests run derandomized here (the landing gate); plain `pytest` explores new examples.
 # A peer that fails to build fails the tests that need it, with the build log's tail.
-test: $(STAMP)
+test: $(STAMP) lint
 	tests/peers/build > $(VENV)/peers.env 2> $(VENV)/peers.env.log || true
 	LOCALMODEL_PEERS_FILE=$(CURDIR)/$(VENV)/peers.env HYPOTHESIS_PROFILE=ci $(BIN)/pytest
 
-# Everything that needs no Go build.
-test-fast: $(STAMP)
+# The gates, then everything that needs no Go build.
+test-fast: $(STAMP) lint
 	$(BIN)/pytest -m 'not peers'
 
 peers:
