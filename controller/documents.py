@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from controller.compose import is_compose_file, load_compose
 from controller.durations import FOREVER, DurationError, parse_go_duration
 from controller.inputs import MAX_FILE_BYTES, ReadError, read_text, scan
 from controller.refs import canonical_ref
@@ -112,12 +113,14 @@ class Sourced:
 
 @dataclass
 class LoadResult:
-    """What a load found: valid LocalModels (in file order), problems, and notes on skipped input."""
+    """What a load found: valid LocalModels (in file order), problems, notes on skipped input, and
+    warnings (input that is likely a mistake but not refused: `validate --strict` fails on them)."""
 
     sourced: list[Sourced] = field(default_factory=list)
     errors: list[SpecError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def models(self) -> list[LocalModel]:
@@ -158,6 +161,7 @@ class LoadResult:
         self.errors.extend(other.errors)
         self.notes.extend(other.notes)
         self.files.extend(other.files)
+        self.warnings.extend(other.warnings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,6 +430,11 @@ class _Document:
         path = format_path(loc)
         self.result.notes.append(f"{where}: {path}: {text}" if path else f"{where}: {text}")
 
+    def warn(self, loc: Loc, text: str) -> None:
+        where = str(ModelSource(self.file, self.line(loc)))
+        path = format_path(loc)
+        self.result.warnings.append(f"{where}: {path}: {text}" if path else f"{where}: {text}")
+
     def parse(self, data: Any, prefix: Loc, translate: Translate | None = None) -> LocalModel | None:
         """Validate a LocalModel at `prefix`.
 
@@ -472,6 +481,9 @@ def _load_document(doc: _Document, data: Any) -> None:
         return
     if not isinstance(data, Mapping):
         doc.note((), f"skipped: not a LocalModel ({describe(data)})")
+        return
+    if is_compose_file(doc.file):
+        load_compose(doc, data)
         return
     kind, api_version = data.get("kind"), data.get("apiVersion")
     if _is_localmodel(kind, api_version):

@@ -18,6 +18,8 @@ def load_or_report(paths: Sequence[str]) -> LoadResult | None:
     result = load_paths(paths)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for error in result.errors:
         print(error, file=sys.stderr)
     return None if result.errors else result

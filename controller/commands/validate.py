@@ -11,6 +11,10 @@ input forms:
                          separated by ---, or a kind: List as printed by kubectl get -o yaml)
   docker-agent configs   models: <name>: {provider: dmr, model: ..., provider_opts: {...}} and
                          agents: <name>: {model: dmr/<ref>}; other providers are skipped with a note
+  Compose files          compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml: one
+                         LocalModel per entry of models: (model, context_size, runtime_flags, and
+                         other LocalModel fields under x-localmodel:); ${VAR} interpolated from the
+                         environment and a .env file beside it; services and the rest ignored
   directories            every *.yaml and *.yml below them, sorted; hidden and editor files skipped
   Other documents (a ConfigMap, a Deployment) are skipped with a note."""
 
@@ -20,16 +24,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "validate",
         help="check LocalModel files (no engine needed)",
         description=(
-            "Validate LocalModel and docker-agent files: every field, range and combination the engine "
+            "Validate LocalModel, docker-agent and Compose files: every field, range and combination the engine "
             "would reject or silently ignore. Problems are printed on stdout, one per line "
             "(file:line: object: field path: message); notes and the summary go to stderr."
         ),
         epilog=INPUT_FORMS
-        + "\n\nexit codes:\n  0  every LocalModel is valid\n  1  problems found (or a file cannot be read)"
-        + "\n  2  usage error",
+        + "\n\nexit codes:\n  0  every LocalModel is valid (warnings, on stderr, do not count without --strict)"
+        + "\n  1  problems found (or a file cannot be read; with --strict: or warnings)\n  2  usage error",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="FILE", help="files or directories to check")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings (a key nobody reads, an unset Compose variable) as problems: exit 1 (for CI)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -41,9 +50,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     for error in result.errors:
         print(error)
+    for warning in result.warnings:
+        if args.strict:
+            print(f"{warning} (a warning; --strict)")
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
     files = len(result.files)
-    if result.errors:
-        print(f"{_count(len(result.errors), 'problem')} found in {_count(files, 'file')}", file=sys.stderr)
+    problems = len(result.errors) + (len(result.warnings) if args.strict else 0)
+    if problems:
+        print(f"{_count(problems, 'problem')} found in {_count(files, 'file')}", file=sys.stderr)
         return 1
     print(f"{_count(len(result.models), 'LocalModel')} valid in {_count(files, 'file')}", file=sys.stderr)
     return 0
