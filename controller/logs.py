@@ -15,6 +15,11 @@ Loki, jq and every log shipper parse JSON lines as they are.
 
 Emit events with `log_event(logger, "applied", "message", model="x", file="a.yaml:3")`; plain
 `logger.info(...)` calls from other modules are formatted too (event = the logger's last part).
+
+Two guards on every line: credentials in URLs are masked (`controller.redact`), and a warning or
+error repeated identically (asyncio's "socket.accept() out of system resource" when file descriptors
+run out, a library retrying in a loop) is logged once per REPEAT_WINDOW seconds; the next one after
+the window carries the count of those left out (`RepeatFilter`).
 """
 
 from __future__ import annotations
@@ -23,14 +28,19 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from controller.redact import redact
 
 FORMATS = ("text", "json")
 _FIELDS = "lm_fields"
 _EVENT = "lm_event"
 # Libraries that log every request or every file event at INFO: kept to warnings.
 _CHATTY = ("httpx", "httpcore", "watchfiles", "aiohttp.access", "kopf.objects")
+REPEAT_WINDOW = 60.0  # seconds during which an identical warning or error is logged once
+_REPEAT_KEYS = 1024  # distinct messages remembered; the oldest is forgotten first
 
 
 def log_event(logger: logging.Logger, event: str, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
@@ -53,6 +63,7 @@ def setup_logging(fmt: str | None = None, *, level: int = logging.INFO, stream: 
         raise ValueError(f"log format {chosen!r}: use one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -61,6 +72,35 @@ def setup_logging(fmt: str | None = None, *, level: int = logging.INFO, stream: 
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return chosen
+
+
+class RepeatFilter(logging.Filter):
+    """Logs a warning or error at most once per `window` seconds per (logger, level, message, exception);
+    the first one after the window says how many identical ones were left out. Lower levels pass."""
+
+    def __init__(self, window: float = REPEAT_WINDOW, keys: int = _REPEAT_KEYS) -> None:
+        super().__init__()
+        self.window = window
+        self.keys = keys
+        self._seen: OrderedDict[tuple[str, int, str, str], tuple[float, int]] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        key = (record.name, record.levelno, record.getMessage(), f"{type(exc).__name__}: {exc}" if exc else "")
+        seen = self._seen.get(key)
+        if seen is not None and record.created - seen[0] < self.window:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{record.getMessage()} (and {seen[1]} more identical in the {self.window:g} s before)"
+            record.args = None
+        self._seen[key] = (record.created, 0)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.keys:
+            self._seen.popitem(last=False)
+        return True
 
 
 def _event(record: logging.LogRecord) -> str:
@@ -87,7 +127,7 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return redact(json.dumps(out, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -105,7 +145,7 @@ class TextFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def _text_value(value: Any) -> str:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     async def observe() -> tuple[str, list[Adopted | Refused]]:
         async with connect(args.engine, quiet=True) as client:
             configs, models = await asyncio.gather(client.stored_configs(), client.list_models())
-            return client.endpoint.url, adopt_configs(configs, models)
+            return client.endpoint.shown, adopt_configs(configs, models)
 
     try:
         url, results = asyncio.run(observe())

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         async with connect(args.engine, quiet=True) as client:
             observation = await EngineReconciler("local", client).observe()
             if observation.error is not None:
-                return client.endpoint.url, str(observation.error)
-            return client.endpoint.url, await plan_models(client, loaded.models, observation)
+                return client.endpoint.shown, str(observation.error)
+            return client.endpoint.shown, await plan_models(client, loaded.models, observation)
 
     try:
         url, plans = asyncio.run(main())

@@ -37,6 +37,6 @@ async def connect(
     endpoint = await asyncio.to_thread(discover_endpoint, engine)
     if not quiet:
         how = "given with --engine" if endpoint.source == "explicit" else f"found via {endpoint.source}"
-        log_event(log, "engine", f"using the engine at {endpoint.url} ({how})", engine=endpoint.url)
+        log_event(log, "engine", f"using the engine at {endpoint.shown} ({how})", engine=endpoint.shown)
     async with EngineClient(endpoint) as client:
         yield client

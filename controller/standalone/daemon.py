@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
+from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
@@ -215,7 +216,7 @@ class Daemon:
         )
         self.schedule = Schedule(interval, next_drift=self.clocks.monotonic())
         self.metrics = Metrics(lambda: client.requests_sent)
-        self.engine = EngineHealth(client.endpoint.url, client.endpoint.source)
+        self.engine = EngineHealth(client.endpoint.shown, client.endpoint.source)
         self.records: dict[str, Record] = {}
         self.deletions: dict[str, Deletion] = {}
         self.last_pass: float | None = None
@@ -545,7 +546,7 @@ class Daemon:
             )
             for name in names:
                 if name in self.records:
-                    self._unreachable(self.records[name], str(observation.error))
+                    self._unreachable(self.records[name], observation.error)
                     self.metrics.reconciles.labels("unreachable").inc()
                 elif name in self.deletions:
                     # A deletion waits too, without using up an attempt: a file removed during an
@@ -628,8 +629,8 @@ class Daemon:
         body = render_configure(spec, status.backend).body
         self.watch.expect(Expected(name, status.backend, status.model_id, effective_mode(spec), body))
 
-    def _unreachable(self, record: Record, message: str) -> None:
-        self._set_status(record, unreachable_status(self.reconciler.name, message, record.engine, record.generation))
+    def _unreachable(self, record: Record, error: EngineError | str) -> None:
+        self._set_status(record, unreachable_status(self.reconciler.name, error, record.engine, record.generation))
 
     async def _work(self, name: str, observation: Observation) -> None:
         if self.watch is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from controller import wire
 from controller.desired import RenderError, render_configure
 from controller.engine.client import EngineClient
+from controller.engine.errors import EngineError, EngineUnreachable
 from controller.engine.types import RunnerInfo
 from controller.plan import (
     CheckLiveRunner,
@@ -82,9 +83,11 @@ async def apply_models(
     by_name = {m.name: m for m in models}
     slots = asyncio.Semaphore(CONCURRENCY)
     engine_failures = 0
+    started: set[str] = set()  # models whose first reconcile began (a pull or a load may still be running)
 
     async def one(name: str, observation: Observation) -> None:
         async with slots:
+            started.add(name)
             outcome = await reconciler.reconcile(name, by_name[name], observation)
         last[name] = outcome.status
         if outcome.status.ready or outcome.status.stalled:
@@ -103,7 +106,7 @@ async def apply_models(
                 observation = await reconciler.observe()
                 if observation.error is not None:
                     for name in ready_now:
-                        last[name] = unreachable_status(engine_name, str(observation.error))
+                        last[name] = unreachable_status(engine_name, observation.error)
                     if not wait:
                         break
                     engine_failures += 1
@@ -128,31 +131,46 @@ async def apply_models(
     else:
         await passes()
     results = [
-        Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout)) for m in models
+        Applied(m.name, final.get(m.name) or last.get(m.name) or _not_started(engine_name, timeout, m.name in started))
+        for m in models
     ]
     return results, timed_out
 
 
 def unreachable_status(
-    engine: str, error: str, previous: EngineStatus | None = None, generation: int | None = None
+    engine: str, error: EngineError | str, previous: EngineStatus | None = None, generation: int | None = None
 ) -> EngineStatus:
-    """A model's status while the engine does not answer: Retrying, EngineUnreachable. What the
-    previous status knew (backend, model ID, applied config) stays; a pull in progress does not."""
+    """A model's status while the engine cannot be observed: Retrying, EngineUnreachable when there was no
+    answer, EngineError when it answered wrongly (HTML, a redirect, a 500, bad JSON, too slow, too large):
+    the message says which. What the previous status knew (backend, model ID, applied config) stays; a
+    pull in progress does not."""
     base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
+    text = str(error)
+    if isinstance(error, EngineError) and not isinstance(error, EngineUnreachable):
+        reason, message = Reason.ENGINE_ERROR, f"the engine answered, but not as an engine should: {text}; retrying"
+    else:
+        reason, message = Reason.ENGINE_UNREACHABLE, f"the engine is unreachable ({text}); retrying"
     return replace(
         base,
         phase=Phase.RETRYING,
-        reason=Reason.ENGINE_UNREACHABLE,
+        reason=reason,
         ready=False,
         stalled=False,
-        message=f"the engine is unreachable ({error}); retrying",
-        last_error=error,
+        message=message,
+        last_error=text,
         pull=None,
         observed_generation=generation if generation is not None else base.observed_generation,
     )
 
 
-def _not_started(engine: str, timeout: float) -> EngineStatus:
+def _not_started(engine: str, timeout: float, started: bool) -> EngineStatus:
+    if started:  # its first pass was cut short: a pull that had not reported progress yet, a configure, a load
+        return EngineStatus(
+            engine,
+            Phase.PENDING,
+            Reason.PENDING,
+            f"timed out after {timeout:g}s during its first reconcile (a pull, configure or load still in progress)",
+        )
     return EngineStatus(
         engine, Phase.PENDING, Reason.PENDING, f"timed out after {timeout:g}s before its first reconcile"
     )

@@ -15,6 +15,9 @@ from controller.standalone.oneshot import engine_inventory
 from controller.standalone.server import parse_addr
 from controller.standalone.terminal import table
 
+DAEMON_DEADLINE = 10.0  # seconds for the whole GET /status: a daemon (or impostor) that trickles is cut off
+DAEMON_MAX_BODY = 64 * 1024 * 1024  # bytes of a /status document (some 2 KiB per model)
+
 DAEMON_HEADERS = ["NAME", "MODEL", "BACKEND", "CONTEXT", "KEEP-ALIVE", "LOADED", "READY", "MESSAGE"]
 ENGINE_HEADERS = ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP-ALIVE", "LOADED", "READY", "MESSAGE"]
 
@@ -51,9 +54,7 @@ def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/status"
     try:
-        response = httpx.get(url, timeout=5.0)
-        response.raise_for_status()
-        status = response.json()
+        status = fetch_status(url)
     except (httpx.HTTPError, ValueError) as exc:
         print(
             f"localmodel status: cannot read {url}: {exc} (is `localmodel watch --status-addr {addr}` running?)",
@@ -81,10 +82,36 @@ def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
     return 0 if all_ready else 1
 
 
+def fetch_status(url: str, *, deadline: float = DAEMON_DEADLINE, max_body: int = DAEMON_MAX_BODY) -> Any:
+    """GET `url` as JSON within `deadline` seconds in all (headers included) and `max_body` bytes; ValueError
+    when either is passed: a per-read timeout alone lets a server that sends a byte a second hold us forever."""
+
+    async def fetch() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async with httpx.AsyncClient(timeout=min(5.0, deadline)) as http, http.stream("GET", url) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_body:
+                    raise ValueError(f"the answer is larger than {max_body // (1024 * 1024)} MiB")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def bounded() -> bytes:
+        try:
+            async with asyncio.timeout(deadline):
+                return await fetch()
+        except TimeoutError:
+            raise ValueError(f"the answer did not finish within {deadline:g} s") from None
+
+    return json.loads(asyncio.run(bounded()))
+
+
 def show_engine(engine: str | None, output: str, out: TextIO, err: TextIO) -> int:
     async def read() -> tuple[str, list[Any]]:
         async with connect(engine, quiet=True) as client:
-            return client.endpoint.url, await engine_inventory(client)
+            return client.endpoint.shown, await engine_inventory(client)
 
     try:
         url, rows = asyncio.run(read())
