@@ -130,7 +130,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
     ) -> None:
         while not stopped and not memo.operator.closed:
-            delay = await memo.operator.reconcile_object(body)
+            delay = await memo.operator.reconcile_object(body, live=True)
             await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
 
     @kopf.on.event(*RESOURCE, registry=registry, id="wake")

@@ -48,6 +48,10 @@ FRESH_WINDOW_SECONDS = 1.0
 STATUS_WRITE_ATTEMPTS = 3
 PROGRESS_WRITE_SECONDS = 5.0  # at most one pull-progress status write per object this often
 STATUS_RETRY_SECONDS = 10.0  # when the status could not be written for another reason than a conflict
+# kopf starts an object's daemon before its finalizer patch lands: the first status write waits this long
+# at most for the watch to show the object with the finalizer (a write with the resourceVersion from
+# before the finalizer answers 409 and costs a GET and a second apply).
+FINALIZER_WAIT_SECONDS = 5.0
 
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
 
@@ -72,6 +76,7 @@ class ObjectState:
     last_generation: int | None = None
     invalid_reported: int | None = None  # the generation whose InvalidSpec event was posted
     progress: PassProgress | None = None  # the running pass's pull progress
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set on every watch event of the object
 
 
 @dataclass
@@ -160,9 +165,11 @@ class Operator:
 
     # ---- one pass ------------------------------------------------------------------------------
 
-    async def reconcile_object(self, body: Mapping[str, Any]) -> float | None:
+    async def reconcile_object(self, body: Mapping[str, Any], *, live: bool = False) -> float | None:
         """One pass over one LocalModel. Returns when to come back (seconds), or None for the next
-        drift pass or spec change."""
+        drift pass or spec change. `live`: `body` is kopf's live view of the object (updated by every
+        watch event, which `object_changed` reports): the status write then waits for the object to
+        carry this process's finalizer, and uses its resourceVersion from then."""
         obj = copy.deepcopy(dict(body))
         meta = obj["metadata"]
         if meta.get("deletionTimestamp") or self.closed:
@@ -185,6 +192,8 @@ class Operator:
                     statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
                 finally:
                     await self._stop_progress(state)
+                if live:
+                    obj = await self._with_finalizer(obj, body, state)
                 update = await self._publish(obj, statuses, targeted=bool(targets))
         state.last_pass_end = self._monotonic()
         if update is None:
@@ -245,6 +254,34 @@ class Operator:
         return find_conflicts([(name, claim.spec) for name, claim in ordered]).get(key)
 
     # ---- status --------------------------------------------------------------------------------
+
+    async def _with_finalizer(self, obj: dict[str, Any], live: Mapping[str, Any], state: ObjectState) -> dict[str, Any]:
+        """The object to write the status against: the pass's copy, or, when that copy predates kopf's
+        finalizer patch (the first pass of a new object), the object as it is after the finalizer."""
+        finalizer = self.identity.finalizer
+
+        def has_finalizer(body: Mapping[str, Any]) -> bool:
+            return finalizer in ((body.get("metadata") or {}).get("finalizers") or ())
+
+        if has_finalizer(obj):
+            return obj
+        deadline = self._monotonic() + FINALIZER_WAIT_SECONDS
+        while not has_finalizer(live):
+            state.changed.clear()
+            if has_finalizer(live):
+                break
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                return obj  # written as it is; a 409 re-reads the object
+            try:
+                await asyncio.wait_for(state.changed.wait(), timeout=remaining)
+            except TimeoutError:
+                return obj
+        fresh = copy.deepcopy(dict(live))
+        if (fresh.get("metadata") or {}).get("generation") != obj["metadata"].get("generation"):
+            return obj  # a newer spec arrived meanwhile: its own pass follows; this write may 409 and stop
+        self._bodies[object_key(fresh)] = fresh
+        return fresh
 
     async def _publish(
         self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool
@@ -495,8 +532,10 @@ class Operator:
             self.forget(body)
             return
         state = self._states.get(uid)
-        if state is not None and state.last_generation != meta.get("generation"):
-            state.wake.set()
+        if state is not None:
+            state.changed.set()
+            if state.last_generation != meta.get("generation"):
+                state.wake.set()
 
     def forget(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}

@@ -100,7 +100,7 @@ def test_the_first_status_write_of_a_new_object_does_not_conflict(
         for i, name in enumerate(names):
             assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
         for name in names:
-            api.wait_for(f"{name} reported", ns, name, lambda o: bool(o and o.get("status")), [op.proc], timeout=60)
+            api.wait_ready(ns, name, [op.proc], timeout=60)
         conflicts = metric(op.health_url, WRITES, result="conflict")
         written = metric(op.health_url, WRITES, result="written")
     assert written >= len(names)
