@@ -14,8 +14,8 @@ side:
   its `GET /engines/ps`; naive: per pass, counted by its `GET /models`);
 - RSS of the process (VmRSS) once all models are applied.
 
-The naive baseline is what users run today (dmr-api.md section 11, issue #726): every `--interval`
-seconds, re-read the files, pull what is missing and POST `_configure` for every model, in order,
+The naive baseline is what users run today (docs/engine-contract.md §7; docker/model-runner issue #726):
+every `--interval` seconds, re-read the files, pull what is missing and POST `_configure` for every model, in order,
 with the same EngineClient the daemon uses. The same interval is used for both so that the figures
 compare mechanisms; a real cron job runs every few minutes, which makes its edit latency minutes.
 """

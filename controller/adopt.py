@@ -1,7 +1,7 @@
 """What the engine holds, turned back into LocalModels (pure: no I/O): the inverse of desired.py.
 
 `GET /engines/_configure` lists one entry per stored config: `Backend`, `Model` (the first tag),
-`ModelID`, `Mode` and `Config`, the `_configure` body as the engine normalised it (dmr-api.md 4):
+`ModelID`, `Mode` and `Config`, the `_configure` body as the engine normalised it (docs/engine-contract.md §4.1):
 `keep_alive` re-rendered by Go (`10m` -> `10m0s`, `0` -> `0s`), `raw-runtime-flags` shown parsed as
 `runtime-flags`, zero and empty fields left out. `adopt_configs` maps every entry back to a
 LocalModel whose `render_configure` is a body the engine stores as the same config, so that

@@ -2,7 +2,7 @@
 
 `render_configure` turns a validated spec into the exact route and JSON body to send. Options that
 do not apply to the backend that will serve the model are left out and explained in `notes`, so
-the status can say so instead of failing or staying silent (dmr-api.md section 12).
+the status can say so instead of failing or staying silent (docs/engine-contract.md §9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Go `time.Duration` parsing and formatting, and DMR's keep-alive rules (dmr-api.md 5.4).
+"""Go `time.Duration` parsing and formatting, and DMR's keep-alive rules (docs/engine-contract.md §5.4).
 
 The engine re-renders keep-alive values with Go's `Duration.String()` on read-back
 (`10m` comes back as `10m0s`), so comparing what we sent with what it reports needs both

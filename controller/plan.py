@@ -141,7 +141,7 @@ def find_model(models: Iterable[ModelInfo], ref: str) -> ModelInfo | None:
 
 
 def effective_mode(spec: LocalModelSpec) -> str:
-    """The mode the engine files the config under (dmr-api.md 3.3 step 5)."""
+    """The mode the engine files the config under (docs/engine-contract.md §3.3 step 5)."""
     return compare.effective_mode(render_configure(spec).body)
 
 
@@ -215,7 +215,7 @@ def plan_model(
     if differences:
         return replace(base, actions=(Configure(request, "drift", differences),))
 
-    # The stored config is right. A loaded runner may still run an older one (dmr-api.md 8.5, 8.6).
+    # The stored config is right. A loaded runner may still run an older one (docs/engine-contract.md §8.5, §8.6).
     if runner is not None and not runner.loading:
         if not live_checked:
             return replace(base, actions=(CheckLiveRunner(spec.model),))

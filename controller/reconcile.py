@@ -245,7 +245,7 @@ class EngineReconciler:
                 return FinalizeOutcome(True, f"{spec.model} is not in the engine's store; nothing to unload")
             backend = spec.backend or backend_for_format(info.format)
             # models + backend deletes the stored configs for that backend and model and evicts
-            # every mode (dmr-api.md 6, unload).
+            # every mode (docs/engine-contract.md §6.6).
             await self.client.unload(models=[spec.model], backend=backend)
             message = f"unloaded {spec.model} and dropped its stored config on {backend}"
             self._on_event(key, "Normal", "Unloaded", message)
@@ -355,7 +355,7 @@ class EngineReconciler:
         return entries[0].config
 
     async def _evict(self, key: str, action: Evict, observation: Observation, plan: Plan) -> Observation:
-        # `models` without `backend` evicts every mode and keeps the stored configs (dmr-api.md 6).
+        # `models` without `backend` evicts every mode and keeps the stored configs (docs/engine-contract.md §6.6).
         await self.client.unload(models=[action.ref])
         self._on_event(
             key,
@@ -465,7 +465,7 @@ class _VerifyFailed(EngineError):
 
 class _BackendOverridden(EngineError):
     """The engine stored the config under another backend: it re-selects the backend from the model's
-    format (dmr-api.md 3.3, step 6). Sending it again would store it there again."""
+    format (docs/engine-contract.md §3.3 step 6). Sending it again would store it there again."""
 
     retryable = False
     reason = Reason.BACKEND_MISMATCH.value

@@ -8,7 +8,7 @@ A LocalModel declares one model and the engine settings it should run with:
     spec: {model: ai/qwen3:14B, contextSize: 16384, keepAlive: 30m}
 
 Field names are camelCase on the wire and in YAML, snake_case in Python (both are accepted on
-input). Every rule of dmr-api.md section 12 is enforced here, before anything is sent, and an
+input). Every rule of docs/engine-contract.md §9 is enforced here, before anything is sent, and an
 unknown field is an error rather than a silent no-op. Problems come back as `SpecError`s that
 name the field path and say how to fix it.
 
@@ -66,7 +66,7 @@ THINKING_EFFORTS: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 
-#: Backends that reject every runtime flag (no allowlist in the engine; dmr-api.md 5.1).
+#: Backends that reject every runtime flag (no allowlist in the engine; docs/engine-contract.md §5.1).
 FLAGLESS_BACKENDS: Final = (wire.MLX, wire.SGLANG, wire.DIFFUSERS)
 
 _HF_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -2,7 +2,7 @@
 
 This is the only module that knows the engine's JSON keys and routes. The spellings are mixed
 on purpose (`context-size` but `keep_alive`): they are what the engine's Go structs declare
-(dmr-api.md section 3.1). Go's decoder ignores unknown keys silently, so a misspelling here
+(docs/engine-contract.md §3.1). Go's decoder ignores unknown keys silently, so a misspelling here
 would be a silent no-op on the engine: keep every key in this one place.
 """
 
@@ -80,7 +80,7 @@ def backend_for_format(fmt: str | None) -> str:
     return LLAMA_CPP
 
 
-# Routes (dmr-api.md section 2). `configure_path` above covers POST `_configure`.
+# Routes (docs/engine-contract.md §2.1). `configure_path` above covers POST `_configure`.
 ROUTE_ROOT: Final = "/"
 ROUTE_VERSION: Final = "/version"
 ROUTE_MODELS: Final = "/models"

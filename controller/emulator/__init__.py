@@ -1,4 +1,4 @@
-"""A Docker Model Runner emulator: the engine's HTTP API (dmr-api.md) without models, GPUs or Docker.
+"""A Docker Model Runner emulator: the engine's HTTP API (docs/engine-contract.md) without models, GPUs or Docker.
 
 It keeps what a controller can observe: the model store (pull, inspect, delete), stored configs
 keyed by (backend, model ID, mode) and replaced wholesale, runners that load, serve, go busy and are

@@ -2,7 +2,7 @@
 
 Each `Artifact` is one model artifact (one digest). Tags of the same repository that name the same
 artifact share it, as `ai/smollm2:latest` and `ai/smollm2:360M-Q4_K_M` do on Docker Hub; a model
-pulled under both then carries two tags (which matters for `DELETE /models/{id}`, dmr-api.md 6).
+pulled under both then carries two tags (which matters for `DELETE /models/{id}`, docs/engine-contract.md §6.4).
 
 A catalog file (`localmodel emulator --catalog FILE`) is a JSON or YAML list of artifacts, each
 `{"name": "ai/x", "tags": ["latest", "1B"], "format": "gguf", "context_size": 4096,

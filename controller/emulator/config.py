@@ -1,6 +1,6 @@
 """`_configure` bodies decoded the way Go's `encoding/json` decodes them into DMR's structs.
 
-What matters for fidelity (dmr-api.md 3.1, 3.2, 4):
+What matters for fidelity (docs/engine-contract.md §3.1, §3.2, §4.2):
 - keys match case-insensitively (an exact match wins), unknown keys are ignored, a repeated key's
   last value wins, and `null` leaves a field unset;
 - any type mismatch, an int32 overflow of `context-size`, a non-integer literal for an integer field,

@@ -1,8 +1,10 @@
-"""Runtime-flag and hf-overrides validation, as DMR does it at `_configure` time (dmr-api.md 3.2, 5.1, 5.2).
+"""Runtime-flag and hf-overrides validation, as DMR does it at `_configure` time.
+
+See docs/engine-contract.md §3.2, §5.1 and §5.2.
 
 The allowlists are those of the pinned peer server, docker/model-runner v1.2.9
-(pkg/inference/runtime_flags_allowlist.go). That version allows `--reasoning` (added after the
-v1.2.6 snapshot that dmr-api.md describes); `--reasoning-preserve`, every file-path flag, `--host`,
+(pkg/inference/runtime_flags_allowlist.go). That version allows `--reasoning` (added after
+v1.2.6: docs/engine-contract.md §5.1); `--reasoning-preserve`, every file-path flag, `--host`,
 `--port` and `-ot/--override-tensor` stay disallowed. Only llama.cpp and vLLM have allowlists:
 every flag is rejected for the other backends.
 """

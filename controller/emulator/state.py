@@ -1,6 +1,6 @@
 """The emulated engine's state machine: model store, stored configs, runners, requests view, clock.
 
-It follows docker/model-runner v1.2.9 (the pinned peer; dmr-api.md describes v1.2.6-18): the
+It follows docker/model-runner v1.2.9 (the pinned peer; docs/engine-contract.md says what was checked on it): the
 configure path of `Scheduler.ConfigureRunner`/`loader.setRunnerConfig`, the runner bookkeeping of
 `loader.load`/`release`/`evict`/`Unload`, and the store lookups of the distribution client.
 Engine failures are raised as the shared `controller.engine.errors` types with the HTTP status and
@@ -56,7 +56,8 @@ BACKEND_STATUS = {
     wire.DIFFUSERS: "Not Installed",
 }
 # Why the backends that are not installed fail to install on demand, as the engine on Linux answers
-# (503 `backend installation failed: ...` from installer.wait; the 412 of dmr-api.md 6 is never sent).
+# (503 `backend installation failed: ...` from installer.wait; v1.2.6's 412 is never sent:
+# docs/engine-contract.md §6.5).
 INSTALL_FAILURES = {
     wire.MLX: "MLX is only available on macOS ARM64",
     wire.SGLANG: "sglang package not installed",
@@ -336,8 +337,8 @@ class EmulatorState:
         A config stored before the pull sits under the raw reference: it is omitted until the model is
         pulled, then listed with ModelID = that raw reference (GetLocal finds the model by it), and
         `?model=` never finds it because the filter compares with the resolved `sha256:` ID. This is
-        what getAllRunnerConfigs does, and it reconciles dmr-api.md 3.3 ("starts listing it") with 4
-        ("entries whose ModelID cannot be found are omitted")."""
+        what getAllRunnerConfigs does, and it reconciles docs/engine-contract.md §3.4 with §4.1
+        ("entries whose model is no longer in the store are left out")."""
         if model:
             model_id = self.resolve_id(model)
             groups = [(model_id, self.configs.get(model_id, {}))]

@@ -1,4 +1,4 @@
-"""Async HTTP client for one Docker Model Runner engine (dmr-api.md is the contract).
+"""Async HTTP client for one Docker Model Runner engine (docs/engine-contract.md is the contract).
 
 Every method sends exactly one request and either returns parsed values (controller.engine.types)
 or raises a typed error (controller.engine.errors) that carries the HTTP status, the URL and the
@@ -557,7 +557,8 @@ def _error(response: httpx.Response, errors: ErrorMap, url: str) -> EngineError:
 
 
 # Docker Hub answers 401 `insufficient_scope` for a repository it does not have, and the engine passes
-# that on as a 500 (dmr-api.md 6): a pull that a retry cannot fix, unlike a 500 for an unreachable registry.
+# that on as a 500 (docs/engine-contract.md §6.3): a pull that a retry cannot fix, unlike a 500 for an
+# unreachable registry.
 _REGISTRY_REFUSALS = ("insufficient_scope", "401 unauthorized", "manifest unknown", "name unknown", "not found")
 
 

@@ -1,6 +1,6 @@
 """Semantic comparison of a desired `_configure` body with what the engine reports (pure).
 
-The engine does not echo what it was sent (dmr-api.md section 4): `keep_alive` comes back re-rendered
+The engine does not echo what it was sent (docs/engine-contract.md §4.2): `keep_alive` comes back re-rendered
 (`10m` as `10m0s`), `raw-runtime-flags` comes back parsed into `runtime-flags`, zero speculative fields
 and empty maps disappear. Comparing strings would see drift where there is none, so every field is
 compared by meaning:
@@ -82,7 +82,7 @@ def effective_flags(config: Mapping[str, Any]) -> list[str]:
 
 def effective_mode(desired_body: Mapping[str, Any]) -> str:
     """The mode the engine stores a body under: `mode` if given, `embedding` if the flags contain the token
-    `--embeddings`, else `completion` (dmr-api.md 3.3 step 5; the engine uses `slices.Contains`)."""
+    `--embeddings`, else `completion` (docs/engine-contract.md §3.3 step 5; the engine uses `slices.Contains`)."""
     mode = desired_body.get(wire.MODE)
     if mode:
         return str(mode)
@@ -99,7 +99,7 @@ def find_stored_config(
     """The stored entry for (backend, model, mode), or None.
 
     With the model's resolved ID (`sha256:...`, from `GET /models`) only that ID matches: an entry keyed by
-    the raw reference was stored before the pull and is never used by the engine (dmr-api.md 3.3). Without
+    the raw reference was stored before the pull and is never used by the engine (docs/engine-contract.md §3.4). Without
     an ID (the model is not pulled), the entry's tag or raw key is compared as a model reference."""
     for entry in entries:
         if entry.backend == backend and entry.mode == mode and _same_entry(entry, model_ref, model_id):

@@ -1,4 +1,4 @@
-"""Where is the engine? The same order the `docker model` CLI uses (dmr-api.md sections 1 and 12).
+"""Where is the engine? The same order the `docker model` CLI uses (docs/engine-contract.md §1.2 and §9).
 
 1. an explicit URL (`--engine`, `base_url`), or `unix:///path/docker.sock` for Docker Desktop's engine socket;
 2. `MODEL_RUNNER_HOST`;

@@ -2,7 +2,7 @@
 
 The reconciler turns `retryable` into policy: retry with backoff (Reconciling) or stop until the
 spec changes (Stalled). The engine answers validation errors with 500 and a plain-text body, busy
-runners with 409 (dmr-api.md 3.2, 8); those texts are kept verbatim in `message`.
+runners with 409 (docs/engine-contract.md §3.2, §8.8); those texts are kept verbatim in `message`.
 """
 
 from __future__ import annotations

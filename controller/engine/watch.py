@@ -1,7 +1,7 @@
 """The engine watch: one light request per engine every `period` (about a second), shared by every
 model on the engine, that notices what makes declared settings lapse and says which models to repair.
 
-What it notices, on the engine's stored configs (`GET /engines/_configure`, dmr-api.md 4a):
+What it notices, on the engine's stored configs (`GET /engines/_configure`, docs/engine-contract.md §4.1):
 - a restart: the engine stops answering, then answers with its configs gone (or they are gone at
   once, for a restart quicker than one period);
 - a declared config overwritten by another client (`docker model configure`, Compose, an

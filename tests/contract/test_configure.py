@@ -1,4 +1,7 @@
-"""`_configure` over HTTP: read-back and its normalisation, the backends, and every error class (dmr-api.md 3, 4)."""
+"""`_configure` over HTTP: read-back and its normalisation, the backends, and every error class.
+
+See docs/engine-contract.md §3 and §4.
+"""
 
 from __future__ import annotations
 

@@ -280,7 +280,7 @@ async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine
     while await stored_config(engine, engine.model) != {"context-size": 4096}:  # noqa: ASYNC110 polls the engine over HTTP
         await asyncio.sleep(0.01)
     (live,) = await engine.client.runner_configs(engine.model)
-    assert live.config == {"context-size": 2048}  # the race of dmr-api.md 8.5
+    assert live.config == {"context-size": 2048}  # the race of docs/engine-contract.md §8.5
     await engine.holds.loading(engine.model, False)
     outcome = await reconciling
     assert outcome.status.ready, outcome.status

@@ -1,4 +1,7 @@
-"""Runners over HTTP: preload, ps, the live-runner view (`/engines/requests`) and unload (dmr-api.md 4, 6, 8)."""
+"""Runners over HTTP: preload, ps, the live-runner view (`/engines/requests`) and unload.
+
+See docs/engine-contract.md §4.3, §6.5, §6.6 and §8.5.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """adopt: stored configs back into LocalModels, checked as a round trip through the engine's read-back form.
 
 spec -> render_configure -> the engine's decoding and read-back rendering (the emulator's Go-faithful
-decoder, dmr-api.md 4) -> adopt -> the same spec, and a plan with nothing to do.
+decoder, docs/engine-contract.md §4.2) -> adopt -> the same spec, and a plan with nothing to do.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Semantic comparison of desired `_configure` bodies with the engine's normalised read-back (dmr-api.md 4)."""
+"""Semantic comparison of desired `_configure` bodies with the engine's normalised read-back.
+
+See docs/engine-contract.md §4.2.
+"""
 
 from __future__ import annotations
 

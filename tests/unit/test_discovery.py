@@ -1,4 +1,7 @@
-"""Endpoint discovery: explicit URL, MODEL_RUNNER_HOST, `docker model status --json`, defaults (dmr-api.md 1, 12)."""
+"""Endpoint discovery: explicit URL, MODEL_RUNNER_HOST, `docker model status --json`, defaults.
+
+See docs/engine-contract.md §1.2 and §9.
+"""
 
 from __future__ import annotations
 

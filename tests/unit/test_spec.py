@@ -1,4 +1,4 @@
-"""LocalModel schema and validation rules (dmr-api.md section 12)."""
+"""LocalModel schema and validation rules (docs/engine-contract.md §9)."""
 
 from __future__ import annotations
 
