@@ -28,7 +28,9 @@ class DaemonProcess:
         interval: float | None = 1.0,
         log_path: Path,
         args: tuple[str, ...] = (),
+        fd_limit: int | None = None,
     ) -> None:
+        """`fd_limit`: the daemon's RLIMIT_NOFILE, as a unit's LimitNOFILE sets it."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -49,7 +51,13 @@ class DaemonProcess:
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
+        )
         eventually(self._answers, timeout=20, what="the daemon's /healthz")
 
     def _answers(self) -> bool:
@@ -91,6 +99,12 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+def _limit_fds(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class Engine:
