@@ -356,10 +356,17 @@ def _engine_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    """The status the controller writes (kstatus shape), detail per engine keyed by name."""
+    """The status the controller writes (kstatus shape), detail per engine keyed by name.
+
+    The default makes a new object read back with `status.observedGeneration: 0`, below its
+    generation (1), until the controller's first status write: kstatus (Helm 4 `--wait`, Flux)
+    then reports InProgress (LatestGenerationNotObserved). Without it an object has no status until
+    the controller writes one, and kstatus reads a custom resource without status as Current.
+    """
     return {
         "type": "object",
         "description": "Written by the controller; never edit it.",
+        "default": {"observedGeneration": 0},
         "properties": {
             "observedGeneration": {
                 "type": "integer",

@@ -62,6 +62,9 @@ PEER_NAMES = (
     "model-registry",
     "llama-server-dir",
     "model-assets",
+    "kstatus",
+    "argocd-lua",
+    "helm",
 )
 
 # Model references pulled into every dmr_server (user-facing refs, as a

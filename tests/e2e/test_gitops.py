@@ -1,0 +1,141 @@
+"""The GitOps tools users wait with, run for real on live LocalModels: kstatus (the library Helm 4's
+`--wait` and Flux use, github.com/fluxcd/cli-utils as Helm 4.3 pins it) and deploy/argocd/health.lua in
+Argo CD's Lua VM (gopher-lua), against the real kube-apiserver with the `localmodel operator` process and
+an emulated engine. The objects each tool reads are the ones the API server returns at that moment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.emulator import EmulatorProcess, emulator_process
+from tests.support.gitops import argocd_health, kstatus
+from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peers]
+
+PULL_SECONDS = 6.0  # the emulator's pull of a model it does not have yet
+
+
+@pytest.fixture
+def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
+    client = KubeApi(localmodel_cluster)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[EmulatorProcess]:
+    with emulator_process("--preload-models", "ai/smollm2", "--pull-seconds", str(PULL_SECONDS)) as running:
+        yield running
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    assert obj is not None
+    return next((c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == kind), {})
+
+
+def pulls(url: str) -> int:
+    return int(httpx.get(url + "/_emulator/state", timeout=5).json()["counters"].get("POST /models/create", 0))
+
+
+def engine_tags(url: str) -> set[str]:
+    return {tag for m in httpx.get(url + "/models", timeout=5).json() for tag in m["tags"]}
+
+
+def verdicts(binaries: PeerBinaries, obj: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """(kstatus status, kstatus message, Argo CD health, Argo CD message) of one live object."""
+    assert obj is not None
+    ks = kstatus(binaries, obj)[0]
+    argo = argocd_health(binaries, obj)[0]
+    assert "error" not in argo, argo
+    return ks["status"], ks["message"], argo["status"], argo["message"]
+
+
+def test_a_new_localmodel_is_in_progress_until_the_operator_observes_it(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    peer_binaries: PeerBinaries,
+) -> None:
+    """No operator runs: nothing has observed the object, so a GitOps tool must keep waiting. kstatus read
+    a LocalModel without status as Current ("Resource is current"), so `helm install --wait` returned at once."""
+    created = api.create_localmodel(kube_namespace, "fresh", {"model": "ai/smollm2"})
+    assert created.status_code == 201, created.text
+    obj = api.get(kube_namespace, "fresh")
+    assert obj is not None
+    ks, ks_message, argo, argo_message = verdicts(peer_binaries, obj)
+    assert (ks, argo) == ("InProgress", "Progressing"), (ks_message, argo_message)
+    assert obj["status"] == {"observedGeneration": 0}  # the CRD's status default
+    assert ks_message == "LocalModel generation is 1, but latest observed generation is 0"
+    assert argo_message == "Waiting for the localmodel controller to observe generation 1"
+
+
+def test_kstatus_and_argocd_health_at_every_stage(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    peer_binaries: PeerBinaries,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    seen: dict[str, tuple[str, str, str, str]] = {}
+    args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "2")
+
+    for name, spec in (
+        ("ready", {"model": "ai/smollm2", "contextSize": 2048}),
+        ("pulling", {"model": "ai/llama3.2"}),
+        ("stalled", {"model": "ai/no-such-model"}),
+    ):
+        assert api.create_localmodel(ns, name, spec).status_code == 201
+        seen[f"{name}: created, not yet observed"] = verdicts(peer_binaries, api.get(ns, name))
+
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        # Both pulls asked for (the unknown model's fails at once), ai/llama3.2's still streaming.
+        wait_until("pulls started", lambda: pulls(engine.url) >= 2, 30, [op.proc])
+        pulling = api.get(ns, "pulling")
+        assert not any(tag.endswith("ai/llama3.2:latest") for tag in engine_tags(engine.url))
+        seen["pulling: pulling"] = verdicts(peer_binaries, pulling)
+        seen["ready: Ready"] = verdicts(peer_binaries, api.wait_ready(ns, "ready", [op.proc]))
+        stalled = api.wait_for(
+            "Stalled", ns, "stalled", lambda o: condition(o, "Stalled").get("status") == "True", [op.proc]
+        )
+        seen["stalled: Stalled"] = verdicts(peer_binaries, stalled)
+        pulled = api.wait_ready(ns, "pulling", [op.proc], timeout=PULL_SECONDS + 30)
+        seen["pulling: Ready"] = verdicts(peer_binaries, pulled)
+
+    # The operator is stopped: a spec change and a deletion wait for it.
+    api.patch_spec(ns, "ready", {"contextSize": 4096})
+    seen["ready: spec changed, not yet observed"] = verdicts(peer_binaries, api.get(ns, "ready"))
+    api.delete(ns, "pulling")
+    terminating = api.get(ns, "pulling")
+    assert terminating is not None
+    assert terminating["metadata"]["finalizers"]
+    seen["pulling: deleted, finalizer held"] = verdicts(peer_binaries, terminating)
+
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        seen["ready: new spec Ready"] = verdicts(peer_binaries, api.wait_ready(ns, "ready", [op.proc]))
+        api.wait_gone(ns, "pulling", [op.proc])
+
+    got = {stage: (v[0], v[2]) for stage, v in seen.items()}
+    assert got == {
+        "ready: created, not yet observed": ("InProgress", "Progressing"),
+        "pulling: created, not yet observed": ("InProgress", "Progressing"),
+        "stalled: created, not yet observed": ("InProgress", "Progressing"),
+        "pulling: pulling": ("InProgress", "Progressing"),
+        "ready: Ready": ("Current", "Healthy"),
+        "stalled: Stalled": ("Failed", "Degraded"),
+        "pulling: Ready": ("Current", "Healthy"),
+        "ready: spec changed, not yet observed": ("InProgress", "Progressing"),
+        "pulling: deleted, finalizer held": ("Terminating", "Progressing"),
+        "ready: new spec Ready": ("Current", "Healthy"),
+    }, "\n".join(f"{stage}: {v}" for stage, v in seen.items())
+    # Helm 4 fails with kstatus's message for a Failed resource: it must be our Stalled message.
+    stalled_message = seen["stalled: Stalled"][1]
+    assert stalled_message == condition(stalled, "Stalled")["message"]
