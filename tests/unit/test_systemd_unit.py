@@ -26,7 +26,7 @@ def test_the_unit_limits_file_descriptors_well_above_the_connection_cap() -> Non
 
 def test_every_hardening_option_the_readme_names_is_set_in_the_unit() -> None:
     readme = (SYSTEMD / "README.md").read_text()
-    hardening = readme.split("## Hardening", 1)[1].split("Options built on mount namespaces", 1)[0]
+    hardening = readme.split("## Hardening", 1)[1].split("Options built on mount", 1)[0]
     named = set(re.findall(r"`([A-Z][A-Za-z]+)(?:=[^`]*)?`", hardening))
     named |= {"SystemCallFilter"} if "system call filter" in hardening else set()
     service = service_section()
