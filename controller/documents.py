@@ -1,12 +1,14 @@
-"""Loading LocalModels from YAML files: LocalModel documents and docker-agent configurations.
+"""Loading LocalModels from YAML files: LocalModel documents, docker-agent configurations, Compose files.
 
-Two input forms are understood:
+Three input forms are understood:
 
 - LocalModel documents (`apiVersion: localmodel.io/v1alpha1`, `kind: LocalModel`), several per
   file separated by `---`, or inside a `kind: List` (what `kubectl get -o yaml` prints);
 - docker-agent configurations: `models: <name>: {provider: dmr, model: ..., provider_opts: ...}`
-  entries and `agents: <name>: {model: dmr/<ref>}` inline references. Each dmr model becomes a
-  LocalModel with the same settings; other providers are skipped with a note.
+  entries and `dmr/<ref>` references from agents and RAG sources (controller/agentfile.py). Each dmr
+  model becomes a LocalModel per mode it is used in; other providers are skipped with a note;
+- Compose files (`compose.yaml`, `docker-compose.yml`, ...): one LocalModel per entry of the
+  top-level `models:` element (controller/compose.py).
 
 Other documents (a ConfigMap next to the LocalModels in a GitOps directory) are skipped with a
 note. Every problem is reported with the file and the line of the offending field, not raised;
@@ -24,10 +26,11 @@ from typing import Any
 
 import yaml
 
+from controller.agentfile import load_agent_config
+from controller.agentfile import name_for_ref as name_for_ref  # re-exported
+from controller.agentfile import split_runtime_flags as split_runtime_flags  # re-exported
 from controller.compose import is_compose_file, load_compose
-from controller.durations import FOREVER, DurationError, parse_go_duration
 from controller.inputs import MAX_FILE_BYTES, ReadError, read_text, scan
-from controller.refs import canonical_ref
 from controller.spec import (
     API_VERSION,
     KIND,
@@ -35,54 +38,12 @@ from controller.spec import (
     SpecError,
     SpecInvalid,
     describe,
-    did_you_mean,
-    dns_name,
     format_path,
     parse_localmodel,
 )
 
 Loc = tuple[Any, ...]
 Translate = Callable[[Loc], Loc]
-
-DMR_PROVIDER = "dmr"
-
-# docker-agent `provider_opts` keys (dmr provider) -> LocalModel spec field path.
-PROVIDER_OPTS: dict[str, tuple[str, ...]] = {
-    "context_size": ("contextSize",),
-    "runtime_flags": ("runtimeFlags",),
-    "raw_runtime_flags": ("rawRuntimeFlags",),
-    "keep_alive": ("keepAlive",),
-    "mode": ("mode",),
-    "gpu_memory_utilization": ("vllm", "gpuMemoryUtilization"),
-    "hf_overrides": ("vllm", "hfOverrides"),
-    "speculative_draft_model": ("speculative", "draftModel"),
-    "speculative_num_tokens": ("speculative", "numTokens"),
-    "speculative_acceptance_rate": ("speculative", "acceptanceRate"),
-}
-# docker-agent model-entry keys -> LocalModel spec field path (the rest are client-side settings).
-ENTRY_FIELDS: dict[str, tuple[str, ...]] = {
-    "model": ("model",),
-    "thinking_budget": ("thinkingBudget",),
-}
-# provider_opts keys that docker-agent itself uses on the client side.
-CLIENT_OPTS = ("supports_images", "supports_pdf")
-# Model-entry keys that docker-agent applies per request or on the client side.
-CLIENT_ENTRY_KEYS = (
-    "temperature",
-    "top_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "parallel_tool_calls",
-    "token_key",
-    "track_usage",
-    "routing",
-)
-ENTRY_KEYS = ("provider", "model", "thinking_budget", "provider_opts", "max_tokens", "base_url", *CLIENT_ENTRY_KEYS)
-
-_SPEC_TO_AGENT: dict[tuple[str, ...], tuple[str, ...]] = {
-    **{path: (key,) for key, path in ENTRY_FIELDS.items()},
-    **{path: ("provider_opts", key) for key, path in PROVIDER_OPTS.items()},
-}
 
 # Bounds on what one YAML stream may make us build (see _Loader).
 MAX_DEPTH = 64  # nesting of mappings and sequences
@@ -501,7 +462,7 @@ def _load_document(doc: _Document, data: Any) -> None:
     elif "kind" in data or "apiVersion" in data:
         doc.note((), f"skipped: not a LocalModel (kind {kind!r}, apiVersion {api_version!r})")
     elif "models" in data or "agents" in data:
-        _load_agent_config(doc, data)
+        load_agent_config(doc, data)
     else:
         doc.note((), "skipped: neither a LocalModel nor a docker-agent configuration (no kind, models or agents)")
 
@@ -515,195 +476,6 @@ def _is_localmodel(kind: object, api_version: object) -> bool:
 
 def _show(item: object) -> str:
     return repr(item.get("kind")) if isinstance(item, Mapping) else describe(item)
-
-
-# --------------------------------------------------------------------------------------------
-# docker-agent configurations
-
-
-def _load_agent_config(doc: _Document, data: Mapping[Any, Any]) -> None:
-    models = data.get("models")
-    agents = data.get("agents")
-    for key, value in (("models", models), ("agents", agents)):
-        if value is not None and not isinstance(value, Mapping):
-            doc.error((key,), f"must be a mapping of names to settings, got {describe(value)}")
-    taken: set[str] = set()
-    refs: dict[str, str] = {}  # canonical model ref -> LocalModel name, for dmr entries of this file
-    if isinstance(models, Mapping):
-        for key, entry in models.items():
-            _load_model_entry(doc, key, entry, taken, refs)
-    if isinstance(agents, Mapping):
-        named = set(models) if isinstance(models, Mapping) else set()
-        for agent, settings in agents.items():
-            for loc, ref in _agent_refs(doc, agent, settings):
-                _load_inline_ref(doc, loc, ref, named, taken, refs)
-
-
-def _load_model_entry(doc: _Document, key: Any, entry: Any, taken: set[str], refs: dict[str, str]) -> None:
-    base: Loc = ("models", key)
-    if isinstance(entry, str):  # docker-agent's shorthand: provider/model
-        provider, _, model = entry.partition("/")
-        entry = {"provider": provider, "model": model}
-    if not isinstance(entry, Mapping):
-        doc.error(base, f"must be a mapping with provider and model, got {describe(entry)}")
-        return
-    provider = entry.get("provider")
-    if provider is None:
-        doc.error(base, "provider is required: add provider: dmr (entries of other providers are skipped)")
-        return
-    if provider != DMR_PROVIDER:
-        doc.note(base, f"skipped: provider {provider!r} is not dmr (Docker Model Runner)")
-        return
-    name = _unique(doc, base, dns_name(str(key)), taken)
-    if isinstance(entry.get("model"), str):
-        refs.setdefault(canonical_ref(entry["model"]), name)  # even if invalid: agents' refs mean this entry
-    spec = _entry_spec(doc, base, entry, name)
-    model = doc.parse(_localmodel(name, spec), base, _translator(base))
-    if model is not None:
-        doc.add(model, base)
-
-
-def _entry_spec(doc: _Document, base: Loc, entry: Mapping[Any, Any], name: str) -> dict[str, Any]:
-    """The LocalModel spec for a docker-agent model entry; unknown keys are errors, client-side ones notes."""
-    spec: dict[str, Any] = {}
-    client_keys: list[str] = []
-    for key, value in entry.items():
-        if key in ENTRY_FIELDS:
-            _put(spec, ENTRY_FIELDS[key], value)
-        elif key == "max_tokens":
-            doc.note(
-                (*base, key),
-                "max_tokens is a per-request limit; not an engine setting "
-                "(use provider_opts.context_size for the context window)",
-            )
-        elif key == "base_url":
-            doc.note((*base, key), "base_url ignored: use --engine to say where the engine is")
-        elif key in CLIENT_ENTRY_KEYS:
-            client_keys.append(key)
-        elif key not in ("provider", "provider_opts"):
-            hint = did_you_mean(key, ENTRY_KEYS)
-            doc.error(
-                (*base, key),
-                f"unknown field {key!r}"
-                + (f"; did you mean {hint}?" if hint else f"; known fields: {', '.join(ENTRY_KEYS)}"),
-                name,
-            )
-    if client_keys:
-        doc.note(base, f"{', '.join(client_keys)}: applied by docker-agent per request; not engine settings")
-    opts = entry.get("provider_opts")
-    if opts is not None and not isinstance(opts, Mapping):
-        doc.error((*base, "provider_opts"), f"must be a mapping, got {describe(opts)}", name)
-    elif opts:
-        _provider_opts(doc, (*base, "provider_opts"), opts, spec, name)
-    return spec
-
-
-def _provider_opts(doc: _Document, base: Loc, opts: Mapping[Any, Any], spec: dict[str, Any], name: str) -> None:
-    known = (*PROVIDER_OPTS, "base_url", *CLIENT_OPTS)
-    for key, value in opts.items():
-        if key in PROVIDER_OPTS:
-            if key == "runtime_flags" and isinstance(value, str):
-                value = split_runtime_flags(value)
-            elif key == "keep_alive" and _negative_duration(value):
-                doc.note(
-                    (*base, key),
-                    f"{value} is negative: the engine keeps the model loaded for good, as with -1 "
-                    "(write -1 to say so); applied as -1",
-                )
-                value = FOREVER
-            _put(spec, PROVIDER_OPTS[key], value)
-        elif key == "base_url":
-            doc.note((*base, key), "base_url ignored: use --engine to say where the engine is")
-        elif key in CLIENT_OPTS:
-            doc.note((*base, key), f"{key} is a docker-agent client setting; not an engine setting")
-        else:
-            hint = did_you_mean(key, known)
-            doc.error(
-                (*base, key),
-                f"unknown provider_opts key {key!r}"
-                + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(known)}"),
-                name,
-            )
-
-
-def _agent_refs(doc: _Document, agent: Any, settings: Any) -> list[tuple[Loc, str]]:
-    """Model references of an agent (`model: a,b` and `fallback.models`), with their locations."""
-    if not isinstance(settings, Mapping):
-        return []
-    found: list[tuple[Loc, str]] = []
-    model = settings.get("model")
-    if isinstance(model, str):
-        found += [(("agents", agent, "model"), ref.strip()) for ref in model.split(",") if ref.strip()]
-    fallback = settings.get("fallback")
-    if isinstance(fallback, Mapping) and isinstance(fallback.get("models"), list):
-        for i, ref in enumerate(fallback["models"]):
-            if isinstance(ref, str) and ref.strip():
-                found.append((("agents", agent, "fallback", "models", i), ref.strip()))
-    return found
-
-
-def _load_inline_ref(
-    doc: _Document, loc: Loc, ref: str, named: set[Any], taken: set[str], refs: dict[str, str]
-) -> None:
-    if ref in named:
-        return  # an entry of models:, loaded above
-    provider, slash, model = ref.partition("/")
-    if not slash:
-        doc.note(loc, f"skipped: {ref!r} is neither an entry of models: nor a provider/model reference")
-        return
-    if provider != DMR_PROVIDER:
-        doc.note(loc, f"skipped: provider {provider!r} is not dmr (Docker Model Runner)")
-        return
-    canonical = canonical_ref(model)
-    if canonical in refs:
-        return  # the same model is already declared in this file
-    name = _unique(doc, loc, name_for_ref(model), taken)
-    parsed = doc.parse(_localmodel(name, {"model": model}), loc, lambda _loc: loc)
-    if parsed is not None:
-        doc.add(parsed, loc)
-        refs[canonical] = name
-
-
-def name_for_ref(ref: str) -> str:
-    """A LocalModel name for a model reference: `ai/qwen3:14B` -> `qwen3-14b`, `ai/smollm2` -> `smollm2`."""
-    last = ref.rsplit("/", 1)[-1].split("@", 1)[0]
-    repo, _, tag = last.partition(":")
-    return dns_name(repo if tag in ("", "latest") else f"{repo}-{tag}")
-
-
-def _unique(doc: _Document, loc: Loc, name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name[: 253 - len(str(n)) - 1]}-{n}"
-    if candidate != name:
-        doc.note(loc, f"name {name!r} is already used in this file; this LocalModel is named {candidate!r}")
-    taken.add(candidate)
-    return candidate
-
-
-def _localmodel(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
-
-
-def _put(spec: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    target = spec
-    for part in path[:-1]:
-        target = target.setdefault(part, {})
-    target[path[-1]] = value
-
-
-def _translator(base: Loc) -> Translate:
-    """Maps a LocalModel error location (`spec.vllm.hfOverrides.x`) to the docker-agent file's own keys."""
-
-    def translate(loc: Loc) -> Loc:
-        rest = loc[1:] if loc[:1] == ("spec",) else ()
-        for n in range(len(rest), 0, -1):
-            if rest[:n] in _SPEC_TO_AGENT:
-                return (*base, *_SPEC_TO_AGENT[rest[:n]], *rest[n:])
-        return (*base, "provider_opts") if rest else base
-
-    return translate
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,18 +526,3 @@ def load_paths(paths: Iterable[str | os.PathLike[str]], *, limit: int = MAX_FILE
                 seen.add(resolved)
                 result.merge(load_file(file, limit=limit))
     return result
-
-
-def _negative_duration(value: object) -> bool:
-    """A Go duration below zero other than -1 (docker-agent accepts any; DMR reads every negative one as never)."""
-    if not isinstance(value, str) or value.strip() == FOREVER:
-        return False
-    try:
-        return parse_go_duration(value.strip()) < 0
-    except DurationError:
-        return False
-
-
-def split_runtime_flags(text: str) -> list[str]:
-    """docker-agent's split of a runtime_flags string: on whitespace and commas."""
-    return re.split(r"[\s,]+", text.strip()) if text.strip() else []
