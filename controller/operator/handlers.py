@@ -107,6 +107,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.operator = await build_operator(config, memo.kube, metrics=memo.metrics, post_event=post_event)
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None
+        memo.health.problems = memo.operator.problems
         memo.health.ready = True
 
     @kopf.on.cleanup(registry=registry, id="close")

@@ -1,12 +1,15 @@
 """Prometheus metrics and the probe endpoints, served on one port (`--health-addr`, default `:8080`):
 
 /healthz   200 while the event loop answers (liveness)
-/readyz    200 once the operator has started (engines resolved, API server reachable), else 503
+/readyz    200 once the operator has started (engines resolved, API server reachable) and while the API
+           server grants it every permission it used; else 503 with what is missing (`missing permission:
+           patch localmodels/status (localmodel.io) in namespace ns (grant it ...)`)
 /metrics   Prometheus text format
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -47,8 +50,14 @@ class Metrics:
         self.models = Gauge(f"{NAMESPACE}_models", "LocalModels this process reconciles", registry=r)
         self.status_writes = Counter(
             f"{NAMESPACE}_status_writes",
-            "Status writes, by result (written, unchanged, conflict, progress: a pull-progress write during a pass)",
+            "Status writes, by result (written, unchanged, conflict, forbidden, progress: a pull-progress write)",
             ["result"],
+            registry=r,
+        )
+        self.permission_denied = Gauge(
+            f"{NAMESPACE}_permission_denied",
+            "1 while the API server refuses this process a permission it needs (verb, resource)",
+            ["verb", "resource"],
             registry=r,
         )
         self.finalizations = Counter(
@@ -67,6 +76,7 @@ class HealthServer:
         self.host = host
         self.port = port
         self.ready = False
+        self.problems: Callable[[], list[str]] = list  # what fails /readyz once started (missing permissions)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -90,9 +100,12 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="starting\n")
+        if not self.ready:
+            return web.Response(status=503, text="starting\n")
+        problems = self.problems()
+        if problems:
+            return web.Response(status=503, text="".join(f"{problem}\n" for problem in problems))
+        return web.Response(text="ok\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

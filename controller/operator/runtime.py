@@ -25,7 +25,7 @@ from controller.logs import log_event
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
-from controller.operator.kube import Conflict, Gone, KubeClient, KubeError, node_labels
+from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission, node_labels
 from controller.operator.metrics import Metrics
 from controller.operator.statuses import (
     StatusUpdate,
@@ -52,6 +52,11 @@ STATUS_RETRY_SECONDS = 10.0  # when the status could not be written for another 
 # at most for the watch to show the object with the finalizer (a write with the resourceVersion from
 # before the finalizer answers 409 and costs a GET and a second apply).
 FINALIZER_WAIT_SECONDS = 5.0
+# A status write refused for a missing permission (RBAC): each object retries with a backoff that grows
+# to this cap, and one SelfSubjectAccessReview per missing permission every PERMISSION_RECHECK_SECONDS
+# wakes them all as soon as the permission is granted again.
+FORBIDDEN_RETRY_MAX_SECONDS = 300.0
+PERMISSION_RECHECK_SECONDS = 5.0
 
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
 
@@ -77,6 +82,8 @@ class ObjectState:
     invalid_reported: int | None = None  # the generation whose InvalidSpec event was posted
     progress: PassProgress | None = None  # the running pass's pull progress
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set on every watch event of the object
+    forbidden: int = 0  # status writes refused in a row for a missing permission
+    held_events: list[tuple[str, str, str]] | None = None  # the running pass's Normal events (kind, reason, message)
 
 
 @dataclass
@@ -133,6 +140,8 @@ class Operator:
         self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
         self._claims: dict[str, Claim] = {}
         self._ready: dict[str, bool] = {}
+        self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
+        self._permission_check: asyncio.Task[None] | None = None
         self.closed = False
 
     def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
@@ -147,6 +156,10 @@ class Operator:
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop starting passes, let the running ones finish (up to `grace` seconds), close the clients."""
         self.closed = True
+        if self._permission_check is not None:
+            self._permission_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._permission_check
 
         async def drain() -> None:
             for _ in range(self.config.worker_limit):
@@ -188,15 +201,28 @@ class Operator:
             with self.metrics.duration.time():
                 targets = self.targets(obj)
                 state.progress = PassProgress(obj)
+                state.held_events = []
                 try:
                     statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
                 finally:
                     await self._stop_progress(state)
                 if live:
                     obj = await self._with_finalizer(obj, body, state)
-                update = await self._publish(obj, statuses, targeted=bool(targets))
+                try:
+                    update = await self._publish(obj, statuses, targeted=bool(targets), state=state)
+                finally:
+                    held, state.held_events = state.held_events or [], None
+                # The pass's Normal events ("applied and verified") go out once its status is written: an
+                # operator that cannot write status must not look healthy (the Warning says why instead).
+                if state.forbidden:
+                    log.debug("%s: %d Normal events not posted (status not written)", key, len(held))
+                else:
+                    for kind, reason, message in held:
+                        self._post_event(obj, kind, reason, message)
         state.last_pass_end = self._monotonic()
-        if update is None:
+        if state.forbidden:
+            requeue = min(STATUS_RETRY_SECONDS * 2 ** (state.forbidden - 1), FORBIDDEN_RETRY_MAX_SECONDS)
+        elif update is None:
             requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
         else:
             self._ready[meta["uid"]] = update.ready
@@ -284,7 +310,7 @@ class Operator:
         return fresh
 
     async def _publish(
-        self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool
+        self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool, state: ObjectState | None = None
     ) -> StatusUpdate | None:
         """Write the status if it differs from what the object holds; None if it could not be written."""
         meta = obj["metadata"]
@@ -317,7 +343,13 @@ class Operator:
                     resource_version=current["metadata"].get("resourceVersion"),
                 )
                 self.metrics.status_writes.labels("written").inc()
+                if state is not None and state.forbidden:
+                    self._permission_granted(obj, state)
                 return update
+            except Forbidden as exc:
+                self.metrics.status_writes.labels("forbidden").inc()
+                self._permission_refused(obj, exc, state)
+                return None
             except Conflict as exc:
                 log.debug("status of %s not written (%s); re-reading the object", object_key(obj), exc)
                 self.metrics.status_writes.labels("conflict").inc()
@@ -335,6 +367,67 @@ class Operator:
                 return None
         log.warning("status of %s kept changing under us; trying again on the next pass", object_key(obj))
         return None
+
+    # ---- permissions ---------------------------------------------------------------------------
+
+    def _permission_refused(self, obj: Mapping[str, Any], exc: Forbidden, state: ObjectState | None) -> None:
+        """A status write answered 403: a Warning event on the object (once until it is written again),
+        /readyz failing with the permission named, one log line per missing permission, and a check that
+        wakes every object once the permission is back."""
+        permission = Permission(exc.verb, exc.group, exc.resource, exc.namespace)
+        fix = (
+            f"the operator's account may not {exc.permission}: grant it (the ClusterRole localmodel-operator "
+            f"of deploy/kustomize/base/rbac.yaml, or the Helm chart's); the status is written once it can"
+        )
+        if permission not in self.missing:
+            self.missing[permission] = exc.permission
+            log_event(log, "PermissionDenied", f"{fix} ({exc})", level=logging.ERROR, model=object_key(obj))
+            self.metrics.permission_denied.labels(exc.verb, exc.resource).set(1)
+        if state is not None:
+            if not state.forbidden:
+                self._post_event(obj, "Warning", "StatusWriteForbidden", fix)
+            state.forbidden += 1
+        if self._permission_check is None or self._permission_check.done():
+            self._permission_check = asyncio.create_task(self._recheck_permissions())
+
+    def _permission_granted(self, obj: Mapping[str, Any], state: ObjectState) -> None:
+        state.forbidden = 0
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        for permission in [p for p in self.missing if p.namespace in (namespace, None)]:
+            self._clear_permission(permission)
+
+    def _clear_permission(self, permission: Permission) -> None:
+        if self.missing.pop(permission, None) is None:
+            return
+        log_event(
+            log, "PermissionGranted", f"{permission.verb} {permission.resource} is allowed again", level=logging.INFO
+        )
+        if not any(p.verb == permission.verb and p.resource == permission.resource for p in self.missing):
+            self.metrics.permission_denied.labels(permission.verb, permission.resource).set(0)
+
+    async def _recheck_permissions(self) -> None:
+        """While permissions are missing, ask the API server every few seconds whether they are back,
+        and wake the objects whose status could not be written as soon as one is."""
+        while self.missing and not self.closed:
+            await self._sleep(PERMISSION_RECHECK_SECONDS)
+            for permission in list(self.missing):
+                try:
+                    allowed = await self.kube.allowed(permission)
+                except KubeError as exc:
+                    log.debug("cannot check %s: %s", permission, exc)
+                    continue
+                if allowed:
+                    self._clear_permission(permission)
+                    for state in self._states.values():
+                        if state.forbidden:
+                            state.wake.set()
+
+    def problems(self) -> list[str]:
+        """What keeps this operator from working, for /readyz."""
+        return [
+            f"missing permission: {what} (grant it to the operator's account: ClusterRole localmodel-operator)"
+            for what in self.missing.values()
+        ]
 
     def _engine_progress(self, key: str, status: EngineStatus) -> None:
         """A pull reported progress: write it soon (now, if the last progress write is old enough)."""
@@ -578,6 +671,10 @@ class Operator:
         if obj is not None:
             if len(self.engines) > 1 and engine not in message:
                 message = f"engine {engine}: {message}"
+            state = self._states.get(obj["metadata"].get("uid", ""))
+            if kind == "Normal" and state is not None and state.held_events is not None:
+                state.held_events.append((kind, reason, message))  # posted once the pass's status is written
+                return
             self._post_event(obj, kind, reason, message)
 
 

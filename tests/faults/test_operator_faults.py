@@ -3,6 +3,8 @@ etcd (tests/support/peers.py), with emulated engines (`localmodel emulator` proc
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import pytest
 
 from tests.faults.helpers import metric
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
-from tests.support.peers import KubeAPIServer, wait_until
+from tests.support.kube import KubeApi, deploy_rbac_for_user, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.peers import KubeAPIServer, apply_manifest, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers, pytest.mark.faults]
 
@@ -105,3 +107,48 @@ def test_the_first_status_write_of_a_new_object_does_not_conflict(
         written = metric(op.health_url, WRITES, result="written")
     assert written >= len(names)
     assert conflicts == 0, f"{conflicts} of {written} status writes answered 409"
+
+
+@contextlib.contextmanager
+def without_status_permission(cluster: KubeAPIServer) -> Iterator[None]:
+    """The deploy/ ClusterRole without `patch` on localmodels/status, restored afterwards."""
+    docs = deploy_rbac_for_user(cluster.operator_user)
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    reduced = copy.deepcopy(role)
+    reduced["rules"] = [r for r in reduced["rules"] if "localmodels/status" not in r.get("resources", [])]
+    with cluster.http() as http:
+        http.put(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}", json=reduced)
+    try:
+        yield
+    finally:
+        apply_manifest(cluster.admin_kubeconfig, role)
+
+
+def test_a_missing_status_permission_is_visible_and_heals_when_granted(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    ns = kube_namespace
+    with operator_process(localmodel_cluster, *operator_args(engine, ns), workdir=tmp_path) as op:
+        with without_status_permission(localmodel_cluster):
+            assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
+            wait_until(
+                "StatusWriteForbidden event",
+                lambda: any(e["reason"] == "StatusWriteForbidden" for e in api.events(ns, "smol")),
+                30,
+                [op.proc],
+            )
+            readyz = httpx.get(op.health_url + "/readyz", timeout=5)
+            assert readyz.status_code == 503
+            assert f"missing permission: patch localmodels/status (localmodel.io) in namespace {ns}" in readyz.text
+            events = api.events(ns, "smol")
+            assert [e["type"] for e in events] == ["Warning"], events  # no Normal "applied and verified"
+            assert "grant it" in events[0]["message"]
+            assert not ((api.get(ns, "smol") or {}).get("status") or {}).get("conditions")
+        # Granted again: the object is Ready within seconds (not after a 5-minute backoff), /readyz is 200.
+        api.wait_ready(ns, "smol", [op.proc], timeout=30)
+        wait_until("/readyz 200", lambda: httpx.get(op.health_url + "/readyz", timeout=5).status_code == 200, 10)
+        assert metric(op.health_url, WRITES, result="forbidden") <= 3  # backoff, not a write every 10 s

@@ -7,7 +7,10 @@ import asyncio
 from typing import Any
 
 from controller.emulator import RunningEmulator
+from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef
+from controller.operator.kube import Forbidden, Permission
+from controller.operator.runtime import Operator
 from tests.unit.test_operator_runtime import Events, FakeKube, central, emu  # noqa: F401
 
 FINALIZER = "localmodel.io/finalizer"
@@ -53,4 +56,68 @@ async def test_a_pass_that_ends_before_the_finalizer_event_waits_for_it(emu: Run
     await task
     assert operator.metrics.status_writes.labels("conflict")._value.get() == 0
     assert len(kube.writes) == 1
+    await operator.aclose()
+
+
+class ForbiddingKube(FakeKube):
+    """An API server whose RBAC refuses `patch localmodels/status` until `grant()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.granted = False
+        self.reviews = 0
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if not self.granted:
+            raise Forbidden(
+                403,
+                f'localmodels.localmodel.io "{name}" is forbidden: User "op" cannot patch "localmodels/status"',
+                verb="patch",
+                group="localmodel.io",
+                resource="localmodels/status",
+                namespace=namespace,
+            )
+        return await super().apply_status(namespace, name, status, **kw)
+
+    async def allowed(self, permission: Permission) -> bool:
+        self.reviews += 1
+        return self.granted
+
+
+async def test_a_missing_status_permission_is_a_warning_a_failing_readyz_and_a_capped_backoff(
+    emu: RunningEmulator,  # noqa: F811
+) -> None:
+    kube, events = ForbiddingKube(), Events()
+    sleeps: list[float] = []
+    recheck = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the permission re-check waits here until the test says
+        sleeps.append(seconds)
+        await recheck.wait()
+        recheck.clear()
+
+    operator = Operator(OperatorConfig(), kube, [EngineRef("emu", emu.url)], post_event=events, sleep=sleep)  # type: ignore[arg-type]
+    body = kube.create("smol", {"model": "ai/smollm2", "contextSize": 8192})
+    delays = [await operator.reconcile_object(kube.get("smol")) for _ in range(7)]
+    assert delays == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]  # capped, not every 10 s forever
+    # One Warning naming the permission; no Normal "applied and verified" event that looks like success.
+    assert events.reasons() == ["StatusWriteForbidden"]
+    assert "patch localmodels/status (localmodel.io) in namespace ns" in events[0][3]
+    assert operator.problems()[0].startswith(
+        "missing permission: patch localmodels/status (localmodel.io) in namespace ns"
+    )
+    assert operator.metrics.permission_denied.labels("patch", "localmodels/status")._value.get() == 1
+
+    kube.granted = True  # the permission is restored: the re-check wakes the object at once
+    state = operator.state(body["metadata"]["uid"])
+    recheck.set()
+    for _ in range(100):
+        await asyncio.sleep(0.001)
+        if state.wake.is_set():
+            break
+    assert state.wake.is_set()
+    assert operator.problems() == []
+    assert await operator.reconcile_object(kube.get("smol")) is None
+    assert kube.get("smol")["status"]["engines"][0]["ready"] is True
+    assert operator.metrics.permission_denied.labels("patch", "localmodels/status")._value.get() == 0
     await operator.aclose()
