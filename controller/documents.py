@@ -87,10 +87,6 @@ class LoadResult:
     def models(self) -> list[LocalModel]:
         return [item.model for item in self.sourced]
 
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
     def source_of(self, model: LocalModel) -> ModelSource | None:
         for item in self.sourced:
             if item.model is model:

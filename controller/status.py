@@ -43,7 +43,6 @@ class Reason(StrEnum):
     PENDING = "Pending"
     PULLING = "Pulling"
     CONFIGURING = "Configuring"
-    LOADING = "Loading"
     DRIFT_REPAIRED = "DriftRepaired"
     ENGINE_UNREACHABLE = "EngineUnreachable"
     RUNNER_BUSY = "RunnerBusy"

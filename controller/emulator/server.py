@@ -52,8 +52,7 @@ async def running_emulator(host: str = "127.0.0.1", port: int = 0, **options: An
 class EmulatorThread:
     """An emulator on its own event loop in a daemon thread, for synchronous code and process-level tests.
 
-    `state` belongs to the emulator's loop: read it freely, but change it through the control API
-    (or `call(fn, *args)`, which runs `fn` on the emulator's loop and returns its result).
+    `state` belongs to the emulator's loop: read it freely, but change it through the control API.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
@@ -71,12 +70,6 @@ class EmulatorThread:
         self._runner, self.url = future.result(timeout=30)
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        async def run() -> Any:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
         if self._runner is not None:

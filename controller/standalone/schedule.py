@@ -48,9 +48,6 @@ class Schedule:
     def __contains__(self, name: object) -> bool:
         return name in self._due
 
-    def names(self) -> list[str]:
-        return list(self._due)
-
     def when(self, name: str) -> float | None:
         return self._due.get(name)
 

@@ -742,7 +742,7 @@ def test_emulator_thread_serves_synchronous_code() -> None:
     with emulator_thread(preload_models=["ai/smollm2"]) as emu:
         response = httpx.post(emu.url + "/engines/_configure", json={"model": "ai/smollm2", "context-size": 1024})
         assert response.status_code == 202
-        assert emu.call(lambda: len(emu.state.config_entries())) == 1
+        assert len(emu.state.config_entries()) == 1
 
 
 def test_catalog_file_entries_and_errors(tmp_path: Any) -> None:
