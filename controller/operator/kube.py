@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,32 @@ class Conflict(KubeError):
 
 class Gone(KubeError):
     """404: the object does not exist (any more)."""
+
+
+class Forbidden(KubeError):
+    """403: this process's account lacks a permission. `verb`, `resource` (`localmodels/status`),
+    `group` and `namespace` name it, for the Warning event and /readyz."""
+
+    def __init__(self, status: int, message: str, *, verb: str, group: str, resource: str, namespace: str | None):
+        super().__init__(status, message)
+        self.verb, self.group, self.resource, self.namespace = verb, group, resource, namespace
+
+    @property
+    def permission(self) -> str:
+        """`patch localmodels/status (localmodel.io) in namespace ns`."""
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        group = f" ({self.group})" if self.group else ""
+        return f"{self.verb} {self.resource}{group}{where}"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One verb on one resource: what a SelfSubjectAccessReview asks."""
+
+    verb: str
+    group: str
+    resource: str  # with its subresource: `localmodels/status`
+    namespace: str | None = None
 
 
 class KubeClient:
@@ -96,6 +123,7 @@ class KubeClient:
             content=json.dumps(body),
             params={"fieldManager": field_manager, "force": "true"},
             headers={"Content-Type": APPLY_CONTENT_TYPE},
+            permission=Permission("patch", GROUP, f"{PLURAL}/status", namespace),
         )
 
     async def remove_engine_entries(
@@ -114,6 +142,7 @@ class KubeClient:
             _localmodel_path(namespace, name) + "/status",
             content=json.dumps(ops),
             headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
+            permission=Permission("patch", GROUP, f"{PLURAL}/status", namespace),
         )
 
     async def remove_finalizers(
@@ -142,9 +171,35 @@ class KubeClient:
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
 
+    # ---- permissions ---------------------------------------------------------------------------
+
+    async def allowed(self, permission: Permission) -> bool:
+        """Whether this account has `permission` (a SelfSubjectAccessReview, which every authenticated
+        account may create)."""
+        resource, _, subresource = permission.resource.partition("/")
+        attributes: dict[str, Any] = {"verb": permission.verb, "group": permission.group, "resource": resource}
+        if subresource:
+            attributes["subresource"] = subresource
+        if permission.namespace:
+            attributes["namespace"] = permission.namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = await self._request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            content=json.dumps(review),
+            headers={"Content-Type": "application/json"},
+        )
+        return (answer.get("status") or {}).get("allowed") is True
+
     # ---- plumbing ------------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, *, permission: Permission | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         headers = dict(kwargs.pop("headers", {}) or {})
         token = self._token()
         if token:
@@ -156,6 +211,15 @@ class KubeClient:
             raise KubeError(0, f"{method} {path}: {exc!r}") from exc
         if response.status_code >= 400:
             message = _api_message(response)
+            if response.status_code == 403 and permission is not None:
+                raise Forbidden(
+                    403,
+                    f"{method} {path}: {message}",
+                    verb=permission.verb,
+                    group=permission.group,
+                    resource=permission.resource,
+                    namespace=permission.namespace,
+                )
             error = {409: Conflict, 404: Gone}.get(response.status_code, KubeError)
             raise error(response.status_code, f"{method} {path}: {message}")
         return response.json() if response.content else {}
