@@ -457,7 +457,7 @@ def test_examples_validate(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(EXAMPLES)]) == 0
     out, err = capsys.readouterr()
     assert out == ""
-    assert "7 LocalModels valid in 6 files" in err
+    assert "12 LocalModels valid in 8 files" in err
 
 
 def test_examples_have_no_conflicting_model_and_mode() -> None:
