@@ -15,7 +15,9 @@ from typing import Any
 
 from controller import wire
 from controller.desired import ConfigureRequest, RenderError, render_configure
+from controller.engine import capabilities as caps
 from controller.engine import compare
+from controller.engine.capabilities import Capabilities
 from controller.engine.compare import config_differences
 from controller.engine.errors import EngineError
 from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
@@ -36,10 +38,11 @@ class Observation:
     configs: tuple[StoredConfig, ...] = ()
     runners: tuple[RunnerInfo, ...] = ()
     error: EngineError | None = None  # set when the engine could not be observed
+    capabilities: Capabilities | None = None  # what the engine's release keeps (None: not detected, assume all)
 
     def with_model(self, info: ModelInfo) -> Observation:
         others = tuple(m for m in self.models if m.id != info.id)
-        return Observation(self.engine, others + (info,), self.configs, self.runners, self.error)
+        return Observation(self.engine, others + (info,), self.configs, self.runners, self.error, self.capabilities)
 
     def find_model(self, ref: str) -> ModelInfo | None:
         """`find_model(self.models, ref)` in O(1): a drift pass plans every model against one observation."""
@@ -203,6 +206,10 @@ def plan_model(
         request = render_configure(spec, backend)
     except RenderError as exc:
         return Plan(blocked=Blocked(Reason.BACKEND_MISMATCH, str(exc)), model=model, backend=backend)
+    fitted, unsupported = fit_to_engine(spec, request, observation.capabilities)
+    if fitted is None:
+        return Plan(blocked=unsupported, model=model, backend=backend)
+    request = fitted
     mode = effective_mode(spec)
     stored = observation.find_config(model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
@@ -240,7 +247,30 @@ def plan_model(
     # preload request, which also reports a load failure that the background load only logs.
     if (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec)):
         return replace(base, actions=(Preload(spec.model, request.backend, mode),))
-    return base
+    # Everything the engine can keep is in place; what it cannot is a permanent condition, not a retry.
+    return base if unsupported is None else replace(base, blocked=unsupported)
+
+
+def fit_to_engine(
+    spec: LocalModelSpec, request: ConfigureRequest, capabilities: Capabilities | None
+) -> tuple[ConfigureRequest | None, Blocked | None]:
+    """What to send to an engine of these capabilities, and what to report about the rest (pure).
+
+    A field the engine's release cannot keep is left out of the request (the engine would drop it
+    silently, or refuse the whole body), so every other field is still applied and verified; the
+    returned Blocked (EngineUnsupported, not retryable) names the field, the engine's release and the
+    first release that has it. A request of None means nothing can be sent at all (a mode the engine
+    refuses to decode). Without capabilities (not detected) the request is sent as it is."""
+    if capabilities is None:
+        return request, None
+    if spec.mode == wire.IMAGE_GENERATION and not capabilities.has(caps.IMAGE_GENERATION):
+        return None, Blocked(Reason.ENGINE_UNSUPPORTED, capabilities.unsupported(caps.IMAGE_GENERATION))
+    if wire.KEEP_ALIVE in request.body and not capabilities.has(caps.KEEP_ALIVE):
+        body = {key: value for key, value in request.body.items() if key != wire.KEEP_ALIVE}
+        note = f"keepAlive not sent: model-runner {capabilities.release} does not keep it"
+        fitted = replace(request, body=body, notes=(*request.notes, note))
+        return fitted, Blocked(Reason.ENGINE_UNSUPPORTED, capabilities.unsupported(caps.KEEP_ALIVE))
+    return request, None
 
 
 def _keep_resident(spec: LocalModelSpec) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.engine.capabilities import Capabilities, detect
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
 from controller.engine.errors import EngineError, EngineRejected, NotFound, PullFailed, RunnerBusy
@@ -117,6 +118,9 @@ class EngineReconciler:
         self._on_progress = on_progress or (lambda *_: None)
         self._preload_timeout = preload_timeout
         self._memory: dict[str, _Memory] = {}
+        # What the engine's release keeps (controller/engine/capabilities.py): detected on the first
+        # observation, again after the engine was unreachable (it may come back as another release).
+        self.capabilities: Capabilities | None = None
 
     # ---- observe -------------------------------------------------------------------------------
 
@@ -126,9 +130,12 @@ class EngineReconciler:
             models, configs, runners = await asyncio.gather(
                 self.client.list_models(), self.client.stored_configs(), self.client.ps()
             )
+            if self.capabilities is None:
+                self.capabilities = await detect(self.client)
         except EngineError as exc:
+            self.capabilities = None
             return Observation(self.name, error=exc)
-        return Observation(self.name, tuple(models), tuple(configs), tuple(runners))
+        return Observation(self.name, tuple(models), tuple(configs), tuple(runners), capabilities=self.capabilities)
 
     # ---- reconcile -----------------------------------------------------------------------------
 
@@ -490,8 +497,9 @@ def _check_backend_overridden(spec: LocalModelSpec, plan: Plan, configs: Sequenc
 
 
 # Stalled reasons that the next observation can clear without a spec change (someone pulls the
-# model by hand for pullPolicy Never): re-planned on every pass, which costs no request.
-_RECHECKED_EACH_PASS = {Reason.MODEL_NOT_PRESENT}
+# model by hand for pullPolicy Never), or whose model still has fields to keep applied (EngineUnsupported:
+# the other fields are repaired after a restart): re-planned on every pass, which costs no request.
+_RECHECKED_EACH_PASS = {Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPPORTED}
 
 
 def _reason_for(exc: EngineError) -> Reason:

@@ -58,6 +58,7 @@ class Reason(StrEnum):
     BACKEND_MISMATCH = "BackendMismatch"
     CONFLICT = "Conflict"
     NO_ENGINES = "NoEngines"
+    ENGINE_UNSUPPORTED = "EngineUnsupported"  # the engine's release cannot keep a field: upgrade it or drop the field
 
 
 @dataclass(frozen=True)
