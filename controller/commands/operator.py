@@ -111,6 +111,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how often each LocalModel is checked against its engines when nothing happens (default: 30)",
     )
     parser.add_argument(
+        "--watch-period",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="engine watch: how often each engine's stored configs are looked at (one request per engine, "
+        "shared by every LocalModel), to repair a restart, an unload or an overwrite at once; 0 turns it off "
+        "(default: 1)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=16, metavar="N", help="LocalModels reconciled at the same time (default: 16)"
     )
     parser.add_argument(
@@ -161,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             namespaces=tuple(args.namespace),
             agent_node_selector=parse_selector(args.agent_node_selector, "--agent-node-selector"),
             drift_interval=args.drift_interval,
+            watch_period=args.watch_period or None,
             worker_limit=args.workers,
             finalize_attempts=args.finalize_attempts,
             health_addr=args.health_addr,
@@ -174,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
             "localmodel operator: node-agent mode needs --node-name (or NODE_NAME from the downward API)",
             file=sys.stderr,
         )
+        return 2
+    if args.watch_period < 0 or args.watch_period != args.watch_period:
+        print("localmodel operator: --watch-period must be 0 (off) or more seconds", file=sys.stderr)
         return 2
     if args.drift_interval <= 0 or args.workers < 1 or args.finalize_attempts < 1:
         print(

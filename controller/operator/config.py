@@ -19,6 +19,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # watched namespaces; empty: all of them
     agent_node_selector: dict[str, str] = field(default_factory=dict)
     drift_interval: float = 30.0
+    watch_period: float | None = 1.0  # the engine watch (controller.engine.watch); None: drift passes only
     worker_limit: int = 16  # concurrent passes (and kopf workers)
     finalize_attempts: int = 5
     finalize_backoff: float = 1.0  # seconds before the 2nd attempt; doubles each time

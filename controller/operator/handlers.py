@@ -105,6 +105,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             info, token_file = login(settings)
             memo.kube = KubeClient.from_connection_info(info, token_file)
             memo.operator = await build_operator(config, memo.kube, metrics=memo.metrics, post_event=post_event)
+            memo.operator.start_watches()
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None
         memo.health.problems = memo.operator.problems

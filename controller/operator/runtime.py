@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.desired import render_configure
 from controller.engine.client import EngineClient
+from controller.engine.watch import Disturbance, EngineWatch, Expected
 from controller.logs import log_event
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef, SharedObservation
@@ -35,10 +37,10 @@ from controller.operator.statuses import (
     spec_error_message,
 )
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
-from controller.plan import find_conflicts
+from controller.plan import effective_mode, find_conflicts
 from controller.reconcile import EngineReconciler, Outcome
 from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
-from controller.status import EngineStatus, Phase
+from controller.status import EngineStatus, Phase, Reason
 
 log = logging.getLogger("localmodel.operator")
 
@@ -69,6 +71,7 @@ class Engine:
     reconciler: EngineReconciler
     observations: SharedObservation
     client: EngineClient
+    watch: EngineWatch | None = None  # looks at the engine every watch period (None: drift passes only)
 
 
 @dataclass
@@ -143,6 +146,10 @@ class Operator:
         self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
         self._permission_check: asyncio.Task[None] | None = None
         self.closed = False
+        self._watch_stop = asyncio.Event()
+        self._watch_tasks: list[asyncio.Task[None]] = []
+        # What an engine watch noticed, per (engine, object key), until the repair is verified.
+        self._causes: dict[tuple[str, str], tuple[str, float]] = {}
 
     def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
         reconciler = EngineReconciler(
@@ -151,11 +158,32 @@ class Operator:
             on_event=lambda key, kind, reason, message: self._engine_event(ref.name, key, kind, reason, message),
             on_progress=self._engine_progress,
         )
-        return Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
+        engine = Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
+        if self.config.watch_period:
+            engine.watch = EngineWatch(
+                client,
+                period=self.config.watch_period,
+                on_disturbed=lambda found, noticed: self._disturbed(engine, found, noticed),
+                on_down=lambda error: self._engine_down(engine, error),
+                on_up=lambda answered: self._engine_back(engine, answered),
+                clock=self._monotonic,
+            )
+        return engine
+
+    def start_watches(self) -> None:
+        """Start one engine watch per engine (in the running event loop); `aclose` stops them."""
+        for engine in self.engines:
+            if engine.watch is not None:
+                task = asyncio.create_task(engine.watch.run(self._watch_stop), name=f"engine watch {engine.ref.name}")
+                self._watch_tasks.append(task)
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop starting passes, let the running ones finish (up to `grace` seconds), close the clients."""
         self.closed = True
+        self._watch_stop.set()
+        for task in self._watch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
         if self._permission_check is not None:
             self._permission_check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,9 +296,49 @@ class Operator:
         return statuses, min(delays) if delays else None, result
 
     async def _reconcile_on(self, engine: Engine, key: str, model: LocalModel, not_before: float) -> Outcome:
+        if engine.watch is not None:
+            engine.watch.forget(key)  # being worked on: expected again once verified
         observation = await engine.observations.get(not_before)
         self.metrics.engines_up.labels(engine.ref.name).set(0 if observation.error else 1)
-        return await engine.reconciler.reconcile(key, model, observation)
+        outcome = await engine.reconciler.reconcile(key, model, observation)
+        if engine.watch is None:
+            return outcome
+        status = outcome.status
+        if status.ready and status.backend and status.model_id:
+            self._causes.pop((engine.ref.name, key), None)
+            body = render_configure(model.spec, status.backend).body
+            engine.watch.expect(Expected(key, status.backend, status.model_id, effective_mode(model.spec), body))
+        elif status.reason in (Reason.RUNNER_BUSY, Reason.RUNNER_STALE) and outcome.requeue_after is not None:
+            # A runner serving a request: try about once a watch period, so that the config follows soon
+            # after the request ends (a configure never cuts a request: the engine answers 409).
+            return Outcome(status, min(outcome.requeue_after, engine.watch.period))
+        return outcome
+
+    # ---- the engine watches --------------------------------------------------------------------
+
+    def _disturbed(self, engine: Engine, disturbances: list[Disturbance], noticed_at: float) -> None:
+        """Declared configs lapsed on `engine`: wake just those objects' passes, with a fresh observation."""
+        engine.observations.invalidate()
+        for disturbance in disturbances:
+            obj = self._bodies.get(disturbance.name)
+            state = self._states.get(obj["metadata"].get("uid", "")) if obj is not None else None
+            if state is None:
+                continue
+            self._causes[(engine.ref.name, disturbance.name)] = (disturbance.what, noticed_at)
+            state.wake.set()
+
+    def _engine_down(self, engine: Engine, error: Exception) -> None:
+        self.metrics.engines_up.labels(engine.ref.name).set(0)
+        log_event(
+            log, "EngineDown", f"engine {engine.ref.name} does not answer: {error}; probing", level=logging.WARNING
+        )
+
+    def _engine_back(self, engine: Engine, answered_at: float) -> None:
+        self.metrics.engines_up.labels(engine.ref.name).set(1)
+        log_event(log, "EngineUp", f"engine {engine.ref.name} answers again; reconciling every LocalModel on it")
+        engine.observations.invalidate()
+        for state in self._states.values():
+            state.wake.set()
 
     def _conflict(self, key: str, created: str, spec: LocalModelSpec) -> str | None:
         """Another LocalModel already declares this model and mode on the same engines: the engine
@@ -660,6 +728,10 @@ class Operator:
     # ---- events --------------------------------------------------------------------------------
 
     def _engine_event(self, engine: str, key: str, kind: str, reason: str, message: str) -> None:
+        cause = self._causes.pop((engine, key), None) if reason == Reason.DRIFT_REPAIRED.value else None
+        if cause is not None:
+            what, noticed = cause
+            message = f"{what}; config back after {self._monotonic() - noticed:.1f} s ({message})"
         log_event(
             log, reason, message, level=logging.WARNING if kind == "Warning" else logging.INFO, model=key, engine=engine
         )
