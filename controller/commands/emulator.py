@@ -41,14 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--load-seconds",
-        type=float,
+        type=seconds,
         default=0.05,
         metavar="S",
         help="how long a runner takes to load (default: 0.05)",
     )
     parser.add_argument(
         "--pull-seconds",
-        type=float,
+        type=seconds,
         default=0.0,
         metavar="S",
         help="how long a pull's progress stream takes (default: 0)",
@@ -72,6 +72,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and 0.0.0.0 without a port are always allowed, any other Origin gets 403",
     )
     parser.set_defaults(func=run)
+
+
+def seconds(text: str) -> float:
+    """A duration for argparse: a finite number of seconds from 0 to 3600 (`inf` and `nan` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to 3600")
+    return value
 
 
 def port_number(text: str) -> int:

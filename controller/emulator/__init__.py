@@ -31,6 +31,10 @@ Where the emulator deliberately differs from a real engine:
   engine restarts). It depends on Go's map order, so it is not emulated.
 
 Control API (JSON in, JSON out; not part of DMR). Requests to it are not counted in `counters`.
+Like the engine routes, it answers 403 `Origin not allowed` to a request whose `Origin` is not allowed
+(a web page cannot restart the emulator). Numbers must be finite and in range (`latency` 0-3600 s,
+`advance` 0-1e10 s, `count` a whole number up to 1,000,000); `Infinity`, `NaN` and any other malformed
+body answer 400 with `{"error": ...}` naming the field, never 500.
 
 | Route | Body | Effect |
 |---|---|---|

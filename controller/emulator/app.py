@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import wire
-from controller.emulator.catalog import CREATED, Artifact, normalize_units
+from controller.emulator.catalog import CREATED, Artifact, artifact_from_json, normalize_units
 from controller.emulator.config import DecodeError, decode_object, go_encoded, plain
 from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
 from controller.engine.errors import EngineError
@@ -31,7 +32,15 @@ from controller.engine.errors import EngineError
 VERSION = "v1.2.9-emulator"
 MAX_BODY = 10 * 1024 * 1024
 CONTROL_PREFIX = "/_emulator/"
-_CORS_PREFIXES = ("/models", "/engines", "/v1/", "/rerank", "/score")
+# The engine's CORS check covers /models, /engines and the aliases; the control API gets the same check (a web
+# page must not restart the emulator or change its latency with a cross-site `text/plain` POST).
+_CORS_PREFIXES = ("/models", "/engines", "/v1/", "/rerank", "/score", CONTROL_PREFIX)
+# Bounds of the control API's numbers (finite, >= 0, at most these).
+MAX_LATENCY = 3600.0  # seconds
+MAX_ADVANCE = 1e10  # seconds (some 300 years)
+MAX_CONFLICTS = 1_000_000
+MAX_AFTER_BYTES = 2**53
+
 _STATE_KEY = web.AppKey("state", EmulatorState)
 _INFERENCE_OPS = ("v1/chat/completions", "v1/completions", "v1/embeddings", "v1/images/generations", "rerank", "score")
 
@@ -106,7 +115,8 @@ async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """pkg/middleware/cors.go on /models, /engines and their aliases: a foreign Origin gets 403."""
+    """pkg/middleware/cors.go on /models, /engines and their aliases (and on the control API): a foreign
+    Origin gets 403."""
     origin = request.headers.get("Origin", "")
     if not origin or not request.path.startswith(_CORS_PREFIXES):
         return await handler(request)
@@ -462,20 +472,24 @@ def _canned_answer(path: str, model: str) -> dict[str, Any]:
 # --- control API -----------------------------------------------------------------------------
 
 
+def _bad_control(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=go_json_text({"error": message}), content_type="application/json")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows: give a finite number")
+
+
 async def _control_body(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
-    if not text.strip():
-        return {}
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise web.HTTPBadRequest(
-            text=go_json_text({"error": f"invalid JSON: {exc}"}), content_type="application/json"
-        ) from exc
+        text = (await request.read()).decode("utf-8")
+        if not text.strip():
+            return {}
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, Infinity/NaN, a 5,000-digit integer
+        raise _bad_control(f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise web.HTTPBadRequest(
-            text=go_json_text({"error": "expected a JSON object"}), content_type="application/json"
-        )
+        raise _bad_control("expected a JSON object")
     return value
 
 
@@ -483,13 +497,28 @@ def _control_error(message: str, status: int = 400) -> web.Response:
     return go_json({"error": message}, status=status)
 
 
-def _number(body: dict[str, Any], key: str, default: float | None = None) -> float:
+def _number(
+    body: dict[str, Any], key: str, maximum: float, *, default: float | None = None, integer: bool = False
+) -> float:
+    """`body[key]`: a finite number from 0 to `maximum` (a whole one with `integer`), else 400 naming the bounds."""
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise web.HTTPBadRequest(
-            text=go_json_text({"error": f"'{key}' must be a number >= 0"}), content_type="application/json"
-        )
-    return float(value)
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= maximum
+        and (not integer or float(value).is_integer())
+    ):
+        return float(value)
+    kind = "a whole number" if integer else "a number"
+    raise _bad_control(f"'{key}' must be {kind} from 0 to {maximum:g}, got {json.dumps(value)}")
+
+
+def _optional_string(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad_control(f"'{key}' must be a string, got {json.dumps(value)}")
+    return value
 
 
 def _runner_json(runner: Runner | None) -> dict[str, Any] | None:
@@ -519,9 +548,10 @@ async def control_runner_flag(request: web.Request) -> web.Response:
     model, value = body.get("model"), body.get(flag, True)
     if not isinstance(model, str) or not model or not isinstance(value, bool):
         return _control_error(f'body must be {{"model": REF, "{flag}": true|false, "backend"?, "mode"?}}')
+    backend, mode = _optional_string(body, "backend"), _optional_string(body, "mode")
     setter = _state(request).set_busy if flag == "busy" else _state(request).set_loading
     try:
-        runner = setter(model, value, body.get("backend"), body.get("mode"))
+        runner = setter(model, value, backend, mode)
     except EngineError as exc:
         return _control_error(exc.message, exc.status or 400)
     return go_json({"runner": _runner_json(runner)})
@@ -530,8 +560,8 @@ async def control_runner_flag(request: web.Request) -> web.Response:
 async def control_fail_next_pull(request: web.Request) -> web.Response:
     body = await _control_body(request)
     after = body.get("after_bytes")
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        return _control_error("'after_bytes' must be an integer >= 0")
+    if after is not None:
+        after = int(_number(body, "after_bytes", MAX_AFTER_BYTES, integer=True))
     message = body.get("message", "failed to download layer: unexpected EOF")
     if not isinstance(message, str):
         return _control_error("'message' must be a string")
@@ -541,19 +571,19 @@ async def control_fail_next_pull(request: web.Request) -> web.Response:
 
 async def control_latency(request: web.Request) -> web.Response:
     state = _state(request)
-    state.latency = _number(await _control_body(request), "seconds")
+    state.latency = _number(await _control_body(request), "seconds", MAX_LATENCY)
     return go_json({"seconds": state.latency})
 
 
 async def control_conflicts(request: web.Request) -> web.Response:
     state = _state(request)
-    state.pending_conflicts = int(_number(await _control_body(request), "count"))
+    state.pending_conflicts = int(_number(await _control_body(request), "count", MAX_CONFLICTS, integer=True))
     return go_json({"count": state.pending_conflicts})
 
 
 async def control_advance(request: web.Request) -> web.Response:
     state = _state(request)
-    evicted = state.advance(_number(await _control_body(request), "seconds"))
+    evicted = state.advance(_number(await _control_body(request), "seconds", MAX_ADVANCE))
     return go_json({"evicted": evicted, "now": state.now()})
 
 
@@ -570,11 +600,11 @@ async def control_catalog(request: web.Request) -> web.Response:
     """Add an artifact to the registry (and to the store when "pulled": true)."""
     body = await _control_body(request)
     pulled = body.pop("pulled", False)
-    if "tags" in body and isinstance(body["tags"], list):
-        body["tags"] = tuple(body["tags"])
+    if not isinstance(pulled, bool):
+        return _control_error(f"'pulled' must be true or false, got {json.dumps(pulled)}")
     try:
-        artifact = Artifact(**body)
-    except TypeError as exc:
+        artifact = artifact_from_json(body)
+    except ValueError as exc:
         return _control_error(f"invalid artifact: {exc}")
     state = _state(request)
     state.catalog.add(artifact)

@@ -229,6 +229,47 @@ DEFAULT_ARTIFACTS: tuple[Artifact, ...] = (
 )
 
 
+FORMATS = (wire.FORMAT_GGUF, wire.FORMAT_SAFETENSORS, wire.FORMAT_DDUF, wire.FORMAT_DIFFUSERS)
+MAX_ARTIFACT_BYTES = 2**53
+MAX_LAYERS = 64
+_INT32 = 2**31 - 1
+_ARTIFACT_STRINGS = ("quantization", "parameters", "architecture")
+
+
+def artifact_from_json(body: dict[str, Any]) -> Artifact:
+    """An `Artifact` from a control-API or catalog-file object, every field checked (ValueError naming it)."""
+    fields = dict(body)
+    unknown = sorted(set(fields) - set(Artifact.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; known: {sorted(Artifact.__dataclass_fields__)}")
+    name = fields.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError('"name" must be a repository such as "ai/smollm2"')
+    if "tags" in fields:
+        tags = fields["tags"]
+        if not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise ValueError('"tags" must be a non-empty list of tags such as ["latest", "1B"]')
+        fields["tags"] = tuple(tags)
+    if "format" in fields and fields["format"] not in FORMATS:
+        raise ValueError(f'"format" must be one of {", ".join(FORMATS)}')
+    for key, maximum, required in (
+        ("context_size", _INT32, False),
+        ("size_bytes", MAX_ARTIFACT_BYTES, True),
+        ("layers", MAX_LAYERS, True),
+    ):
+        value = fields.get(key)
+        if value is None and not required:
+            continue
+        if key in fields and not (
+            isinstance(value, int) and not isinstance(value, bool) and (1 if key == "layers" else 0) <= value <= maximum
+        ):
+            raise ValueError(f'"{key}" must be a whole number from {1 if key == "layers" else 0} to {maximum}')
+    for key in _ARTIFACT_STRINGS:
+        if key in fields and not isinstance(fields[key], str):
+            raise ValueError(f'"{key}" must be a string')
+    return Artifact(**fields)
+
+
 class Catalog:
     """Tag reference -> artifact. Lookups are O(1) by normalised reference."""
 
@@ -264,11 +305,8 @@ def load_artifacts(path: str | Path) -> list[Artifact]:
     for index, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ValueError(f"catalog {path}: entry {index} needs a string 'name' (e.g. \"ai/smollm2\")")
-        fields = dict(item)
-        if "tags" in fields:
-            fields["tags"] = tuple(fields["tags"])
         try:
-            artifacts.append(Artifact(**fields))
-        except TypeError as exc:
+            artifacts.append(artifact_from_json(item))
+        except ValueError as exc:
             raise ValueError(f"catalog {path}: entry {index}: {exc}") from None
     return artifacts
