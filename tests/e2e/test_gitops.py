@@ -5,12 +5,15 @@ an emulated engine. The objects each tool reads are the ones the API server retu
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import argocd_health, kstatus
@@ -20,6 +23,19 @@ from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 
 PULL_SECONDS = 6.0  # the emulator's pull of a model it does not have yet
+ARGOCD_TESTDATA = Path(__file__).resolve().parents[2] / "deploy" / "argocd" / "testdata"
+# LOCALMODEL_CAPTURE_ARGOCD_TESTDATA=1 writes the live objects of each stage to deploy/argocd/testdata/live_*.yaml
+# (the fixtures of tests/unit/test_argocd_health.py; their expected results go in health_test.yaml). Not the
+# deleted object: Argo CD answers "Pending deletion" before running the script, and its own test harness
+# (which reads health_test.yaml) runs the script.
+CAPTURE = os.environ.get("LOCALMODEL_CAPTURE_ARGOCD_TESTDATA") == "1"
+CAPTURED = {
+    "ready: created, not yet observed": "live_created.yaml",
+    "pulling: pulling": "live_pulling.yaml",
+    "ready: Ready": "live_ready.yaml",
+    "stalled: Stalled": "live_stalled.yaml",
+    "ready: spec changed, not yet observed": "live_spec_changed.yaml",
+}
 
 
 @pytest.fixture
@@ -46,6 +62,18 @@ def pulls(url: str) -> int:
 
 def engine_tags(url: str) -> set[str]:
     return {tag for m in httpx.get(url + "/models", timeout=5).json() for tag in m["tags"]}
+
+
+def capture(stage: str, name: str, obj: dict[str, Any]) -> None:
+    """The live object as an Argo CD test fixture: the server's bookkeeping and the test's names left out."""
+    meta = {k: v for k, v in obj["metadata"].items() if k in ("name", "generation", "finalizers", "deletionTimestamp")}
+    meta["name"], meta["namespace"] = "smollm2", "models"
+    fixture = {**obj, "metadata": meta}
+    text = yaml.safe_dump(fixture, sort_keys=False)
+    text = re.sub(r"http://127\.0\.0\.1:[0-9]+", "http://127.0.0.1:12434", text)
+    (ARGOCD_TESTDATA / name).write_text(
+        f"# Captured from the live object by tests/e2e/test_gitops.py ({stage}).\n{text}"
+    )
 
 
 def verdicts(binaries: PeerBinaries, obj: dict[str, Any] | None) -> tuple[str, str, str, str]:
@@ -86,6 +114,12 @@ def test_kstatus_and_argocd_health_at_every_stage(
 ) -> None:
     ns = kube_namespace
     seen: dict[str, tuple[str, str, str, str]] = {}
+
+    def record(stage: str, obj: dict[str, Any] | None) -> None:
+        seen[stage] = verdicts(peer_binaries, obj)
+        if CAPTURE and obj is not None and stage in CAPTURED:
+            capture(stage, CAPTURED[stage], obj)
+
     args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "2")
 
     for name, spec in (
@@ -94,33 +128,33 @@ def test_kstatus_and_argocd_health_at_every_stage(
         ("stalled", {"model": "ai/no-such-model"}),
     ):
         assert api.create_localmodel(ns, name, spec).status_code == 201
-        seen[f"{name}: created, not yet observed"] = verdicts(peer_binaries, api.get(ns, name))
+        record(f"{name}: created, not yet observed", api.get(ns, name))
 
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         # Both pulls asked for (the unknown model's fails at once), ai/llama3.2's still streaming.
         wait_until("pulls started", lambda: pulls(engine.url) >= 2, 30, [op.proc])
         pulling = api.get(ns, "pulling")
         assert not any(tag.endswith("ai/llama3.2:latest") for tag in engine_tags(engine.url))
-        seen["pulling: pulling"] = verdicts(peer_binaries, pulling)
-        seen["ready: Ready"] = verdicts(peer_binaries, api.wait_ready(ns, "ready", [op.proc]))
+        record("pulling: pulling", pulling)
+        record("ready: Ready", api.wait_ready(ns, "ready", [op.proc]))
         stalled = api.wait_for(
             "Stalled", ns, "stalled", lambda o: condition(o, "Stalled").get("status") == "True", [op.proc]
         )
-        seen["stalled: Stalled"] = verdicts(peer_binaries, stalled)
+        record("stalled: Stalled", stalled)
         pulled = api.wait_ready(ns, "pulling", [op.proc], timeout=PULL_SECONDS + 30)
-        seen["pulling: Ready"] = verdicts(peer_binaries, pulled)
+        record("pulling: Ready", pulled)
 
     # The operator is stopped: a spec change and a deletion wait for it.
     api.patch_spec(ns, "ready", {"contextSize": 4096})
-    seen["ready: spec changed, not yet observed"] = verdicts(peer_binaries, api.get(ns, "ready"))
+    record("ready: spec changed, not yet observed", api.get(ns, "ready"))
     api.delete(ns, "pulling")
     terminating = api.get(ns, "pulling")
     assert terminating is not None
     assert terminating["metadata"]["finalizers"]
-    seen["pulling: deleted, finalizer held"] = verdicts(peer_binaries, terminating)
+    record("pulling: deleted, finalizer held", terminating)
 
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
-        seen["ready: new spec Ready"] = verdicts(peer_binaries, api.wait_ready(ns, "ready", [op.proc]))
+        record("ready: new spec Ready", api.wait_ready(ns, "ready", [op.proc]))
         api.wait_gone(ns, "pulling", [op.proc])
 
     got = {stage: (v[0], v[2]) for stage, v in seen.items()}

@@ -20,13 +20,15 @@ from controller.operator.engines import (
     parse_engine_list,
 )
 from controller.operator.identity import Identity, short_label
-from controller.operator.kstatus import Verdict, kstatus_verdict, ready_verdict
 from controller.operator.metrics import parse_addr
 from controller.operator.statuses import compose_status, entry_status, invalid_spec_status
 from controller.operator.targeting import matching_nodes, parse_selector, raw_node_selector, selector_matches
 from controller.plan import Observation
 from controller.spec import SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
+from tests.support.gitops import argocd_health, kstatus_of
+from tests.support.kstatus import ready_verdict
+from tests.support.peers import PeerBinaries
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 QUALIFIED_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -366,44 +368,54 @@ def test_entries_read_back_from_the_object() -> None:
     assert (unknown.phase, unknown.reason, unknown.ready) == (Phase.PENDING, Reason.ENGINE_ERROR, False)
 
 
-# ---- kstatus -----------------------------------------------------------------------------------
+# ---- kstatus and Argo CD, the real ones (tests/peers/kstatus, tests/peers/argocd-lua) ------------
 
 
 def obj(status: dict[str, Any] | None, generation: int = 1, deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "m", "generation": generation}
+    meta: dict[str, Any] = {"name": "m", "namespace": "ns", "generation": generation}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"metadata": meta, "status": status} if status is not None else {"metadata": meta}
+    base = {"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel", "metadata": meta}
+    return {**base, "status": status} if status is not None else base
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize(
-    ("own", "verdict", "is_ready"),
+    ("own", "verdict", "health", "is_ready"),
     [
-        ([ready("e")], Verdict.CURRENT, True),
-        ([retrying("e")], Verdict.IN_PROGRESS, False),
+        ([ready("e")], "Current", "Healthy", True),
+        ([retrying("e")], "InProgress", "Progressing", False),
         (
             [EngineStatus("e", Phase.PULLING, Reason.PULLING, "pulling", observed_generation=1)],
-            Verdict.IN_PROGRESS,
+            "InProgress",
+            "Progressing",
             False,
         ),
-        ([stalled("e")], Verdict.FAILED, False),
-        ([ready("e"), stalled("f")], Verdict.FAILED, False),
-        ([ready("e"), retrying("f")], Verdict.IN_PROGRESS, False),
-        ([], Verdict.FAILED, False),  # no engine: Stalled NoEngines
+        ([stalled("e")], "Failed", "Degraded", False),
+        ([ready("e"), stalled("f")], "Failed", "Degraded", False),
+        ([ready("e"), retrying("f")], "InProgress", "Progressing", False),
+        ([], "Failed", "Degraded", False),  # no engine: Stalled NoEngines
     ],
 )
-def test_kstatus_verdict_of_each_state(own: list[EngineStatus], verdict: Verdict, is_ready: bool) -> None:
+def test_kstatus_and_argocd_of_each_state(
+    peer_binaries: PeerBinaries, own: list[EngineStatus], verdict: str, health: str, is_ready: bool
+) -> None:
     status = central(None, own).desired
-    assert kstatus_verdict(obj(status)) is verdict
+    assert kstatus_of(peer_binaries, obj(status)) == verdict
+    assert argocd_health(peer_binaries, obj(status))[0]["status"] == health
     assert ready_verdict(obj(status)) is is_ready
 
 
-def test_kstatus_sees_a_spec_the_controller_has_not_observed() -> None:
+@pytest.mark.peers
+def test_kstatus_sees_a_spec_the_controller_has_not_observed(peer_binaries: PeerBinaries) -> None:
     status = central(None, [ready("e")], generation=1).desired
-    assert kstatus_verdict(obj(status, generation=2)) is Verdict.IN_PROGRESS
+    assert kstatus_of(peer_binaries, obj(status, generation=2)) == "InProgress"
     assert not ready_verdict(obj(status, generation=2))  # Ready=True, but for generation 1
-    assert kstatus_verdict(obj(None)) is Verdict.CURRENT  # kstatus' own rule for a CR without status
-    assert kstatus_verdict(obj(status, deleting=True)) is Verdict.TERMINATING
+    assert kstatus_of(peer_binaries, obj(status, deleting=True)) == "Terminating"
+    # kstatus' own rule for a custom resource without status is Current: hence the CRD's status default,
+    # which a new object reads back with until the controller's first write.
+    assert kstatus_of(peer_binaries, obj(None)) == "Current"
+    assert kstatus_of(peer_binaries, obj({"observedGeneration": 0})) == "InProgress"
 
 
 class ConfigMapKube:
