@@ -199,7 +199,8 @@ class ModelFiles:
                 if now - since < self.grace:
                     models[name], losing[name] = old[name], since  # not yet: the grace period runs
         held = frozenset(models) - frozenset(new)
-        return FileState(models, errors, tuple(result.notes), stamp, losing, held, emptied)
+        notes = (*result.notes, *(f"warning: {warning}" for warning in result.warnings))
+        return FileState(models, errors, notes, stamp, losing, held, emptied)
 
     def _gone(self, previous: FileState | None, now: float) -> FileState | None:
         if previous is None:

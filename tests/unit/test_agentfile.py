@@ -168,3 +168,18 @@ def test_auto_embedding_model_is_not_a_model() -> None:
     source = "rag:\n  docs:\n    strategies: [{type: chunked-embeddings, embedding_model: auto}]\n"
     result = load_text(source)
     assert (result.models, result.errors) == ([], [])
+
+
+def test_the_daemon_reports_warnings_with_the_file(tmp_path: Path) -> None:
+    from controller.standalone.files import ModelFiles
+
+    (tmp_path / "agent.yaml").write_text(
+        "models:\n  m:\n    provider: dmr\n    model: ai/smollm2\n    provider_opts: {context_sise: 4096}\n"
+    )
+    files = ModelFiles(tmp_path, grace=0.5)
+    files.refresh(0.0)
+    assert list(files.desired) == ["m"]
+    [entry] = files.report(0.0)
+    notes = entry["notes"]
+    assert isinstance(notes, list)
+    assert any(n.startswith("warning: ") and "did you mean context_size?" in n for n in notes)
