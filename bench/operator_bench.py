@@ -29,8 +29,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from controller.operator.kstatus import ready_verdict  # noqa: E402
 from tests.support.emulator import emulator_process  # noqa: E402
+from tests.support.kstatus import ready_verdict  # noqa: E402
 from tests.support.kube import CRD_FILE, KubeApi, deploy_rbac_for_user, operator_process  # noqa: E402
 from tests.support.peers import (  # noqa: E402
     apply_manifest,

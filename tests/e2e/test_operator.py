@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.operator.kstatus import Verdict, kstatus_verdict
 from tests.support.emulator import EmulatorProcess, emulator_process
+from tests.support.kstatus import Verdict, kstatus_verdict
 from tests.support.kube import KubeApi, engine_configs, localmodel_cluster, operator_process  # noqa: F401
 from tests.support.peers import KubeAPIServer, wait_until
 

@@ -26,8 +26,8 @@ import yaml
 
 from controller.crd import GROUP, PLURAL, VERSION
 from controller.crd import NAME as CRD_NAME
-from controller.operator.kstatus import ready_verdict
 from controller.spec import API_VERSION, KIND
+from tests.support.kstatus import ready_verdict
 from tests.support.peers import KubeAPIServer, Proc, apply_manifest, wait_for_crd_established, wait_until
 from tests.support.util import free_port
 

@@ -1,4 +1,7 @@
-"""What kstatus (sigs.k8s.io/cli-utils/pkg/kstatus/status) concludes about a LocalModel (pure).
+"""What kstatus (sigs.k8s.io/cli-utils/pkg/kstatus/status) concludes about a LocalModel (pure), for tests.
+
+The tests that need the real kstatus run it (tests/support/gitops.py); this model is for the tests and the
+benchmark that only read conditions.
 
 Helm 4 `--wait`, Flux `wait: true` and `kpt live status` compute a verdict with these generic rules,
 which apply to every custom resource without resource-specific rules (`checkGenericProperties`, then
