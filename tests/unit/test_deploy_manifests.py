@@ -3,8 +3,9 @@
 No kustomize, helm or Docker engine is needed: the manifests are parsed as YAML and checked for
 least-privilege RBAC, the restricted pod security profile, the operator's command-line contract
 and references that resolve (kustomization resources, overlay patch targets, ConfigMap keys).
-Where `kubectl` (built-in kustomize) or `helm` is on PATH, the rendered output is checked against
-the same invariants as well.
+Where `kubectl` (built-in kustomize) is on PATH, the rendered output is checked against the same
+invariants as well; the chart is linted and rendered by the real Helm 4 (tests/peers/helm, marked
+`peers`), and installed with it against the real kube-apiserver in tests/e2e/test_helm.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from tests.support.gitops import helm
+from tests.support.peers import PeerBinaries
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
@@ -283,16 +287,22 @@ def test_kustomize_build(folder: Path, check: Any) -> None:
     )
 
 
-@pytest.mark.skipif(shutil.which("helm") is None, reason="needs helm on PATH")
+@pytest.mark.peers
+@pytest.mark.parametrize("mode", ["central", "node-agent"])
+def test_helm_lint(peer_binaries: PeerBinaries, mode: str) -> None:
+    lint = helm(peer_binaries, "lint", "--strict", str(CHART), "--set", f"mode={mode}")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
+
+
+@pytest.mark.peers
 @pytest.mark.parametrize(("mode", "check"), [("central", check_central), ("node-agent", check_node_agent)])
-def test_helm_template(mode: str, check: Any) -> None:
-    out = subprocess.run(
-        ["helm", "template", "lm", str(CHART), "--namespace", "localmodel-system", "--set", f"mode={mode}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+def test_helm_template(peer_binaries: PeerBinaries, mode: str, check: Any) -> None:
+    rendered = helm(
+        peer_binaries, "template", "lm", str(CHART), "--namespace", "localmodel-system", "--set", f"mode={mode}"
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    out = rendered.stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     check(docs)
     if mode == "central":
