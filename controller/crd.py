@@ -52,7 +52,8 @@ MAX_HF_OVERRIDES: Final = 128
 _NO_WHITESPACE: Final = r"^\S+$"
 _DIGITS: Final = r"([0-9]+([.][0-9]*)?|[.][0-9]+)"
 _GO_UNITS: Final = "ns|us|µs|μs|ms|s|m|h"
-KEEP_ALIVE_PATTERN: Final = rf"^(0|-1|[-+]?({_DIGITS}({_GO_UNITS}))+)$"
+# No minus sign except on -1: the engine takes any negative duration as "never" (the spec says "write -1").
+KEEP_ALIVE_PATTERN: Final = rf"^(0|-1|[+]?({_DIGITS}({_GO_UNITS}))+)$"
 
 
 def _effort_pattern() -> str:
@@ -166,7 +167,8 @@ def spec_schema() -> dict[str, Any]:
                     _rule(
                         f"self.matches({_cel_quote(KEEP_ALIVE_PATTERN)})",
                         'keepAlive must be a Go duration such as 30s, 5m or 2h30m, "0" (unload when idle) '
-                        'or "-1" (never unload); a bare number is not a duration',
+                        'or "-1" (never unload); a bare number is not a duration, and a negative one is '
+                        "written -1",
                     ),
                 ],
             },

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -247,10 +248,32 @@ def _check_keep_alive(value: object) -> str:
     if _BARE_NUMBER.match(value) and value not in ("0", "-1"):
         raise _Invalid(f"{value!r} is a bare number, not a duration: write {_seconds_hint(value)}; {special}")
     try:
-        parse_keep_alive(value)
+        nanoseconds = parse_keep_alive(value)
     except DurationError:
         raise _Invalid(
             f"{value!r} is not a duration: write a Go duration such as 30s, 5m, 1h or 2h30m, or {special}"
+        ) from None
+    if value.startswith("-") and value != "-1" and nanoseconds == 0:
+        raise _Invalid(f'{value!r} is zero with a minus sign: write "0" to unload as soon as idle, or -1 for never')
+    if value.startswith("-") and value != "-1":
+        # The engine takes any negative duration as "never unload" and reports it back as -1: a -5m meant
+        # as something else would be applied as forever, and verified.
+        raise _Invalid(
+            f"{value!r} is a negative duration, which the engine treats as never unloading: "
+            'write -1 for never, or a positive duration such as 5m ("0" unloads as soon as idle)'
+        )
+    return value
+
+
+def _check_raw_flags(value: str) -> str:
+    """The engine splits `raw-runtime-flags` as a shell does (go-shellwords) and answers 500 when it cannot:
+    refuse such a string before anything is sent."""
+    try:
+        shlex.split(value, posix=True)
+    except ValueError as exc:
+        raise _Invalid(
+            f"cannot be split into flags as a shell would ({str(exc).lower()}): close the quote or escape it "
+            "with a backslash, or write the flags as a runtimeFlags list"
         ) from None
     return value
 
@@ -453,6 +476,11 @@ class LocalModelSpec(BaseModel):
             if not flag:
                 raise _Invalid("empty flag: remove it", (i,))
         return value
+
+    @field_validator("raw_runtime_flags")
+    @classmethod
+    def _raw_flags(cls, value: str | None) -> str | None:
+        return None if value is None else _check_raw_flags(value)
 
     @field_validator("keep_alive", mode="before")
     @classmethod

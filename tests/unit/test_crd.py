@@ -195,6 +195,17 @@ CASES: list[Case] = [
     bad("flags-empty-item", runtimeFlags=["--threads", ""]),
     bad("flags-not-strings", runtimeFlags=["--threads", 4]),
     ok("raw-flags", rawRuntimeFlags="--threads 4"),
+    ok("raw-flags-quoted", rawRuntimeFlags="--chat-template-kwargs '{\"a\": 1}' --temp 0.7"),
+    *[
+        Case(
+            f"raw-flags-unsplittable-{i}",
+            {"model": "m", "rawRuntimeFlags": raw},
+            False,
+            crd_valid=True,
+            why="CEL has no shell-word splitter; the controller refuses it before anything is sent",
+        )
+        for i, raw in enumerate(("--chat-template 'x", '--temp "0.7', "--threads 4 \\"))
+    ],
     bad("both-flag-forms", runtimeFlags=["--threads", "4"], rawRuntimeFlags="--threads 4"),
     bad("both-flag-forms-empty-list", runtimeFlags=[], rawRuntimeFlags="--threads 4"),
     *[bad(f"flags-on-{b}", backend=b, runtimeFlags=["--threads", "4"]) for b in ("mlx", "sglang", "diffusers")],
@@ -203,12 +214,14 @@ CASES: list[Case] = [
     ok("empty-raw-flags-on-sglang", backend="sglang", rawRuntimeFlags=""),
     *[
         ok(f"keep-alive-{v}", keepAlive=v)
-        for v in ("0", "-1", "30s", "5m", "1h", "2h30m", "1.5h", "500ms", "10µs", "-5m", "+1h", ".5s")
+        for v in ("0", "-1", "30s", "5m", "1h", "2h30m", "1.5h", "500ms", "10µs", "+1h", ".5s")
     ],
     *[
         bad(f"keep-alive-{v or 'empty'}", keepAlive=v)
         for v in ("", "300", "5", "-0", "+0", "1.5", "5 m", "5min", "forever", "1d", "h", "m5")
     ],
+    # A negative duration is "never" to the engine, reported back as -1: written -1 (issue 10).
+    *[bad(f"keep-alive-negative-{v}", keepAlive=v) for v in ("-5m", "-1s", "-1h30m", "-0s", "-.5s")],
     bad("keep-alive-number", keepAlive=300),
     bad("keep-alive-zero-number", keepAlive=0),
     *[ok(f"thinking-{v}", thinkingBudget=v) for v in (-1, 0, 1, 2048, 2147483647)],

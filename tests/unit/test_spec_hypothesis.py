@@ -100,7 +100,7 @@ valid_specs = st.fixed_dictionaries(
         "mode": st.sampled_from(["completion", "embedding", "reranking"]),
         "contextSize": st.one_of(st.just(-1), st.integers(min_value=1, max_value=2**31 - 1)),
         "runtimeFlags": st.lists(st.text(min_size=1, max_size=6).filter(lambda s: s.strip() == s and s), max_size=3),
-        "keepAlive": st.sampled_from(["0", "-1", "30s", "5m", "1h30m", "-3m"]),
+        "keepAlive": st.sampled_from(["0", "-1", "30s", "5m", "1h30m", "+3m"]),
         "thinkingBudget": st.one_of(
             st.integers(min_value=-1, max_value=2**31 - 1), st.sampled_from(sorted(THINKING_EFFORTS))
         ),
