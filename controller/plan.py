@@ -214,7 +214,8 @@ def plan_model(
     stored = observation.find_config(model.id, backend, mode)
     runner = find_runner(observation.runners, model, backend, mode)
     # What every plan from here on reports, whatever it decides to do.
-    base = Plan(model=model, backend=backend, request=request, stored=stored, runner=runner, notes=request.notes)
+    notes = (*request.notes, *undeclared_mode_notes(spec.model, mode, model, backend, observation))
+    base = Plan(model=model, backend=backend, request=request, stored=stored, runner=runner, notes=notes)
 
     if stored is None:
         return replace(base, actions=(Configure(request, "missing"),))
@@ -271,6 +272,39 @@ def fit_to_engine(
         fitted = replace(request, body=body, notes=(*request.notes, note))
         return fitted, Blocked(Reason.ENGINE_UNSUPPORTED, capabilities.unsupported(caps.KEEP_ALIVE))
     return request, None
+
+
+# Modes whose runner uses the completion config when none is stored for the mode itself (loader.load);
+# the embedding mode does not fall back.
+_FALLS_BACK_TO_COMPLETION = (wire.RERANKING, wire.IMAGE_GENERATION)
+_USED_FOR = {wire.COMPLETION: "chat", wire.EMBEDDING: "embeddings", wire.RERANKING: "reranking"}
+
+
+def undeclared_mode_notes(
+    ref: str, mode: str, model: ModelInfo, backend: str, observation: Observation
+) -> tuple[str, ...]:
+    """Notes for runners of the model in another mode than `mode` that have no config of their own:
+    the engine runs them with its defaults, so the declared settings are ignored for that use (the
+    config key is (backend, model, mode); only reranking and image generation fall back to the
+    completion config). A config stored for that mode (another LocalModel's) silences the note."""
+    names = {canonical_ref(tag) for tag in model.tags} | {model.id.lower()}
+    notes: list[str] = []
+    for runner in observation.runners:
+        other = runner.mode
+        if runner.backend != backend or other == mode or canonical_ref(runner.model) not in names:
+            continue
+        if mode == wire.COMPLETION and other in _FALLS_BACK_TO_COMPLETION:
+            continue
+        if observation.find_config(model.id, backend, other) is not None:
+            continue
+        note = (
+            f"the engine runs {ref} in mode {other}, for which no config is declared: that runner uses the "
+            f"engine's defaults, not these settings (declared for mode {mode}); if the model is used for "
+            f"{_USED_FOR.get(other, other)}, set mode: {other} (or add a LocalModel with mode: {other})"
+        )
+        if note not in notes:
+            notes.append(note)
+    return tuple(notes)
 
 
 def _keep_resident(spec: LocalModelSpec) -> bool:
