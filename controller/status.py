@@ -29,7 +29,6 @@ class Phase(StrEnum):
     PENDING = "Pending"
     PULLING = "Pulling"
     CONFIGURING = "Configuring"
-    LOADING = "Loading"
     READY = "Ready"
     RETRYING = "Retrying"
     STALLED = "Stalled"
