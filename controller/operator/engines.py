@@ -58,7 +58,7 @@ def parse_engine(item: str, source: str) -> EngineRef:
         root = engine_root(url)
     except ValueError as exc:
         raise EngineListError(f"{source}: {exc}") from None
-    name = name.strip() or urlsplit(root).netloc
+    name = name.strip() or urlsplit(root).netloc.rpartition("@")[2]  # never the credentials of user:pass@host
     if not name or any(ch.isspace() for ch in name):
         raise EngineListError(f"{source}: engine name {name!r} in {item!r}: use NAME=URL with a name without spaces")
     return EngineRef(name, root)
