@@ -491,7 +491,8 @@ def load_file(path: str | os.PathLike[str], *, limit: int = MAX_FILE_BYTES) -> L
 
 
 def load_paths(paths: Iterable[str | os.PathLike[str]], *, limit: int = MAX_FILE_BYTES) -> LoadResult:
-    """Load files and directories (recursively `*.yaml`/`*.yml`, sorted, hidden and editor files skipped).
+    """Load files and directories (recursively `*.yaml`/`*.yml`, sorted, hidden and editor files and Helm
+    charts skipped).
 
     A directory below one given that cannot be listed is an error naming it (its files are not read).
     A LocalModel name declared twice is an error naming both places; the first one is kept.
@@ -509,7 +510,11 @@ def load_paths(paths: Iterable[str | os.PathLike[str]], *, limit: int = MAX_FILE
                         str(directory), None, None, "", f"cannot read the directory ({why}); its files were not read"
                     )
                 )
-            if not files and not listing.unreadable:
+            result.notes += [
+                f"{chart}: a Helm chart, not read (validate what `helm template` renders from it)"
+                for chart in listing.charts
+            ]
+            if not files and not listing.unreadable and not listing.charts:
                 result.notes.append(f"{target}: no .yaml or .yml files")
         elif os.path.lexists(target):
             files = [target]

@@ -3,8 +3,8 @@
 One walker and one reader serve every front-end (`validate`, `render`, `plan`, `apply DIR` and the
 daemon), so they agree on which files count and on what an unreadable one means:
 
-- `scan(root)` lists the watched files below `root` (`*.yaml`/`*.yml`, outside hidden directories,
-  no editor leftovers) and every directory it could not list, with why. A directory that cannot be
+- `scan(root)` lists the watched files below `root` (`*.yaml`/`*.yml`, outside hidden directories and
+  Helm charts, no editor leftovers) and every directory it could not list, with why. A directory that cannot be
   listed is never an empty directory.
 - `read_text(path)` reads one file, after resolving symbolic links (a loop is an error), only if it
   is a regular file (a FIFO, a device or `/dev/zero` behind a link is refused, so a read can never
@@ -20,10 +20,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 YAML_SUFFIXES = (".yaml", ".yml")
+HELM_CHART_FILE = "Chart.yaml"  # a directory holding one is a Helm chart: templates, not manifests
 MAX_FILE_BYTES = 1024 * 1024  # the default size limit of one input file
 _CHUNK = 64 * 1024
 
@@ -49,6 +50,7 @@ class Listing:
 
     files: list[Path]
     unreadable: dict[Path, str]  # directory -> why (missing, permission denied, too many open files, ...)
+    charts: list[Path] = field(default_factory=list)  # Helm chart directories, not read
 
     def hides(self, path: Path) -> bool:
         """`path` lies below a directory that could not be listed: nothing is known about it."""
@@ -58,17 +60,24 @@ class Listing:
 def scan(root: Path) -> Listing:
     """Every watched file below `root`, sorted by path, and every directory that could not be listed
     (`root` itself when it is missing or unreadable: os.walk alone would report an empty tree).
-    Symbolic links to directories are not followed; links to files are listed (and resolved when read)."""
+    Symbolic links to directories are not followed; links to files are listed (and resolved when read).
+    A Helm chart (a directory holding Chart.yaml, `root` included) is not read: its templates are not
+    manifests until `helm template` renders them."""
     found: list[Path] = []
     unreadable: dict[Path, str] = {}
+    charts: list[Path] = []
 
     def failed(error: OSError) -> None:
         unreadable[Path(error.filename) if error.filename else root] = describe_os_error(error)
 
     for directory, dirs, files in os.walk(root, onerror=failed):
+        if HELM_CHART_FILE in files:
+            charts.append(Path(directory))
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not skipped(d))
         found += [Path(directory, name) for name in files if is_watched(Path(directory, name), root)]
-    return Listing(sorted(found), unreadable)
+    return Listing(sorted(found), unreadable, sorted(charts))
 
 
 class ReadError(Exception):

@@ -15,7 +15,8 @@ input forms:
                          LocalModel per entry of models: (model, context_size, runtime_flags, and
                          other LocalModel fields under x-localmodel:); ${VAR} interpolated from the
                          environment and a .env file beside it; services and the rest ignored
-  directories            every *.yaml and *.yml below them, sorted; hidden and editor files skipped
+  directories            every *.yaml and *.yml below them, sorted; hidden and editor files and
+                         Helm charts (a directory holding Chart.yaml) skipped
   Other documents (a ConfigMap, a Deployment) are skipped with a note."""
 
 

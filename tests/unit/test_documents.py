@@ -415,6 +415,23 @@ def test_load_paths_walks_directories_in_order_and_skips_hidden_and_editor_files
     assert result.files == [str(tmp_path / "a.yaml"), str(tmp_path / "b" / "two.yml"), str(tmp_path / "c.yaml")]
 
 
+def test_helm_charts_are_not_read(tmp_path: Path) -> None:
+    """A chart's templates are not manifests (`{{ ... }}` is not even YAML) until helm renders them."""
+    chart = tmp_path / "models-chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: models\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("models: {broken: [}\n")
+    (chart / "templates" / "lm.yaml").write_text("{{- range .Values.models }}\nkind: LocalModel\n{{- end }}\n")
+    (tmp_path / "a.yaml").write_text(localmodel("one"))
+    result = load_paths([tmp_path])
+    assert result.errors == []
+    assert [m.name for m in result.models] == ["one"]
+    assert result.notes == [f"{chart}: a Helm chart, not read (validate what `helm template` renders from it)"]
+    alone = load_paths([chart])  # named on the command line, as `localmodel validate examples/*` does
+    assert (alone.errors, alone.models) == ([], [])
+    assert alone.notes == [f"{chart}: a Helm chart, not read (validate what `helm template` renders from it)"]
+
+
 def test_duplicate_names_across_files_name_both_places(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(localmodel("chat"))
     (tmp_path / "b.yaml").write_text("\n" + localmodel("chat", "ai/qwen3"))
