@@ -17,7 +17,8 @@ from tests.contract.conftest import Engine
 
 
 def configs(engine: Engine) -> list[tuple[str | None, dict[str, Any]]]:
-    """What someone tuned by hand (`docker model configure ...`): several models, modes and every field."""
+    """What someone tuned by hand (`docker model configure ...`): several models, modes and every field
+    the engine's release keeps (keep_alive only where it has it)."""
     bodies: list[tuple[str | None, dict[str, Any]]] = [
         (
             None,
@@ -39,6 +40,9 @@ def configs(engine: Engine) -> list[tuple[str | None, dict[str, Any]]]:
     if engine.vllm_model is not None:
         vllm = {"gpu-memory-utilization": 0.5, "hf-overrides": {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}}
         bodies.append(("vllm", {"model": engine.vllm_model, "context-size": 8192, "vllm": vllm}))
+    if not engine.has("keepAlive"):
+        for _, body in bodies:
+            body.pop("keep_alive", None)
     return bodies
 
 
@@ -74,7 +78,7 @@ async def test_adopted_files_plan_to_nothing(
     plans = await plan_files(engine, out)
     assert plans == [(name, False, False) for name, _, _ in plans], capsys.readouterr().out
     text = (out / "smollm2.yaml").read_text()
-    assert "keepAlive: 10m\n" in text
+    assert ("keepAlive: 10m\n" in text) == engine.has("keepAlive")
     assert "thinkingBudget: 1024" in text
     assert f"draftModel: {engine.draft_model}" in text
 
@@ -117,10 +121,10 @@ async def test_an_empty_engine_writes_nothing(
 
 
 async def test_output_dash_prints_the_documents(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
-    await engine.client.configure({"model": engine.model, "keep_alive": "1h"})
+    await engine.client.configure({"model": engine.model, "context-size": 3072})
     capsys.readouterr()
     assert await asyncio.to_thread(adopt, "--engine", engine.url, "--output", "-") == 0
     out = capsys.readouterr().out
     assert "kind: LocalModel" in out
-    assert "keepAlive: 1h\n" in out
+    assert "contextSize: 3072\n" in out
     assert "name: smollm2\n" in out
