@@ -18,6 +18,7 @@ LocalModel whose `render_configure` is a body the engine stores as the same conf
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,7 @@ def adopt_configs(entries: Iterable[StoredConfig], models: Sequence[ModelInfo] =
     by_id = {info.id: info for info in models}
     ordered = sorted(entries, key=lambda e: (e.model or e.model_id, e.mode != wire.COMPLETION, e.mode, e.backend))
     keys = [_key(e) for e in ordered]
+    shared = Counter(keys)
     out: list[Adopted | Refused] = []
     taken: set[str] = set()
     for entry, key in zip(ordered, keys, strict=True):
@@ -164,7 +166,7 @@ def adopt_configs(entries: Iterable[StoredConfig], models: Sequence[ModelInfo] =
                 "stored before the model was pulled (keyed by the raw reference): the engine never uses it; "
                 "applying this file pulls the model and configures it properly"
             )
-        base = name_for(ref, entry.mode, entry.backend if keys.count(key) > 1 else None)
+        base = name_for(ref, entry.mode, entry.backend if shared[key] > 1 else None)
         name = _unique(base, taken)
         document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
         try:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.cli import main
 from controller.compose import InterpolationError, Interpolator, is_compose_file, parse_env_file
@@ -220,3 +222,21 @@ def test_env_file_syntax() -> None:
         "E=\nnot a line\n1BAD=x\n"
     )
     assert parse_env_file(text) == {"A": "1", "B": "two words", "C": "single $X # kept", "D": 'dq "x"\tz', "E": ""}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_dollar_dollar_escapes_any_text(text: str) -> None:
+    assert Interpolator({})(text.replace("$", "$$")) == text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="${}:-?+_AZaz09 /", max_size=40))
+def test_interpolation_never_fails_but_with_a_clear_error(text: str) -> None:
+    try:
+        result = Interpolator({"A": "a", "EMPTY": ""})(text)
+    except InterpolationError as exc:
+        message = str(exc)
+        assert "$" in message or "required variable" in message  # noqa: PT017 (hypothesis: either outcome is fine)
+    else:
+        assert isinstance(result, str)
