@@ -247,3 +247,21 @@ def test_the_guard_keeps_a_bounded_memory() -> None:
     for i in range(10_000):
         guard.filter(_record(f"error {i}", 1))
     assert len(guard._seen) == 100
+
+
+async def test_a_unix_socket_failure_names_the_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "docker.sock"  # nothing listens there
+    async with EngineClient(parse_endpoint(f"unix://{socket_path}")) as client:
+        assert client.name == f"unix://{socket_path}"
+        with pytest.raises(EngineUnreachable) as caught:
+            await client.ps()
+    assert f"the socket {socket_path}" in str(caught.value)
+    assert "http://localhost" not in str(caught.value)
+
+
+def test_status_on_a_unix_socket_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    socket_path = tmp_path / "docker.sock"
+    assert cli.main(["status", "--engine", f"unix://{socket_path}"]) == 1
+    err = capsys.readouterr().err
+    assert str(socket_path) in err
+    assert "http://localhost" not in err
