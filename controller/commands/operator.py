@@ -151,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
+    from controller.listen import parse_addr
     from controller.logs import setup_logging
     from controller.operator.config import OperatorConfig
     from controller.operator.handlers import build_registry
-    from controller.operator.metrics import parse_addr
     from controller.operator.targeting import parse_selector
 
     setup_logging(args.log_format, level=logging.DEBUG if args.verbose else logging.INFO)
@@ -175,9 +175,13 @@ def run(args: argparse.Namespace) -> int:
             finalize_attempts=args.finalize_attempts,
             health_addr=args.health_addr,
         )
-        parse_addr(config.health_addr)
     except ValueError as exc:
         print(f"localmodel operator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        parse_addr(config.health_addr)
+    except ValueError as exc:
+        print(f"localmodel operator: --health-addr: {exc}", file=sys.stderr)
         return 2
     if config.mode == "node-agent" and not config.node_name:
         print(

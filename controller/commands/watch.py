@@ -173,9 +173,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from controller.listen import parse_addr
     from controller.logs import setup_logging
     from controller.standalone.run import run_daemon
-    from controller.standalone.server import parse_addr
 
     root = Path(args.directory)
     if not root.is_dir():

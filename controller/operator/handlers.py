@@ -30,11 +30,12 @@ from typing import Any, cast
 import kopf
 
 from controller.crd import GROUP, PLURAL, VERSION
+from controller.listen import parse_addr
 from controller.operator.bootstrap import StartupError, build_operator
 from controller.operator.config import OperatorConfig
 from controller.operator.identity import NODE_AGENT
 from controller.operator.kube import SERVICE_ACCOUNT_DIR, KubeClient
-from controller.operator.metrics import HealthServer, Metrics, parse_addr
+from controller.operator.metrics import HealthServer, Metrics
 
 log = logging.getLogger("localmodel.operator")
 

@@ -110,11 +110,3 @@ class HealthServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def parse_addr(text: str) -> tuple[str, int]:
-    """`:8080`, `0.0.0.0:8080`, `127.0.0.1:0` or `[::1]:8080` -> (host, port); host "" is every address."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--health-addr {text!r}: use HOST:PORT or :PORT, e.g. :8080")
-    return host.strip("[]"), int(port)

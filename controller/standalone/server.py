@@ -20,6 +20,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.listen import connect_host
 from controller.logs import log_event
 from controller.standalone.daemon import Daemon
 
@@ -192,15 +193,7 @@ async def start_status_server(
         await runner.cleanup()
         raise
     bound = server.sockets[0].getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
+    reach = connect_host(host)
+    shown = f"[{reach}]" if ":" in reach else reach
     url = f"http://{shown}:{bound}"
     return StatusServer(runner, server, guard, url), url
-
-
-def parse_addr(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (or `[v6]:PORT`, or `:PORT` for all interfaces) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)

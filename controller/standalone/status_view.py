@@ -10,9 +10,9 @@ import httpx
 
 from controller import wire
 from controller.engine.errors import EngineError
+from controller.listen import connect_host, parse_addr
 from controller.standalone.connect import connect
 from controller.standalone.oneshot import engine_inventory
-from controller.standalone.server import parse_addr
 from controller.standalone.terminal import table
 
 DAEMON_DEADLINE = 10.0  # seconds for the whole GET /status: a daemon (or impostor) that trickles is cut off
@@ -51,6 +51,7 @@ def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
     except ValueError as exc:
         print(f"localmodel status: --daemon: {exc}", file=err)
         return 2
+    host = connect_host(host)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/status"
     try:

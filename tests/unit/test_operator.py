@@ -20,7 +20,6 @@ from controller.operator.engines import (
     parse_engine_list,
 )
 from controller.operator.identity import Identity, short_label
-from controller.operator.metrics import parse_addr
 from controller.operator.statuses import compose_status, entry_status, invalid_spec_status
 from controller.operator.targeting import matching_nodes, parse_selector, raw_node_selector, selector_matches
 from controller.plan import Observation
@@ -108,19 +107,6 @@ def test_engines_from_a_configmap() -> None:
 def test_node_engines_are_named_after_the_node() -> None:
     assert node_engine("n1", "10.0.0.7") == EngineRef("n1", "http://10.0.0.7:12434")
     assert node_engine("n1", "fd00::7", 8080).url == "http://[fd00::7]:8080"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"), [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9", ("::1", 9))]
-)
-def test_health_addr(text: str, expected: tuple[str, int]) -> None:
-    assert parse_addr(text) == expected
-
-
-@pytest.mark.parametrize("text", ["8080", "host:", ":99999"])
-def test_bad_health_addr(text: str) -> None:
-    with pytest.raises(ValueError, match="--health-addr"):
-        parse_addr(text)
 
 
 # ---- shared observations -----------------------------------------------------------------------
