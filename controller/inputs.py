@@ -126,6 +126,8 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     except OSError as exc:
         if exc.errno == errno.ENOENT and os.path.islink(path):
             raise ReadError(f"a symbolic link to a missing file ({os.readlink(path)})") from None
+        if exc.errno == errno.ELOOP:
+            raise ReadError(describe_os_error(exc)) from None
         raise ReadError(f"cannot read: {describe_os_error(exc)}") from None
     if not stat.S_ISREG(info.st_mode):
         raise _refuse(info.st_mode)

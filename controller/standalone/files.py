@@ -33,6 +33,7 @@ object's state and can run in a worker thread; `apply` folds what it found in, w
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -56,9 +57,9 @@ def yaml_files(root: Path) -> list[Path]:
     return scan(root).files
 
 
-def _stamp(path: Path) -> Stamp | OSError:
+def _stamp(path: Path, *, follow: bool = True) -> Stamp | OSError:
     try:
-        st = path.stat()
+        st = os.stat(path, follow_symlinks=follow)
     except OSError as exc:
         return exc
     return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -144,8 +145,10 @@ class ModelFiles:
                 error = _stamp(path)
                 why = describe_os_error(error) if isinstance(error, OSError) else "it cannot be looked up"
                 reading.unknown[path] = why
-            else:  # there after all (created again since the listing): read it
+            else:  # there after all (created again since the listing, or a dangling link): read it
                 stamp = _stamp(path)
+                if isinstance(stamp, OSError):
+                    stamp = _stamp(path, follow=False)
                 if isinstance(stamp, OSError):
                     reading.unreadable[path] = describe_os_error(stamp)
                 else:
