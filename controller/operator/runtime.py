@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from controller.desired import render_configure
@@ -38,7 +38,7 @@ from controller.operator.statuses import (
 )
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
 from controller.plan import effective_mode, find_conflicts
-from controller.reconcile import EngineReconciler, Outcome
+from controller.reconcile import EngineReconciler, Outcome, utcnow
 from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 
@@ -106,8 +106,10 @@ class Claim:
     spec: LocalModelSpec
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+def kube_now() -> datetime:
+    """Now, to the second: all that a metav1.Time in the object's status keeps, so what is written compares
+    equal to what is read back (reconcile.utcnow is the one clock; this only rounds it)."""
+    return utcnow().replace(microsecond=0)
 
 
 class Operator:
@@ -122,7 +124,7 @@ class Operator:
         metrics: Metrics | None = None,
         post_event: EventPoster = lambda *_: None,
         nodes: Mapping[str, Mapping[str, str]] | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = kube_now,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         client_factory: Callable[[EngineRef], EngineClient] | None = None,
