@@ -203,7 +203,7 @@ import asyncio, json, sys, time
 from controller.desired import render_configure
 from controller.documents import load_paths
 from controller.engine.client import EngineClient
-from controller.plan import find_model
+from controller.plan import Observation
 
 async def main(directory, url, interval):
     async with EngineClient(url, timeout=60) as client:
@@ -212,7 +212,7 @@ async def main(directory, url, interval):
             loaded = load_paths([directory])
             models = await client.list_models()
             for model in loaded.models:
-                if find_model(models, model.spec.model) is None:
+                if Observation(url, tuple(models)).find_model(model.spec.model) is None:
                     await client.pull(model.spec.model)
                 request = render_configure(model.spec)
                 await client.configure(request.body, backend=request.backend)

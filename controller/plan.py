@@ -45,7 +45,8 @@ class Observation:
         return Observation(self.engine, others + (info,), self.configs, self.runners, self.error, self.capabilities)
 
     def find_model(self, ref: str) -> ModelInfo | None:
-        """`find_model(self.models, ref)` in O(1): a drift pass plans every model against one observation."""
+        """The stored model a reference names (by tag, `ai/x` = `docker.io/ai/x:latest`, or by ID); the first of
+        `models` wins. An index, not a scan: a drift pass plans every model against one observation."""
         return self._models_by_ref.get(canonical_ref(ref))
 
     def find_config(self, model_id: str, backend: str, mode: str) -> StoredConfig | None:
@@ -63,7 +64,7 @@ class Observation:
     @cached_property
     def _models_by_ref(self) -> dict[str, ModelInfo]:
         index: dict[str, ModelInfo] = {}
-        for info in self.models:  # the first model in order wins, as find_model's scan does
+        for info in self.models:  # the first model in order wins
             for key in (info.id.lower(), *(canonical_ref(tag) for tag in info.tags)):
                 index.setdefault(key, info)
         return index
@@ -132,15 +133,6 @@ class Plan:
     @property
     def up_to_date(self) -> bool:
         return not self.actions and self.blocked is None
-
-
-def find_model(models: Iterable[ModelInfo], ref: str) -> ModelInfo | None:
-    """The stored model a reference names (by tag, `ai/x` = `docker.io/ai/x:latest`, or by ID)."""
-    want = canonical_ref(ref)
-    for info in models:
-        if info.id.lower() == want or any(canonical_ref(tag) == want for tag in info.tags):
-            return info
-    return None
 
 
 def effective_mode(spec: LocalModelSpec) -> str:

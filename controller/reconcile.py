@@ -40,7 +40,6 @@ from controller.plan import (
     Pull,
     backoff_delay,
     effective_mode,
-    find_model,
     find_runner,
     plan_model,
 )
@@ -247,7 +246,7 @@ class EngineReconciler:
                 observation = await self.observe()
                 if observation.error is not None:
                     raise observation.error
-            info = find_model(observation.models, spec.model)
+            info = observation.find_model(spec.model)
             if info is None:
                 return FinalizeOutcome(True, f"{spec.model} is not in the engine's store; nothing to unload")
             backend = spec.backend or backend_for_format(info.format)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
@@ -16,7 +18,6 @@ from controller.plan import (
     backoff_delay,
     effective_mode,
     find_conflicts,
-    find_model,
     plan_model,
 )
 from controller.spec import validate_spec
@@ -53,6 +54,7 @@ def obs(models=(SMOLLM,), configs=(), runners=()):
 
 
 def test_find_model_matches_every_spelling_of_a_tag():
+    observation = Observation("e", (SMOLLM,))
     for ref in (
         "ai/smollm2",
         "smollm2",
@@ -61,8 +63,14 @@ def test_find_model_matches_every_spelling_of_a_tag():
         "AI/SmolLM2:360M-Q4_K_M",
         "sha256:aaa",
     ):
-        assert find_model([SMOLLM], ref) is SMOLLM, ref
-    assert find_model([SMOLLM], "ai/smollm2:135M-Q4_0") is None
+        assert observation.find_model(ref) is SMOLLM, ref
+    assert observation.find_model("ai/smollm2:135M-Q4_0") is None
+
+
+def test_find_model_takes_the_first_model_that_carries_a_tag():
+    other = replace(SMOLLM, id="sha256:bbb")
+    assert Observation("e", (SMOLLM, other)).find_model("ai/smollm2") is SMOLLM
+    assert Observation("e", (other, SMOLLM)).find_model("ai/smollm2") is other
 
 
 @pytest.mark.parametrize(
