@@ -140,11 +140,3 @@ def test_apply_wait_timeout_cuts_a_long_pull_short(tmp_path: Path, capsys: pytes
     assert "timed out after 1s" in err
     assert "small: not ready: Pulling" in err
     assert "small  Pulling  Pulling" in out
-
-
-def test_watch_defaults_are_the_daemons(tmp_path: Path) -> None:
-    from controller.cli import build_parser
-    from controller.standalone import daemon
-
-    args = build_parser().parse_args(["watch", str(tmp_path)])
-    assert (args.interval, args.concurrency) == (daemon.DEFAULT_INTERVAL, daemon.DEFAULT_CONCURRENCY)
