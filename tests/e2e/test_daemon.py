@@ -99,19 +99,6 @@ def test_an_engine_restart_is_repaired_within_one_drift_interval(start, models_d
     assert events.count("DriftRepaired") == 1, events  # the re-apply is a repair
 
 
-def test_a_409_storm_ends_ready(start, models_dir: Path, engine: Engine) -> None:  # type: ignore[no-untyped-def]
-    (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=4096))
-    daemon = start()
-    eventually(lambda: daemon.ready("small"), what="small Ready")
-    engine.control("conflicts", {"count": 3})
-    (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=8192))
-    eventually(
-        lambda: context_size(engine, SMALL) == 8192 and daemon.ready("small"), timeout=20, what="Ready after three 409s"
-    )
-    assert engine.state()["pending_conflicts"] == 0
-    assert 'localmodel_reconcile_errors_total{reason="RunnerBusy"} 3.0' in daemon.metrics()
-
-
 def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready(  # type: ignore[no-untyped-def]
     start, models_dir: Path, engine: Engine
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
@@ -37,12 +38,17 @@ class VirtualTime:
 
 
 class Harness:
-    def __init__(self, root: Path, client: EngineClient) -> None:
+    def __init__(self, root: Path, client: EngineClient, **options: Any) -> None:
         self.root = root
         self.time = VirtualTime()
         self.client = client
         self.daemon = Daemon(
-            root, client, interval=INTERVAL, grace=SETTLE, clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0)
+            root,
+            client,
+            interval=INTERVAL,
+            grace=SETTLE,
+            clocks=Clocks(monotonic=self.time, jitter=lambda: 0.0),
+            **options,
         )
 
     def write(self, name: str, text: str) -> Path:
@@ -351,3 +357,30 @@ async def eventually_async(condition: Any, timeout: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_a_409_storm_is_retried_with_doubling_backoff_then_applied(tmp_path: Path, engine: Any) -> None:
+    """Three 409s in a row (runner busy): retried after 0.5, 1 and 2 s of virtual time (half of 1, 2, 4 s with
+    jitter 0), then applied; the e2e version of this test waited those seconds for real. Without the engine
+    watch, which would retry a busy runner once a watch period instead."""
+    async with EngineClient(engine.url) as client:
+        await _409_storm(Harness(tmp_path, client, watch_period=None), engine)
+
+
+async def _409_storm(harness: Harness, engine: Any) -> None:
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=4096))
+    await harness.run_pass()
+    engine.state.pending_conflicts = 3
+    harness.write("a.yaml", localmodel("a", "ai/smollm2", contextSize=8192))
+    await harness.run_pass(0.1)
+    delays = []
+    while engine.state.pending_conflicts or not harness.daemon.records["a"].ready:
+        assert harness.reason("a") == Reason.RUNNER_BUSY.value
+        due = harness.daemon.schedule.when("a")
+        assert due is not None
+        delays.append(due - harness.time.now)
+        await harness.run_pass(due - harness.time.now)
+    assert delays == [0.5, 1.0, 2.0]
+    assert (await stored(harness.client, "ai/smollm2"))["context-size"] == 8192  # type: ignore[index]
+    metrics = generate_latest(harness.daemon.metrics.registry).decode()
+    assert 'localmodel_reconcile_errors_total{reason="RunnerBusy"} 3.0' in metrics
