@@ -26,6 +26,7 @@ examples:
   localmodel apply examples/ --wait --timeout 600
   localmodel apply my-models/ --engine http://127.0.0.1:12434 --wait
   localmodel apply examples/ --emulator --wait          # against the built-in emulator
+  localmodel apply examples/ --emulator --emulator-version 1.0   # ... emulating model-runner v1.0.10
 
 exit codes:
   0  every model is applied and verified (Ready)
@@ -51,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--emulator",
         action="store_true",
         help="apply to a throwaway built-in emulator (checks that the files apply cleanly)",
+    )
+    parser.add_argument(
+        "--emulator-version",
+        choices=("1.2", "1.0"),
+        default="1.2",
+        help="with --emulator: the model-runner release it emulates (default 1.2; 1.0 is v1.0.10, which "
+        "cannot keep keepAlive: see docs/compatibility.md)",
     )
     parser.add_argument("--wait", action="store_true", help="keep reconciling until every model is Ready")
     parser.add_argument(
@@ -94,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         progress.print(f"{prefix}{name}: {reason}: {message}")
 
     async def main() -> tuple[list[Applied], bool]:
-        async with connect(args.engine, emulator=args.emulator, quiet=True) as client:
+        async with connect(
+            args.engine, emulator=args.emulator, quiet=True, emulator_version=args.emulator_version
+        ) as client:
             return await apply_models(
                 client, loaded.models, wait=args.wait, timeout=args.timeout, on_event=on_event, on_progress=on_progress
             )

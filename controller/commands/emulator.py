@@ -18,6 +18,7 @@ examples:
   localmodel emulator
   localmodel emulator --port 0 --preload-models ai/smollm2,ai/qwen3:0.6B-F16
   localmodel emulator --catalog my-models.yaml --load-seconds 2
+  localmodel emulator --engine-version 1.0    # behave as model-runner v1.0.10 (no keep_alive, no /version)
   curl -s http://127.0.0.1:12434/engines/status
 
 The first line printed is "emulator listening on URL". SIGINT or SIGTERM stops it.
@@ -65,6 +66,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="JSON or YAML list of extra pullable models ({name, tags, format, context_size, size_bytes, ...})",
     )
     parser.add_argument(
+        "--engine-version",
+        choices=ENGINE_VERSIONS,
+        default=ENGINE_VERSIONS[0],
+        help="the model-runner release to emulate: 1.2 (v1.2.9, the default) or 1.0 (v1.0.10: no /version, "
+        "keep_alive dropped, no runtime-flag allowlist, no background load after a configure; "
+        "docs/compatibility.md lists every difference)",
+    )
+    parser.add_argument(
         "--origins",
         default=os.environ.get("DMR_ORIGINS", ""),
         metavar="LIST",
@@ -85,6 +94,10 @@ def seconds(text: str) -> float:
     return value
 
 
+# The keys of controller.emulator.state.EMULATED_RELEASES (not imported here: --help stays fast).
+ENGINE_VERSIONS = ("1.2", "1.0")
+
+
 def port_number(text: str) -> int:
     """A TCP port for argparse: an integer from 0 to 65535."""
     try:
@@ -103,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     from controller.emulator import Catalog, EmulatorState, load_artifacts, serve
     from controller.emulator.catalog import DEFAULT_ARTIFACTS
+    from controller.emulator.state import EMULATED_RELEASES
 
     try:
         extra = load_artifacts(args.catalog) if args.catalog else []
@@ -112,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             load_seconds=args.load_seconds,
             pull_seconds=args.pull_seconds,
             allowed_origins=args.origins.split(","),
+            release=EMULATED_RELEASES[args.engine_version],
         )
     except (OSError, ValueError) as exc:
         print(f"localmodel emulator: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from controller import wire
 from controller.emulator.catalog import CREATED, Artifact, artifact_from_json, normalize_units
 from controller.emulator.config import DecodeError, decode_object, go_encoded, plain
 from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
+from controller.engine import capabilities as caps
 from controller.engine.errors import EngineError
 
 VERSION = "v1.2.9-emulator"
@@ -319,7 +320,8 @@ async def configure(request: web.Request) -> web.Response:
     if len(body) > MAX_BODY:
         return go_error(400, "request too large")
     used_backend, model = state.configure(backend, body)
-    state.spawn(state.preload(used_backend, model))
+    if state.has(caps.PRELOAD_ONLY):  # older releases start no background load after a configure
+        state.spawn(state.preload(used_backend, model))
     return web.Response(status=202)
 
 
@@ -390,7 +392,7 @@ async def inference(request: web.Request) -> web.Response:
         return go_error(400, "model is required")
     runner = await state.acquire(backend, model, _mode_for_path(request.path))
     try:
-        if request.headers.get(wire.PRELOAD_ONLY_HEADER) == "true":
+        if request.headers.get(wire.PRELOAD_ONLY_HEADER) == "true" and state.has(caps.PRELOAD_ONLY):
             return web.Response(status=200)
         answer = _canned_answer(request.path, model)
         _record(state, runner, request, body, answer)
@@ -625,7 +627,8 @@ def create_app(state: EmulatorState | None = None, *, eviction_interval: float =
     app[_STATE_KEY] = state or EmulatorState()
     routes = app.router
     routes.add_route("*", wire.ROUTE_ROOT, root)
-    routes.add_route("*", wire.ROUTE_VERSION, version)
+    if app[_STATE_KEY].has(caps.VERSION_ROUTE):  # since v1.0.30; older releases answer 404 page not found
+        routes.add_route("*", wire.ROUTE_VERSION, version)
     routes.add_route("*", "/engines", subtree_redirect)
     routes.add_route("*", "/v1", subtree_redirect)
     routes.add_get(wire.ROUTE_MODELS, list_models)

@@ -280,9 +280,15 @@ _REQUEST_FIELDS = (
 )
 
 
-def decode_configure(body: bytes) -> ConfigureRequest:
-    """Decode a `_configure` body; raises DecodeError where Go's json.Unmarshal would fail."""
-    f = _fields(parse_go_json(body), _REQUEST_FIELDS, "request body")
+def decode_configure(body: bytes, *, keep_alive: bool = True, image_generation: bool = True) -> ConfigureRequest:
+    """Decode a `_configure` body; raises DecodeError where Go's json.Unmarshal would fail.
+
+    Older releases (controller/engine/capabilities.py): without `keep_alive` the key is unknown, so any
+    value is ignored; without `image_generation` that mode is an unknown mode (a decode error)."""
+    names = _REQUEST_FIELDS if keep_alive else tuple(name for name in _REQUEST_FIELDS if name != wire.KEEP_ALIVE)
+    f = _fields(parse_go_json(body), names, "request body")
+    if not image_generation and _mode(f.get(wire.MODE)) == wire.IMAGE_GENERATION:
+        raise DecodeError(f"unknown backend mode: {wire.IMAGE_GENERATION!r}")
     config = BackendConfig(
         context_size=_integer(f.get(wire.CONTEXT_SIZE), wire.CONTEXT_SIZE, _INT32),
         runtime_flags=_string_list(f.get(wire.RUNTIME_FLAGS), wire.RUNTIME_FLAGS),

@@ -359,6 +359,11 @@ def validate_runtime_flags(backend: str, flags: Sequence[str]) -> None:
         _, sep, value = flag.partition("=")
         if sep and value.startswith("-") and not (len(value) >= 2 and value[1].isascii() and value[1].isdigit()):
             raise FlagError(f"invalid flag {_go_quote(flag)}: value cannot start with '-' unless followed by a digit")
+    validate_flag_paths(flags)
+
+
+def validate_flag_paths(flags: Sequence[str]) -> None:
+    """The path check alone: all that model-runner before v1.0.15 (no allowlist) does."""
     for flag in flags:
         if "/" in flag or "\\" in flag:
             raise FlagError(f"invalid runtime flag {_go_quote(flag)}: paths are not allowed (contains '/' or '\\\\')")

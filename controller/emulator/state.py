@@ -33,7 +33,14 @@ from controller.emulator.config import (
     decode_configure,
     render_keep_alive,
 )
-from controller.emulator.flags import FlagError, split_raw_flags, validate_hf_overrides, validate_runtime_flags
+from controller.emulator.flags import (
+    FlagError,
+    split_raw_flags,
+    validate_flag_paths,
+    validate_hf_overrides,
+    validate_runtime_flags,
+)
+from controller.engine import capabilities as caps
 from controller.engine.errors import (
     BadRequest,
     EngineError,
@@ -45,6 +52,9 @@ from controller.engine.errors import (
 )
 from controller.refs import canonical_ref
 
+# `localmodel emulator --engine-version`: the model-runner release each short name emulates.
+EMULATED_RELEASES = {"1.2": "v1.2.9", "1.0": "v1.0.10"}
+DEFAULT_ENGINE_VERSION = "1.2"
 RUNNER_SLOTS = 8  # min(NumCPU, 8) on the engine; fixed here so behaviour does not depend on the machine
 DEFAULT_KEEP_ALIVE_NS = 5 * 60 * SECOND
 INSTALLED_BACKENDS = (wire.LLAMA_CPP, wire.VLLM_BACKEND)
@@ -144,7 +154,10 @@ class EmulatorState:
         pull_seconds: float = 0.0,
         allowed_origins: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        release: str = EMULATED_RELEASES[DEFAULT_ENGINE_VERSION],
     ) -> None:
+        self.engine_release = release  # the model-runner release emulated (controller/engine/capabilities.py)
+        self.features = caps.features_of(release)
         self.catalog = catalog or Catalog()
         self.load_seconds = load_seconds
         self.pull_seconds = pull_seconds
@@ -177,6 +190,10 @@ class EmulatorState:
 
     def now(self) -> float:
         return self._clock() + self._offset
+
+    def has(self, feature: str) -> bool:
+        """Whether the emulated release has `feature` (a name of controller.engine.capabilities.FEATURES)."""
+        return feature in self.features
 
     def advance(self, seconds: float) -> int:
         """Move the clock forward and evict runners whose keep-alive ran out. Returns how many went."""
@@ -293,7 +310,9 @@ class EmulatorState:
         if backend not in wire.BACKENDS:
             raise NotFound("backend not found", status=404)
         try:
-            request = decode_configure(body)
+            request = decode_configure(
+                body, keep_alive=self.has(caps.KEEP_ALIVE), image_generation=self.has(caps.IMAGE_GENERATION)
+            )
         except DecodeError:
             raise BadRequest("invalid request", status=400) from None
         config = request.config
@@ -301,7 +320,10 @@ class EmulatorState:
         try:
             if flags is None and request.raw_runtime_flags:
                 flags = tuple(split_raw_flags(request.raw_runtime_flags))
-            validate_runtime_flags(backend, flags or ())
+            if self.has(caps.FLAG_ALLOWLIST):
+                validate_runtime_flags(backend, flags or ())
+            else:
+                validate_flag_paths(flags or ())
             if config.vllm is not None and config.vllm.hf_overrides is not None:
                 validate_hf_overrides(config.vllm.hf_overrides)
         except FlagError as exc:
@@ -370,7 +392,7 @@ class EmulatorState:
         if config is None:
             model = self.lookup(model_id)
             packaged = model.artifact.context_size if model else None
-            return BackendConfig(context_size=packaged), ""
+            return BackendConfig(context_size=packaged if self.has(caps.PACKAGED_CONTEXT) else None), ""
         return config, self.resolve_id(config.draft_model) if config.draft_model else ""
 
     # --- runners -----------------------------------------------------------------------------
@@ -394,7 +416,7 @@ class EmulatorState:
                 entry[wire.PS_KEEP_ALIVE] = render_keep_alive(config.keep_alive_ns)
             entries.append(entry)
         for runner in self.runners.values():
-            if runner.loading:
+            if runner.loading and self.has(caps.LOADING_STATE):  # older releases list a runner once ready
                 entries.append(
                     {
                         wire.PS_BACKEND: runner.backend,

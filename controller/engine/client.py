@@ -688,6 +688,7 @@ def _parse_runner(item: Any) -> RunnerInfo:
 def _progress(item: Any) -> PullProgress:
     what = "pull progress line"
     layer = _field(item, wire.PROGRESS_LAYER, dict, what, default={})
+    layer = {str(key).lower(): value for key, value in layer.items()}  # v1.0.10 writes ID, Size, Current
     return PullProgress(
         type=_field(item, wire.PROGRESS_TYPE, str, what),
         message=_field(item, wire.PROGRESS_MESSAGE, str, what, default=""),

@@ -19,7 +19,7 @@ EMULATOR_SOURCE = "embedded emulator"
 
 @contextlib.asynccontextmanager
 async def connect(
-    engine: str | None = None, *, emulator: bool = False, quiet: bool = False
+    engine: str | None = None, *, emulator: bool = False, quiet: bool = False, emulator_version: str = "1.2"
 ) -> AsyncIterator[EngineClient]:
     """An EngineClient for the chosen engine, closed (and the emulator stopped) on exit.
 
@@ -27,8 +27,9 @@ async def connect(
     """
     if emulator:
         from controller.emulator import running_emulator
+        from controller.emulator.state import EMULATED_RELEASES
 
-        async with running_emulator("127.0.0.1", 0) as emu:
+        async with running_emulator("127.0.0.1", 0, release=EMULATED_RELEASES[emulator_version]) as emu:
             if not quiet:
                 log_event(log, "engine", f"started the embedded DMR emulator on {emu.url}", engine=emu.url)
             async with EngineClient(Endpoint(url=emu.url, source=EMULATOR_SOURCE)) as client:

@@ -9,6 +9,12 @@ runs against every kind:
   from github.com/docker/model-runner, a fake llama-server, a local registry mirror), a fresh process
   per test. No control API and no vLLM. Its parametrisation carries the `peers` marker, so
   `pytest -m 'not peers'` runs the emulator half alone.
+- `emulator-1.0`: the emulator emulating v1.0.10 (`localmodel emulator --engine-version 1.0`), checked
+  by the same tests as the real v1.0.10.
+- `dmr-1.0`: the same with the older release model-runner v1.0.10 (`release="1.0"`), marked `peers` and
+  `dmr_1_0`. Its differences from v1.2.9 are either handled by localmodel (capability detection,
+  controller/engine/capabilities.py) or an explicit expectation of the test: `engine.has(feature)` names
+  the feature (a `capabilities.FEATURES` name) a test's expectation depends on.
 
 Busy and loading runners work on both kinds through `engine.holds` (`RunnerHolds`): the emulator's
 control API, or on the real engine a request held in flight / a load held unready by the fake
@@ -30,6 +36,8 @@ import httpx
 import pytest
 
 from controller.emulator import running_emulator
+from controller.emulator.state import EMULATED_RELEASES
+from controller.engine import capabilities
 from controller.engine.client import EngineClient
 from controller.engine.types import RunnerInfo
 from controller.refs import same_model
@@ -169,6 +177,17 @@ class Engine:
     fresh_model: str  # pullable, not pulled at start
     second_tag: str | None  # another tag of `model`'s artifact, not pulled at start
     vllm_model: str | None  # safetensors, served by vLLM; None when the engine has no vLLM
+    release: str = "v1.2.9"  # the model-runner release the engine is (or emulates)
+
+    def has(self, feature: str) -> bool:
+        """Whether this engine's release has `feature` (a name of controller.engine.capabilities.FEATURES)."""
+        return feature in capabilities.features_of(self.release)
+
+    def needs(self, feature: str) -> None:
+        """Skip, saying what the release does instead, when a test exercises a feature the release lacks."""
+        if not self.has(feature):
+            found = capabilities.feature(feature)
+            pytest.skip(f"model-runner {self.release} lacks {feature} (since {found.since}): {found.before}")
 
     @property
     def ctl(self) -> EmulatorControl:
@@ -192,16 +211,18 @@ class Engine:
 
 
 @asynccontextmanager
-async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+async def _start_emulator(request: pytest.FixtureRequest, version: str = "1.2") -> AsyncIterator[Engine]:
     model, draft, vllm = "ai/smollm2:latest", "ai/smollm2:135M-Q4_0", "ai/smollm2-vllm"
+    release = EMULATED_RELEASES[version]
+    kind = "emulator" if version == "1.2" else f"emulator-{version}"
     async with (
-        running_emulator(load_seconds=0, preload_models=[model, draft, vllm]) as emulator,
-        EngineClient(emulator.url, name="emulator") as client,
+        running_emulator(load_seconds=0, preload_models=[model, draft, vllm], release=release) as emulator,
+        EngineClient(emulator.url, name=kind) as client,
     ):
         control = EmulatorControl(emulator.url)
         try:
             yield Engine(
-                kind="emulator",
+                kind=kind,
                 url=emulator.url,
                 client=client,
                 control=control,
@@ -212,16 +233,19 @@ async def _start_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Engin
                 fresh_model="ai/embeddinggemma",
                 second_tag="ai/smollm2:360M-Q4_K_M",
                 vllm_model=vllm,
+                release=release,
             )
         finally:
             await control.aclose()
 
 
 @asynccontextmanager
-async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+async def _start_dmr(request: pytest.FixtureRequest, release: str = "1.2") -> AsyncIterator[Engine]:
     files = HoldFiles.under(request.getfixturevalue("tmp_path"))
-    server = request.getfixturevalue("dmr_server_factory")(env=files.env)  # models pulled; stopped by the fixture
-    async with EngineClient(server.url, name="dmr") as client:
+    # models pulled; stopped by the fixture
+    server = request.getfixturevalue("dmr_server_factory")(env=files.env, release=release)
+    kind = "dmr" if release == "1.2" else f"dmr-{release}"
+    async with EngineClient(server.url, name=kind) as client:
         holds = FakeLlamaHolds(server.url, client, files)
 
         async def restart() -> None:
@@ -229,7 +253,7 @@ async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
 
         try:
             yield Engine(
-                kind="dmr",
+                kind=kind,
                 url=server.url,
                 client=client,
                 control=None,
@@ -240,6 +264,7 @@ async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
                 fresh_model=server.fresh_model,
                 second_tag=server.second_tag,
                 vllm_model=None,  # built with -tags=novllm, and there is no vLLM to run
+                release=server.version,
             )
         finally:
             await holds.aclose()
@@ -247,9 +272,11 @@ async def _start_dmr(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
 
 ENGINE_KINDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]] = {
     "emulator": _start_emulator,
+    "emulator-1.0": lambda request: _start_emulator(request, "1.0"),
     "dmr": _start_dmr,
+    "dmr-1.0": lambda request: _start_dmr(request, "1.0"),
 }
-_KIND_MARKS = {"dmr": [pytest.mark.peers]}
+_KIND_MARKS = {"dmr": [pytest.mark.peers], "dmr-1.0": [pytest.mark.peers, pytest.mark.dmr_1_0]}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -261,7 +288,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(params=[pytest.param(kind, marks=_KIND_MARKS.get(kind, [])) for kind in sorted(ENGINE_KINDS)])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     marker = request.node.get_closest_marker("emulator_only")
-    if marker is not None and request.param != "emulator":
+    if marker is not None and not request.param.startswith("emulator"):
         pytest.skip(f"needs the emulator control API: {marker.args[0] if marker.args else 'no reason given'}")
     async with ENGINE_KINDS[request.param](request) as started:
         yield started

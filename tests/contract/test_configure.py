@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from controller.engine import capabilities as caps
 from controller.engine.compare import config_differences, effective_mode, find_stored_config
 from controller.engine.errors import BadRequest, EngineRejected, NotFound, RunnerBusy
 from controller.engine.types import StoredConfig
@@ -37,14 +38,18 @@ async def test_every_llama_cpp_field_reads_back_normalised(engine: Engine) -> No
     model = await engine.client.get_model(engine.model)
     assert (entry.backend, entry.mode, entry.model_id) == ("llama.cpp", "completion", model.id)
     assert same_model(entry.model, engine.model)
-    assert entry.config == {
+    expected = {
         "context-size": 8192,
         "runtime-flags": ["--threads", "4", "--temp=0.7"],
         "speculative": {"draft_model": engine.draft_model, "num_tokens": 16, "min_acceptance_rate": 0.8},
         "keep_alive": "10m0s",
         "llamacpp": {"reasoning-budget": -1},
     }
-    assert config_differences(body, entry.config, backend="llama.cpp") == []
+    if not engine.has(caps.KEEP_ALIVE):  # v1.0.10: dropped silently, everything else kept
+        del expected["keep_alive"]
+    assert entry.config == expected
+    dropped = [] if engine.has(caps.KEEP_ALIVE) else ["keep_alive: want 10m, engine has unset"]
+    assert config_differences(body, entry.config, backend="llama.cpp") == dropped
     everything = await engine.client.stored_configs()
     assert find_stored_config(everything, engine.model, model.id, "llama.cpp", effective_mode(body)) == entry
 
@@ -55,8 +60,12 @@ async def test_every_llama_cpp_field_reads_back_normalised(engine: Engine) -> No
 )
 async def test_keep_alive_is_re_rendered_as_a_go_duration(engine: Engine, sent: str, reported: str) -> None:
     body = {"model": engine.model, "keep_alive": sent}
-    await engine.client.configure(body)
+    await engine.client.configure(body)  # 202 on every release
     entry = await stored(engine, engine.model)
+    if not engine.has(caps.KEEP_ALIVE):  # v1.0.10: the field is unknown, stored without it
+        assert entry.config == {}
+        assert config_differences(body, entry.config) == [f"keep_alive: want {sent}, engine has unset"]
+        return
     assert entry.config == {"keep_alive": reported}
     assert config_differences(body, entry.config) == []
 
@@ -81,10 +90,11 @@ async def test_configure_replaces_the_whole_config(engine: Engine) -> None:
     body = {"model": engine.model, "keep_alive": "5m"}
     await engine.client.configure(body)
     entry = await stored(engine, engine.model)
-    assert entry.config == {"keep_alive": "5m0s"}
+    kept = engine.has(caps.KEEP_ALIVE)  # v1.0.10 replaces the config too, with one that has no keep_alive
+    assert entry.config == ({"keep_alive": "5m0s"} if kept else {})
     assert config_differences({"model": engine.model, "context-size": 8192}, entry.config) == [
         "context-size: want 8192, engine has unset",
-        "keep_alive: want unset, engine has 5m0s",
+        *(["keep_alive: want unset, engine has 5m0s"] if kept else []),
     ]
 
 
@@ -123,6 +133,7 @@ async def test_safetensors_model_on_the_default_route_is_stored_under_vllm(engin
 
 async def test_vllm_flags_on_the_default_route_are_checked_against_llama_cpp(engine: Engine) -> None:
     vllm_model = engine.needs_vllm()
+    engine.needs(caps.FLAG_ALLOWLIST)
     with pytest.raises(EngineRejected, match='runtime flag "--max-num-seqs" is not allowed for backend "llama.cpp"'):
         await engine.client.configure({"model": vllm_model, "runtime-flags": ["--max-num-seqs", "8"]})
 
@@ -141,12 +152,37 @@ async def test_validation_errors_are_500_with_the_engines_text(
     engine: Engine, fields: dict[str, Any], text: str
 ) -> None:
     await engine.client.configure({"model": engine.model, "context-size": 4096})
+    if "is not allowed" in text and not engine.has(caps.FLAG_ALLOWLIST):
+        # v1.0.10 has no allowlist: it refuses only a flag containing a slash or backslash, and stores
+        # these as sent.
+        await engine.client.configure({"model": engine.model, **fields})
+        assert (await stored(engine, engine.model)).config == fields
+        return
     with pytest.raises(EngineRejected) as caught:
         await engine.client.configure({"model": engine.model, **fields})
     assert text in caught.value.message
     assert not caught.value.message.endswith("\n")
     assert (caught.value.status, caught.value.retryable) == (500, False)
     assert (await stored(engine, engine.model)).config == {"context-size": 4096}
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--host", "0.0.0.0"], ["--port", "8080"], ["--threads=--verbose"]],
+    ids=["host", "port", "value carrying a flag"],
+)
+async def test_flags_outside_the_allowlist_are_refused_where_there_is_one(engine: Engine, flags: list[str]) -> None:
+    """v1.2.9 refuses what its allowlist lacks and values that carry a flag; v1.0.10 (no allowlist)
+    stores them, and llama-server is then started with them. localmodel sends what the spec says and
+    reports the engine's answer: FlagRejected on v1.2.9, Ready on v1.0.10."""
+    body = {"model": engine.model, "runtime-flags": flags}
+    if engine.has(caps.FLAG_ALLOWLIST):
+        with pytest.raises(EngineRejected, match="not allowed|cannot start with"):
+            await engine.client.configure(body)
+        assert await engine.client.stored_configs(engine.model) == []
+    else:
+        await engine.client.configure(body)
+        assert (await stored(engine, engine.model)).config == {"runtime-flags": flags}
 
 
 BAD_JSON: list[tuple[str, dict[str, Any]]] = [
@@ -161,6 +197,11 @@ BAD_JSON: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize("fields", [f for _, f in BAD_JSON], ids=[n for n, _ in BAD_JSON])
 async def test_undecodable_bodies_are_400_invalid_request(engine: Engine, fields: dict[str, Any]) -> None:
+    if "keep_alive" in fields and not engine.has(caps.KEEP_ALIVE):
+        # v1.0.10 does not know keep_alive: any value is ignored, and the rest stored (202).
+        await engine.client.configure({"model": engine.model, **fields})
+        assert [e.config for e in await engine.client.stored_configs(engine.model)] == [{}]
+        return
     with pytest.raises(BadRequest) as caught:
         await engine.client.configure({"model": engine.model, **fields})
     assert (caught.value.message, caught.value.status) == ("invalid request", 400)

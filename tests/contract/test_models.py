@@ -16,7 +16,7 @@ async def test_pull_streams_progress_then_success(engine: Engine) -> None:
     assert (result.message, result.cached) == ("Model pulled successfully", False)
     progress = [line for line in seen if line.type == "progress"]
     assert progress
-    assert all(line.total and line.layer for line in progress)
+    assert all(line.total and line.layer for line in progress)  # v1.0.10 spells the layer's keys ID, Current
     assert seen[-1].type == "success"
     pulled = await engine.client.get_model(engine.fresh_model)
     assert pulled.id.startswith("sha256:")

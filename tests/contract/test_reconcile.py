@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controller.engine import capabilities as caps
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences
 from controller.reconcile import EngineReconciler, Outcome
@@ -69,6 +70,20 @@ async def test_pulls_configures_and_verifies_a_new_model(engine: Engine) -> None
     recorder = Recorder()
     model = localmodel(model=engine.fresh_model, contextSize=4096, keepAlive="10m")
     outcome = await run(reconciler_for(engine, recorder), model)
+    if not engine.has(caps.KEEP_ALIVE):
+        # v1.0.10 drops keep_alive: the rest is applied and verified, then a permanent EngineUnsupported.
+        assert outcome.status.stalled, outcome.status
+        assert outcome.status.reason is Reason.ENGINE_UNSUPPORTED
+        assert outcome.status.message.startswith("keepAlive needs model-runner >= v1.0.15; this engine is older")
+        assert outcome.status.applied_config == {"context-size": 4096}
+        assert outcome.requeue_after is None
+        assert recorder.reasons()[:3] == ["Pulled", "Applied", "EngineUnsupported"]
+        assert await stored_config(engine, engine.fresh_model) == {"context-size": 4096}
+        before = engine.client.requests_sent
+        again = await run(reconciler_for(engine, recorder), model)  # a new connection: detected again
+        assert again.status.reason is Reason.ENGINE_UNSUPPORTED
+        assert engine.client.requests_sent - before == 6  # observe (3) + /version + 2 probes; nothing sent
+        return
     assert outcome.status.ready, outcome.status
     assert outcome.status.phase is Phase.READY, outcome.status
     assert outcome.status.reason is Reason.APPLIED
@@ -98,7 +113,8 @@ async def test_an_idle_pass_costs_only_the_observation(engine: Engine) -> None:
     reconciler = reconciler_for(engine)
     model = localmodel(model=engine.model, contextSize=4096)
     await run(reconciler, model)
-    await engine.wait_loaded(engine.model)  # the background load that the configure started
+    if engine.has(caps.PRELOAD_ONLY):  # v1.0.10 starts no background load after a configure
+        await engine.wait_loaded(engine.model)  # the background load that the configure started
     await run(reconciler, model)  # reads the loaded runner's own config once
     before = engine.client.requests_sent
     outcome = await run(reconciler, model)
@@ -145,6 +161,10 @@ async def test_a_config_overwritten_by_another_client_is_reapplied(engine: Engin
 async def test_a_rejected_flag_stalls_without_resending(engine: Engine) -> None:
     recorder = Recorder()
     reconciler = reconciler_for(engine, recorder)
+    if not engine.has(caps.FLAG_ALLOWLIST):  # v1.0.10 stores any flag without a slash: Ready
+        assert (await run(reconciler, localmodel(model=engine.model, runtimeFlags=["--no-such-flag"]))).status.ready
+        reconciler = reconciler_for(engine, recorder)
+        engine.needs(caps.FLAG_ALLOWLIST)
     model = localmodel(model=engine.model, runtimeFlags=["--no-such-flag"])
     outcome = await run(reconciler, model)
     assert outcome.status.stalled
@@ -269,6 +289,7 @@ async def test_a_pull_that_fails_midway_is_retried(engine: Engine) -> None:
 
 
 async def test_a_runner_loaded_with_an_old_config_is_evicted_and_reloaded(engine: Engine) -> None:
+    engine.needs(caps.LOADING_STATE)
     recorder = Recorder()
     reconciler = reconciler_for(engine, recorder)
     await engine.client.configure({"model": engine.model, "context-size": 2048})

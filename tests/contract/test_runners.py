@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.engine import capabilities as caps
 from controller.engine.compare import config_differences
 from controller.engine.errors import BackendNotInstalled, LoadFailed, NotFound
 from tests.contract.conftest import Engine
@@ -15,22 +16,24 @@ from tests.contract.conftest import Engine
 async def test_preload_starts_a_runner_with_the_stored_config(engine: Engine) -> None:
     body = {"model": engine.model, "context-size": 4096, "keep_alive": "10m"}
     await engine.client.configure(body)
-    await engine.client.preload(engine.model)
+    await engine.client.preload(engine.model)  # v1.0.10 ignores X-Preload-Only: a real (empty) chat completion
     (runner,) = [r for r in await engine.client.ps() if r.model == engine.model]
-    assert (runner.backend, runner.mode, runner.keep_alive) == ("llama.cpp", "completion", "10m0s")
+    kept = engine.has(caps.KEEP_ALIVE)  # v1.0.10: neither the stored config nor ps has a keep_alive
+    assert (runner.backend, runner.mode, runner.keep_alive) == ("llama.cpp", "completion", "10m0s" if kept else None)
     assert not runner.loading
     assert not runner.in_use
     model = await engine.client.get_model(engine.model)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.model_id == model.id
-    assert config_differences(body, live.config) == []
+    assert config_differences(body, live.config) == ([] if kept else ["keep_alive: want 10m, engine has unset"])
 
 
 async def test_a_runner_without_a_stored_config_uses_the_packaged_context_size(engine: Engine) -> None:
     await engine.client.preload(engine.model)
     model = await engine.client.get_model(engine.model)
     (live,) = await engine.client.runner_configs(engine.model)
-    assert live.config == {"context-size": model.context_size}
+    # v1.0.10 reports {}: llama.cpp then falls back to the packaged size itself.
+    assert live.config == ({"context-size": model.context_size} if engine.has(caps.PACKAGED_CONTEXT) else {})
 
 
 async def test_a_runner_started_with_an_empty_stored_config_reports_it(engine: Engine) -> None:
@@ -61,6 +64,7 @@ async def test_out_of_range_gpu_memory_is_accepted_then_fails_at_load(engine: En
 
 
 async def test_runner_loading_during_configure_keeps_the_old_config(engine: Engine) -> None:
+    engine.needs(caps.LOADING_STATE)
     model = await engine.client.get_model(engine.model)
     assert model.context_size not in (None, 2048)
     await engine.holds.loading(engine.model)  # starts with no stored config: the packaged context size
