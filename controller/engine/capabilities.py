@@ -112,6 +112,10 @@ FEATURES: tuple[Feature, ...] = (
 KEEP_ALIVE = "keepAlive"
 IMAGE_GENERATION = "mode: image-generation"
 VERSION_ROUTE = "GET /version"
+FLAG_ALLOWLIST = "runtime-flag allowlist"
+PRELOAD_ONLY = "preload without inference"
+LOADING_STATE = "runner loading state"
+PACKAGED_CONTEXT = "packaged context for unconfigured runners"
 
 _BY_NAME = {feature.name: feature for feature in FEATURES}
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
