@@ -56,6 +56,8 @@ endpoints (with --status-addr):
                  localmodel_reconcile_duration_seconds, localmodel_engine_up, localmodel_models(_ready),
                  localmodel_file_errors, localmodel_engine_requests_total
   GET /healthz   200 while the reconcile loop runs
+  A client has 10 s to send its request; at most 256 connections are open at once (the oldest that
+  sent nothing is closed first), so clients that never finish cannot stop /healthz answering.
 
 Logs go to stderr, one line per event (applied, pulled, drift repaired, stalled, file error, engine
 down/up, file watcher failed and restarted): text on a terminal, JSON lines otherwise (--log-format).
