@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from controller.emulator import RunningEmulator, load_artifacts
 from controller.emulator.catalog import format_size
-from tests.support.emulator import emulator, emulator_process, emulator_thread
+from tests.support.emulator import emulator, emulator_thread
 
 SMOLLM2_ID_TAGS = ["docker.io/ai/smollm2:latest"]
 TEXT = "text/plain; charset=utf-8"
@@ -685,14 +684,6 @@ async def test_counters_count_engine_requests_per_route(http: httpx.AsyncClient)
         "POST /engines/{backend}/_configure": 1,
         "GET /engines/_configure": 1,
     }
-
-
-def test_localmodel_emulator_process_serves_and_stops_on_sigterm() -> None:
-    with emulator_process("--preload-models", "ai/smollm2") as proc:
-        response = httpx.get(proc.url + "/models/smollm2")
-        assert response.json()["tags"] == SMOLLM2_ID_TAGS
-        proc.process.send_signal(signal.SIGTERM)
-        assert proc.process.wait(timeout=10) == 0
 
 
 async def test_status_df_and_openai_models(http: httpx.AsyncClient) -> None:
