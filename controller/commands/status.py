@@ -12,6 +12,9 @@ With --daemon HOST:PORT, the table comes from a running `localmodel watch` (its 
 LocalModel in its directory with its Ready condition, and file errors. Otherwise it comes straight
 from the engine (--engine URL, or the discovered one): every stored config (GET /engines/_configure),
 loaded runner (GET /engines/ps) and pulled model (GET /models), whether or not a LocalModel declares it.
+
+Both end with the engine's release as localmodel detected it (GET /version, or a probe on releases
+before v1.0.30) and the features it lacks, e.g. keepAlive before v1.0.15 (docs/compatibility.md).
 """
 
 EPILOG = """\

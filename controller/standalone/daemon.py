@@ -774,6 +774,8 @@ class Daemon:
                 "lastObserved": rfc3339(self.engine.last_observed) if self.engine.last_observed else None,
                 "lastError": self.engine.last_error,
                 "requestsSent": self.client.requests_sent,
+                # What the engine's release keeps (controller/engine/capabilities.py), once detected.
+                "capabilities": self.reconciler.capabilities.to_dict() if self.reconciler.capabilities else None,
                 "watch": None
                 if self.watch is None
                 else {

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import httpx
 
 from controller import wire
+from controller.engine.capabilities import Capabilities, detect
 from controller.engine.errors import EngineError
 from controller.listen import connect_host, parse_addr
 from controller.standalone.connect import connect
@@ -75,6 +76,8 @@ def show_daemon(addr: str, output: str, out: TextIO, err: TextIO) -> int:
             else "not observed yet"
         )
         print(f"\nengine {engine.get('url')} ({state}); directory {status.get('directory')}", file=out)
+        if engine.get("capabilities"):
+            print(f"engine release: {capabilities_line(engine['capabilities'])}", file=out)
         for file in status.get("files", []):
             for error in file.get("errors", []):
                 print(f"file error: {error.get('text')}", file=out)
@@ -109,13 +112,24 @@ def fetch_status(url: str, *, deadline: float = DAEMON_DEADLINE, max_body: int =
     return json.loads(asyncio.run(bounded()))
 
 
+def capabilities_line(shown: dict[str, Any]) -> str:
+    """One line from a `Capabilities.to_dict()`: the release, how it was found, what it lacks."""
+    release = shown.get("version") or (
+        f"older than {shown['olderThan']} (no GET /version)" if shown.get("olderThan") else "unknown"
+    )
+    lacks = shown.get("lacks") or []
+    what = f"lacks {', '.join(lacks)}" if lacks else "has every feature localmodel uses"
+    return f"model-runner {release} (from {shown.get('detectedBy')}); {what} (see docs/compatibility.md)"
+
+
 def show_engine(engine: str | None, output: str, out: TextIO, err: TextIO) -> int:
-    async def read() -> tuple[str, list[Any]]:
+    async def read() -> tuple[str, list[Any], Capabilities]:
         async with connect(engine, quiet=True) as client:
-            return client.endpoint.shown, await engine_inventory(client)
+            rows = await engine_inventory(client)
+            return client.endpoint.shown, rows, await detect(client)
 
     try:
-        url, rows = asyncio.run(read())
+        url, rows, found = asyncio.run(read())
     except ValueError as exc:
         print(f"localmodel status: {exc}", file=err)
         return 2
@@ -123,10 +137,12 @@ def show_engine(engine: str | None, output: str, out: TextIO, err: TextIO) -> in
         print(f"localmodel status: {exc}", file=err)
         return 1
     if output == "json":
-        print(json.dumps({"engine": url, "models": [row.to_dict() for row in rows]}, indent=2), file=out)
+        shown = {"engine": url, "capabilities": found.to_dict(), "models": [row.to_dict() for row in rows]}
+        print(json.dumps(shown, indent=2), file=out)
         return 0
     lines = [[r.model, r.backend, r.mode, r.context, r.keep_alive, r.loaded, "-", r.message] for r in rows]
     print(table(ENGINE_HEADERS, lines), file=out)
     entries = f"{len(rows)} entr" + ("y" if len(rows) == 1 else "ies")
     print(f"\nengine {url}: {entries} (READY needs LocalModels: use --daemon, or localmodel plan FILE...)", file=out)
+    print(f"engine release: {capabilities_line(found.to_dict())}", file=out)
     return 0

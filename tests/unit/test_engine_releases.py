@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
 from controller.commands.emulator import ENGINE_VERSIONS
-from controller.emulator import running_emulator
+from controller.emulator import EmulatorThread, running_emulator
 from controller.emulator.state import EMULATED_RELEASES
 from controller.engine import capabilities as caps
 from controller.engine.client import EngineClient
 from controller.engine.errors import BadRequest, EngineRejected, NotFound
 from controller.engine.types import PullProgress
+from controller.standalone.daemon import Clocks, Daemon
+from tests.support.util import localmodel_yaml as localmodel
 
 MODEL = "ai/smollm2:latest"
 
@@ -83,3 +86,46 @@ async def test_the_v1_0_emulator_drops_keep_alive_and_checks_only_paths() -> Non
         with pytest.raises(BadRequest):
             await client.configure({"model": MODEL, "mode": "image-generation"})
         assert await client.ps() == []  # no background load after a configure
+
+
+# ---- shown by `localmodel status` ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [
+        ("1.2", "engine release: model-runner v1.2.9-emulator (from GET /version); has every feature"),
+        ("1.0", "engine release: model-runner older than v1.0.12 (no GET /version) (from no GET /version; _configure"),
+    ],
+)
+def test_status_engine_shows_the_release_and_what_it_lacks(version: str, shown: str) -> None:
+    with EmulatorThread(load_seconds=0, release=EMULATED_RELEASES[version]) as emulator:
+        argv = [sys.executable, "-m", "controller", "status", "--engine", emulator.url]
+        table = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        as_json = subprocess.run([*argv, "-o", "json"], capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert shown in table.stdout
+    assert ("lacks " in table.stdout) is (version == "1.0")
+    found = json.loads(as_json.stdout)["capabilities"]
+    assert (caps.KEEP_ALIVE in found["lacks"]) is (version == "1.0")
+
+
+async def test_the_daemon_keeps_the_engines_capabilities_in_its_status(tmp_path: Path) -> None:
+    async with (
+        running_emulator(load_seconds=0, preload_models=[MODEL], release=EMULATED_RELEASES["1.0"]) as emulator,
+        EngineClient(emulator.url) as client,
+    ):
+        daemon = Daemon(tmp_path, client, interval=60.0, clocks=Clocks(jitter=lambda: 0.0))
+        assert daemon.snapshot()["engine"]["capabilities"] is None  # not observed yet
+        (tmp_path / "m.yaml").write_text(localmodel("m", MODEL, contextSize=4096, keepAlive="15m"))
+        daemon.notice([tmp_path / "m.yaml"])
+        await daemon.run_pass()
+        await daemon.wait_idle()
+        snapshot = daemon.snapshot()
+    shown = snapshot["engine"]["capabilities"]
+    assert shown["olderThan"] == "v1.0.12"
+    assert caps.KEEP_ALIVE in shown["lacks"]
+    (model,) = snapshot["models"]
+    stalled = next(c for c in model["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "EngineUnsupported")
+    assert model["engines"][0]["appliedConfig"] == {"context-size": 4096}
