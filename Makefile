@@ -45,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/operator_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
