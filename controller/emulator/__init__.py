@@ -15,6 +15,14 @@ Use it from Python:
 
 or as a process: `localmodel emulator --port 12434`.
 
+`EmulatorState(release="v1.0.10")` (`localmodel emulator --engine-version 1.0`) behaves as that older
+release where localmodel can tell (controller/engine/capabilities.py, checked by the contract tests
+against the real v1.0.10): no `/version`, `keep_alive` an unknown key (ignored, any value), no flag
+allowlist (only paths refused), no `image-generation` mode, no background load after a configure,
+`X-Preload-Only` ignored (a real inference), ps without loading runners or `keep_alive`, `{}` as the
+start config of an unconfigured runner. Not emulated: its pull progress spells the layer's keys `ID`,
+`Size`, `Current`, and its `/engines/status` says `running llama.cpp version: ...`.
+
 Where the emulator deliberately differs from a real engine:
 - A pull of a reference the catalog does not have answers 404 `Model not found` (a registry that
   answers 404); Docker Hub makes the real engine answer 500 instead.
