@@ -91,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start the built-in DMR emulator in this process and use it (for trying localmodel out)",
     )
     parser.add_argument(
+        "--emulator-version",
+        choices=("1.2", "1.0"),
+        default="1.2",
+        help="with --emulator: the model-runner release it emulates (default 1.2; 1.0 is v1.0.10, which "
+        "cannot keep keepAlive: see docs/compatibility.md)",
+    )
+    parser.add_argument(
         "--interval",
         type=_positive,
         default=DEFAULT_INTERVAL,
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             root,
             engine=args.engine,
             emulator=args.emulator,
+            emulator_version=args.emulator_version,
             interval=args.interval,
             status_addr=status_addr,
             concurrency=args.concurrency,

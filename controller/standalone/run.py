@@ -30,6 +30,7 @@ async def run_daemon(
     *,
     engine: str | None,
     emulator: bool,
+    emulator_version: str = "1.2",
     interval: float,
     status_addr: tuple[str, int] | None,
     concurrency: int,
@@ -45,7 +46,9 @@ async def run_daemon(
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         try:
-            client = await stack.enter_async_context(connect(engine, emulator=emulator))
+            client = await stack.enter_async_context(
+                connect(engine, emulator=emulator, emulator_version=emulator_version)
+            )
         except ValueError as exc:  # a malformed --engine or MODEL_RUNNER_HOST: only the user can fix it
             log.error("%s", exc)
             return EXIT_USAGE

@@ -129,3 +129,21 @@ async def test_the_daemon_keeps_the_engines_capabilities_in_its_status(tmp_path:
     stalled = next(c for c in model["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "EngineUnsupported")
     assert model["engines"][0]["appliedConfig"] == {"context-size": 4096}
+
+
+@pytest.mark.parametrize(("version", "code"), [("1.2", 0), ("1.0", 1)])
+def test_apply_against_an_emulated_release(tmp_path: Path, version: str, code: int) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(localmodel("m", "ai/smollm2", contextSize=4096, keepAlive="15m"))
+    argv = [sys.executable, "-m", "controller", "apply", "--emulator", "--emulator-version", version, "--wait"]
+    done = subprocess.run([*argv, "--timeout", "60", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert ("EngineUnsupported: keepAlive needs model-runner >= v1.0.15" in done.stderr) is (version == "1.0")
+    assert "timed out" not in done.stderr
+
+
+def test_watch_offers_the_emulated_releases() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "controller", "watch", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--emulator-version {1.2,1.0}" in shown
