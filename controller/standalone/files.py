@@ -260,17 +260,29 @@ class ModelFiles:
         self._desired, self._owners, self._duplicates = desired, owners, duplicates
 
     def _release_moved(self) -> None:
-        """An emptied file lets go of the names another file now declares (they moved), and is no
-        longer an error once it holds none."""
+        """A name that another file now declares has moved: a file that only still holds it while its
+        removal is pending (gone, emptied, or no longer declaring it) lets go of it at once, and a
+        file left holding nothing is forgotten (gone) or no longer an error (emptied). A file with
+        errors keeps what it holds: its last good version may well declare it still."""
         declared = {name for state in self._files.values() for name in state.models if name not in state.held}
         for path, state in list(self._files.items()):
-            if state.emptied and declared & set(state.models):
-                models = {n: item for n, item in state.models.items() if n not in declared}
-                if models:
-                    errors = (_emptied_error(path, sorted(models)),)
-                    self._files[path] = FileState(models, errors, state.notes, state.stamp, {}, frozenset(models), True)
-                else:
-                    self._files[path] = FileState({}, (), state.notes, state.stamp)
+            gone = state.stamp is None and not state.errors
+            moved = {n for n in state.held & declared if gone or state.emptied or n in state.losing}
+            if not moved:
+                continue
+            models = {n: item for n, item in state.models.items() if n not in moved}
+            losing = {n: since for n, since in state.losing.items() if n not in moved}
+            if gone and not models:
+                del self._files[path]
+            elif state.emptied:
+                errors = (_emptied_error(path, sorted(models)),) if models else ()
+                self._files[path] = FileState(
+                    models, errors, state.notes, state.stamp, {}, frozenset(models), bool(models)
+                )
+            else:
+                self._files[path] = FileState(
+                    models, state.errors, state.notes, state.stamp, losing, state.held - moved, state.emptied
+                )
 
     # ---- what the daemon reads -----------------------------------------------------------------
 

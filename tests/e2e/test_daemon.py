@@ -42,7 +42,13 @@ def start(models_dir: Path, engine: Engine, tmp_path: Path) -> Iterator[object]:
 
     def start_daemon(interval: float = 1.0) -> DaemonProcess:
         daemon = DaemonProcess(
-            models_dir, engine.url, interval=interval, log_path=tmp_path / f"daemon{len(started)}.log"
+            models_dir,
+            engine.url,
+            interval=interval,
+            log_path=tmp_path / f"daemon{len(started)}.log",
+            # Removals here should finish within a test's wait; the default grace period (30 s) has
+            # its own tests in test_daemon_hostile_files.py.
+            args=("--deletion-grace", "1"),
         )
         started.append(daemon)
         return daemon

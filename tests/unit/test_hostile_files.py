@@ -413,3 +413,15 @@ def test_a_dangling_symlink_keeps_its_models(tmp_path: Path) -> None:
     files.refresh(1000.0)
     assert set(files.desired) == {"a"}
     assert "a symbolic link to a missing file" in files.errors[0].message
+
+
+def test_a_rename_is_settled_at_once_with_nothing_pending(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", doc("a"))
+    files = ModelFiles(tmp_path)  # the default grace period
+    files.refresh(0.0)
+    (tmp_path / "a.yaml").rename(tmp_path / "b.yaml")
+    files.refresh(0.1)
+    assert [f["path"] for f in files.report(0.1)] == [str(tmp_path / "b.yaml")]
+    assert files.pending_removal(0.1) == {}
+    assert files.next_due() is None
+    assert set(files.desired) == {"a"}
