@@ -43,11 +43,13 @@ async def build_operator(
     if config.mode == CENTRAL:
         engines = await central_engines(config, kube, env)
         log.info("central mode: reconciling on %s", ", ".join(f"{e.name} ({e.url})" for e in engines))
-        return Operator(config, kube, engines, metrics=metrics, post_event=post_event)
+        operator = Operator(config, kube, engines, metrics=metrics, post_event=post_event)
+        await operator.load_cleanups()
+        return operator
     nodes = await node_index(kube)
     engine = agent_engine(config, nodes)
     log.info("node-agent mode on node %s: engine %s", config.node_name, engine.url)
-    return Operator(
+    operator = Operator(
         config,
         kube,
         [engine],
@@ -55,6 +57,8 @@ async def build_operator(
         post_event=post_event,
         nodes={name: node_labels(node) for name, node in nodes.items()},
     )
+    await operator.load_cleanups()
+    return operator
 
 
 async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping[str, str]) -> list[EngineRef]:

@@ -21,9 +21,10 @@ retries the delete handler, use this process's own prefix. Peering is off (`stan
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +34,7 @@ from controller.crd import GROUP, PLURAL, VERSION
 from controller.listen import parse_addr
 from controller.operator.bootstrap import StartupError, build_operator
 from controller.operator.config import OperatorConfig
-from controller.operator.identity import NODE_AGENT
+from controller.operator.identity import NODE_AGENT, Identity
 from controller.operator.kube import SERVICE_ACCOUNT_DIR, KubeClient
 from controller.operator.metrics import HealthServer, Metrics
 
@@ -68,9 +69,28 @@ def login(settings: kopf.OperatorSettings) -> tuple[Any, Path | None]:
     return info, None
 
 
-def post_event(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    # kopf types its bodies as a TypedDict; it reads only apiVersion, kind and metadata through Mapping.
-    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message[:1024])
+def event_poster(kube: KubeClient, identity: Identity) -> Callable[[Mapping[str, Any], str, str, str], None]:
+    """Events go through kopf's queue; code running outside kopf's handlers (the retries of pending
+    clean-ups, started at start-up) has no queue, and posts with the operator's own client."""
+
+    def post_event(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        try:
+            # kopf types its bodies as a TypedDict; it reads only apiVersion, kind and metadata through Mapping.
+            kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=kind, reason=reason, message=message[:1024])
+        except LookupError:
+            task = asyncio.ensure_future(
+                kube.create_event(
+                    obj, kind, reason, message, component=identity.reporting_component, instance=identity.agent_id
+                )
+            )
+            task.add_done_callback(_log_event_failure)
+
+    return post_event
+
+
+def _log_event_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not post an Event: %s", task.exception())
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -105,7 +125,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         try:
             info, token_file = login(settings)
             memo.kube = KubeClient.from_connection_info(info, token_file)
-            memo.operator = await build_operator(config, memo.kube, metrics=memo.metrics, post_event=post_event)
+            memo.operator = await build_operator(
+                config, memo.kube, metrics=memo.metrics, post_event=event_poster(memo.kube, identity)
+            )
             memo.operator.start_watches()
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None

@@ -13,6 +13,7 @@ import json
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -169,7 +170,74 @@ class KubeClient:
         return list((await self._request("GET", "/api/v1/nodes")).get("items") or [])
 
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        return await self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            permission=Permission("get", "", "configmaps", namespace),
+        )
+
+    async def apply_configmap_key(
+        self, namespace: str, name: str, key: str, value: str, *, field_manager: str
+    ) -> dict[str, Any]:
+        """Server-side apply one key of a ConfigMap's data, owned by `field_manager` (other keys stay)."""
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
+        body["data"] = {key: value}
+        return await self._request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            content=json.dumps(body),
+            params={"fieldManager": field_manager, "force": "true"},
+            headers={"Content-Type": APPLY_CONTENT_TYPE},
+            permission=Permission("patch", "", "configmaps", namespace),
+        )
+
+    async def list_localmodels(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        path = (
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+            if namespace
+            else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        )
+        return list((await self._request("GET", path)).get("items") or [])
+
+    # ---- Events --------------------------------------------------------------------------------
+
+    async def create_event(
+        self, obj: Mapping[str, Any], kind: str, reason: str, message: str, *, component: str, instance: str
+    ) -> dict[str, Any]:
+        """A core/v1 Event about `obj` (kopf posts the others; this is for code outside its handlers)."""
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'localmodel')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": instance,
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "eventTime": now,
+            "action": reason,
+            "count": 1,
+        }
+        return await self._request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/json"},
+            permission=Permission("create", "", "events", namespace),
+        )
 
     # ---- permissions ---------------------------------------------------------------------------
 

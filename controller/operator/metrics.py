@@ -60,9 +60,14 @@ class Metrics:
             ["verb", "resource"],
             registry=r,
         )
+        self.pending_cleanups = Gauge(
+            f"{NAMESPACE}_pending_cleanups",
+            "deletionPolicy runs owed to engines that did not answer when the finalizer was released",
+            registry=r,
+        )
         self.finalizations = Counter(
             f"{NAMESPACE}_finalizations",
-            "deletionPolicy runs, by result (done, released-after-errors)",
+            "deletionPolicy runs, by result (done, released-after-errors, cleaned-up-later)",
             ["result"],
             registry=r,
         )

@@ -24,6 +24,8 @@ from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
 from controller.logs import log_event
+from controller.operator import cleanups
+from controller.operator.cleanups import Cleanup
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
@@ -39,7 +41,8 @@ from controller.operator.statuses import (
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
 from controller.plan import effective_mode, find_conflicts
 from controller.reconcile import EngineReconciler, Outcome, utcnow
-from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
+from controller.refs import canonical_ref
+from controller.spec import API_VERSION, KIND, LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 
 log = logging.getLogger("localmodel.operator")
@@ -147,6 +150,9 @@ class Operator:
         self._ready: dict[str, bool] = {}
         self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
         self._permission_check: asyncio.Task[None] | None = None
+        self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
+        self._cleanups_task: asyncio.Task[None] | None = None
+        self._cleanups_wake = asyncio.Event()
         self.closed = False
         self._watch_stop = asyncio.Event()
         self._watch_tasks: list[asyncio.Task[None]] = []
@@ -186,10 +192,11 @@ class Operator:
         for task in self._watch_tasks:
             task.cancel()
         await asyncio.gather(*self._watch_tasks, return_exceptions=True)
-        if self._permission_check is not None:
-            self._permission_check.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._permission_check
+        for background in (self._permission_check, self._cleanups_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
 
         async def drain() -> None:
             for _ in range(self.config.worker_limit):
@@ -656,13 +663,150 @@ class Operator:
             if attempt < attempts:
                 await self._sleep(self.config.finalize_backoff * 2 ** (attempt - 1))
         self.metrics.finalizations.labels("released-after-errors").inc()
+        entry = Cleanup(
+            key=key,
+            uid=str(obj["metadata"].get("uid", "")),
+            engine=engine.ref.name,
+            spec=dict(obj.get("spec") or {}),
+            released=self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            reason=outcome.message,
+        )
+        self._cleanups[entry.id] = entry
+        saved = await self._save_cleanups()
         message = (
             f"released the finalizer after {attempts} failed attempts to apply deletionPolicy "
             f"{model.spec.deletion_policy} on engine {engine.ref.name}: {outcome.message}; the engine "
-            "may still hold the model and its config"
+            "may still hold the model and its config: it is applied when the engine answers again "
+            + (f"(recorded in ConfigMap {cleanups.CONFIGMAP_NAME})" if saved else "(recorded in memory only)")
         )
         log.warning("%s: %s", key, message)
         self._post_event(obj, "Warning", "FinalizerReleased", message)
+        self._start_cleanups()
+
+    # ---- clean-ups owed after a released finalizer (cleanups.py) ------------------------------
+
+    async def load_cleanups(self) -> None:
+        """Read the record of pending clean-ups (at start), and retry them from now on."""
+        namespace = self.config.operator_namespace
+        try:
+            configmap = await self.kube.get_configmap(namespace, cleanups.CONFIGMAP_NAME)
+        except KubeError as exc:
+            log.warning(
+                "cannot read ConfigMap %s/%s (%s): clean-ups owed after a released finalizer are kept in memory "
+                "only; create it (deploy/ ships it) and let the operator get and patch it",
+                namespace,
+                cleanups.CONFIGMAP_NAME,
+                exc,
+            )
+            return
+        loaded = cleanups.decode((configmap.get("data") or {}).get(self.identity.agent_id))
+        self._cleanups.update(loaded)
+        self.metrics.pending_cleanups.set(len(self._cleanups))
+        if loaded:
+            log_event(log, "CleanupsPending", f"{len(loaded)} clean-ups owed to engines after released finalizers")
+        self._start_cleanups()
+
+    async def _save_cleanups(self) -> bool:
+        self._cleanups = cleanups.bounded(self._cleanups)
+        self.metrics.pending_cleanups.set(len(self._cleanups))
+        try:
+            await self.kube.apply_configmap_key(
+                self.config.operator_namespace,
+                cleanups.CONFIGMAP_NAME,
+                self.identity.agent_id,
+                cleanups.encode(self._cleanups),
+                field_manager=self.identity.field_manager,
+            )
+        except KubeError as exc:
+            log.error(
+                "cannot record the pending clean-ups in ConfigMap %s/%s (%s): they are kept in memory only",
+                self.config.operator_namespace,
+                cleanups.CONFIGMAP_NAME,
+                exc,
+            )
+            return False
+        return True
+
+    def _start_cleanups(self) -> None:
+        self.metrics.pending_cleanups.set(len(self._cleanups))
+        if self._cleanups and not self.closed and (self._cleanups_task is None or self._cleanups_task.done()):
+            self._cleanups_task = asyncio.create_task(self._retry_cleanups_loop(), name="pending clean-ups")
+
+    async def _retry_cleanups_loop(self) -> None:
+        """Until every owed clean-up is done: try again after a growing delay (capped), at once when an
+        engine is seen answering again."""
+        failures = 0
+        while self._cleanups and not self.closed:
+            delay = cleanups.retry_delay(failures)
+            self._cleanups_wake.clear()
+            sleeper = asyncio.ensure_future(self._sleep(delay))
+            waker = asyncio.ensure_future(self._cleanups_wake.wait())
+            try:
+                await asyncio.wait([sleeper, waker], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+            failures = 0 if await self.retry_cleanups() else failures + 1
+
+    async def retry_cleanups(self) -> bool:
+        """One round over the owed clean-ups; True when an engine owed one answered."""
+        try:
+            declared = await self._declared_models()
+        except KubeError as exc:
+            log.debug("pending clean-ups wait: cannot list LocalModels: %s", exc)
+            return False
+        changed = answered = False
+        engines = {engine.ref.name: engine for engine in self.engines}
+        for entry in list(self._cleanups.values()):
+            engine = engines.get(entry.engine)
+            if engine is None:
+                log.warning("%s: engine %s is no longer configured; its clean-up is dropped", entry.key, entry.engine)
+                del self._cleanups[entry.id]
+                changed = True
+                continue
+            if canonical_ref(entry.model) in declared:
+                log_event(
+                    log,
+                    "CleanupSuperseded",
+                    f"{entry.model} is declared again by a LocalModel; the config it left on {entry.engine} is kept",
+                    model=entry.key,
+                )
+                del self._cleanups[entry.id]
+                changed = True
+                continue
+            try:
+                spec = validate_spec(entry.spec, entry.key.partition("/")[2])
+            except SpecInvalid:
+                del self._cleanups[entry.id]
+                changed = True
+                continue
+            model = LocalModel(metadata=ObjectMeta(name=entry.key.partition("/")[2]), spec=spec)
+            outcome = await engine.reconciler.finalize(entry.key, model)
+            if not outcome.done:
+                continue
+            answered = changed = True
+            del self._cleanups[entry.id]
+            self.metrics.finalizations.labels("cleaned-up-later").inc()
+            message = (
+                f"engine {entry.engine} answers again: applied deletionPolicy {spec.deletion_policy} that was "
+                f"owed since the finalizer was released at {entry.released}: {outcome.message}"
+            )
+            log_event(log, "CleanedUp", message, model=entry.key, engine=entry.engine)
+            self._post_event(entry.involved_object(API_VERSION, KIND), "Normal", "CleanedUp", message)
+        if changed:
+            await self._save_cleanups()
+        return answered
+
+    async def _declared_models(self) -> set[str]:
+        """The models every live LocalModel declares (what a clean-up must never remove)."""
+        items: list[dict[str, Any]] = []
+        for namespace in self.config.namespaces or (None,):
+            items.extend(await self.kube.list_localmodels(namespace))
+        return {
+            canonical_ref(str(item["spec"]["model"]))
+            for item in items
+            if isinstance(item.get("spec"), dict) and item["spec"].get("model")
+        }
 
     # ---- per-object memory and wake-ups -------------------------------------------------------
 

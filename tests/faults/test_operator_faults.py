@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,14 @@ import pytest
 
 from tests.faults.helpers import metric
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kube import KubeApi, deploy_rbac_for_user, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import (  # noqa: F401
+    OPERATOR_NAMESPACE,
+    KubeApi,
+    deploy_rbac_for_user,
+    engine_configs,
+    localmodel_cluster,
+    operator_process,
+)
 from tests.support.peers import KubeAPIServer, apply_manifest, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers, pytest.mark.faults]
@@ -152,3 +162,41 @@ def test_a_missing_status_permission_is_visible_and_heals_when_granted(
         api.wait_ready(ns, "smol", [op.proc], timeout=30)
         wait_until("/readyz 200", lambda: httpx.get(op.health_url + "/readyz", timeout=5).status_code == 200, 10)
         assert metric(op.health_url, WRITES, result="forbidden") <= 3  # backoff, not a write every 10 s
+
+
+def test_configs_left_by_a_released_finalizer_are_removed_when_the_engine_answers_again(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    """The engine is frozen (SIGSTOP) during a deletion: the finalizer is released (the delete does not
+    hang), the clean-up is recorded in the ConfigMap, survives the operator process, and is applied by
+    the next process once the engine answers (SIGCONT)."""
+    ns = kube_namespace
+    args = operator_args(engine, ns, "--finalize-attempts", "1")
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
+        api.wait_ready(ns, "smol", [op.proc])
+        os.kill(engine.process.pid, signal.SIGSTOP)
+        try:
+            api.delete(ns, "smol")
+            api.wait_gone(ns, "smol", [op.proc], timeout=60)
+            released = [e for e in api.events(ns, "smol") if e["reason"] == "FinalizerReleased"]
+            assert released
+            assert "recorded in ConfigMap localmodel-cleanups" in released[0]["message"]
+            assert metric(op.health_url, "localmodel_operator_pending_cleanups") == 1
+        finally:
+            os.kill(engine.process.pid, signal.SIGCONT)
+    assert [c["Config"] for c in engine_configs(engine.url)] == [{"context-size": 2048}]  # left behind
+    record = api.http.get(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/localmodel-cleanups").json()
+    assert ns + "/smol" in record["data"]["central"]
+    with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
+        wait_until("the owed clean-up applied", lambda: engine_configs(engine.url) == [], 30, [op.proc])
+        wait_until(
+            "CleanedUp event", lambda: any(e["reason"] == "CleanedUp" for e in api.events(ns, "smol")), 10, [op.proc]
+        )
+        assert metric(op.health_url, "localmodel_operator_pending_cleanups") == 0
+    record = api.http.get(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/localmodel-cleanups").json()
+    assert json.loads(record["data"]["central"]) == []

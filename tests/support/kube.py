@@ -34,6 +34,8 @@ from tests.support.util import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "localmodels.localmodel.io.yaml"
 RBAC_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac.yaml"
+CLEANUPS_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "cleanups.yaml"
+OPERATOR_NAMESPACE = "localmodel-system"  # deploy/'s namespace: the operator processes run "in" it
 NODE_AGENT_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "node-agent" / "kustomization.yaml"
 
 
@@ -53,7 +55,7 @@ def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
             role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == target["name"])
             role["rules"].append(op["value"])
     for doc in docs:
-        if doc["kind"] == "ClusterRoleBinding":
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             doc["subjects"] = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
     return docs
 
@@ -63,6 +65,9 @@ def localmodel_cluster(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
     """The real API server with the LocalModel CRD and the operator's RBAC (deploy/) installed."""
     apply_manifest(kube_apiserver.admin_kubeconfig, CRD_FILE)
     wait_for_crd_established(kube_apiserver.admin_kubeconfig, CRD_NAME)
+    # The operator's own namespace, with the (empty) record of pending clean-ups that deploy/ ships.
+    apply_manifest(kube_apiserver.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
+    apply_manifest(kube_apiserver.admin_kubeconfig, CLEANUPS_FILE)
     apply_manifest(kube_apiserver.admin_kubeconfig, deploy_rbac_for_user(kube_apiserver.operator_user))
     return kube_apiserver
 
@@ -93,6 +98,8 @@ def operator_process(
         f"127.0.0.1:{port}",
         "--log-format",
         "json",
+        "--operator-namespace",
+        OPERATOR_NAMESPACE,
         *args,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

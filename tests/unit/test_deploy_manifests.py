@@ -39,6 +39,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("localmodel.io", "localmodels/status"): {"patch"},  # server-side apply and JSON patch, never update
     ("", "events"): {"create"},  # kopf posts core/v1 Events and never patches them
     ("", "nodes"): {"get", "list", "watch"},  # node-agent mode only
+    ("", "configmaps"): {"get", "patch"},  # localmodel-cleanups only (resourceNames), in its own namespace
 }
 #: What it cannot work without.
 REQUIRED = {
@@ -90,6 +91,8 @@ def check_rbac(docs: list[dict[str, Any]], *, nodes: bool) -> None:
     for role in roles:
         for rule in role["rules"]:
             assert "resourceNames" not in rule or rule["resourceNames"]
+            if "configmaps" in rule["resources"]:
+                assert role["kind"] == "Role" and rule["resourceNames"] == ["localmodel-cleanups"], rule
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
@@ -306,7 +309,7 @@ def test_helm_template(peer_binaries: PeerBinaries, mode: str, check: Any) -> No
     docs = [d for d in yaml.safe_load_all(out) if d]
     check(docs)
     if mode == "central":
-        [cm] = of_kind(docs, "ConfigMap")
+        [cm] = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] != "localmodel-cleanups"]
         assert cm["data"]["LOCALMODEL_ENGINES"] == ",".join(
             yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
         )

@@ -4,9 +4,11 @@ test_operator_runtime (resourceVersion preconditions, per-manager status entries
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from controller.emulator import RunningEmulator
+from controller.engine.client import EngineClient
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef
 from controller.operator.kube import Forbidden, Permission
@@ -120,4 +122,70 @@ async def test_a_missing_status_permission_is_a_warning_a_failing_readyz_and_a_c
     assert await operator.reconcile_object(kube.get("smol")) is None
     assert kube.get("smol")["status"]["engines"][0]["ready"] is True
     assert operator.metrics.permission_denied.labels("patch", "localmodels/status")._value.get() == 0
+    await operator.aclose()
+
+
+def frozen_engine_operator(kube: FakeKube, engine: RunningEmulator, events: Events, **config: Any) -> Operator:
+    """An operator whose engine client gives up after 0.3 s (the emulator's latency then freezes it)."""
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    return Operator(
+        OperatorConfig(finalize_attempts=2, **config),
+        kube,  # type: ignore[arg-type]
+        [EngineRef("emu", engine.url)],
+        post_event=events,
+        sleep=sleep,
+        client_factory=lambda ref: EngineClient(ref.url, name=ref.name, timeout=0.3, deadline=0.3),
+    )
+
+
+async def delete_while_frozen(kube: FakeKube, operator: Operator, engine: RunningEmulator, name: str) -> None:
+    body = kube.create(name, {"model": "ai/smollm2", "contextSize": 2048})
+    await operator.reconcile_object(body)
+    assert [c["Config"] for c in engine.state.config_entries()] == [{"context-size": 2048}]
+    engine.state.latency = 1.0  # frozen: every request times out
+    await operator.finalize_object(body)
+    del kube.objects[("ns", name)]  # the finalizer was released: the object is gone
+
+
+async def test_a_clean_up_owed_after_a_released_finalizer_is_applied_when_the_engine_answers(
+    emu: RunningEmulator,  # noqa: F811
+) -> None:
+    kube, events = FakeKube(), Events()
+    operator = frozen_engine_operator(kube, emu, events)
+    await delete_while_frozen(kube, operator, emu, "smol")
+    assert "FinalizerReleased" in events.reasons("Warning")
+    assert "applied when the engine answers again (recorded in ConfigMap localmodel-cleanups)" in events[-1][3]
+    assert operator.metrics.pending_cleanups._value.get() == 1
+    assert not await operator.retry_cleanups()  # still frozen: nothing done, nothing lost
+    assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 2048}]
+    await operator.aclose()
+
+    # The process goes away too; the next one reads the record and applies it once the engine answers.
+    emu.state.latency = 0.0
+    events.clear()
+    again = frozen_engine_operator(kube, emu, events)
+    await again.load_cleanups()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if not again.metrics.pending_cleanups._value.get():
+            break
+    assert emu.state.config_entries() == []
+    assert events.reasons() == ["CleanedUp"]
+    assert "applied deletionPolicy Unload" in events[0][3]
+    assert json.loads(kube.configmaps[("default", "localmodel-cleanups")]["central"]) == []
+    await again.aclose()
+
+
+async def test_a_clean_up_is_dropped_when_the_model_is_declared_again(emu: RunningEmulator) -> None:  # noqa: F811
+    kube, events = FakeKube(), Events()
+    operator = frozen_engine_operator(kube, emu, events)
+    await delete_while_frozen(kube, operator, emu, "smol")
+    emu.state.latency = 0.0
+    kube.create("smol-again", {"model": "ai/smollm2:latest", "contextSize": 2048})  # declared again meanwhile
+    await operator.retry_cleanups()
+    assert operator.metrics.pending_cleanups._value.get() == 0
+    assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 2048}]  # kept
     await operator.aclose()
