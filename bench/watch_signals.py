@@ -6,12 +6,18 @@
   each disturbance the watch must catch: another client's overwrite of a config, an unload of a
   config (`POST /engines/unload` with models and backend), and an engine restart.
 
-    .venv/bin/python bench/watch_signals.py
+    .venv/bin/python bench/watch_signals.py [--scale 200]
+
+With --scale N it also times the full listing and the `?model=` filter with N models configured
+(the engine looks each stored config's model up in its store on every listing, filtered or not),
+and prints the model-runner's CPU per listing.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -59,7 +65,52 @@ def snapshot(http: httpx.Client, url: str) -> dict[str, str]:
     return {f"{m} {p}": canonical(http.request(m, url + p, timeout=10)) for m, p in CANDIDATES}
 
 
+def scale(count: int) -> None:
+    """Listing time and engine CPU with `count` configs on the real model-runner."""
+    binaries = load_peer_binaries()
+    with tempfile.TemporaryDirectory(prefix="watch-scale-") as tmp:
+        workdir = Path(tmp)
+        models = {f"ai/scale{i}:latest": f"dummy.gguf,context-size={2048 + i}" for i in range(count)}
+        registry = start_model_registry(binaries, workdir / "registry", models, timeout=120)
+        dmr = DMRServer(binaries, workdir / "dmr", registry)
+        try:
+            dmr.start()
+            http = httpx.Client(timeout=60)
+            for ref in models:
+                dmr.pull(ref)
+                http.post(f"{dmr.url}/engines/_configure", json={"model": ref, "context-size": 8192}).raise_for_status()
+            time.sleep(2)
+            assert dmr.proc is not None
+            ticks = os.sysconf("SC_CLK_TCK")
+
+            def engine_cpu() -> float:
+                assert dmr.proc is not None
+                fields = Path(f"/proc/{dmr.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / ticks
+
+            for path in ("/engines/_configure", "/engines/_configure?model=ai/scale0"):
+                cpu0, started, rounds = engine_cpu(), time.perf_counter(), 3
+                for _ in range(rounds):
+                    size = len(http.get(dmr.url + path).content)
+                wall = (time.perf_counter() - started) / rounds
+                cpu = (engine_cpu() - cpu0) / rounds
+                print(
+                    f"{count} configs: GET {path}: {size} B, {wall * 1000:.1f} ms per request, "
+                    f"engine CPU {cpu * 1000:.1f} ms per request"
+                )
+            http.close()
+        finally:
+            dmr.stop()
+            registry.proc.stop()
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=0, metavar="N", help="also time the listing with N models")
+    args = parser.parse_args()
+    if args.scale:
+        scale(args.scale)
+        return 0
     binaries = load_peer_binaries()
     with tempfile.TemporaryDirectory(prefix="watch-signals-") as tmp:
         workdir = Path(tmp)

@@ -134,6 +134,10 @@ class EngineClient:
         self._reads = Limits(self.deadline, MAX_READ_BODY)
         self._writes = Limits(self.deadline, MAX_WRITE_BODY)
 
+    def sibling(self) -> EngineClient:
+        """A client of its own for the same engine (the engine watch's: one connection, never shared)."""
+        return EngineClient(self.endpoint, timeout=self.timeout, deadline=self.deadline, name=self.name)
+
     async def __aenter__(self) -> EngineClient:
         return self
 
@@ -267,11 +271,24 @@ class EngineClient:
         )
 
     async def stored_configs_body(self) -> bytes:
-        """`GET /engines/_configure` as the engine sent it, unparsed: the engine watch digests it every
-        period and parses it (`parse_stored_configs`) only when it changed."""
+        """`GET /engines/_configure` as the engine sent it, unparsed: the engine watch digests it and parses
+        it (`parse_stored_configs`) only when it changed."""
+        return (await self.stored_configs_probe())[0]
+
+    async def stored_configs_probe(self) -> tuple[bytes, object | None]:
+        """`stored_configs_body` and the connection it came on (see `ps_probe`)."""
         response = await self._send("GET", wire.ROUTE_STORED_CONFIGS, limits=self._reads)
         self._check(response, _COMMON)
-        return response.content
+        return response.content, response.extensions.get("network_stream")
+
+    async def ps_probe(self) -> tuple[list[RunnerInfo], object | None]:
+        """`GET /engines/ps` and the connection it came on (httpx's network stream, compared by identity).
+        The engine's HTTP server never closes an idle keep-alive connection, so on a client with one
+        connection, a new one means the engine process went away: the engine watch's cheap restart signal."""
+        response = await self._send("GET", wire.ROUTE_PS, limits=self._reads)
+        self._check(response, _COMMON)
+        runners = self._read(response, lambda body: [_parse_runner(item) for item in _list(body)])
+        return runners, response.extensions.get("network_stream")
 
     async def runner_configs(self, model: str | None = None) -> list[LiveRunnerConfig]:
         """`GET /engines/requests[?model=]`: the config each live runner was started with (entries without one

@@ -1,23 +1,32 @@
 """The engine watch: one light request per engine every `period` (about a second), shared by every
 model on the engine, that notices what makes declared settings lapse and says which models to repair.
 
-What it notices, on the engine's stored configs (`GET /engines/_configure`, docs/engine-contract.md §4.1):
-- a restart: the engine stops answering, then answers with its configs gone (or they are gone at
-  once, for a restart quicker than one period);
+What it notices, on the engine's stored configs (`GET /engines/_configure`, docs/engine-contract.md):
+- a restart: the engine stops answering, or its keep-alive connection is gone, and its configs are gone;
 - a declared config overwritten by another client (`docker model configure`, Compose, an
   Ollama-style call with `num_ctx`): the stored config differs from the declared one;
 - a declared config unloaded (`docker model unload --backend`, `unload all`): it is missing.
 
-Why the full listing: it is the only answer of the engine that shows stored configs, and the
-`?model=` filter costs the engine the same work (it builds the whole list, then filters) while
-showing one model. Other routes (`/engines/ps`, `/`, `/version`) are smaller but blind to an
-overwrite and to an unload of an idle model. See docs/engine-watch.md for the measured costs.
+Two looks, one request per period either way:
+- the listing, `GET /engines/_configure`: the only answer that shows stored configs. On the real
+  model-runner (v1.2.9) it is not cheap: for every stored config the engine reads its model from the
+  store (and logs a line), so its cost grows faster than the number of configs (measured with
+  bench/watch_signals.py: 23 ms of engine CPU at 10 configs, 0.28 s at 25, 11 s at 100). The
+  `?model=` filter costs the same (the engine builds the whole list, then filters).
+- the probe, `GET /engines/ps`: a few hundred bytes whatever the number of models (one entry per
+  loaded runner, at most 8), on a connection of the watch's own. The engine's HTTP server never
+  closes an idle keep-alive connection, so a new connection means the engine process restarted; a
+  change in the loaded runners means a load, an eviction (a configure or an unload evicts the
+  runner of a loaded model) or a restart. Either is followed at once by a listing.
+The watch lists when the probe saw a change, and otherwise at most as often as keeps the engine's
+cost of listing under LISTING_BUDGET of the time (every period on a small engine), probing in
+between. See docs/engine-watch.md for the figures.
 
-The comparison is pure (`listing_digest`, `find_disturbances`) and table-tested; `EngineWatch` is
-the I/O loop. An idle engine costs one request per period, a digest of its answer, and nothing
-else: the answer is parsed and compared only when its digest changed (the engine lists entries in
-Go map order, so the digest is of a canonical form, not of the raw bytes), or when the set of
-declared models changed.
+The comparison is pure (`listing_digest`, `find_disturbances`, `runner_signature`) and table-tested;
+`EngineWatch` is the I/O loop. An idle engine costs one request per period, a digest of its answer,
+and nothing else: the listing is parsed and compared only when its digest changed (the engine lists
+entries in Go map order, so the digest is of a canonical form, not of the raw bytes), or when the
+set of declared models changed.
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 from controller import wire
 from controller.engine.compare import config_differences
 from controller.engine.errors import EngineError, ServerError
-from controller.engine.types import StoredConfig
+from controller.engine.types import RunnerInfo, StoredConfig
+from controller.refs import canonical_ref
 
 if TYPE_CHECKING:
     from controller.engine.client import EngineClient
@@ -44,6 +54,7 @@ log = logging.getLogger("localmodel.watch")
 
 DEFAULT_WATCH_PERIOD = 1.0  # seconds between two looks at an engine
 PROBE_FIRST_DELAY = 0.1  # while the engine is down, probe after this, doubling up to the period
+LISTING_BUDGET = 0.05  # list at most as often as keeps listing under this share of the time
 RESTARTED = "engine restarted"
 ALL_GONE = "every stored config gone (engine restarted, or another client unloaded everything)"
 UNLOADED = "config removed by another client (unload)"
@@ -137,6 +148,18 @@ def probe_delay(failures: int, period: float) -> float:
     return min(period, PROBE_FIRST_DELAY * 2 ** max(0, failures - 1))
 
 
+def runner_signature(runners: Iterable[RunnerInfo]) -> tuple[tuple[str, str, str], ...]:
+    """What of `GET /engines/ps` the probe compares: which runners exist (not whether they are busy, nor
+    when they were last used, which change with every request)."""
+    return tuple(sorted({(r.backend, canonical_ref(r.model), r.mode) for r in runners}))
+
+
+def listing_interval(period: float, took: float) -> float:
+    """Seconds until the next listing after one that took `took` seconds: at least one period, and
+    long enough that listing takes at most LISTING_BUDGET of the time."""
+    return max(period, took / LISTING_BUDGET)
+
+
 def parse_listing(body: bytes) -> list[StoredConfig]:
     """StoredConfig values from a listing body (the client's own parser, on bytes already read)."""
     from controller.engine.client import parse_stored_configs  # httpx stays out of the pure import path
@@ -155,15 +178,18 @@ UpSink = Callable[[float], None]  # monotonic time the engine answered again
 @dataclass
 class WatchStats:
     looks: int = 0
-    changes: int = 0  # looks whose digest differed from the previous one
+    listings: int = 0  # looks that were listings (the rest were probes)
+    changes: int = 0  # listings whose digest differed from the previous one
     bytes: int = 0
-    last_size: int = 0
+    last_size: int = 0  # bytes of the last listing
+    last_listing_seconds: float = 0.0
 
 
 @dataclass
 class EngineWatch:
     """Looks at one engine every `period` and reports disturbances of the expected configs.
 
+    `client` should be the watch's own (`EngineClient.sibling()`): the probe compares connections.
     Front-ends keep `expect()`/`forget()` current (a model is expected once its config was verified,
     and forgotten while it is being worked on or gone) and get called back:
     `on_disturbed(disturbances, noticed_at)`, `on_down(error)` once when the engine stops answering,
@@ -176,15 +202,20 @@ class EngineWatch:
     on_down: DownSink = lambda _e: None  # noqa: E731
     on_up: UpSink = lambda _t: None  # noqa: E731
     clock: Callable[[], float] = time.monotonic
+    timer: Callable[[], float] = time.perf_counter  # measures how long a listing took
     stats: WatchStats = field(default_factory=WatchStats)
     up: bool | None = None  # None until the first look
     failures: int = 0
     _expected: dict[str, Expected] = field(default_factory=dict)
     _version: int = 0  # bumped when the expectations change
-    _seen: tuple[str, int] | None = None  # (digest, version) of the last look that was compared
+    _seen: tuple[str, int] | None = None  # (digest, version) of the last listing that was compared
     _raw: bytes | None = None  # the last body, to skip even the canonical digest when it is byte-equal
     _raw_digest: str = ""
-    _was_down: bool = False  # a look failed since the last good one
+    _was_down: bool = False  # a look failed, or the connection was new, since the last listing
+    _must_list: bool = True  # the probe saw a change: list at once
+    _next_listing: float = float("-inf")
+    _stream: object | None = None  # the connection of the last look
+    _runners: tuple[tuple[str, str, str], ...] | None = None  # runner_signature of the last probe
 
     # ---- expectations ----------------------------------------------------------------------
 
@@ -209,26 +240,50 @@ class EngineWatch:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def look(self) -> float:
-        """One look at the engine; returns the seconds until the next one."""
+        """One look at the engine (a listing or a probe); returns the seconds until the next one."""
         self.stats.looks += 1
+        listing = self._must_list or self.up is not True or self.clock() >= self._next_listing
         try:
-            body = await self.client.stored_configs_body()
-            digest = self._digest(body)
+            if listing:
+                started = self.timer()
+                body, stream = await self.client.stored_configs_probe()
+                took = self.timer() - started
+                digest = self._digest(body)
+            else:
+                runners, stream = await self.client.ps_probe()
         except (EngineError, ValueError) as exc:
             error = exc if isinstance(exc, EngineError) else ServerError(f"malformed stored config listing: {exc}")
             self.failures += 1
             self._was_down = True
+            self._stream = None
             if self.up is not False:
                 self.up = False
                 self.on_down(error)
             return probe_delay(self.failures, self.period)
         now = self.clock()
-        self.stats.bytes += len(body)
-        self.stats.last_size = len(body)
-        came_back = self._was_down
         if self.up is False:
             self.on_up(now)
-        self.up, self.failures, self._was_down = True, 0, False
+        self.up, self.failures = True, 0
+        if self._stream is not None and stream is not self._stream:
+            self._was_down = True  # a new connection: the engine went away and came back
+            self._must_list = True
+        self._stream = stream
+        if not listing:
+            signature = runner_signature(runners)
+            if self._runners is not None and signature != self._runners:
+                self._must_list = True
+            self._runners = signature
+            return 0.0 if self._must_list else self.period
+        return self._compare(body, digest, took, now)
+
+    def _compare(self, body: bytes, digest: str, took: float, now: float) -> float:
+        self.stats.listings += 1
+        self.stats.bytes += len(body)
+        self.stats.last_size = len(body)
+        self.stats.last_listing_seconds = took
+        self._must_list = False
+        self._next_listing = now + listing_interval(self.period, took)
+        came_back, self._was_down = self._was_down, False
         if self._seen is not None and self._seen[0] != digest:
             self.stats.changes += 1
         if not came_back and self._seen == (digest, self._version):

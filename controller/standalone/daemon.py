@@ -267,6 +267,7 @@ class Daemon:
         if watch:
             tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
         if self.watch is not None:
+            self.watch.client = self.client.sibling()  # a connection of its own: the probe compares connections
             tasks.append(asyncio.create_task(self.watch.run(stop), name="engine watch"))
         try:
             done, _ = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
@@ -277,6 +278,8 @@ class Daemon:
             for task in [*tasks, *self._busy.values()]:
                 task.cancel()
             await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
+            if self.watch is not None and self.watch.client is not self.client:
+                await self.watch.client.aclose()
             log_event(log, "stopped", "stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
@@ -782,7 +785,9 @@ class Daemon:
                     "period": self.watch.period,
                     "looks": self.watch.stats.looks,
                     "bytes": self.watch.stats.bytes,
+                    "listings": self.watch.stats.listings,
                     "lastSize": self.watch.stats.last_size,
+                    "lastListingSeconds": round(self.watch.stats.last_listing_seconds, 4),
                     "watched": len(self.watch.expected()),
                 },
             },

@@ -10,7 +10,7 @@ import pytest
 
 from controller.engine import watch as watch_module
 from controller.engine.errors import EngineError, EngineUnreachable
-from controller.engine.types import StoredConfig
+from controller.engine.types import RunnerInfo, StoredConfig
 from controller.engine.watch import (
     ALL_GONE,
     OVERWRITTEN,
@@ -21,7 +21,9 @@ from controller.engine.watch import (
     Expected,
     find_disturbances,
     listing_digest,
+    listing_interval,
     probe_delay,
+    runner_signature,
 )
 
 A = Expected("a", "llama.cpp", "sha256:aaa", "completion", {"model": "ai/a", "context-size": 8192})
@@ -148,17 +150,26 @@ def test_probe_delay_doubles_up_to_the_period(failures: int, period: float, dela
 
 
 class ScriptedEngine:
-    """Answers `stored_configs_body` from a list: bytes, or an EngineError to raise."""
+    """Answers the watch's two looks: `answer` for the listing (bytes, or an EngineError to raise),
+    `runners` for the probe; `stream` stands for the connection (a new object: a new connection)."""
 
     def __init__(self) -> None:
         self.answer: bytes | EngineError = b"[]\n"
-        self.calls = 0
+        self.runners: list[RunnerInfo] = []
+        self.stream = object()
+        self.calls: list[str] = []
 
-    async def stored_configs_body(self) -> bytes:
-        self.calls += 1
+    async def stored_configs_probe(self) -> tuple[bytes, object]:
+        self.calls.append("listing")
         if isinstance(self.answer, EngineError):
             raise self.answer
-        return self.answer
+        return self.answer, self.stream
+
+    async def ps_probe(self) -> tuple[list[RunnerInfo], object]:
+        self.calls.append("probe")
+        if isinstance(self.answer, EngineError):
+            raise self.answer
+        return list(self.runners), self.stream
 
 
 class Recorder:
@@ -168,7 +179,10 @@ class Recorder:
         self.up: list[float] = []
 
 
-def make_watch(engine: ScriptedEngine, recorder: Recorder, now: list[float]) -> EngineWatch:
+def make_watch(
+    engine: ScriptedEngine, recorder: Recorder, now: list[float], listing_seconds: float = 0.0
+) -> EngineWatch:
+    timer = iter(x * listing_seconds for x in range(10**6))  # each listing takes `listing_seconds`
     return EngineWatch(
         engine,  # type: ignore[arg-type]
         period=1.0,
@@ -176,11 +190,19 @@ def make_watch(engine: ScriptedEngine, recorder: Recorder, now: list[float]) -> 
         on_down=lambda e: recorder.down.append(str(e)),
         on_up=recorder.up.append,
         clock=lambda: now[0],
+        timer=lambda: next(timer),
     )
 
 
 GOOD = body(entry("sha256:aaa", {"context-size": 8192}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
 GOOD_REORDERED = body(entry("sha256:bbb", {"keep_alive": "10m0s"}), entry("sha256:aaa", {"context-size": 8192}))
+
+
+def tick(watch: EngineWatch, now: list[float]) -> float:
+    """One look, then the clock moves on by the delay it asked for (at least a moment)."""
+    delay = asyncio.run(watch.look())
+    now[0] += max(delay, 0.001)
+    return delay
 
 
 def test_idle_looks_parse_nothing_and_report_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,12 +211,12 @@ def test_idle_looks_parse_nothing_and_report_nothing(monkeypatch: pytest.MonkeyP
     watch.expect(A)
     watch.expect(B)
     engine.answer = GOOD
-    assert asyncio.run(watch.look()) == 1.0  # the first look compares
+    assert tick(watch, now) == 1.0  # the first look compares
     parses: list[bytes] = []
     monkeypatch.setattr(watch_module, "parse_listing", lambda raw: parses.append(raw) or [])
     for answer in [GOOD_REORDERED, GOOD] * 5:
         engine.answer = answer
-        assert asyncio.run(watch.look()) == 1.0
+        assert tick(watch, now) == 1.0
     assert parses == []  # the same configs in another order are not a change
     assert recorder.disturbed == []
     assert recorder.down == []
@@ -208,16 +230,15 @@ def test_an_overwrite_is_reported_once_until_expected_again() -> None:
     watch.expect(A)
     watch.expect(B)
     engine.answer = GOOD
-    asyncio.run(watch.look())
+    tick(watch, now)
     engine.answer = body(entry("sha256:aaa", {"context-size": 4096}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
-    now[0] = 7.0
-    asyncio.run(watch.look())
-    asyncio.run(watch.look())
+    tick(watch, now)
+    tick(watch, now)
     assert [[(d.name, d.what.split(":")[0]) for d in batch] for batch in recorder.disturbed] == [[("a", OVERWRITTEN)]]
     assert "a" not in watch.expected()  # being repaired: the front-end expects it again once verified
     engine.answer = GOOD
     watch.expect(A)
-    asyncio.run(watch.look())
+    tick(watch, now)
     assert len(recorder.disturbed) == 1
 
 
@@ -227,17 +248,17 @@ def test_an_outage_is_reported_once_down_once_up_then_every_config_restarted() -
     watch.expect(A)
     watch.expect(B)
     engine.answer = GOOD
-    asyncio.run(watch.look())
+    tick(watch, now)
     engine.answer = EngineUnreachable("cannot reach the engine at http://x: refused", url="http://x")
-    delays = [asyncio.run(watch.look()) for _ in range(7)]
+    delays = [tick(watch, now) for _ in range(7)]
     assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
     assert len(recorder.down) == 1
     assert "refused" in recorder.down[0]
     engine.answer = b"[]\n"
-    now[0] = 42.0
-    asyncio.run(watch.look())
-    asyncio.run(watch.look())
-    assert recorder.up == [42.0]
+    back_at = now[0]
+    tick(watch, now)
+    tick(watch, now)
+    assert recorder.up == [back_at]
     assert [[(d.name, d.what) for d in batch] for batch in recorder.disturbed] == [[("a", RESTARTED), ("b", RESTARTED)]]
 
 
@@ -245,7 +266,7 @@ def test_a_malformed_answer_counts_as_a_failed_look() -> None:
     engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
     watch = make_watch(engine, recorder, now)
     engine.answer = b"<html>proxy error</html>"
-    assert asyncio.run(watch.look()) == pytest.approx(0.1)
+    assert tick(watch, now) == pytest.approx(0.1)
     assert len(recorder.down) == 1
     assert "malformed" in recorder.down[0]
 
@@ -254,7 +275,82 @@ def test_a_new_expectation_is_checked_even_when_the_listing_did_not_change() -> 
     engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
     watch = make_watch(engine, recorder, now)
     engine.answer = body(entry("sha256:aaa", {"context-size": 8192}))
-    asyncio.run(watch.look())
+    tick(watch, now)
     watch.expect(B)  # verified a moment ago, and unloaded before this look
-    asyncio.run(watch.look())
+    tick(watch, now)
     assert [[(d.name, d.what) for d in batch] for batch in recorder.disturbed] == [[("b", ALL_GONE)]]
+
+
+def runner(model: str, *, in_use: bool = False) -> RunnerInfo:
+    return RunnerInfo("llama.cpp", model, "completion", in_use, False, None, None)
+
+
+@pytest.mark.parametrize(
+    ("period", "took", "interval"), [(1.0, 0.0, 1.0), (1.0, 0.02, 1.0), (1.0, 0.3, 6.0), (1.0, 11.0, 220.0)]
+)
+def test_listing_interval_keeps_the_engine_cost_within_budget(period: float, took: float, interval: float) -> None:
+    assert listing_interval(period, took) == pytest.approx(interval)
+
+
+def test_runner_signature_ignores_busy_and_spelling() -> None:
+    assert runner_signature([runner("ai/a", in_use=True)]) == runner_signature([runner("docker.io/ai/a:latest")])
+    assert runner_signature([runner("ai/a")]) != runner_signature([])
+
+
+def slow_engine_watch() -> tuple[ScriptedEngine, Recorder, list[float], EngineWatch]:
+    """An engine whose listing takes 0.5 s: the watch lists every 10 s and probes in between."""
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now, listing_seconds=0.5)
+    watch.expect(A)
+    watch.expect(B)
+    engine.answer = GOOD
+    engine.runners = [runner("ai/a")]
+    return engine, recorder, now, watch
+
+
+def looks(watch: EngineWatch, now: list[float], count: int) -> list[float]:
+    delays = []
+    for _ in range(count):
+        delays.append(asyncio.run(watch.look()))
+        now[0] += delays[-1]
+    return delays
+
+
+def test_a_slow_listing_is_spaced_out_and_probes_fill_the_periods() -> None:
+    engine, recorder, now, watch = slow_engine_watch()
+    looks(watch, now, 25)
+    assert engine.calls.count("listing") == 3  # at 0, 10 and 20 s
+    assert engine.calls.count("probe") == 22
+    assert recorder.disturbed == []
+
+
+def test_a_new_connection_is_a_restart_listed_at_once() -> None:
+    engine, recorder, now, watch = slow_engine_watch()
+    looks(watch, now, 3)
+    engine.stream = object()  # the engine process was replaced: its connection with it
+    engine.answer = b"[]\n"
+    engine.runners = []
+    delays = looks(watch, now, 2)
+    assert engine.calls[-2:] == ["probe", "listing"]
+    assert delays[0] == 0.0
+    assert [[(d.name, d.what) for d in batch] for batch in recorder.disturbed] == [[("a", RESTARTED), ("b", RESTARTED)]]
+
+
+def test_an_evicted_runner_makes_the_probe_list_at_once() -> None:
+    engine, recorder, now, watch = slow_engine_watch()
+    looks(watch, now, 3)
+    # another client's configure evicted the loaded runner and stored its own config
+    engine.runners = []
+    engine.answer = body(entry("sha256:aaa", {"context-size": 4096}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
+    looks(watch, now, 2)
+    assert engine.calls[-2:] == ["probe", "listing"]
+    assert [[d.name for d in batch] for batch in recorder.disturbed] == [["a"]]
+    assert recorder.disturbed[0][0].what.startswith(OVERWRITTEN)
+
+
+def test_a_busy_runner_is_no_change() -> None:
+    engine, _recorder, now, watch = slow_engine_watch()
+    looks(watch, now, 3)
+    engine.runners = [runner("ai/a", in_use=True)]
+    looks(watch, now, 3)
+    assert engine.calls.count("listing") == 1
