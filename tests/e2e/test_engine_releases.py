@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from controller.engine.compare import config_differences
+from tests.e2e.daemon_process import DaemonProcess
 from tests.support.peers import MAIN_MODEL, DMRServer
+from tests.support.util import eventually
 
-pytestmark = pytest.mark.peers
+pytestmark = [pytest.mark.peers, pytest.mark.e2e]
 
 SPEC = f"""\
 apiVersion: localmodel.io/v1alpha1
@@ -70,3 +72,36 @@ def test_a_keep_alive_spec_stalls_engine_unsupported_on_v1_0_10(
     assert "VerifyFailed" not in done.stdout + done.stderr
     # The fields the engine can keep are applied and verified.
     assert stored(server) == [{"context-size": 4096}]
+
+
+def stalled_reason(model: dict | None) -> str | None:
+    if model is None:
+        return None
+    stalled = next((c for c in model["conditions"] if c["type"] == "Stalled"), None)
+    return stalled["reason"] if stalled and stalled["status"] == "True" else None
+
+
+@pytest.mark.dmr_1_0
+def test_the_daemon_keeps_the_other_fields_applied_on_v1_0_10(
+    dmr_server_factory: Callable[..., DMRServer], tmp_path: Path
+) -> None:
+    """The real `localmodel watch` against v1.0.10: EngineUnsupported for keepAlive, the engine's release
+    in GET /status, and after an engine restart (which forgets every config) contextSize is applied
+    again although the model stays Stalled."""
+    server = dmr_server_factory(models=[MAIN_MODEL], release="1.0")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "smollm2.yaml").write_text(SPEC)
+    daemon = DaemonProcess(models, server.url, interval=1.0, log_path=tmp_path / "daemon.log")
+    try:
+        eventually(lambda: stalled_reason(daemon.model("smollm2")) == "EngineUnsupported", timeout=60, what="Stalled")
+        assert stored(server) == [{"context-size": 4096}]
+        engine = daemon.status()["engine"]
+        assert engine["capabilities"]["olderThan"] == "v1.0.12"
+        assert "keepAlive" in engine["capabilities"]["lacks"]
+        server.restart()
+        assert stored(server) == []
+        eventually(lambda: stored(server) == [{"context-size": 4096}], timeout=60, what="contextSize re-applied")
+        assert stalled_reason(daemon.model("smollm2")) == "EngineUnsupported"
+    finally:
+        daemon.close()
