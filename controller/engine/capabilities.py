@@ -109,6 +109,17 @@ FEATURES: tuple[Feature, ...] = (
     ),
 )
 
+# Differences localmodel absorbs without a capability (found by the contract tests on v1.0.10).
+ABSORBED: tuple[str, ...] = (
+    "pull progress lines spell the layer's keys as Go field names (`ID`, `Size`, `Current`) and add "
+    "`pulled`: the client reads both spellings",
+    "`GET /engines/status` says `running llama.cpp version: ...` instead of `Running: llama.cpp ...`: "
+    "localmodel does not parse it",
+    "a model pulled from a registry set with `DEFAULT_REGISTRY` (there is no registry-mirror setting) is "
+    "tagged `ai/x:tag`, without `docker.io/`: references are compared canonically",
+    "the runner binary is `com.docker.llama-server` (later `llama-server`): the engine's concern, not localmodel's",
+)
+
 KEEP_ALIVE = "keepAlive"
 IMAGE_GENERATION = "mode: image-generation"
 VERSION_ROUTE = "GET /version"
@@ -269,6 +280,8 @@ def compatibility_table(releases: Iterable[str]) -> str:
     for f in FEATURES:
         cells = ["yes" if f.name in features_of(r) else "no" for r in releases]
         lines.append(f"| {f.name} | {f.kind} | {f.since} | " + " | ".join(cells) + f" | {_cell(f.before)} |")
+    lines += ["", "Other differences of v1.0.10 that localmodel absorbs:", ""]
+    lines += [f"- {item}" for item in ABSORBED]
     lines += [
         "",
         "Releases marked tested run the whole contract suite (`pytest -m peers`, built by `tests/peers/build`): "
