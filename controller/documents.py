@@ -82,6 +82,7 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unreadable: bool = False  # a file could not be read at all (missing, not a regular file, too large, ...)
 
     @property
     def models(self) -> list[LocalModel]:
@@ -486,7 +487,7 @@ def load_file(path: str | os.PathLike[str], *, limit: int = MAX_FILE_BYTES) -> L
     try:
         text = read_text(Path(path), limit)
     except ReadError as exc:
-        return LoadResult(errors=[SpecError(label, None, None, "", str(exc))], files=[label])
+        return LoadResult(errors=[SpecError(label, None, None, "", str(exc))], files=[label], unreadable=True)
     return load_text(text, label)
 
 

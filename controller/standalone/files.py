@@ -138,6 +138,9 @@ class ModelFiles:
             if state is None or state.stamp != stamp or path in hinted or self._due(state, now):
                 reading.loads[path] = (stamp, self._load(path))
         for path in missing:
+            if any(path.is_relative_to(chart) for chart in reading.listing.charts):
+                reading.gone.add(path)  # there, but no longer a watched file: its directory became a Helm chart
+                continue
             gone = is_gone(path)
             if gone:
                 reading.gone.add(path)
@@ -203,7 +206,10 @@ class ModelFiles:
                     models[name], losing[name] = old[name], since  # not yet: the grace period runs
         held = frozenset(models) - frozenset(new)
         notes = (*result.notes, *(f"warning: {warning}" for warning in result.warnings))
-        return FileState(models, errors, notes, stamp, losing, held, emptied)
+        # A file that could not be read at all (EMFILE, EACCES on open, a FIFO) is read again on every
+        # refresh, whether or not its stamp changes: the cause may go away without touching it.
+        kept = None if result.unreadable else stamp
+        return FileState(models, errors, notes, kept, losing, held, emptied)
 
     def _gone(self, previous: FileState | None, now: float) -> FileState | None:
         if previous is None:

@@ -425,3 +425,28 @@ def test_a_rename_is_settled_at_once_with_nothing_pending(tmp_path: Path) -> Non
     assert files.pending_removal(0.1) == {}
     assert files.next_due() is None
     assert set(files.desired) == {"a"}
+
+
+def test_a_file_that_could_not_be_opened_is_read_again_once_it_can_be(root: Path) -> None:
+    files = ModelFiles(root)
+    files.refresh(0.0)
+    write(root / "a.yaml", doc("a", context=8192))
+    with denied(root / "a.yaml", calls=("open",)):  # stat works, open fails (EMFILE, EACCES)
+        files.refresh(1.0)
+        assert "cannot read: Permission denied" in files.errors[0].message
+    assert files.desired["a"].model.spec.context_size == 4096  # the last good version meanwhile
+    files.refresh(2.0)  # nothing about the file changed since: it is read again all the same
+    assert files.errors == []
+    assert files.desired["a"].model.spec.context_size == 8192
+
+
+def test_a_directory_that_becomes_a_helm_chart_is_no_longer_read(root: Path) -> None:
+    files = ModelFiles(root, grace=30.0)
+    files.refresh(0.0)
+    write(root / "sub" / "Chart.yaml", "apiVersion: v2\nname: x\nversion: 0.1.0\n")
+    write(root / "sub" / "templates" / "m.yaml", "{{ range .Values.models }}\n")
+    files.refresh(1.0)
+    assert files.errors == []
+    assert files.pending_removal(1.0) == {"b": 30.0}
+    files.refresh(31.0)
+    assert set(files.desired) == {"a"}
