@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in failed:
         why = "stalled until the spec changes" if r.status.stalled else "not ready"
+        if r.status.reason.value == "EngineUnsupported":
+            why = "stalled until the spec changes or the engine is upgraded"
         print(f"{r.name}: {why}: {r.status.reason.value}: {r.status.message}", file=sys.stderr)
     if timed_out:
         print(f"timed out after {args.timeout:g}s", file=sys.stderr)

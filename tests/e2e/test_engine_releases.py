@@ -66,7 +66,8 @@ def test_a_keep_alive_spec_stalls_engine_unsupported_on_v1_0_10(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "timed out" not in done.stderr  # it stopped because the model is Stalled, not at --timeout
     assert (
-        "smollm2: stalled until the spec changes: EngineUnsupported: keepAlive needs model-runner >= v1.0.15; "
+        "smollm2: stalled until the spec changes or the engine is upgraded: EngineUnsupported: keepAlive needs "
+        "model-runner >= v1.0.15; "
         "this engine is older than v1.0.12 (it has no GET /version) — upgrade Docker Model Runner or remove keepAlive"
     ) in done.stderr
     assert "VerifyFailed" not in done.stdout + done.stderr
