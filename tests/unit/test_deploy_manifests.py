@@ -92,7 +92,8 @@ def check_rbac(docs: list[dict[str, Any]], *, nodes: bool) -> None:
         for rule in role["rules"]:
             assert "resourceNames" not in rule or rule["resourceNames"]
             if "configmaps" in rule["resources"]:
-                assert role["kind"] == "Role" and rule["resourceNames"] == ["localmodel-cleanups"], rule
+                assert role["kind"] == "Role", rule
+                assert rule["resourceNames"] == ["localmodel-cleanups"], rule
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
