@@ -136,7 +136,7 @@ class ModelFiles:
                 continue
             state = self._files.get(path)
             if state is None or state.stamp != stamp or path in hinted or self._due(state, now):
-                reading.loads[path] = (stamp, self._load(path))
+                reading.loads[path] = (stamp, self._load_isolated(path))
         for path in missing:
             if any(path.is_relative_to(chart) for chart in reading.listing.charts):
                 reading.gone.add(path)  # there, but no longer a watched file: its directory became a Helm chart
@@ -155,8 +155,16 @@ class ModelFiles:
                 if isinstance(stamp, OSError):
                     reading.unreadable[path] = describe_os_error(stamp)
                 else:
-                    reading.loads[path] = (stamp, self._load(path))
+                    reading.loads[path] = (stamp, self._load_isolated(path))
         return reading
+
+    def _load_isolated(self, path: Path) -> LoadResult:
+        """Load one file; whatever goes wrong in it (a bug included) is that file's error, not the daemon's."""
+        try:
+            return self._load(path)
+        except Exception as exc:  # noqa: BLE001 - one file must never stop the daemon
+            why = f"unexpected error while reading it: {type(exc).__name__}: {exc}"[:500]
+            return LoadResult(errors=[SpecError(str(path), None, None, "", why)], files=[str(path)], unreadable=True)
 
     def apply(self, reading: Reading, now: float) -> bool:
         """Fold a `collect` in (no I/O). Returns True when the declared set or a file's errors changed."""

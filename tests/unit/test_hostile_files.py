@@ -450,3 +450,21 @@ def test_a_directory_that_becomes_a_helm_chart_is_no_longer_read(root: Path) -> 
     assert files.pending_removal(1.0) == {"b": 30.0}
     files.refresh(31.0)
     assert set(files.desired) == {"a"}
+
+
+def test_an_unexpected_error_in_one_file_is_that_files_error(root: Path) -> None:
+    from controller.documents import load_file as real_load
+
+    def load(path: Path) -> Any:
+        if path.name == "a.yaml" and "8192" in path.read_text():
+            raise ValueError("a bug in a parser")
+        return real_load(path)
+
+    files = ModelFiles(root, load=load)
+    files.refresh(0.0)
+    write(root / "a.yaml", doc("a", context=8192))
+    write(root / "sub" / "b.yaml", doc("b", model="ai/qwen3", context=8192))
+    files.refresh(1.0)
+    [error] = files.errors
+    assert error.message == "unexpected error while reading it: ValueError: a bug in a parser"
+    assert {n: i.model.spec.context_size for n, i in files.desired.items()} == {"a": 4096, "b": 8192}
