@@ -225,7 +225,7 @@ class ModelFiles:
         models: dict[str, Sourced] = {}
         losing: dict[str, float] = {}
         for name, item in previous.models.items():
-            since = previous.losing.get(name, now) if previous.stamp is None or name in previous.losing else now
+            since = previous.losing.get(name, now)  # a name already pending keeps its clock
             if now - since < self.grace:
                 models[name], losing[name] = item, since
         if not models:
