@@ -43,6 +43,9 @@ MAX_CONFLICTS = 1_000_000
 MAX_AFTER_BYTES = 2**53
 
 _STATE_KEY = web.AppKey("state", EmulatorState)
+# The connections engine requests came on: a restart closes them, as the real engine's process exit does
+# (the engine watch takes a new connection for a restart).
+_CONNECTIONS_KEY = web.AppKey("connections", set)
 _INFERENCE_OPS = ("v1/chat/completions", "v1/completions", "v1/embeddings", "v1/images/generations", "rerank", "score")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -107,6 +110,11 @@ async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamR
     if request.path.startswith(CONTROL_PREFIX):
         return await handler(request)
     state = _state(request)
+    connections = request.app[_CONNECTIONS_KEY]
+    if request.transport is not None and request.transport not in connections:
+        for closed in [t for t in connections if t.is_closing()]:
+            connections.discard(closed)
+        connections.add(request.transport)
     resource = request.match_info.route.resource
     state.count(f"{request.method} {resource.canonical if resource else request.path}")
     if state.latency > 0:
@@ -540,6 +548,10 @@ def _runner_json(runner: Runner | None) -> dict[str, Any] | None:
 async def control_restart(request: web.Request) -> web.Response:
     state = _state(request)
     state.restart()
+    connections = request.app[_CONNECTIONS_KEY]
+    for transport in [t for t in connections if t is not request.transport]:
+        transport.close()  # a restarted engine keeps no connection
+        connections.discard(transport)
     return go_json({"boot_id": state.boot_id})
 
 
@@ -625,6 +637,7 @@ def create_app(state: EmulatorState | None = None, *, eviction_interval: float =
     """The emulator as an aiohttp application. A periodic task evicts idle runners every `eviction_interval`."""
     app = web.Application(middlewares=[go_errors, count_and_delay, cors], client_max_size=4 * MAX_BODY)
     app[_STATE_KEY] = state or EmulatorState()
+    app[_CONNECTIONS_KEY] = set()
     routes = app.router
     routes.add_route("*", wire.ROUTE_ROOT, root)
     if app[_STATE_KEY].has(caps.VERSION_ROUTE):  # since v1.0.30; older releases answer 404 page not found

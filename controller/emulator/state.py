@@ -15,6 +15,7 @@ Everything here runs on one event loop; nothing is locked.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 import uuid
@@ -381,6 +382,7 @@ class EmulatorState:
                         wire.ENTRY_CONFIG: config.to_json(),
                     }
                 )
+        random.shuffle(entries)  # Go map order: two listings need not agree (docs/engine-contract.md §4.1)
         return entries
 
     def _config_for_load(self, backend: str, model_id: str, mode: str) -> tuple[BackendConfig, str]:

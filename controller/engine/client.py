@@ -281,14 +281,15 @@ class EngineClient:
         self._check(response, _COMMON)
         return response.content, response.extensions.get("network_stream")
 
-    async def ps_probe(self) -> tuple[list[RunnerInfo], object | None]:
+    async def ps_probe(self) -> tuple[list[RunnerInfo], object | None, int]:
         """`GET /engines/ps` and the connection it came on (httpx's network stream, compared by identity).
         The engine's HTTP server never closes an idle keep-alive connection, so on a client with one
-        connection, a new one means the engine process went away: the engine watch's cheap restart signal."""
+        connection, a new one means the engine process went away: the engine watch's cheap restart signal.
+        Also returns the size of the answer in bytes."""
         response = await self._send("GET", wire.ROUTE_PS, limits=self._reads)
         self._check(response, _COMMON)
         runners = self._read(response, lambda body: [_parse_runner(item) for item in _list(body)])
-        return runners, response.extensions.get("network_stream")
+        return runners, response.extensions.get("network_stream"), len(response.content)
 
     async def runner_configs(self, model: str | None = None) -> list[LiveRunnerConfig]:
         """`GET /engines/requests[?model=]`: the config each live runner was started with (entries without one

@@ -19,8 +19,8 @@ Two looks, one request per period either way:
   change in the loaded runners means a load, an eviction (a configure or an unload evicts the
   runner of a loaded model) or a restart. Either is followed at once by a listing.
 The watch lists when the probe saw a change, and otherwise at most as often as keeps the engine's
-cost of listing under LISTING_BUDGET of the time (every period on a small engine), probing in
-between. See docs/engine-watch.md for the figures.
+cost of listing under LISTING_BUDGET of the time and LISTING_BYTES_PER_SECOND (every period on a
+small engine), probing in between. See docs/engine-watch.md for the figures.
 
 The comparison is pure (`listing_digest`, `find_disturbances`, `runner_signature`) and table-tested;
 `EngineWatch` is the I/O loop. An idle engine costs one request per period, a digest of its answer,
@@ -54,7 +54,9 @@ log = logging.getLogger("localmodel.watch")
 
 DEFAULT_WATCH_PERIOD = 1.0  # seconds between two looks at an engine
 PROBE_FIRST_DELAY = 0.1  # while the engine is down, probe after this, doubling up to the period
-LISTING_BUDGET = 0.05  # list at most as often as keeps listing under this share of the time
+LISTING_BUDGET = 0.05  # list at most as often as keeps listing under this share of the time...
+LISTING_BYTES_PER_SECOND = 16 * 1024  # ...and its answers under this many bytes a second
+EVENT_LISTING_BUDGET = 0.25  # a listing for a change the probe saw may come sooner: up to this share
 RESTARTED = "engine restarted"
 ALL_GONE = "every stored config gone (engine restarted, or another client unloaded everything)"
 UNLOADED = "config removed by another client (unload)"
@@ -148,16 +150,18 @@ def probe_delay(failures: int, period: float) -> float:
     return min(period, PROBE_FIRST_DELAY * 2 ** max(0, failures - 1))
 
 
-def runner_signature(runners: Iterable[RunnerInfo]) -> tuple[tuple[str, str, str], ...]:
-    """What of `GET /engines/ps` the probe compares: which runners exist (not whether they are busy, nor
-    when they were last used, which change with every request)."""
-    return tuple(sorted({(r.backend, canonical_ref(r.model), r.mode) for r in runners}))
+def runner_signature(runners: Iterable[RunnerInfo]) -> tuple[tuple[str, str, str, bool, str], ...]:
+    """What of `GET /engines/ps` the probe compares: which runners exist, whether they are loading, and
+    when they were last used (an evicted and reloaded runner has a new time); not whether they are busy
+    (`last_used` then reads as the zero time, which the client maps to None)."""
+    return tuple(sorted({(r.backend, canonical_ref(r.model), r.mode, r.loading, r.last_used or "") for r in runners}))
 
 
-def listing_interval(period: float, took: float) -> float:
-    """Seconds until the next listing after one that took `took` seconds: at least one period, and
-    long enough that listing takes at most LISTING_BUDGET of the time."""
-    return max(period, took / LISTING_BUDGET)
+def listing_interval(period: float, took: float, size: int = 0) -> float:
+    """Seconds until the next listing after one that took `took` seconds and `size` bytes: at least one
+    period, and long enough that listing takes at most LISTING_BUDGET of the time and
+    LISTING_BYTES_PER_SECOND (a listing of 10 configs, 2 KB, every period; of 1,000, 200 KB, every 12 s)."""
+    return max(period, took / LISTING_BUDGET, size / LISTING_BYTES_PER_SECOND)
 
 
 def parse_listing(body: bytes) -> list[StoredConfig]:
@@ -180,7 +184,7 @@ class WatchStats:
     looks: int = 0
     listings: int = 0  # looks that were listings (the rest were probes)
     changes: int = 0  # listings whose digest differed from the previous one
-    bytes: int = 0
+    bytes: int = 0  # of every answer, listings and probes
     last_size: int = 0  # bytes of the last listing
     last_listing_seconds: float = 0.0
 
@@ -215,7 +219,9 @@ class EngineWatch:
     _must_list: bool = True  # the probe saw a change: list at once
     _next_listing: float = float("-inf")
     _stream: object | None = None  # the connection of the last look
-    _runners: tuple[tuple[str, str, str], ...] | None = None  # runner_signature of the last probe
+    _runners: tuple[tuple[str, str, str, bool, str], ...] | None = None  # runner_signature of the last probe
+    _last_listing: float = float("-inf")
+    _last_took: float = 0.0
 
     # ---- expectations ----------------------------------------------------------------------
 
@@ -250,7 +256,7 @@ class EngineWatch:
                 took = self.timer() - started
                 digest = self._digest(body)
             else:
-                runners, stream = await self.client.ps_probe()
+                runners, stream, size = await self.client.ps_probe()
         except (EngineError, ValueError) as exc:
             error = exc if isinstance(exc, EngineError) else ServerError(f"malformed stored config listing: {exc}")
             self.failures += 1
@@ -269,9 +275,14 @@ class EngineWatch:
             self._must_list = True
         self._stream = stream
         if not listing:
+            self.stats.bytes += size
             signature = runner_signature(runners)
             if self._runners is not None and signature != self._runners:
-                self._must_list = True
+                # A load, an eviction (another client's configure or unload of a loaded model) or a restart:
+                # list as soon as the engine's cost allows (EVENT_LISTING_BUDGET, a looser budget).
+                soonest = self._last_listing + max(self.period, self._last_took / EVENT_LISTING_BUDGET)
+                self._next_listing = min(self._next_listing, soonest)
+                self._must_list = now >= soonest
             self._runners = signature
             return 0.0 if self._must_list else self.period
         return self._compare(body, digest, took, now)
@@ -282,7 +293,8 @@ class EngineWatch:
         self.stats.last_size = len(body)
         self.stats.last_listing_seconds = took
         self._must_list = False
-        self._next_listing = now + listing_interval(self.period, took)
+        self._last_listing, self._last_took = now, took
+        self._next_listing = now + listing_interval(self.period, took, len(body))
         came_back, self._was_down = self._was_down, False
         if self._seen is not None and self._seen[0] != digest:
             self.stats.changes += 1

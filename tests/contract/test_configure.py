@@ -253,3 +253,17 @@ async def test_restart_forgets_every_stored_config(engine: Engine) -> None:
     await engine.restart()
     assert await engine.client.stored_configs() == []
     assert await engine.client.get_model(engine.model)  # models survive a restart
+
+
+async def test_the_listing_order_is_not_defined_so_the_watch_digest_ignores_it(engine) -> None:  # type: ignore[no-untyped-def]
+    """GET /engines/_configure lists entries in Go map order (random); the watch digests a canonical
+    form, so the same configs in any order are no change, and an overwrite is one."""
+    from controller.engine.watch import listing_digest
+
+    refs = [engine.model, engine.draft_model]
+    for ref in refs:
+        await engine.client.configure({"model": ref, "context-size": 2048})
+    bodies = {await engine.client.stored_configs_body() for _ in range(20)}
+    assert len({listing_digest(body) for body in bodies}) == 1
+    await engine.client.configure({"model": refs[0], "context-size": 4096})
+    assert listing_digest(await engine.client.stored_configs_body()) not in {listing_digest(b) for b in bodies}

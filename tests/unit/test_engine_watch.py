@@ -165,11 +165,11 @@ class ScriptedEngine:
             raise self.answer
         return self.answer, self.stream
 
-    async def ps_probe(self) -> tuple[list[RunnerInfo], object]:
+    async def ps_probe(self) -> tuple[list[RunnerInfo], object, int]:
         self.calls.append("probe")
         if isinstance(self.answer, EngineError):
             raise self.answer
-        return list(self.runners), self.stream
+        return list(self.runners), self.stream, 3
 
 
 class Recorder:
@@ -286,15 +286,29 @@ def runner(model: str, *, in_use: bool = False) -> RunnerInfo:
 
 
 @pytest.mark.parametrize(
-    ("period", "took", "interval"), [(1.0, 0.0, 1.0), (1.0, 0.02, 1.0), (1.0, 0.3, 6.0), (1.0, 11.0, 220.0)]
+    ("period", "took", "size", "interval"),
+    [
+        (1.0, 0.0, 2_000, 1.0),  # 10 configs on a quick engine: every period
+        (1.0, 0.02, 2_000, 1.0),
+        (1.0, 0.3, 5_000, 6.0),  # 25 configs on model-runner v1.2.9: its CPU decides
+        (1.0, 11.0, 20_000, 220.0),  # 100 configs on model-runner v1.2.9
+        (1.0, 0.01, 203_000, 203_000 / 16_384),  # 1,000 configs on a quick engine: the bytes decide
+        (5.0, 0.0, 0, 5.0),
+    ],
 )
-def test_listing_interval_keeps_the_engine_cost_within_budget(period: float, took: float, interval: float) -> None:
-    assert listing_interval(period, took) == pytest.approx(interval)
+def test_listing_interval_keeps_the_engine_cost_within_budget(
+    period: float, took: float, size: int, interval: float
+) -> None:
+    assert listing_interval(period, took, size) == pytest.approx(interval)
 
 
 def test_runner_signature_ignores_busy_and_spelling() -> None:
     assert runner_signature([runner("ai/a", in_use=True)]) == runner_signature([runner("docker.io/ai/a:latest")])
     assert runner_signature([runner("ai/a")]) != runner_signature([])
+    reloaded = RunnerInfo("llama.cpp", "ai/a", "completion", False, False, None, "2026-01-01T00:00:01.5Z")
+    assert runner_signature([reloaded]) != runner_signature([runner("ai/a")])
+    loading = RunnerInfo("llama.cpp", "ai/a", "completion", False, True, None, None)
+    assert runner_signature([loading]) != runner_signature([runner("ai/a")])
 
 
 def slow_engine_watch() -> tuple[ScriptedEngine, Recorder, list[float], EngineWatch]:
@@ -346,6 +360,16 @@ def test_an_evicted_runner_makes_the_probe_list_at_once() -> None:
     assert engine.calls[-2:] == ["probe", "listing"]
     assert [[d.name for d in batch] for batch in recorder.disturbed] == [["a"]]
     assert recorder.disturbed[0][0].what.startswith(OVERWRITTEN)
+
+
+def test_a_runner_change_lists_no_sooner_than_the_event_budget() -> None:
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now, listing_seconds=1.0)  # a listing takes 1 s: event gap 4 s
+    engine.runners = [runner("ai/a")]
+    looks(watch, now, 2)  # t=0 listing, t=1 probe (its runners are the baseline)
+    engine.runners = []
+    looks(watch, now, 3)  # t=2 and t=3 probes see the change; t=4 lists
+    assert engine.calls == ["listing", "probe", "probe", "probe", "listing"]
 
 
 def test_a_busy_runner_is_no_change() -> None:
