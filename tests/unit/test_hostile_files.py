@@ -468,3 +468,17 @@ def test_an_unexpected_error_in_one_file_is_that_files_error(root: Path) -> None
     [error] = files.errors
     assert error.message == "unexpected error while reading it: ValueError: a bug in a parser"
     assert {n: i.model.spec.context_size for n, i in files.desired.items()} == {"a": 4096, "b": 8192}
+
+
+def test_watch_takes_the_grace_period_and_the_size_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import build_parser
+
+    args = build_parser().parse_args(["watch", str(tmp_path)])
+    assert (args.deletion_grace, args.max_file_size) == (30.0, 1024 * 1024)
+    args = build_parser().parse_args(["watch", str(tmp_path), "--deletion-grace", "0", "--max-file-size", "4096"])
+    assert (args.deletion_grace, args.max_file_size) == (0.0, 4096)
+    for bad in (["--deletion-grace", "-1"], ["--max-file-size", "0"], ["--max-file-size", "1M"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["watch", str(tmp_path), *bad])
+        assert exit_info.value.code == 2
+    assert "argument --max-file-size: '1M' is not a number of bytes" in capsys.readouterr().err
