@@ -225,7 +225,8 @@ def test_a_symlink_loop_is_a_file_error_in_every_command(tmp_path: Path, capsys:
         "a symbolic link loop: fix the link or remove it",
     )
     assert [m.name for m in result.models] == ["ok"]
-    for command in (["validate"], ["render"]):
+    unreachable = ["--engine", "http://127.0.0.1:1"]  # never contacted: the files are refused first
+    for command in (["validate"], ["render"], ["plan", *unreachable], ["apply", *unreachable]):
         assert main([*command, str(tmp_path)]) == 1
         out, err = capsys.readouterr()
         assert "loop.yaml: a symbolic link loop" in out + err
