@@ -37,6 +37,7 @@ from controller.operator.config import OperatorConfig
 from controller.operator.identity import NODE_AGENT, Identity
 from controller.operator.kube import SERVICE_ACCOUNT_DIR, KubeClient
 from controller.operator.metrics import HealthServer, Metrics
+from controller.operator.outage import ApiOutage, RetryForever
 
 log = logging.getLogger("localmodel.operator")
 
@@ -119,12 +120,18 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         settings.posting.reporting_instance = identity.agent_id
         settings.scanning.disabled = True
         settings.peering.standalone = True
+        # API-server outages (outage.py): requests and watches are retried without end, at most 5 s
+        # apart (kopf's default gives up after 54 s and restarts the sequence), with one log line when
+        # the outage starts and one when it ends instead of one per attempt.
+        settings.networking.error_backoffs = RetryForever()
         memo.metrics = Metrics()
         memo.health = HealthServer(memo.metrics, *parse_addr(config.health_addr))
         await memo.health.start()
         try:
             info, token_file = login(settings)
             memo.kube = KubeClient.from_connection_info(info, token_file)
+            memo.outage = ApiOutage(memo.kube.api_ready)
+            memo.outage.install(asyncio.get_running_loop())
             memo.operator = await build_operator(
                 config, memo.kube, metrics=memo.metrics, post_event=event_poster(memo.kube, identity)
             )
@@ -132,10 +139,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None
         memo.health.problems = memo.operator.problems
+        memo.operator.outage = memo.outage
         memo.health.ready = True
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        if memo.get("outage") is not None:
+            memo.outage.uninstall()
         if memo.get("operator") is not None:
             await memo.operator.aclose()
         if memo.get("kube") is not None:
@@ -158,8 +168,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             delay = await memo.operator.reconcile_object(body, live=True)
             await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
 
+    # async: kopf runs sync handlers in a thread pool, and the wake-ups are asyncio Events of this loop.
     @kopf.on.event(*RESOURCE, registry=registry, id="wake")
-    def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.operator.object_changed(event.get("type"), body)
 
     @kopf.on.delete(*RESOURCE, registry=registry, id="finalize", when=handled)
@@ -169,7 +180,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     if config.mode == NODE_AGENT:
 
         @kopf.on.event("", "v1", "nodes", registry=registry, id="node-labels")
-        def node_labels(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        async def node_labels(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             memo.operator.node_changed(event.get("type"), body)
 
     return registry

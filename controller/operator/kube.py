@@ -239,6 +239,19 @@ class KubeClient:
             permission=Permission("create", "", "events", namespace),
         )
 
+    async def api_ready(self) -> bool:
+        """Whether the API server says it is ready (`GET /readyz`, open to every account): the probe of
+        an outage (outage.py)."""
+        try:
+            response = await self._http.get("/readyz", headers=self._auth(), timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def _auth(self) -> dict[str, str]:
+        token = self._token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     # ---- permissions ---------------------------------------------------------------------------
 
     async def allowed(self, permission: Permission) -> bool:

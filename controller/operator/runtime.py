@@ -31,6 +31,7 @@ from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
 from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission, node_labels
 from controller.operator.metrics import Metrics
+from controller.operator.outage import ApiOutage
 from controller.operator.statuses import (
     StatusUpdate,
     compose_status,
@@ -153,6 +154,7 @@ class Operator:
         self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
         self._cleanups_task: asyncio.Task[None] | None = None
         self._cleanups_wake = asyncio.Event()
+        self.outage: ApiOutage | None = None  # API-server outages (outage.py), set by the kopf front-end
         self.closed = False
         self._watch_stop = asyncio.Event()
         self._watch_tasks: list[asyncio.Task[None]] = []
@@ -440,7 +442,10 @@ class Operator:
                 return update
             except KubeError as exc:
                 self.metrics.errors.labels("StatusWriteFailed").inc()
-                log.error("could not write the status of %s: %s", object_key(obj), exc)
+                if self.outage is not None and (exc.status == 0 or exc.status >= 500):
+                    self.outage.failed(f"status of {object_key(obj)}", exc)  # one line per outage
+                else:
+                    log.error("could not write the status of %s: %s", object_key(obj), exc)
                 return None
         log.warning("status of %s kept changing under us; trying again on the next pass", object_key(obj))
         return None

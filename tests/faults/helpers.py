@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import httpx
+
+from tests.support.peers import KubeAPIServer, Proc, wait_until
 
 
 def metric(health_url: str, name: str, **labels: str) -> float:
@@ -34,3 +39,30 @@ def log_lines(path: Path, *, since: int = 0, level: str | None = None) -> list[d
             if level is None or line.get("level") == level:
                 out.append(line)
     return out
+
+
+def kill_peer(cluster: KubeAPIServer, name: str) -> Proc:
+    """SIGKILL one of the cluster's processes (`kube-apiserver` or `etcd`); returns the dead Proc."""
+    proc = next(p for p in cluster.procs if p.name == name)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.popen.wait(10)
+    return proc
+
+
+def start_peer_again(cluster: KubeAPIServer, dead: Proc) -> None:
+    """Start a killed peer again with the same command line (same ports, same data), and wait until the
+    API server is ready."""
+    index = cluster.procs.index(dead)
+    dead.stop()
+    cluster.procs[index] = Proc(dead.name, dead.argv, dead.log_path)
+
+    def ready() -> bool:
+        with cluster.http() as http:
+            return http.get("/readyz", timeout=2).status_code == 200
+
+    wait_until(f"{dead.name} back", ready, 60, interval=0.2)
+
+
+def log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0

@@ -8,13 +8,15 @@ import copy
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.faults.helpers import metric
+from tests.faults.conftest import full_only
+from tests.faults.helpers import kill_peer, log_lines, log_size, metric, start_peer_again
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.kube import (  # noqa: F401
     OPERATOR_NAMESPACE,
@@ -200,3 +202,64 @@ def test_configs_left_by_a_released_finalizer_are_removed_when_the_engine_answer
         assert metric(op.health_url, "localmodel_operator_pending_cleanups") == 0
     record = api.http.get(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/localmodel-cleanups").json()
     assert json.loads(record["data"]["central"]) == []
+
+
+def apiserver_outage(
+    cluster: KubeAPIServer, api: KubeApi, ns: str, engine: EmulatorProcess, workdir: Path, *, peer: str, down: float
+) -> None:
+    """Kill `peer` (the API server or etcd) for `down` seconds under a running operator; then an edit
+    must reach the engine (the watch came back), with one log line for the outage and one after it."""
+    with operator_process(cluster, *operator_args(engine, ns), workdir=workdir) as op:
+        assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
+        api.wait_ready(ns, "smol", [op.proc])
+        start = log_size(op.proc.log_path)
+        dead = kill_peer(cluster, peer)
+        time.sleep(down)
+        start_peer_again(cluster, dead)
+        api.patch_spec(ns, "smol", {"contextSize": 4096})
+        wait_until(
+            "the edit applied after the outage",
+            lambda: [c["Config"] for c in engine_configs(engine.url)] == [{"context-size": 4096}],
+            30,
+            [op.proc],
+        )
+        api.wait_ready(ns, "smol", [op.proc])
+        lines = log_lines(op.proc.log_path, since=start)
+    loud = [line for line in lines if line.get("level") in ("warning", "error", "critical")]
+    events = [line.get("event") for line in lines]
+    assert events.count("ApiServerDown") == 1, loud
+    assert events.count("ApiServerUp") == 1, loud
+    assert len(loud) <= 3, loud  # the outage line, and at most a line or two of the edges
+    assert not any("escalating" in line.get("message", "") for line in lines)
+
+
+def test_an_api_server_killed_for_15_s_costs_two_log_lines_and_no_lost_edit(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    apiserver_outage(localmodel_cluster, api, kube_namespace, engine, tmp_path, peer="kube-apiserver", down=15)
+
+
+@full_only
+def test_an_api_server_killed_for_90_s_costs_two_log_lines_and_no_lost_edit(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    apiserver_outage(localmodel_cluster, api, kube_namespace, engine, tmp_path, peer="kube-apiserver", down=90)
+
+
+@full_only
+def test_etcd_killed_for_20_s(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    engine: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    apiserver_outage(localmodel_cluster, api, kube_namespace, engine, tmp_path, peer="etcd", down=20)
