@@ -3,7 +3,8 @@
 - ``kstatus``: ``status.Compute`` of github.com/fluxcd/cli-utils (the version Helm 4 pins), which
   Helm 4's ``--wait`` and Flux's health checks use;
 - ``argocd-lua``: deploy/argocd/health.lua run in gopher-lua the way Argo CD runs it;
-- ``helm``: helm.sh/helm/v4.
+- ``helm``: helm.sh/helm/v4;
+- ``kubectl``: k8s.io/kubernetes at the kube-apiserver's version.
 
 Each helper takes live objects (dicts as the API server returns them) and answers what the tool says.
 """
@@ -65,6 +66,19 @@ def helm(
     )
     if kubeconfig:
         env["KUBECONFIG"] = kubeconfig
+    return subprocess.run(
+        [path, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or REPO_ROOT, check=False
+    )
+
+
+def kubectl(
+    binaries: PeerBinaries, *args: str, kubeconfig: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl ARGS`` (k8s.io/kubernetes at the kube-apiserver's version) with ``kubeconfig``."""
+    path = binaries.require("kubectl")["kubectl"]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["KUBECONFIG"] = kubeconfig
+    env["KUBECACHEDIR"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"localmodel-kubectl-{os.getpid()}")
     return subprocess.run(
         [path, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or REPO_ROOT, check=False
     )

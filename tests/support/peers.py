@@ -65,6 +65,8 @@ PEER_NAMES = (
     "kstatus",
     "argocd-lua",
     "helm",
+    "kubectl",
+    "kube-controller-manager",
 )
 
 # Model references pulled into every dmr_server (user-facing refs, as a
