@@ -20,7 +20,7 @@ from controller.engine import compare
 from controller.engine.capabilities import Capabilities
 from controller.engine.compare import config_differences
 from controller.engine.errors import EngineError
-from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
+from controller.engine.types import LiveRunnerConfig, ModelInfo, RunnerInfo, StoredConfig
 from controller.refs import canonical_ref
 from controller.spec import LocalModelSpec
 from controller.status import Reason
@@ -236,12 +236,72 @@ def plan_model(
                 if spec.preload:
                     actions.append(Preload(spec.model, request.backend, mode))
                 return replace(base, actions=tuple(actions))
-    # A loading runner (the engine's background load after a configure) is waited for by the
-    # preload request, which also reports a load failure that the background load only logs.
-    if (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec)):
+    if wants_preload(spec, runner, configured_now=configured_now):
         return replace(base, actions=(Preload(spec.model, request.backend, mode),))
     # Everything the engine can keep is in place; what it cannot is a permanent condition, not a retry.
     return base if unsupported is None else replace(base, blocked=unsupported)
+
+
+def wants_preload(spec: LocalModelSpec, runner: RunnerInfo | None, *, configured_now: bool) -> bool:
+    """Whether to preload now that the stored config is right. A loading runner (the engine's background
+    load after a configure) is waited for by the preload request, which also reports a load failure that
+    the background load only logs; without a configure in this reconcile only keepAlive -1 reloads."""
+    return (runner is None or runner.loading) and spec.preload and (configured_now or _keep_resident(spec))
+
+
+def preload_after_configure(spec: LocalModelSpec, plan: Plan) -> Preload | None:
+    """The preload the executor runs once `plan`'s Configure is accepted, for `plan` to show it beforehand.
+
+    An accepted configure leaves no idle runner of the key (the engine evicts it and starts loading the new
+    config in the background, docs/engine-contract.md §3.3, §8.7); a loading runner stays loading. A busy
+    runner refuses the configure (409, §8.8), so nothing follows it in this pass. Without a pulled model
+    (a Pull comes first) the runner is absent."""
+    runner = plan.runner
+    if runner is not None and runner.in_use and not runner.loading:
+        return None
+    after = None if runner is None else replace(runner, loading=True)
+    if not wants_preload(spec, after, configured_now=True):
+        return None
+    backend = plan.request.backend if plan.request is not None else None
+    return Preload(spec.model, backend, effective_mode(spec))
+
+
+def live_runner_config(
+    entries: Sequence[LiveRunnerConfig], model: ModelInfo, backend: str, runners: Iterable[RunnerInfo]
+) -> dict[str, Any] | None:
+    """The config the loaded runner of `model` was started with, from `GET /engines/requests?model=`
+    (docs/engine-contract.md §4.3); None when that cannot be told: no entry or several for the model, or
+    runners of several modes loaded (the entries do not say their mode, so one may be another mode's)."""
+    mine = [entry for entry in entries if entry.model_id == model.id]
+    loaded_modes = [mode for mode in wire.MODES if find_runner(runners, model, backend, mode) is not None]
+    if len(mine) != 1 or len(loaded_modes) > 1:
+        return None
+    return mine[0].config
+
+
+def live_runner_ok(request: ConfigureRequest, live_config: dict[str, Any] | None, backend: str | None) -> bool:
+    """Whether the loaded runner runs `request`'s config, as far as can be told (unknown counts as right)."""
+    return live_config is None or not config_differences(request.body, live_config, backend=backend)
+
+
+def backend_overridden(
+    spec: LocalModelSpec, model: ModelInfo, backend: str, configs: Iterable[StoredConfig], mode: str
+) -> str | None:
+    """After a configure whose config does not read back under `backend`: the message when the engine
+    stored it under another backend, which it re-selects from the model's format (docs/engine-contract.md
+    §3.3 step 6). Sending it again would store it there again: a spec change is needed, not a retry."""
+    chosen = sorted({c.backend for c in configs if c.model_id == model.id and c.mode == mode and c.backend != backend})
+    if not chosen:
+        return None
+    fix = (
+        f"set backend: {chosen[0]}"
+        if spec.backend is None or chosen[0] != wire.backend_for_format(model.format)
+        else "leave backend out"
+    )
+    return (
+        f"the engine stored the config of {spec.model} for backend {chosen[0]}, not {backend}: it picks the "
+        f"backend from the model's format ({model.format or 'unknown'}); {fix}"
+    )
 
 
 def fit_to_engine(

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +28,8 @@ from typing import Any
 from controller.engine.capabilities import Capabilities, detect
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
-from controller.engine.errors import EngineError, EngineRejected, NotFound, PullFailed, RunnerBusy
-from controller.engine.types import PullProgress, RunnerInfo, StoredConfig
+from controller.engine.errors import BackendOverridden, EngineError, NotFound, VerifyFailed
+from controller.engine.types import PullProgress, RunnerInfo
 from controller.plan import (
     CheckLiveRunner,
     Configure,
@@ -38,14 +38,17 @@ from controller.plan import (
     Plan,
     Preload,
     Pull,
+    backend_overridden,
     backoff_delay,
     effective_mode,
-    find_runner,
+    live_runner_config,
+    live_runner_ok,
     plan_model,
 )
+from controller.policy import error_policy
 from controller.spec import LocalModel, LocalModelSpec
 from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
-from controller.wire import MODES, backend_for_format
+from controller.wire import backend_for_format
 
 log = logging.getLogger("localmodel.reconcile")
 
@@ -183,9 +186,7 @@ class EngineReconciler:
                         assert plan.request is not None  # a plan with a CheckLiveRunner action has a request
                         live_config = await self._live_config(plan, observation)
                         live_checked = True
-                        memory.live_ok = live_config is None or not config_differences(
-                            plan.request.body, live_config, backend=plan.backend
-                        )
+                        memory.live_ok = live_runner_ok(plan.request, live_config, plan.backend)
                     elif isinstance(action, Evict):
                         observation = await self._evict(key, action, observation, plan)
                         live_checked, live_config = False, None
@@ -273,7 +274,7 @@ class EngineReconciler:
                     message += "; " + warning
             return FinalizeOutcome(True, message)
         except EngineError as exc:
-            self._on_event(key, "Warning", exc.reason, f"deletionPolicy {spec.deletion_policy} failed: {exc}")
+            self._on_event(key, "Warning", exc.reason.value, f"deletionPolicy {spec.deletion_policy} failed: {exc}")
             return FinalizeOutcome(False, str(exc), exc)
 
     # ---- steps ---------------------------------------------------------------------------------
@@ -317,11 +318,13 @@ class EngineReconciler:
         mode = effective_mode(spec)
         stored = find_stored_config(configs, spec.model, plan.model.id, plan.backend, mode)
         if stored is None:
-            _check_backend_overridden(spec, plan, configs, mode)
-            raise _VerifyFailed(f"the engine accepted the config for {spec.model} but does not report it back")
+            overridden = backend_overridden(spec, plan.model, plan.backend, configs, mode)
+            if overridden is not None:
+                raise BackendOverridden(overridden)
+            raise VerifyFailed(f"the engine accepted the config for {spec.model} but does not report it back")
         differences = config_differences(request.body, stored.config, backend=plan.backend)
         if differences:
-            raise _VerifyFailed("the engine did not keep: " + "; ".join(differences))
+            raise VerifyFailed("the engine did not keep: " + "; ".join(differences))
         if repair:
             what = (
                 "; ".join(action.differences)
@@ -351,14 +354,8 @@ class EngineReconciler:
         of several modes of this model are loaded (`/engines/requests` does not tell which is which)."""
         assert plan.model is not None
         assert plan.request is not None
-        model_id = plan.model.id
-        entries = [
-            e for e in await self.client.runner_configs(model=plan.request.body["model"]) if e.model_id == model_id
-        ]
-        modes = sum(1 for mode in MODES if find_runner(observation.runners, plan.model, plan.backend or "", mode))
-        if len(entries) != 1 or modes > 1:
-            return None
-        return entries[0].config
+        entries = await self.client.runner_configs(model=plan.request.body["model"])
+        return live_runner_config(entries, plan.model, plan.backend or "", observation.runners)
 
     async def _evict(self, key: str, action: Evict, observation: Observation, plan: Plan) -> Observation:
         # `models` without `backend` evicts every mode and keeps the stored configs (docs/engine-contract.md §6.6).
@@ -405,11 +402,11 @@ class EngineReconciler:
     def _failed(
         self, key: str, memory: _Memory, exc: EngineError, generation: int | None, plan: Plan | None
     ) -> Outcome:
-        reason = _reason_for(exc)
-        message = _error_message(exc, plan)
-        if exc.retryable:
+        decision = error_policy(exc, attempt=memory.failures + 1, jitter=self._jitter())
+        reason, message = decision.reason, decision.message
+        if decision.retry_after is not None:
             memory.failures += 1
-            delay = self._backoff(memory)
+            delay = decision.retry_after
             status = self._status(
                 plan,
                 generation,
@@ -464,66 +461,10 @@ class EngineReconciler:
         )
 
 
-class _VerifyFailed(EngineError):
-    retryable = True
-    reason = "VerifyFailed"
-
-
-class _BackendOverridden(EngineError):
-    """The engine stored the config under another backend: it re-selects the backend from the model's
-    format (docs/engine-contract.md §3.3 step 6). Sending it again would store it there again."""
-
-    retryable = False
-    reason = Reason.BACKEND_MISMATCH.value
-
-
-def _check_backend_overridden(spec: LocalModelSpec, plan: Plan, configs: Sequence[StoredConfig], mode: str) -> None:
-    assert plan.model is not None
-    chosen = sorted(
-        {c.backend for c in configs if c.model_id == plan.model.id and c.mode == mode and c.backend != plan.backend}
-    )
-    if not chosen:
-        return
-    fix = (
-        f"set backend: {chosen[0]}"
-        if spec.backend is None or chosen[0] != backend_for_format(plan.model.format)
-        else "leave backend out"
-    )
-    raise _BackendOverridden(
-        f"the engine stored the config of {spec.model} for backend {chosen[0]}, not {plan.backend}: it picks the "
-        f"backend from the model's format ({plan.model.format or 'unknown'}); {fix}"
-    )
-
-
 # Stalled reasons that the next observation can clear without a spec change (someone pulls the
 # model by hand for pullPolicy Never), or whose model still has fields to keep applied (EngineUnsupported:
 # the other fields are repaired after a restart): re-planned on every pass, which costs no request.
 _RECHECKED_EACH_PASS = {Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPPORTED}
-
-
-def _reason_for(exc: EngineError) -> Reason:
-    if isinstance(exc, EngineRejected):
-        return Reason.FLAG_REJECTED
-    if isinstance(exc, RunnerBusy):
-        return Reason.RUNNER_BUSY
-    if isinstance(exc, PullFailed):
-        return Reason.PULL_FAILED
-    if isinstance(exc, NotFound):
-        return Reason.MODEL_NOT_FOUND
-    if isinstance(exc, _VerifyFailed):
-        return Reason.VERIFY_FAILED
-    try:
-        return Reason(exc.reason)
-    except ValueError:
-        return Reason.ENGINE_ERROR
-
-
-def _error_message(exc: EngineError, plan: Plan | None) -> str:
-    if isinstance(exc, EngineRejected):
-        return f"the engine rejected the config: {exc.message} (fix the spec; the engine's allowlist decides)"
-    if isinstance(exc, RunnerBusy):
-        return f"the runner is busy serving a request ({exc.message}); the config is applied once it is idle"
-    return str(exc)
 
 
 def _ready_message(plan: Plan) -> str:

@@ -1,20 +1,22 @@
 """Typed engine errors. Each says whether retrying the same request can help.
 
-The reconciler turns `retryable` into policy: retry with backoff (Reconciling) or stop until the
-spec changes (Stalled). The engine answers validation errors with 500 and a plain-text body, busy
+Each class carries the `Reason` its failures are reported with (conditions and events alike);
+controller/policy.py `error_policy` turns `retryable` into policy: retry with backoff (Reconciling) or
+stop until the spec changes (Stalled). The engine answers validation errors with 500 and a plain-text body, busy
 runners with 409 (docs/engine-contract.md §3.2, §8.8); those texts are kept verbatim in `message`.
 """
 
 from __future__ import annotations
 
 from controller.redact import redact
+from controller.status import Reason
 
 
 class EngineError(Exception):
     """Base class. `status` is the HTTP status when there was a response, `message` the engine's text."""
 
     retryable: bool = False
-    reason: str = "EngineError"
+    reason: Reason = Reason.ENGINE_ERROR
 
     def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
         # Credentials never reach a message: the engine URL may have carried them (controller.redact).
@@ -33,14 +35,14 @@ class EngineUnreachable(EngineError):
     """No HTTP answer: connection refused, DNS, timeout. The engine may be restarting."""
 
     retryable = True
-    reason = "EngineUnreachable"
+    reason = Reason.ENGINE_UNREACHABLE
 
 
 class RunnerBusy(EngineError):
     """409 `runner already active`: a request is in flight on the runner; its stored config is unchanged."""
 
     retryable = True
-    reason = "RunnerBusy"
+    reason = Reason.RUNNER_BUSY
 
 
 class EngineRejected(EngineError):
@@ -48,7 +50,7 @@ class EngineRejected(EngineError):
     Sending the same request again gives the same answer."""
 
     retryable = False
-    reason = "EngineRejected"
+    reason = Reason.FLAG_REJECTED
 
 
 class LoadFailed(EngineError):
@@ -56,35 +58,35 @@ class LoadFailed(EngineError):
     Sometimes transient (a crash, a slow start), sometimes not (bad arguments): retried with backoff."""
 
     retryable = True
-    reason = "LoadFailed"
+    reason = Reason.LOAD_FAILED
 
 
 class NotFound(EngineError):
     """404: a model that is not in the store or the registry, or a backend the engine does not know."""
 
     retryable = False
-    reason = "NotFound"
+    reason = Reason.MODEL_NOT_FOUND
 
 
 class BadRequest(EngineError):
     """400 `invalid request`: the engine could not decode the JSON (a bug on our side or a bad value)."""
 
     retryable = False
-    reason = "BadRequest"
+    reason = Reason.ENGINE_ERROR
 
 
 class PullFailed(EngineError):
     """A pull that failed before or during the stream (a stream without a `success` line is a failure)."""
 
     retryable = True
-    reason = "PullFailed"
+    reason = Reason.PULL_FAILED
 
 
 class ServerError(EngineError):
     """Any other 5xx (503 while the engine starts or shuts down, 412 backend not installed...)."""
 
     retryable = True
-    reason = "EngineError"
+    reason = Reason.ENGINE_ERROR
 
 
 class PullRejected(PullFailed):
@@ -92,14 +94,14 @@ class PullRejected(PullFailed):
     media type). The spec (model reference or token) has to change."""
 
     retryable = False
-    reason = "PullRejected"
+    reason = Reason.PULL_FAILED
 
 
 class DeleteConflict(EngineError):
     """409 on `DELETE /models/{name}`: the model has several tags. Delete one tag, or delete with force."""
 
     retryable = False
-    reason = "DeleteConflict"
+    reason = Reason.ENGINE_ERROR
 
 
 class BackendNotInstalled(ServerError):
@@ -107,7 +109,7 @@ class BackendNotInstalled(ServerError):
     `backend installation failed: ...` (MLX on Linux, SGLang without its package)."""
 
     retryable = False
-    reason = "BackendNotInstalled"
+    reason = Reason.ENGINE_ERROR
 
 
 class EngineTooSlow(EngineError):
@@ -115,11 +117,14 @@ class EngineTooSlow(EngineError):
     Not "unreachable": it is there and answering badly. Retried with backoff."""
 
     retryable = True
-    reason = "EngineError"
+    reason = Reason.ENGINE_ERROR
 
 
 class AnswerTooLarge(ServerError):
     """An answer larger than the request's limit (an endless body, a newline-less stream): not a DMR answer."""
+
+    retryable = True
+    reason = Reason.ENGINE_ERROR
 
 
 class RequestTooLarge(EngineError):
@@ -127,4 +132,19 @@ class RequestTooLarge(EngineError):
     same answer: not retried."""
 
     retryable = False
-    reason = "EngineError"
+    reason = Reason.ENGINE_ERROR
+
+
+class VerifyFailed(EngineError):
+    """The engine accepted a config but does not read it back as sent (docs/engine-contract.md §4.1, §4.2)."""
+
+    retryable = True
+    reason = Reason.VERIFY_FAILED
+
+
+class BackendOverridden(EngineError):
+    """The engine stored the config under another backend: it re-selects the backend from the model's
+    format (docs/engine-contract.md §3.3 step 6). Sending it again would store it there again."""
+
+    retryable = False
+    reason = Reason.BACKEND_MISMATCH

@@ -27,7 +27,9 @@ from controller.plan import (
     Pull,
     backoff_delay,
     find_conflicts,
+    live_runner_config,
     plan_model,
+    preload_after_configure,
 )
 from controller.reconcile import EngineReconciler
 from controller.refs import canonical_ref
@@ -216,23 +218,25 @@ async def plan_models(client: EngineClient, models: Sequence[LocalModel], observ
 
 
 async def _plan_one(client: EngineClient, model: LocalModel, observation: Observation) -> ModelPlan:
+    """The plan `apply` follows, with the same rules (controller/plan.py): the loaded runner's own config
+    read as the reconciler reads it, and what follows a pull or a configure."""
     spec = model.spec
-    live: dict[str, Any] | None = None
-    checked = False
     plan = plan_model(spec, observation)
-    while plan.actions and isinstance(plan.actions[0], CheckLiveRunner) and not checked:
+    if plan.actions and isinstance(plan.actions[0], CheckLiveRunner):
         assert plan.model is not None
-        entries = await client.runner_configs(model=spec.model)
-        live = next((e.config for e in entries if e.model_id == plan.model.id), None)
-        checked = True
+        assert plan.request is not None
+        entries = await client.runner_configs(model=plan.request.body["model"])
+        live = live_runner_config(entries, plan.model, plan.backend or "", observation.runners)
         plan = plan_model(spec, observation, live_config=live, live_checked=True)
     steps: list[Step] = []
     for action in plan.actions:
         steps += _describe(action, plan)
     if any(isinstance(a, Pull) for a in plan.actions):
         steps += _after_pull(model)
-    elif any(isinstance(a, Configure) for a in plan.actions) and spec.preload and (plan.runner is None):
-        steps.append(Step(f"preload {spec.model} (preload: true)"))
+    elif any(isinstance(a, Configure) for a in plan.actions):
+        preload = preload_after_configure(spec, plan)
+        if preload is not None:
+            steps.append(Step(f"preload {preload.ref} (preload: true)"))
     blocked = f"{plan.blocked.reason.value}: {plan.blocked.message}" if plan.blocked else None
     return ModelPlan(model.name, spec.model, tuple(steps), blocked, plan.notes)
 
@@ -265,7 +269,7 @@ def _after_pull(model: LocalModel) -> list[Step]:
             (_body(request.body),),
         )
     ]
-    if model.spec.preload:
+    if preload_after_configure(model.spec, Plan()) is not None:  # nothing loaded before the pull
         steps.append(Step(f"then preload {model.spec.model} (preload: true)"))
     return steps
 

@@ -1,0 +1,47 @@
+"""Errors are policy: what an engine error means for a model, decided in one place (pure).
+
+The executor (controller/reconcile.py) catches `EngineError`s and asks `error_policy` what to report and
+when to come back, as kube-rs pairs `reconcile` with `error_policy`. Each error class carries its
+`Reason` (controller/engine/errors.py); whether it is worth retrying is `retryable`. Conditions,
+`/status` and the events of every front-end use the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.engine.errors import EngineError, EngineRejected, RunnerBusy
+from controller.plan import backoff_delay
+from controller.status import Phase, Reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a failed reconcile reports and does next."""
+
+    phase: Phase  # Retrying (Reconciling) or Stalled
+    reason: Reason
+    message: str  # says what went wrong and what to do
+    retry_after: float | None  # seconds until the next try; None: stalled until the spec changes
+
+    @property
+    def stalled(self) -> bool:
+        return self.retry_after is None
+
+
+def error_policy(exc: EngineError, *, attempt: int = 1, jitter: float = 0.5) -> Decision:
+    """The decision for `exc`, the `attempt`-th failure in a row (1 for the first); `jitter` in [0, 1)
+    spreads the retries of many models (controller.plan.backoff_delay)."""
+    message = error_message(exc)
+    if exc.retryable:
+        return Decision(Phase.RETRYING, exc.reason, message, backoff_delay(attempt, jitter))
+    return Decision(Phase.STALLED, exc.reason, message, None)
+
+
+def error_message(exc: EngineError) -> str:
+    """The error as a model's status says it: the engine's text, and the fix where there is one to name."""
+    if isinstance(exc, EngineRejected):
+        return f"the engine rejected the config: {exc.message} (fix the spec; the engine's allowlist decides)"
+    if isinstance(exc, RunnerBusy):
+        return f"the runner is busy serving a request ({exc.message}); the config is applied once it is idle"
+    return str(exc)
