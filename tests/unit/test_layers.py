@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_CORE = ("controller.spec", "controller.desired", "controller.plan", "controller.status")
+PURE_CORE = ("controller.spec", "controller.desired", "controller.plan", "controller.status", "controller.policy")
 IO_MODULES = ("httpx", "aiohttp", "kopf", "kubernetes", "watchfiles", "subprocess", "socket", "prometheus_client")
 
 

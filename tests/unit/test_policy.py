@@ -1,0 +1,89 @@
+"""error_policy: every engine error class to one phase, reason, message and retry delay (pure, table-driven)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from controller.engine import errors
+from controller.engine.errors import EngineError
+from controller.plan import BACKOFF_CAP_SECONDS
+from controller.policy import error_policy
+from controller.status import Phase, Reason
+
+# (reason, retryable) of every error class; a new class must be added here with the reason it reports.
+EXPECTED: dict[str, tuple[Reason, bool]] = {
+    "EngineError": (Reason.ENGINE_ERROR, False),
+    "EngineUnreachable": (Reason.ENGINE_UNREACHABLE, True),
+    "RunnerBusy": (Reason.RUNNER_BUSY, True),
+    "EngineRejected": (Reason.FLAG_REJECTED, False),
+    "LoadFailed": (Reason.LOAD_FAILED, True),
+    "NotFound": (Reason.MODEL_NOT_FOUND, False),
+    "BadRequest": (Reason.ENGINE_ERROR, False),
+    "PullFailed": (Reason.PULL_FAILED, True),
+    "ServerError": (Reason.ENGINE_ERROR, True),
+    "PullRejected": (Reason.PULL_FAILED, False),
+    "DeleteConflict": (Reason.ENGINE_ERROR, False),
+    "BackendNotInstalled": (Reason.ENGINE_ERROR, False),
+    "EngineTooSlow": (Reason.ENGINE_ERROR, True),
+    "AnswerTooLarge": (Reason.ENGINE_ERROR, True),
+    "RequestTooLarge": (Reason.ENGINE_ERROR, False),
+    "VerifyFailed": (Reason.VERIFY_FAILED, True),
+    "BackendOverridden": (Reason.BACKEND_MISMATCH, False),
+}
+
+ERROR_CLASSES = {
+    name: cls
+    for name, cls in inspect.getmembers(errors, inspect.isclass)
+    if issubclass(cls, EngineError) and cls.__module__ == errors.__name__
+}
+
+
+def test_every_error_class_is_in_the_table() -> None:
+    assert sorted(ERROR_CLASSES) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_CLASSES))
+def test_every_error_class_declares_its_own_reason_member(name: str) -> None:
+    """Declared on the class itself, not inherited by accident from the class it extends."""
+    cls = ERROR_CLASSES[name]
+    assert isinstance(cls.__dict__.get("reason"), Reason)
+    assert isinstance(cls.__dict__.get("retryable"), bool)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_error_policy_per_class(name: str) -> None:
+    reason, retryable = EXPECTED[name]
+    decision = error_policy(ERROR_CLASSES[name]("the engine's text", status=500, url="http://engine"), attempt=1)
+    assert decision.reason is reason
+    if retryable:
+        assert decision.phase is Phase.RETRYING
+        assert decision.retry_after is not None
+        assert decision.retry_after > 0
+    else:
+        assert decision.phase is Phase.STALLED
+        assert decision.retry_after is None
+        assert decision.stalled
+
+
+def test_the_message_names_the_fix_for_a_rejected_config_and_a_busy_runner() -> None:
+    rejected = error_policy(errors.EngineRejected("flag --foo not allowed"))
+    assert rejected.message == (
+        "the engine rejected the config: flag --foo not allowed (fix the spec; the engine's allowlist decides)"
+    )
+    busy = error_policy(errors.RunnerBusy("runner already active"))
+    assert busy.message == (
+        "the runner is busy serving a request (runner already active); the config is applied once it is idle"
+    )
+    other = error_policy(errors.ServerError("boom", status=503, url="http://engine"))
+    assert other.message == "boom (503 from http://engine)"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "delay"),
+    [(1, 0.0, 0.5), (1, 0.999999, 0.9999995), (2, 0.0, 1.0), (4, 0.0, 4.0), (30, 0.0, BACKOFF_CAP_SECONDS / 2)],
+)
+def test_retry_delay_is_the_capped_backoff_of_the_attempt(attempt: int, jitter: float, delay: float) -> None:
+    decision = error_policy(errors.EngineUnreachable("refused"), attempt=attempt, jitter=jitter)
+    assert decision.retry_after == pytest.approx(delay)
