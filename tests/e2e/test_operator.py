@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kstatus import Verdict, kstatus_verdict
+from tests.support.gitops import kstatus_of
 from tests.support.kube import KubeApi, engine_configs, localmodel_cluster, operator_process  # noqa: F401
-from tests.support.peers import KubeAPIServer, wait_until
+from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 
@@ -46,6 +46,7 @@ def test_create_update_and_delete_with_each_policy(
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
+    peer_binaries: PeerBinaries,
     tmp_path: Path,
 ) -> None:
     ns = kube_namespace
@@ -68,7 +69,7 @@ def test_create_update_and_delete_with_each_policy(
             assert created.status_code == 201, created.text
         for name in ("unload", "delete", "retain"):
             obj = api.wait_ready(ns, name, [op.proc])
-            assert kstatus_verdict(obj) is Verdict.CURRENT
+            assert kstatus_of(peer_binaries, obj) == "Current"
             assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
             assert obj["status"]["engines"][0]["name"] == "emu"
             assert obj["metadata"]["finalizers"] == ["localmodel.io/finalizer"]
