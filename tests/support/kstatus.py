@@ -2,10 +2,10 @@
 that poll objects many times a second.
 
 What kstatus (Helm 4's `--wait`, Flux) concludes is not modelled here: the tests run the real
-`status.Compute` (tests/support/gitops.py, tests/peers/kstatus). A Python model of it agreed with us by
-construction and was wrong twice: it said kstatus ignores `Ready` (github.com/fluxcd/cli-utils v1.2.2,
-which Helm 4.3 uses, falls back to it: `Ready=False` is InProgress), and it could not show that a new
-object without status reads as Current.
+`status.Compute` (tests/support/gitops.py, tests/peers/kstatus). The Python model of it that was here
+agreed with us by construction: it said kstatus ignores `Ready` (github.com/fluxcd/cli-utils v1.2.2, which
+Helm 4.3 uses, falls back to it: `Ready=False` alone is InProgress), and only ever read objects that tests
+built, never a new one before the operator's first write (which kstatus read as Current).
 """
 
 from __future__ import annotations
