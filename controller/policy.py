@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.engine.errors import EngineError, EngineRejected, RunnerBusy
+from controller.engine.errors import EngineError, EngineRejected, EngineUnreachable, RunnerBusy
 from controller.plan import backoff_delay
 from controller.status import Phase, Reason
 
@@ -36,6 +36,19 @@ def error_policy(exc: EngineError, *, attempt: int = 1, jitter: float = 0.5) -> 
     if exc.retryable:
         return Decision(Phase.RETRYING, exc.reason, message, backoff_delay(attempt, jitter))
     return Decision(Phase.STALLED, exc.reason, message, None)
+
+
+def unobserved_policy(exc: EngineError, *, attempt: int = 1, jitter: float = 0.5) -> Decision:
+    """The decision for a model whose engine could not be observed (GET /models, /engines/_configure or
+    /engines/ps failed): always retried, EngineUnreachable when there was no answer, EngineError when it
+    answered wrongly (HTML, a redirect, a 404 from a wrong path, bad JSON, too slow, too large). The class's
+    own reason is about the model (a 404 on a pull is ModelNotFound), so it is not used here."""
+    text = str(exc)
+    if isinstance(exc, EngineUnreachable):
+        reason, message = Reason.ENGINE_UNREACHABLE, f"the engine is unreachable ({text})"
+    else:
+        reason, message = Reason.ENGINE_ERROR, f"the engine answered, but not as an engine should: {text}"
+    return Decision(Phase.RETRYING, reason, message, backoff_delay(attempt, jitter))
 
 
 def error_message(exc: EngineError) -> str:

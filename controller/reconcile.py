@@ -45,7 +45,7 @@ from controller.plan import (
     live_runner_ok,
     plan_model,
 )
-from controller.policy import error_policy
+from controller.policy import Decision, error_policy, unobserved_policy
 from controller.spec import LocalModel, LocalModelSpec
 from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
 from controller.wire import backend_for_format
@@ -147,8 +147,8 @@ class EngineReconciler:
         memory = self._remember(key, spec)
         if memory.stalled is not None and memory.stalled.reason not in _RECHECKED_EACH_PASS:
             return Outcome(replace(memory.stalled, observed_generation=generation), None)
-        if observation.error is not None:
-            return self._failed(key, memory, observation.error, generation, None)
+        if observation.error is not None:  # said as the daemon and `apply` say it (oneshot.unreachable_status)
+            return self._failed(key, memory, observation.error, generation, None, policy=unobserved_policy)
 
         # A model pulled on an earlier pass and gone since (`docker model rm`, an engine with an ephemeral
         # store) is pulled again; only a pull of this pass that the engine does not list is an error.
@@ -400,9 +400,16 @@ class EngineReconciler:
         return backoff_delay(memory.failures, self._jitter())
 
     def _failed(
-        self, key: str, memory: _Memory, exc: EngineError, generation: int | None, plan: Plan | None
+        self,
+        key: str,
+        memory: _Memory,
+        exc: EngineError,
+        generation: int | None,
+        plan: Plan | None,
+        *,
+        policy: Callable[..., Decision] = error_policy,
     ) -> Outcome:
-        decision = error_policy(exc, attempt=memory.failures + 1, jitter=self._jitter())
+        decision = policy(exc, attempt=memory.failures + 1, jitter=self._jitter())
         reason, message = decision.reason, decision.message
         if decision.retry_after is not None:
             memory.failures += 1

@@ -31,6 +31,7 @@ from controller.plan import (
     plan_model,
     preload_after_configure,
 )
+from controller.policy import unobserved_policy
 from controller.reconcile import EngineReconciler
 from controller.refs import canonical_ref
 from controller.spec import LocalModel
@@ -147,19 +148,15 @@ def unreachable_status(
     the message says which. What the previous status knew (backend, model ID, applied config) stays; a
     pull in progress does not."""
     base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
-    text = str(error)
-    if isinstance(error, EngineError) and not isinstance(error, EngineUnreachable):
-        reason, message = Reason.ENGINE_ERROR, f"the engine answered, but not as an engine should: {text}; retrying"
-    else:
-        reason, message = Reason.ENGINE_UNREACHABLE, f"the engine is unreachable ({text}); retrying"
+    decision = unobserved_policy(error if isinstance(error, EngineError) else EngineUnreachable(error))
     return replace(
         base,
-        phase=Phase.RETRYING,
-        reason=reason,
+        phase=decision.phase,
+        reason=decision.reason,
         ready=False,
         stalled=False,
-        message=message,
-        last_error=text,
+        message=f"{decision.message}; retrying",
+        last_error=str(error),
         pull=None,
         observed_generation=generation if generation is not None else base.observed_generation,
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
 
 from controller.engine import errors
 from controller.engine.errors import EngineError
-from controller.plan import BACKOFF_CAP_SECONDS
-from controller.policy import error_policy
+from controller.plan import BACKOFF_CAP_SECONDS, Observation
+from controller.policy import error_policy, unobserved_policy
+from controller.reconcile import EngineReconciler
+from controller.spec import parse_localmodel
+from controller.standalone.oneshot import unreachable_status
 from controller.status import Phase, Reason
 
 # (reason, retryable) of every error class; a new class must be added here with the reason it reports.
@@ -87,3 +91,40 @@ def test_the_message_names_the_fix_for_a_rejected_config_and_a_busy_runner() -> 
 def test_retry_delay_is_the_capped_backoff_of_the_attempt(attempt: int, jitter: float, delay: float) -> None:
     decision = error_policy(errors.EngineUnreachable("refused"), attempt=attempt, jitter=jitter)
     assert decision.retry_after == pytest.approx(delay)
+
+
+SPEC = {"model": "ai/smollm2", "contextSize": 8192}
+
+# An engine that cannot be observed: the operator reports it through EngineReconciler.reconcile, the
+# daemon and `apply` through oneshot.unreachable_status. Both must say the same, whatever the error.
+OBSERVE_ERRORS = [
+    errors.EngineUnreachable("cannot reach the engine at http://e: refused", url="http://e"),
+    errors.ServerError("bad gateway", status=502, url="http://e/models"),
+    errors.NotFound("404 page not found", status=404, url="http://e/models"),  # a wrong path prefix
+    errors.BadRequest("invalid request", status=400, url="http://e/models"),
+    errors.EngineTooSlow("no answer within 30s", url="http://e/models"),
+    errors.RequestTooLarge("too large", status=413, url="http://e/models"),
+]
+
+
+@pytest.mark.parametrize("error", OBSERVE_ERRORS, ids=lambda e: type(e).__name__)
+def test_an_unobservable_engine_is_reported_alike_by_every_front_end(error: errors.EngineError) -> None:
+    model = parse_localmodel(
+        {"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel", "metadata": {"name": "m"}, "spec": SPEC}
+    )
+    reconciler = EngineReconciler("e", None, jitter=lambda: 0.5)  # type: ignore[arg-type]  # no request is sent
+    outcome = asyncio.run(reconciler.reconcile("m", model, Observation("e", error=error)))
+    daemon = unreachable_status("e", error)
+    assert outcome.status.reason is daemon.reason
+    assert outcome.status.phase is Phase.RETRYING
+    assert outcome.requeue_after is not None
+    assert outcome.status.message.startswith(daemon.message.removesuffix("; retrying"))
+
+
+def test_the_reason_of_an_unobservable_engine_says_whether_it_answered() -> None:
+    refused = unobserved_policy(errors.EngineUnreachable("refused"))
+    assert (refused.reason, refused.message) == (Reason.ENGINE_UNREACHABLE, "the engine is unreachable (refused)")
+    wrong = unobserved_policy(errors.NotFound("404 page not found"))
+    assert wrong.reason is Reason.ENGINE_ERROR
+    assert wrong.message == "the engine answered, but not as an engine should: 404 page not found"
+    assert wrong.retry_after is not None
