@@ -19,7 +19,13 @@ modes:
               minikube) answers.
   node-agent  a DaemonSet, one agent per node: the node's own engine (its address, --engine-port),
               for the LocalModels whose spec.nodeSelector matches the node's labels. Each agent has
-              its own finalizer and writes only its own status.engines[] entry.
+              its own finalizer and writes only its own status.engines[] entry. Each agent renews
+              a Lease (localmodel-agent-<node>, operator's namespace): a matching node without a
+              live agent is named in the status but does not hold Ready back.
+
+central mode runs two replicas in the shipped manifests: they elect a leader on a Lease; the standby
+replica reconciles nothing and writes nothing until it takes over (its /readyz answers 200: it is
+healthy and ready to lead; the localmodel_operator_leader metric says which replica leads).
 """
 
 EPILOG = """\
@@ -131,6 +137,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with a Warning event (default: 5, with backoff 1s, 2s, 4s, ...)",
     )
     parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="central: replicas elect a leader on the Lease localmodel-leader in the operator's namespace; only "
+        "the leader reconciles and writes status, the others stand by and take over within the lease duration "
+        "(default: on; --no-leader-election for a single replica without Lease access)",
+    )
+    parser.add_argument(
+        "--leader-lease-seconds",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="central: the leader lease's duration; a standby takes over this long after the leader's last "
+        "renewal (default: 15, renewed every 2)",
+    )
+    parser.add_argument(
+        "--agent-lease-seconds",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="node-agent: each agent's presence Lease duration, renewed every quarter of it (default: 40, as "
+        "the kubelet's node lease); a matching node without a live agent is named in the status, not waited for",
+    )
+    parser.add_argument(
         "--health-addr",
         default=":8080",
         metavar="HOST:PORT",
@@ -174,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
             worker_limit=args.workers,
             finalize_attempts=args.finalize_attempts,
             health_addr=args.health_addr,
+            leader_election=args.leader_election,
+            leader_lease_seconds=args.leader_lease_seconds,
+            agent_lease_seconds=args.agent_lease_seconds,
         )
     except ValueError as exc:
         print(f"localmodel operator: {exc}", file=sys.stderr)
@@ -191,6 +224,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.watch_period < 0 or args.watch_period != args.watch_period:
         print("localmodel operator: --watch-period must be 0 (off) or more seconds", file=sys.stderr)
+        return 2
+    if not args.leader_lease_seconds >= 1 or not args.agent_lease_seconds >= 1:
+        print(
+            "localmodel operator: --leader-lease-seconds and --agent-lease-seconds must be 1 or more", file=sys.stderr
+        )
         return 2
     if args.drift_interval <= 0 or args.workers < 1 or args.finalize_attempts < 1:
         print(

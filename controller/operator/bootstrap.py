@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from controller.engine.client import EngineClient
 from controller.operator.config import OperatorConfig
+from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
 from controller.operator.engines import (
     EngineListError,
     EngineRef,
@@ -21,6 +22,7 @@ from controller.operator.engines import (
 from controller.operator.identity import CENTRAL
 from controller.operator.kube import KubeClient, KubeError, node_internal_ip, node_labels
 from controller.operator.metrics import Metrics
+from controller.operator.presence import AgentPresence
 from controller.operator.runtime import EventPoster, Operator
 
 log = logging.getLogger("localmodel.operator")
@@ -43,7 +45,9 @@ async def build_operator(
     if config.mode == CENTRAL:
         engines = await central_engines(config, kube, env)
         log.info("central mode: reconciling on %s", ", ".join(f"{e.name} ({e.url})" for e in engines))
-        operator = Operator(config, kube, engines, metrics=metrics, post_event=post_event)
+        operator = Operator(
+            config, kube, engines, metrics=metrics, post_event=post_event, elector=leader_elector(config, kube)
+        )
         await operator.load_cleanups()
         return operator
     nodes = await node_index(kube)
@@ -56,9 +60,29 @@ async def build_operator(
         metrics=metrics,
         post_event=post_event,
         nodes={name: node_labels(node) for name, node in nodes.items()},
+        presence=await agent_presence(config, kube),
     )
     await operator.load_cleanups()
     return operator
+
+
+def leader_elector(config: OperatorConfig, kube: KubeClient) -> LeaderElector | None:
+    """Central mode: the elector of the replicas (one leads), unless --no-leader-election."""
+    if not config.leader_election:
+        return None
+    name = leader_lease_name(config.namespaces)
+    log.info("leader election on lease %s/%s", config.operator_namespace, name)
+    return LeaderElector(
+        kube, config.operator_namespace, name, timing=ElectionTiming.for_duration(config.leader_lease_seconds)
+    )
+
+
+async def agent_presence(config: OperatorConfig, kube: KubeClient) -> AgentPresence:
+    """Node-agent mode: this agent's Lease, renewed and listed once before the first pass."""
+    assert config.node_name is not None
+    presence = AgentPresence(kube, config.operator_namespace, config.node_name, duration=config.agent_lease_seconds)
+    await presence.start()
+    return presence
 
 
 async def central_engines(config: OperatorConfig, kube: KubeClient, env: Mapping[str, str]) -> list[EngineRef]:

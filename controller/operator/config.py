@@ -24,6 +24,9 @@ class OperatorConfig:
     finalize_attempts: int = 5
     finalize_backoff: float = 1.0  # seconds before the 2nd attempt; doubles each time
     health_addr: str = ":8080"
+    leader_election: bool = True  # central: replicas elect a leader on a Lease (election.py)
+    leader_lease_seconds: float = 15.0
+    agent_lease_seconds: float = 40.0  # node-agent: presence Lease duration (presence.py)
 
     @property
     def identity(self) -> Identity:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -135,6 +136,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.operator = await build_operator(
                 config, memo.kube, metrics=memo.metrics, post_event=event_poster(memo.kube, identity)
             )
+            # Leadership lost (election.py): stop at once; the pod restarts as a standby replica.
+            memo.operator.on_lost_leadership = lambda: os.kill(os.getpid(), signal.SIGTERM)
             memo.operator.start_watches()
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None

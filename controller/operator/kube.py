@@ -25,6 +25,7 @@ from controller.spec import API_VERSION, KIND
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE: Final = "application/json-patch+json"
+LEASE_GROUP: Final = "coordination.k8s.io"
 
 
 class KubeError(Exception):
@@ -239,6 +240,43 @@ class KubeClient:
             permission=Permission("create", "", "events", namespace),
         )
 
+    # ---- Leases (agent presence, leader election: leases.py) -----------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._request(
+            "GET", _lease_path(namespace, name), permission=Permission("get", LEASE_GROUP, "leases", namespace)
+        )
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Lease; Conflict (409) when another process created it first."""
+        return await self._request(
+            "POST",
+            _lease_path(namespace),
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            permission=Permission("create", LEASE_GROUP, "leases", namespace),
+        )
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a Lease; `body.metadata.resourceVersion` is the precondition (Conflict when it moved)."""
+        return await self._request(
+            "PUT",
+            _lease_path(namespace, body["metadata"]["name"]),
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            permission=Permission("update", LEASE_GROUP, "leases", namespace),
+        )
+
+    async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The Leases with these labels, from the API server's watch cache (resourceVersion=0)."""
+        answer = await self._request(
+            "GET",
+            _lease_path(namespace),
+            params={"labelSelector": label_selector, "resourceVersion": "0"},
+            permission=Permission("list", LEASE_GROUP, "leases", namespace),
+        )
+        return list(answer.get("items") or [])
+
     async def api_ready(self) -> bool:
         """Whether the API server says it is ready (`GET /readyz`, open to every account): the probe of
         an outage (outage.py)."""
@@ -308,6 +346,11 @@ class KubeClient:
 
 def _localmodel_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+
+def _lease_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/{LEASE_GROUP}/v1/namespaces/{namespace}/leases"
+    return f"{base}/{name}" if name else base
 
 
 def _api_message(response: httpx.Response) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Gauge
+
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
@@ -27,11 +29,13 @@ from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
 from controller.operator.config import OperatorConfig
+from controller.operator.election import LeaderElector
 from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
 from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission, node_labels
 from controller.operator.metrics import Metrics
 from controller.operator.outage import ApiOutage
+from controller.operator.presence import AgentPresence
 from controller.operator.statuses import (
     StatusUpdate,
     compose_status,
@@ -132,6 +136,8 @@ class Operator:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         client_factory: Callable[[EngineRef], EngineClient] | None = None,
+        presence: AgentPresence | None = None,
+        elector: LeaderElector | None = None,
     ) -> None:
         self.config = config
         self.identity = config.identity
@@ -160,6 +166,21 @@ class Operator:
         self._watch_tasks: list[asyncio.Task[None]] = []
         # What an engine watch noticed, per (engine, object key), until the repair is verified.
         self._causes: dict[tuple[str, str], tuple[str, float]] = {}
+        self.presence = presence  # node-agent mode: which agents are alive (presence.py)
+        if presence is not None:
+            presence.on_change = self.presence_changed
+        # Central mode with several replicas (election.py): only the leader reconciles and writes.
+        self.elector = elector
+        self.leading = elector is None
+        self._elector_task: asyncio.Task[None] | None = None
+        self.on_lost_leadership: Callable[[], None] = lambda: None
+        if elector is not None:
+            elector.on_started, elector.on_stopped = self._started_leading, self._stopped_leading
+            self._leader_gauge = Gauge(
+                "localmodel_operator_leader",
+                "1 while this central replica holds the leader Lease (it alone reconciles and writes status)",
+                registry=self.metrics.registry,
+            )
 
     def _engine(self, ref: EngineRef, client: EngineClient) -> Engine:
         reconciler = EngineReconciler(
@@ -181,11 +202,18 @@ class Operator:
         return engine
 
     def start_watches(self) -> None:
-        """Start one engine watch per engine (in the running event loop); `aclose` stops them."""
+        """Start one engine watch per engine (in the running event loop); `aclose` stops them. With a
+        leader elector, start the election: the engine watches start with leadership."""
+        if self.elector is not None and not self.leading:
+            if self._elector_task is None:
+                self._elector_task = asyncio.create_task(self.elector.run(self._watch_stop), name="leader election")
+            return
         for engine in self.engines:
             if engine.watch is not None:
                 task = asyncio.create_task(engine.watch.run(self._watch_stop), name=f"engine watch {engine.ref.name}")
                 self._watch_tasks.append(task)
+        if self.presence is not None:
+            self._watch_tasks.append(asyncio.create_task(self.presence.run(self._watch_stop), name="agent lease"))
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop starting passes, let the running ones finish (up to `grace` seconds), close the clients."""
@@ -208,6 +236,12 @@ class Operator:
             await asyncio.wait_for(drain(), timeout=grace)
         except TimeoutError:
             log.warning("passes still running after %.0fs; closing the engine clients anyway", grace)
+        if self._elector_task is not None:
+            self._elector_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._elector_task
+        if self.elector is not None:
+            await self.elector.release()  # after the passes: the next leader never overlaps with them
         for engine in self.engines:
             await engine.client.aclose()
 
@@ -226,6 +260,9 @@ class Operator:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp") or self.closed:
             return None  # deleting (the finalizer applies deletionPolicy; no re-apply) or shutting down
+        if not self.leading:
+            self.state(meta["uid"])  # woken when this replica becomes leader
+            return None  # a standby replica (election.py): the leader reconciles
         key, generation = object_key(obj), meta.get("generation")
         state = self.state(meta["uid"])
         # An observation made after this object's previous pass ended: shared with every other object
@@ -405,10 +442,13 @@ class Operator:
                 owns=self._owns,
                 existing_engine=self._engine_exists,
                 now=self._clock(),
+                absent=self.absent_agents(obj),
             )
             if not update.changed or not self._should_write(current, targeted, expected, update):
                 self.metrics.status_writes.labels("unchanged").inc()
                 return update
+            if not self.leading:
+                return None  # leadership lost during the pass: the next leader writes
             try:
                 if update.prune:
                     await self.kube.remove_engine_entries(namespace, name, current, set(update.prune))
@@ -537,6 +577,7 @@ class Operator:
             existing_engine=lambda _name: True,
             now=self._clock(),
             keep_own=True,
+            absent=self.absent_agents(obj),
         )
         if not update.changed:
             return
@@ -577,7 +618,10 @@ class Operator:
         return self.central or name == self.config.node_name
 
     def _engine_exists(self, name: str) -> bool:
-        return self.central or name in self.nodes
+        return self.central or (name in self.nodes and not self._agent_expired(name))
+
+    def _agent_expired(self, node: str) -> bool:
+        return self.presence is not None and node in self.presence.expired()
 
     # ---- targeting -----------------------------------------------------------------------------
 
@@ -597,7 +641,29 @@ class Operator:
         agents, the nodes matching the object's nodeSelector (and the agents' node selector)."""
         if self.central:
             return [engine.ref.name for engine in self.engines]
-        return matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
+        matching = matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
+        present = self._present_agents(obj)
+        return [node for node in matching if present is None or node in present]
+
+    def absent_agents(self, obj: Mapping[str, Any]) -> list[str]:
+        """Node-agent mode: the matching nodes without a live agent (named in the status, not waited for)."""
+        present = None if self.central else self._present_agents(obj)
+        if present is None:
+            return []
+        matching = matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
+        return [node for node in matching if node not in present]
+
+    def _present_agents(self, obj: Mapping[str, Any]) -> set[str] | None:
+        """The agents expected to report: a fresh Lease, or an entry on the object from an agent whose Lease
+        has not expired (a new agent reports before the others' next list of the Leases sees it: every
+        writer must summarise the same set, or they would rewrite each other's conditions). None: presence
+        is off, every matching node is expected."""
+        alive = self.presence.alive() if self.presence is not None else None
+        if alive is None or self.presence is None:
+            return None
+        entries = (obj.get("status") or {}).get("engines") or ()
+        reported = {str(e["name"]) for e in entries if isinstance(e, Mapping) and isinstance(e.get("name"), str)}
+        return alive | (reported - self.presence.expired())
 
     # ---- deletion ------------------------------------------------------------------------------
 
@@ -609,6 +675,8 @@ class Operator:
         key = object_key(obj)
         self._bodies[key] = obj
         state = self.state(meta["uid"])
+        if not await self._leading_or_gone(meta["uid"]):
+            return  # a standby replica: the leader finalized the object and it is gone
         async with state.lock:
             self._claims.pop(key, None)
             targets = self.targets(obj)
@@ -636,11 +704,12 @@ class Operator:
         return any(entry.get("name") == self.config.node_name for entry in entries)
 
     async def _release_gone_agents(self, obj: Mapping[str, Any]) -> None:
-        """Remove the finalizers of node agents whose node is gone: no agent will ever release them."""
+        """Remove the finalizers of node agents whose node is gone or whose agent Lease expired: no agent
+        will ever release them."""
         if self.central:
             return
         meta = obj["metadata"]
-        live = {Identity(NODE_AGENT, node).finalizer for node in self.nodes}
+        live = {Identity(NODE_AGENT, node).finalizer for node in self.nodes if not self._agent_expired(node)}
         gone = {
             f
             for f in meta.get("finalizers") or ()
@@ -653,7 +722,9 @@ class Operator:
         except KubeError as exc:  # changed meanwhile: the next deletion event brings a fresh body
             log.debug("finalizers of gone nodes on %s not removed: %s", object_key(obj), exc)
             return
-        message = f"removed the finalizers of node agents whose node is gone: {', '.join(sorted(gone))}"
+        message = "removed the finalizers of node agents whose node is gone or whose agent lease expired: " + ", ".join(
+            sorted(gone)
+        )
         log_event(log, "FinalizerReleased", message, model=object_key(obj))
         self._post_event(obj, "Normal", "FinalizerReleased", message)
 
@@ -734,7 +805,12 @@ class Operator:
 
     def _start_cleanups(self) -> None:
         self.metrics.pending_cleanups.set(len(self._cleanups))
-        if self._cleanups and not self.closed and (self._cleanups_task is None or self._cleanups_task.done()):
+        if (
+            self._cleanups
+            and not self.closed
+            and self.leading
+            and (self._cleanups_task is None or self._cleanups_task.done())
+        ):
             self._cleanups_task = asyncio.create_task(self._retry_cleanups_loop(), name="pending clean-ups")
 
     async def _retry_cleanups_loop(self) -> None:
@@ -875,6 +951,36 @@ class Operator:
         if self.nodes.get(name) != before:
             for state in self._states.values():
                 state.wake.set()
+
+    # ---- leader election (central mode with several replicas: election.py) ----------------------
+
+    def _started_leading(self) -> None:
+        self.leading = True
+        self._leader_gauge.set(1)
+        log_event(log, "LeaderElected", "this replica leads: reconciling every LocalModel")
+        self.start_watches()
+        self._start_cleanups()
+        for state in self._states.values():
+            state.wake.set()
+
+    def _stopped_leading(self) -> None:
+        self.leading = False
+        self._leader_gauge.set(0)
+        log_event(log, "LeadershipLost", "this replica lost the leader lease: stopping", level=logging.ERROR)
+        self.on_lost_leadership()
+
+    async def _leading_or_gone(self, uid: str) -> bool:
+        """Wait until this replica leads (True) or the object is gone from the watch (False)."""
+        while not self.leading:
+            if uid not in self._states:  # (shutting down, kopf cancels this wait: the finalizer stays)
+                return False
+            await self._sleep(0.5)
+        return True
+
+    def presence_changed(self) -> None:
+        """The set of live node agents changed (presence.py): re-run every pass (expected engines differ)."""
+        for state in self._states.values():
+            state.wake.set()
 
     # ---- events --------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ progress (`Reconciling`): the object is Ready only when every targeted engine re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,13 +45,15 @@ def compose_status(
     existing_engine: Callable[[str], bool],
     now: datetime,
     keep_own: bool = False,
+    absent: Sequence[str] = (),
 ) -> StatusUpdate:
     """The status after this writer's pass.
 
     `own`: the entries this writer reports now. `owns(name)`: whether an entry is this writer's (its
     own entries it does not report now are dropped). `expected`: the engines that should have an entry.
     `existing_engine(name)`: False for an engine that is gone (its entry is pruned). `keep_own`: own
-    entries not reported now stay as they are (a pull-progress write in the middle of a pass).
+    entries not reported now stay as they are (a pull-progress write in the middle of a pass). `absent`:
+    matching nodes without a live agent, named in the Ready message but not waited for.
     """
     current = current or {}
     persisted = {e.get("name"): e for e in current.get("engines") or () if isinstance(e, Mapping)}
@@ -74,6 +76,9 @@ def compose_status(
     summary = [_summary_entry(name, entries.get(name), generation) for name in expected]
     previous = [Condition.from_k8s(c) for c in current.get("conditions") or ()]
     conditions = summarize(summary, generation, previous, now)
+    if absent:
+        note = absent_note(absent)
+        conditions = [replace(c, message=f"{c.message}; {note}") if c.type == "Ready" else c for c in conditions]
     desired: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": [c.to_k8s() for c in conditions],
@@ -86,6 +91,20 @@ def compose_status(
         applied["engines"] = [own_entries[name] for name in sorted(own_entries)]
     ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
     return StatusUpdate(applied, tuple(sorted(prune)), desired, not same_status(current, desired), ready)
+
+
+MAX_NAMED_NODES = 5
+
+
+def absent_note(nodes: Sequence[str]) -> str:
+    """`no agent on node gpu-3 (...)`: at most MAX_NAMED_NODES names, then a count."""
+    names = ", ".join(nodes[:MAX_NAMED_NODES])
+    more = f" and {len(nodes) - MAX_NAMED_NODES} more" if len(nodes) > MAX_NAMED_NODES else ""
+    plural = "s" if len(nodes) > 1 else ""
+    return (
+        f"no agent on node{plural} {names}{more} (not waited for: no live agent lease; the agent DaemonSet "
+        "does not run there or its agent is down)"
+    )
 
 
 def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

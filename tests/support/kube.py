@@ -34,6 +34,7 @@ from tests.support.util import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "localmodels.localmodel.io.yaml"
 RBAC_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac.yaml"
+LEASES_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "leases.yaml"
 CLEANUPS_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "cleanups.yaml"
 OPERATOR_NAMESPACE = "localmodel-system"  # deploy/'s namespace: the operator processes run "in" it
 NODE_AGENT_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "node-agent" / "kustomization.yaml"
@@ -43,16 +44,16 @@ def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
     """The ClusterRole and binding of deploy/kustomize/base, with the node-agent overlay's extra
     rules patched in (JSON-patch `add /rules/-`, as kustomize would), bound to `user` instead of
     the ServiceAccount: the operator process authenticates as that user."""
-    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    docs = [d for path in (RBAC_FILE, LEASES_FILE) for d in yaml.safe_load_all(path.read_text()) if d]
     overlay = yaml.safe_load(NODE_AGENT_KUSTOMIZATION.read_text())
     for patch in overlay.get("patches", []):
         target = patch.get("target") or {}
-        if target.get("kind") != "ClusterRole":
+        if target.get("kind") not in ("ClusterRole", "Role"):
             continue
         for op in yaml.safe_load(patch["patch"]):
             assert op["op"] == "add", f"unexpected RBAC patch {op}"
             assert op["path"] == "/rules/-", f"unexpected RBAC patch {op}"
-            role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == target["name"])
+            role = next(d for d in docs if (d["kind"], d["metadata"]["name"]) == (target["kind"], target["name"]))
             role["rules"].append(op["value"])
     for doc in docs:
         if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):

@@ -40,6 +40,8 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("", "events"): {"create"},  # kopf posts core/v1 Events and never patches them
     ("", "nodes"): {"get", "list", "watch"},  # node-agent mode only
     ("", "configmaps"): {"get", "patch"},  # localmodel-cleanups only (resourceNames), in its own namespace
+    # Leader election (central) and agent presence (node-agent, which also lists), in its own namespace only.
+    ("coordination.k8s.io", "leases"): {"get", "create", "update", "list"},
 }
 #: What it cannot work without.
 REQUIRED = {
@@ -94,6 +96,8 @@ def check_rbac(docs: list[dict[str, Any]], *, nodes: bool) -> None:
             if "configmaps" in rule["resources"]:
                 assert role["kind"] == "Role", rule
                 assert rule["resourceNames"] == ["localmodel-cleanups"], rule
+            if "leases" in rule["resources"]:
+                assert role["kind"] == "Role", f"Leases only in the operator's namespace, not cluster-wide: {rule}"
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
@@ -102,6 +106,8 @@ def check_rbac(docs: list[dict[str, Any]], *, nodes: bool) -> None:
                         granted.add((group, resource, verb))
     assert granted >= REQUIRED
     assert (("", "nodes", "get") in granted) == nodes
+    assert {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")} <= granted
+    assert (("coordination.k8s.io", "leases", "list") in granted) == nodes, "only agents list each other's Leases"
     names = {r["metadata"]["name"] for r in roles}
     service_accounts = {sa["metadata"]["name"] for sa in of_kind(docs, "ServiceAccount")}
     for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
@@ -162,8 +168,15 @@ def check_workload(workload: dict[str, Any], *, mode: str) -> None:
 def check_central(docs: list[dict[str, Any]]) -> None:
     [deployment] = of_kind(docs, "Deployment")
     assert not of_kind(docs, "DaemonSet")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate", "two operators must never overlap"
+    # Two replicas, one leader (a Lease): a rolling update starts the new standby before the old leader stops.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert "--no-leader-election" not in pod_spec(deployment)["containers"][0]["args"]
+    anti = pod_spec(deployment)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     check_workload(deployment, mode="central")
     check_rbac(docs, nodes=False)
 

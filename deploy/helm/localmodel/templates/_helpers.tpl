@@ -71,6 +71,19 @@ spec:
   {{- with .Values.affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
+  {{- else }}
+  {{- if eq .Values.mode "central" }}
+  affinity:
+    # The standby replica on another node than the leader, when there is one.
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "localmodel.selectorLabels" . | nindent 16 }}
+  {{- end }}
   {{- end }}
   {{- $tolerations := .Values.tolerations }}
   {{- if eq .Values.mode "node-agent" }}

@@ -1,0 +1,195 @@
+"""Leader election of the central replicas (controller/operator/election.py) in virtual time, against an
+in-memory Lease API with resourceVersion preconditions: one leader, takeover only after the lease
+duration, a leader that cannot renew stops before anyone can take over, and a standby operator
+neither reconciles nor writes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from controller.operator.config import OperatorConfig
+from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
+from controller.operator.engines import EngineRef
+from controller.operator.runtime import Operator
+from tests.support.emulator import emulator
+from tests.support.leases import Clock, FakeLeases
+from tests.unit.test_operator_runtime import Events, FakeKube, conditions
+
+NS = "localmodel-system"
+TIMING = ElectionTiming(duration=15, renew_deadline=10, retry=2)
+
+
+def elector(api: FakeLeases, clock: Clock, who: str, **kwargs: Any) -> LeaderElector:
+    return LeaderElector(
+        api,  # type: ignore[arg-type]
+        NS,
+        "localmodel-leader",
+        identity=who,
+        timing=TIMING,
+        monotonic=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+        jitter=lambda: 0.0,
+        **kwargs,
+    )
+
+
+def holder(api: FakeLeases) -> str:
+    return str(api.items[(NS, "localmodel-leader")]["spec"]["holderIdentity"])
+
+
+def test_the_lease_name_follows_the_watched_namespaces() -> None:
+    assert leader_lease_name(()) == "localmodel-leader"
+    assert leader_lease_name(("b", "a")) == leader_lease_name(("a", "b")) == "localmodel-leader-a-b"
+    assert len(leader_lease_name(tuple(f"namespace-{i}" for i in range(20)))) <= 63
+    assert ElectionTiming.for_duration(15) == ElectionTiming(15, 10, 2)
+
+
+async def test_one_leader_and_a_standby_that_takes_over_only_after_the_lease_duration() -> None:
+    clock, api = Clock(), FakeLeases()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+    assert holder(api) == "a"
+    # a renews for a while: b never gets it.
+    for _ in range(10):
+        clock.advance(2)
+        assert await a.try_acquire_or_renew()
+        assert not await b.try_acquire_or_renew()
+    # a dies. b takes over once it has seen no renewal for the whole duration, by its own clock.
+    for _ in range(7):
+        clock.advance(2)
+        assert not await b.try_acquire_or_renew()  # 14 s since b saw the last renewal
+    clock.advance(1)
+    assert await b.try_acquire_or_renew()
+    assert holder(api) == "b"
+    assert api.items[(NS, "localmodel-leader")]["spec"]["leaseTransitions"] == 1
+
+
+async def test_a_standby_that_just_started_waits_a_whole_duration_whatever_the_renew_time_says() -> None:
+    clock, api = Clock(), FakeLeases()
+    a = elector(api, clock, "a")
+    assert await a.try_acquire_or_renew()
+    clock.advance(100)  # a died long ago by the wall clock
+    late = elector(api, clock, "late")
+    assert not await late.try_acquire_or_renew()  # its first sighting: the holder gets a full duration
+    clock.advance(15)
+    assert await late.try_acquire_or_renew()
+
+
+async def test_two_replicas_trying_at_once_one_wins() -> None:
+    clock, api = Clock(), FakeLeases()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    results = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
+    assert sorted(results) == [False, True]
+    assert api.calls.count("create") == 2  # both tried; the second create was refused (409)
+
+
+async def test_a_leader_that_cannot_renew_stops_before_a_standby_can_take_over() -> None:
+    clock, api = Clock(), FakeLeases()
+    events: list[tuple[str, float]] = []
+    leads = asyncio.Event()
+
+    def started_leading() -> None:
+        events.append(("a leads", clock.t))
+        leads.set()
+
+    a = elector(api, clock, "a", on_started=started_leading, on_stopped=lambda: events.append(("a stops", clock.t)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.run(stop))
+    await leads.wait()
+    started = clock.t
+    api.down = True  # the API server is unreachable from a (a partition), not from the standby
+    await task
+    assert not a.leading
+    [(_, lead_at), (_, stop_at)] = events
+    assert lead_at == started
+    # a stopped within the renew deadline (10 s) plus one retry period; the standby, which saw the last
+    # renewal at `started` at the earliest, cannot take over before `started + 15`.
+    assert stop_at - started <= TIMING.renew_deadline + TIMING.retry
+    assert stop_at < started + TIMING.duration
+
+
+async def test_a_leader_that_sees_another_holder_stops_at_once() -> None:
+    clock, api = Clock(), FakeLeases()
+    stopped: list[float] = []
+    leads = asyncio.Event()
+    a = elector(api, clock, "a", on_started=leads.set, on_stopped=lambda: stopped.append(clock.t))
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.run(stop))
+    await leads.wait()
+    lease = api.items[(NS, "localmodel-leader")]
+    lease["spec"]["holderIdentity"] = "intruder"  # e.g. an admin edit
+    api.version += 1
+    lease["metadata"]["resourceVersion"] = str(api.version)
+    await task
+    assert stopped == [clock.t]
+    assert clock.t - 1000 <= 2 * TIMING.retry
+
+
+async def test_release_hands_over_at_once() -> None:
+    clock, api = Clock(), FakeLeases()
+    a, b = elector(api, clock, "a"), elector(api, clock, "b")
+    assert await a.try_acquire_or_renew()
+    a.leading = True
+    assert not await b.try_acquire_or_renew()
+    await a.release()
+    assert holder(api) == ""
+    assert await b.try_acquire_or_renew()
+
+
+async def test_a_standby_operator_neither_reconciles_nor_writes_until_it_leads() -> None:
+    kube, clock, events = FakeKube(), Clock(), Events()
+    api = FakeLeases()
+    async with emulator(preload_models=["ai/smollm2"]) as emu:
+        standby = Operator(
+            OperatorConfig(watch_period=None),
+            kube,  # type: ignore[arg-type]
+            [EngineRef("emu", emu.url)],
+            post_event=events,
+            elector=elector(api, clock, "b"),
+        )
+        kube.create("smol", {"model": "ai/smollm2", "contextSize": 2048})
+        assert await standby.reconcile_object(kube.get("smol")) is None
+        assert kube.writes == []
+        assert emu.state.config_entries() == []
+        assert events == []
+        assert not await standby_cleanups_started(standby)
+
+        standby._started_leading()  # what the elector calls once it holds the Lease
+        assert standby.state("uid-smol").wake.is_set()
+        await standby.reconcile_object(kube.get("smol"))
+        assert conditions(kube.get("smol"))["Ready"] == "True"
+        assert kube.writes == ["localmodel-operator"]
+        await standby.aclose()
+
+
+async def standby_cleanups_started(operator: Operator) -> bool:
+    operator._cleanups["x"] = object()  # type: ignore[assignment]
+    operator._start_cleanups()
+    started = operator._cleanups_task is not None
+    operator._cleanups.clear()
+    return started
+
+
+async def test_a_standby_does_not_release_the_finalizer_of_an_object_being_deleted() -> None:
+    kube, clock, events = FakeKube(), Clock(), Events()
+    standby = Operator(
+        OperatorConfig(watch_period=None),
+        kube,  # type: ignore[arg-type]
+        [EngineRef("emu", "http://127.0.0.1:9")],
+        post_event=events,
+        elector=elector(FakeLeases(), clock, "b"),
+        sleep=clock.sleep,
+    )
+    body = kube.create("smol", {"model": "ai/smollm2"})
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    finalizing = asyncio.create_task(standby.finalize_object(body))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not finalizing.done()  # kopf would remove the shared finalizer when the handler returns
+    standby.forget(body)  # the leader finalized it; the object is gone from the watch
+    await finalizing
+    assert standby.metrics.finalizations.labels("done")._value.get() == 0
+    await standby.aclose()
