@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.engine.errors import EngineError, EngineRejected, EngineUnreachable, RunnerBusy
-from controller.plan import backoff_delay
+from controller.plan import Blocked, backoff_delay
 from controller.status import Phase, Reason
 
 
@@ -49,6 +49,25 @@ def unobserved_policy(exc: EngineError, *, attempt: int = 1, jitter: float = 0.5
     else:
         reason, message = Reason.ENGINE_ERROR, f"the engine answered, but not as an engine should: {text}"
     return Decision(Phase.RETRYING, reason, message, backoff_delay(attempt, jitter))
+
+
+def blocked_policy(blocked: Blocked, *, attempt: int = 1, jitter: float = 0.5) -> Decision:
+    """The decision for a plan that cannot go on (controller.plan.Blocked): a block that clears by itself
+    (a busy runner becomes idle) is retried with backoff, the others are Stalled."""
+    if blocked.retryable:
+        return Decision(Phase.RETRYING, blocked.reason, blocked.message, backoff_delay(attempt, jitter))
+    return Decision(Phase.STALLED, blocked.reason, blocked.message, None)
+
+
+# Stalled reasons that the next observation can clear without a spec change (someone pulls the
+# model by hand for pullPolicy Never), or whose model still has fields to keep applied (EngineUnsupported:
+# the other fields are repaired after a restart): re-planned on every pass, which costs no request.
+_RECHECKED_EACH_PASS = frozenset({Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPPORTED})
+
+
+def rechecked_each_pass(reason: Reason) -> bool:
+    """Whether a model Stalled for `reason` is planned again on every pass; the others wait for a spec change."""
+    return reason in _RECHECKED_EACH_PASS
 
 
 def error_message(exc: EngineError) -> str:

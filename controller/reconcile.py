@@ -39,13 +39,12 @@ from controller.plan import (
     Preload,
     Pull,
     backend_overridden,
-    backoff_delay,
     effective_mode,
     live_runner_config,
     live_runner_ok,
     plan_model,
 )
-from controller.policy import Decision, error_policy, unobserved_policy
+from controller.policy import Decision, blocked_policy, error_policy, rechecked_each_pass, unobserved_policy
 from controller.spec import LocalModel, LocalModelSpec
 from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
 from controller.wire import backend_for_format
@@ -145,7 +144,7 @@ class EngineReconciler:
         spec = model.spec
         generation = model.metadata.generation
         memory = self._remember(key, spec)
-        if memory.stalled is not None and memory.stalled.reason not in _RECHECKED_EACH_PASS:
+        if memory.stalled is not None and not rechecked_each_pass(memory.stalled.reason):
             return Outcome(replace(memory.stalled, observed_generation=generation), None)
         if observation.error is not None:  # said as the daemon and `apply` say it (oneshot.unreachable_status)
             return self._failed(key, memory, observation.error, generation, None, policy=unobserved_policy)
@@ -198,18 +197,13 @@ class EngineReconciler:
             return self._failed(key, memory, exc, generation, plan)
 
         if plan.blocked is not None:
+            decision = blocked_policy(plan.blocked, attempt=memory.failures + 1, jitter=self._jitter())
             status = self._status(
-                plan,
-                generation,
-                Phase.STALLED,
-                plan.blocked.reason,
-                plan.blocked.message,
-                memory,
-                stalled=not plan.blocked.retryable,
+                plan, generation, decision.phase, decision.reason, decision.message, memory, stalled=decision.stalled
             )
-            if plan.blocked.retryable:
+            if decision.retry_after is not None:
                 memory.failures += 1
-                return Outcome(replace(status, phase=Phase.RETRYING), self._backoff(memory))
+                return Outcome(status, decision.retry_after)
             if memory.stalled is None or memory.stalled.message != status.message:  # once, not every pass
                 self._on_event(key, "Warning", plan.blocked.reason.value, plan.blocked.message)
             memory.stalled = status
@@ -396,9 +390,6 @@ class EngineReconciler:
             self._memory[key] = memory
         return memory
 
-    def _backoff(self, memory: _Memory) -> float:
-        return backoff_delay(memory.failures, self._jitter())
-
     def _failed(
         self,
         key: str,
@@ -466,12 +457,6 @@ class EngineReconciler:
             notes=plan.notes,
             observed_generation=generation,
         )
-
-
-# Stalled reasons that the next observation can clear without a spec change (someone pulls the
-# model by hand for pullPolicy Never), or whose model still has fields to keep applied (EngineUnsupported:
-# the other fields are repaired after a restart): re-planned on every pass, which costs no request.
-_RECHECKED_EACH_PASS = {Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPPORTED}
 
 
 def _ready_message(plan: Plan) -> str:

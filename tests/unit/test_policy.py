@@ -9,8 +9,8 @@ import pytest
 
 from controller.engine import errors
 from controller.engine.errors import EngineError
-from controller.plan import BACKOFF_CAP_SECONDS, Observation
-from controller.policy import error_policy, unobserved_policy
+from controller.plan import BACKOFF_CAP_SECONDS, Blocked, Observation
+from controller.policy import blocked_policy, error_policy, rechecked_each_pass, unobserved_policy
 from controller.reconcile import EngineReconciler
 from controller.spec import parse_localmodel
 from controller.standalone.oneshot import unreachable_status
@@ -128,3 +128,22 @@ def test_the_reason_of_an_unobservable_engine_says_whether_it_answered() -> None
     assert wrong.reason is Reason.ENGINE_ERROR
     assert wrong.message == "the engine answered, but not as an engine should: 404 page not found"
     assert wrong.retry_after is not None
+
+
+@pytest.mark.parametrize(
+    ("blocked", "phase", "retried"),
+    [
+        (Blocked(Reason.RUNNER_STALE, "busy; evicted once idle", retryable=True), Phase.RETRYING, True),
+        (Blocked(Reason.MODEL_NOT_PRESENT, "pull it or set pullPolicy: IfNotPresent"), Phase.STALLED, False),
+        (Blocked(Reason.ENGINE_UNSUPPORTED, "upgrade the engine"), Phase.STALLED, False),
+    ],
+)
+def test_a_blocked_plan_is_retried_only_when_it_clears_by_itself(blocked: Blocked, phase: Phase, retried: bool) -> None:
+    decision = blocked_policy(blocked, attempt=3, jitter=0.0)
+    assert (decision.phase, decision.reason, decision.message) == (phase, blocked.reason, blocked.message)
+    assert decision.retry_after == (2.0 if retried else None)
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_only_stalls_the_next_observation_can_clear_are_planned_again_each_pass(reason: Reason) -> None:
+    assert rechecked_each_pass(reason) is (reason in (Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPPORTED))
