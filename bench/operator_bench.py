@@ -7,18 +7,23 @@ Measures
   (`apiserver_request_total` for the resources the operator touches: localmodels, localmodels/status, events, nodes,
   configmaps);
   watch streams count once, when opened;
-- engine requests per idle minute (the emulator's own counters).
+- engine requests per idle minute (the emulator's own counters);
+- engine restart -> every declared config back, p50/p95 over --restarts restarts of the emulator
+  (`POST /_emulator/restart`, at a random phase of the watch period), with the operator's default
+  engine watch (1 s), and the same computed for the drift pass alone (uniform over the interval).
 
 Baseline, printed side by side: a controller that writes status on every drift pass instead of
 comparing first would send N x 60 / drift-interval status writes per idle minute (computed, not run).
 
-    .venv/bin/python bench/operator_bench.py [--count 500] [--drift-interval 30] [--idle 60]
+    .venv/bin/python bench/operator_bench.py [--count 500] [--drift-interval 30] [--idle 60] [--restarts 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -73,6 +78,7 @@ def main() -> int:
     parser.add_argument("--drift-interval", type=float, default=30.0)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement (default 60)")
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--restarts", type=int, default=10, help="engine restarts to time (default 10)")
     args = parser.parse_args()
 
     binaries = load_peer_binaries()
@@ -136,6 +142,15 @@ def main() -> int:
                 idle = delta(operator_requests(api.http), before_api)
                 idle_api = sum(idle.values()) * 60 / args.idle
                 idle_engine = (engine_requests(engine.url) - before_engine) * 60 / args.idle
+                restarts = []
+                for _ in range(args.restarts):
+                    time.sleep(random.uniform(0, 1.0))
+                    httpx.post(engine.url + "/_emulator/restart", timeout=10).raise_for_status()
+                    started = time.monotonic()
+                    while len(httpx.get(engine.url + "/engines/_configure", timeout=30).json() or []) < args.count:
+                        op.proc.check_alive()
+                        time.sleep(0.01)
+                    restarts.append(time.monotonic() - started)
         naive = args.count * 60 / args.drift_interval
         print(f"LocalModels: {args.count}, drift interval {args.drift_interval:g}s, workers {args.workers}")
         print(f"created in {applied:.1f}s; all Ready after {all_ready:.1f}s")
@@ -144,6 +159,12 @@ def main() -> int:
         print(f"{'engine requests':<28}{idle_engine:>22.0f}{'':>30}")
         for key, count in sorted(idle.items()):
             print(f"  {key:<26}{count * 60 / args.idle:>22.0f}")
+        if restarts:
+            ordered = sorted(restarts)
+            p50, p95 = statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+            drift = f"{args.drift_interval / 2:.0f} / {args.drift_interval * 0.95:.1f} s + repair"
+            print(f"{'restart -> all configs back':<28}{f'{p50:.2f} / {p95:.2f} s (n={len(ordered)})':>22}{drift:>30}")
+            print("  (p50 / p95; the right column: the drift pass alone, computed)")
         api.close()
     finally:
         for proc in reversed(cluster.procs):

@@ -638,6 +638,8 @@ class Daemon:
     async def _work(self, name: str, observation: Observation) -> None:
         if self.watch is not None:
             self.watch.forget(name)  # expected again once its config is verified
+        if name in self.deletions:
+            self._causes.pop(name, None)
         try:
             async with self._slots:
                 if name in self.deletions:
