@@ -34,6 +34,7 @@ CAPTURED = {
     "pulling: pulling": "live_pulling.yaml",
     "ready: Ready": "live_ready.yaml",
     "stalled: Stalled": "live_stalled.yaml",
+    "busy: Reconciling (runner busy)": "live_reconciling.yaml",
     "ready: spec changed, not yet observed": "live_spec_changed.yaml",
 }
 
@@ -47,7 +48,9 @@ def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
 
 @pytest.fixture
 def engine() -> Iterator[EmulatorProcess]:
-    with emulator_process("--preload-models", "ai/smollm2", "--pull-seconds", str(PULL_SECONDS)) as running:
+    with emulator_process(
+        "--preload-models", "ai/smollm2,ai/qwen3:0.6B-F16", "--pull-seconds", str(PULL_SECONDS)
+    ) as running:
         yield running
 
 
@@ -58,6 +61,10 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 def pulls(url: str) -> int:
     return int(httpx.get(url + "/_emulator/state", timeout=5).json()["counters"].get("POST /models/create", 0))
+
+
+def set_busy(url: str, model: str, *, busy: bool) -> None:
+    httpx.post(url + "/_emulator/busy", json={"model": model, "busy": busy}, timeout=5).raise_for_status()
 
 
 def engine_tags(url: str) -> set[str]:
@@ -122,10 +129,13 @@ def test_kstatus_and_argocd_health_at_every_stage(
 
     args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "2")
 
+    # A runner serving a request: the engine answers the configure with 409 until it is idle.
+    set_busy(engine.url, "ai/qwen3:0.6B-F16", busy=True)
     for name, spec in (
         ("ready", {"model": "ai/smollm2", "contextSize": 2048}),
         ("pulling", {"model": "ai/llama3.2"}),
         ("stalled", {"model": "ai/no-such-model"}),
+        ("busy", {"model": "ai/qwen3:0.6B-F16"}),
     ):
         assert api.create_localmodel(ns, name, spec).status_code == 201
         record(f"{name}: created, not yet observed", api.get(ns, name))
@@ -141,6 +151,12 @@ def test_kstatus_and_argocd_health_at_every_stage(
             "Stalled", ns, "stalled", lambda o: condition(o, "Stalled").get("status") == "True", [op.proc]
         )
         record("stalled: Stalled", stalled)
+        busy = api.wait_for(
+            "Reconciling", ns, "busy", lambda o: condition(o, "Reconciling").get("status") == "True", [op.proc]
+        )
+        record("busy: Reconciling (runner busy)", busy)
+        set_busy(engine.url, "ai/qwen3:0.6B-F16", busy=False)
+        record("busy: Ready", api.wait_ready(ns, "busy", [op.proc]))
         pulled = api.wait_ready(ns, "pulling", [op.proc], timeout=PULL_SECONDS + 30)
         record("pulling: Ready", pulled)
 
@@ -165,6 +181,9 @@ def test_kstatus_and_argocd_health_at_every_stage(
         "pulling: pulling": ("InProgress", "Progressing"),
         "ready: Ready": ("Current", "Healthy"),
         "stalled: Stalled": ("Failed", "Degraded"),
+        "busy: created, not yet observed": ("InProgress", "Progressing"),
+        "busy: Reconciling (runner busy)": ("InProgress", "Progressing"),
+        "busy: Ready": ("Current", "Healthy"),
         "pulling: Ready": ("Current", "Healthy"),
         "ready: spec changed, not yet observed": ("InProgress", "Progressing"),
         "pulling: deleted, finalizer held": ("Terminating", "Progressing"),
