@@ -210,6 +210,7 @@ class Operator:
             return
         for engine in self.engines:
             if engine.watch is not None:
+                engine.watch.client = engine.client.sibling()  # its own connection: the probe compares connections
                 task = asyncio.create_task(engine.watch.run(self._watch_stop), name=f"engine watch {engine.ref.name}")
                 self._watch_tasks.append(task)
         if self.presence is not None:
@@ -222,6 +223,9 @@ class Operator:
         for task in self._watch_tasks:
             task.cancel()
         await asyncio.gather(*self._watch_tasks, return_exceptions=True)
+        for engine in self.engines:
+            if engine.watch is not None and engine.watch.client is not engine.client:
+                await engine.watch.client.aclose()
         for background in (self._permission_check, self._cleanups_task):
             if background is not None:
                 background.cancel()
