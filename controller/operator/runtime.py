@@ -25,6 +25,7 @@ from prometheus_client import Gauge
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
+from controller.fleet import RepairCauses, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -165,7 +166,7 @@ class Operator:
         self._watch_stop = asyncio.Event()
         self._watch_tasks: list[asyncio.Task[None]] = []
         # What an engine watch noticed, per (engine, object key), until the repair is verified.
-        self._causes: dict[tuple[str, str], tuple[str, float]] = {}
+        self._causes = RepairCauses[tuple[str, str]](self._monotonic)  # (engine, key): what the watch noticed
         self.presence = presence  # node-agent mode: which agents are alive (presence.py)
         if presence is not None:
             presence.on_change = self.presence_changed
@@ -357,7 +358,7 @@ class Operator:
             return outcome
         status = outcome.status
         if status.ready and status.backend and status.model_id:
-            self._causes.pop((engine.ref.name, key), None)
+            self._causes.forget((engine.ref.name, key))
             body = render_configure(model.spec, status.backend).body
             engine.watch.expect(Expected(key, status.backend, status.model_id, effective_mode(model.spec), body))
         elif status.reason in (Reason.RUNNER_BUSY, Reason.RUNNER_STALE) and outcome.requeue_after is not None:
@@ -376,7 +377,7 @@ class Operator:
             state = self._states.get(obj["metadata"].get("uid", "")) if obj is not None else None
             if state is None:
                 continue
-            self._causes[(engine.ref.name, disturbance.name)] = (disturbance.what, noticed_at)
+            self._causes.noticed((engine.ref.name, disturbance.name), disturbance.what, noticed_at)
             state.wake.set()
 
     def _engine_down(self, engine: Engine, error: Exception) -> None:
@@ -989,13 +990,8 @@ class Operator:
     # ---- events --------------------------------------------------------------------------------
 
     def _engine_event(self, engine: str, key: str, kind: str, reason: str, message: str) -> None:
-        cause = self._causes.pop((engine, key), None) if reason == Reason.DRIFT_REPAIRED.value else None
-        if cause is not None:
-            what, noticed = cause
-            message = f"{what}; config back after {self._monotonic() - noticed:.1f} s ({message})"
-        log_event(
-            log, reason, message, level=logging.WARNING if kind == "Warning" else logging.INFO, model=key, engine=engine
-        )
+        message = self._causes.explain((engine, key), reason, message)
+        log_event(log, reason, message, level=event_level(kind), model=key, engine=engine)
         if kind == "Normal":  # the engine changed: what other passes observed is out of date
             for candidate in self.engines:
                 if candidate.ref.name == engine:

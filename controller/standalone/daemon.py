@@ -36,6 +36,7 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
+from controller.fleet import RepairCauses, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, backoff_delay, effective_mode, find_conflicts
@@ -245,7 +246,7 @@ class Daemon:
             if watch_period
             else None
         )
-        self._causes: dict[str, tuple[str, float]] = {}  # name -> (what happened, monotonic time noticed)
+        self._causes = RepairCauses[str](self.clocks.monotonic)  # what the watch noticed, until repaired
         self._recheck: set[str] = set()  # disturbed while being worked on: due again once that work ends
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -610,7 +611,7 @@ class Daemon:
             record = self.records.get(disturbance.name)
             if record is None or record.conflict is not None:
                 continue
-            self._causes[disturbance.name] = (disturbance.what, noticed_at)
+            self._causes.noticed(disturbance.name, disturbance.what, noticed_at)
             if disturbance.name in self._busy:
                 self._recheck.add(disturbance.name)
             else:
@@ -639,7 +640,7 @@ class Daemon:
         if self.watch is not None:
             self.watch.forget(name)  # expected again once its config is verified
         if name in self.deletions:
-            self._causes.pop(name, None)
+            self._causes.forget(name)
         try:
             async with self._slots:
                 if name in self.deletions:
@@ -680,7 +681,7 @@ class Daemon:
         if not status.ready:
             self.metrics.errors.labels(status.reason.value).inc()
         else:
-            self._causes.pop(name, None)
+            self._causes.forget(name)
         requeue = outcome.requeue_after
         if requeue is not None and self.watch is not None and status.reason in _BUSY_REASONS:
             # A runner serving a request: try again about once a watch period, so that the config is
@@ -743,12 +744,8 @@ class Daemon:
     def _event(self, key: str, kind: str, reason: str, message: str) -> None:
         record = self.records.get(key)
         source = str(record.source) if record else None
-        level = logging.WARNING if kind == "Warning" else logging.INFO
-        cause = self._causes.pop(key, None) if reason == Reason.DRIFT_REPAIRED.value else None
-        if cause is not None:
-            what, noticed = cause
-            message = f"{what}; config back after {self.clocks.monotonic() - noticed:.1f} s ({message})"
-        log_event(log, reason, message, level=level, model=key, file=source)
+        message = self._causes.explain(key, reason, message)
+        log_event(log, reason, message, level=event_level(kind), model=key, file=source)
 
     def _progress(self, key: str, status: EngineStatus) -> None:
         record = self.records.get(key)

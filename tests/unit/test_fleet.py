@@ -1,0 +1,49 @@
+"""controller/fleet.py: the fleet logic the daemon and the operator share (pure, virtual time)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from controller.fleet import RepairCauses, event_level
+from controller.status import Reason
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_drift_repaired_event_says_what_the_watch_noticed_and_how_long_the_config_was_gone() -> None:
+    clock = Clock()
+    causes = RepairCauses[str](clock)
+    causes.noticed("m", "the engine restarted", at=100.0)
+    clock.now = 102.25
+    message = causes.explain("m", Reason.DRIFT_REPAIRED.value, "re-applied the config of ai/smollm2")
+    assert message == "the engine restarted; config back after 2.2 s (re-applied the config of ai/smollm2)"
+    assert "m" not in causes  # said once
+
+
+def test_other_events_and_other_keys_leave_the_message_and_the_cause_alone() -> None:
+    causes = RepairCauses[tuple[str, str]](Clock())
+    causes.noticed(("gpu", "ns/m"), "overwritten by another client", at=100.0)
+    assert causes.explain(("gpu", "ns/m"), "Preloaded", "loaded") == "loaded"
+    assert causes.explain(("cpu", "ns/m"), Reason.DRIFT_REPAIRED.value, "re-applied") == "re-applied"
+    assert ("gpu", "ns/m") in causes
+
+
+def test_a_forgotten_cause_is_not_told() -> None:
+    causes = RepairCauses[str](Clock())
+    causes.noticed("m", "unloaded", at=100.0)
+    causes.forget("m")
+    causes.forget("never noticed")
+    assert causes.explain("m", Reason.DRIFT_REPAIRED.value, "re-applied") == "re-applied"
+
+
+@pytest.mark.parametrize(("kind", "level"), [("Warning", logging.WARNING), ("Normal", logging.INFO)])
+def test_event_level(kind: str, level: int) -> None:
+    assert event_level(kind) == level
