@@ -2,7 +2,8 @@
 (controller/operator/runtime.py) share: what concerns many LocalModels on an engine rather than one
 reconcile, and is the same whichever front-end holds the models. Pure: the caller brings the clock.
 
-So far: the engine watch's repair causes and the events they explain (event-to-log mapping).
+So far: the engine watch's repair causes and the events they explain (event-to-log mapping), and
+readiness accounting (which models are Ready, for the models_ready gauge and the "ready" log line).
 """
 
 from __future__ import annotations
@@ -45,6 +46,31 @@ class RepairCauses(Generic[K]):
             return message
         what, noticed = cause
         return f"{what}; config back after {self._monotonic() - noticed:.1f} s ({message})"
+
+
+class Readiness(Generic[K]):
+    """Which models are Ready now."""
+
+    def __init__(self) -> None:
+        self._ready: set[K] = set()
+
+    def update(self, key: K, ready: bool) -> bool:
+        """Record whether `key` is Ready; True when it just became Ready (it was not, or was unknown)."""
+        if not ready:
+            self._ready.discard(key)
+            return False
+        if key in self._ready:
+            return False
+        self._ready.add(key)
+        return True
+
+    def forget(self, key: K) -> None:
+        """The model is gone."""
+        self._ready.discard(key)
+
+    def __len__(self) -> int:
+        """How many models are Ready (the models_ready gauge)."""
+        return len(self._ready)
 
 
 def event_level(kind: str) -> int:

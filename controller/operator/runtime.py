@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
-from controller.fleet import RepairCauses, event_level
+from controller.fleet import Readiness, RepairCauses, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -155,7 +155,7 @@ class Operator:
         self._states: dict[str, ObjectState] = {}
         self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
         self._claims: dict[str, Claim] = {}
-        self._ready: dict[str, bool] = {}
+        self._ready = Readiness[str]()  # by uid
         self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
         self._permission_check: asyncio.Task[None] | None = None
         self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
@@ -306,9 +306,9 @@ class Operator:
         elif update is None:
             requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
         else:
-            self._ready[meta["uid"]] = update.ready
+            self._ready.update(meta["uid"], update.ready)
         self.metrics.reconciles.labels(result).inc()
-        self.metrics.models_ready.set(sum(self._ready.values()))
+        self.metrics.models_ready.set(len(self._ready))
         self.metrics.models.set(len(self._states))
         return requeue
 
@@ -934,13 +934,13 @@ class Operator:
         meta = body.get("metadata") or {}
         key = object_key(body)
         self._states.pop(meta.get("uid", ""), None)
-        self._ready.pop(meta.get("uid", ""), None)
+        self._ready.forget(meta.get("uid", ""))
         self._bodies.pop(key, None)
         self._claims.pop(key, None)
         for engine in self.engines:
             engine.reconciler.forget(key)
         self.metrics.models.set(len(self._states))
-        self.metrics.models_ready.set(sum(self._ready.values()))
+        self.metrics.models_ready.set(len(self._ready))
 
     def node_changed(self, event_type: str | None, node: Mapping[str, Any]) -> None:
         """A watch event for a Node (node-agent mode): keep the label index, and re-run every pass

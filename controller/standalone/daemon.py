@@ -36,7 +36,7 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import RepairCauses, event_level
+from controller.fleet import Readiness, RepairCauses, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, backoff_delay, effective_mode, find_conflicts
@@ -230,7 +230,7 @@ class Daemon:
         self._logged_errors: set[str] = set()
         self._scanned = False
         self._last_observe = float("-inf")
-        self._ready: set[str] = set()  # names whose Ready condition is True
+        self._ready = Readiness[str]()  # names whose Ready condition is True
         self.watcher_error: str | None = None  # set while the file watcher is down, waiting to restart
         self._rewatch = asyncio.Event()  # set when the directory is back after it was missing
         # The engine watch (None: drift passes only). What it noticed, per name, until the repair is verified:
@@ -456,7 +456,7 @@ class Daemon:
             self._declare(name, desired[name].model, desired[name].source, conflicts.get(name), now)
         for name in [n for n in self.records if n not in desired]:
             self._first_seen.pop(name, None)
-            self._ready.discard(name)
+            self._ready.forget(name)
             self._undeclare(self.records.pop(name), now)
         self._update_gauges()
 
@@ -730,11 +730,8 @@ class Daemon:
         record.engine = status
         self._expect(record)
         record.conditions = tuple(summarize([status], record.generation, record.conditions, self.clocks.wall()))
-        if record.ready and name not in self._ready:
-            self._ready.add(name)
+        if self._ready.update(name, record.ready):
             log_event(log, "ready", status.message, model=name, file=str(record.source))
-        elif not record.ready:
-            self._ready.discard(name)
         self._update_gauges()
 
     def _update_gauges(self) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from controller.fleet import RepairCauses, event_level
+from controller.fleet import Readiness, RepairCauses, event_level
 from controller.status import Reason
 
 
@@ -47,3 +47,17 @@ def test_a_forgotten_cause_is_not_told() -> None:
 @pytest.mark.parametrize(("kind", "level"), [("Warning", logging.WARNING), ("Normal", logging.INFO)])
 def test_event_level(kind: str, level: int) -> None:
     assert event_level(kind) == level
+
+
+def test_readiness_counts_ready_models_and_says_when_one_becomes_ready() -> None:
+    ready = Readiness[str]()
+    assert ready.update("a", True) is True  # became Ready: the daemon logs "ready" once
+    assert ready.update("a", True) is False  # still Ready: no second line
+    assert ready.update("b", False) is False
+    assert len(ready) == 1
+    assert ready.update("a", False) is False
+    assert len(ready) == 0
+    assert ready.update("a", True) is True  # Ready again after a failure: said again
+    ready.forget("a")
+    ready.forget("never seen")
+    assert len(ready) == 0
