@@ -2,19 +2,60 @@
 (controller/operator/runtime.py) share: what concerns many LocalModels on an engine rather than one
 reconcile, and is the same whichever front-end holds the models. Pure: the caller brings the clock.
 
-So far: the engine watch's repair causes and the events they explain (event-to-log mapping), and
-readiness accounting (which models are Ready, for the models_ready gauge and the "ready" log line).
+So far: claims and their conflict order (which LocalModel owns a model and mode), the engine watch's
+repair causes and the events they explain (event-to-log mapping), and readiness accounting (which models
+are Ready, for the models_ready gauge and the "ready" log line).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from controller.plan import find_conflicts
+from controller.spec import LocalModelSpec
 from controller.status import Reason
 
 K = TypeVar("K", bound=Hashable)  # a model's key: its name (daemon), or (engine, namespace/name) (operator)
+
+
+class Claims:
+    """Which LocalModel owns each (model, mode): the engine keeps one config per key, so of two LocalModels
+    declaring the same, the older claim wins and the other is a Conflict (controller.plan.find_conflicts).
+
+    Claims are ordered by `rank`, then by key: the operator ranks by creationTimestamp, so that every
+    process (each node agent) picks the same owner; without a rank (the daemon) a key ranks by when it was
+    first claimed, so a LocalModel added to the files never takes the model from one already there."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, LocalModelSpec] = {}
+        self._ranks: dict[str, str] = {}
+        self._sequence = itertools.count()
+
+    def claim(self, key: str, spec: LocalModelSpec, rank: str | None = None) -> None:
+        self._specs[key] = spec
+        if rank is not None:
+            self._ranks[key] = rank
+        elif key not in self._ranks:
+            self._ranks[key] = f"{next(self._sequence):020d}"
+
+    def release(self, key: str) -> None:
+        """`key` claims nothing any more (gone, an invalid spec, no engine targeted): a later one may own it."""
+        self._specs.pop(key, None)
+        self._ranks.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._specs
+
+    def ordered(self) -> list[str]:
+        """Every key that claims, the oldest claim first."""
+        return sorted(self._specs, key=lambda key: (self._ranks[key], key))
+
+    def conflicts(self) -> dict[str, str]:
+        """The keys whose (model, mode) an older claim holds, with the message that says so."""
+        return find_conflicts([(key, self._specs[key]) for key in self.ordered()])
 
 
 class RepairCauses(Generic[K]):

@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
-from controller.fleet import Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -45,7 +45,7 @@ from controller.operator.statuses import (
     spec_error_message,
 )
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
-from controller.plan import effective_mode, find_conflicts
+from controller.plan import effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
 from controller.refs import canonical_ref
 from controller.spec import API_VERSION, KIND, LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
@@ -109,12 +109,6 @@ class PassProgress:
     task: asyncio.Task[None] | None = None
 
 
-@dataclass(frozen=True)
-class Claim:
-    created: str
-    spec: LocalModelSpec
-
-
 def kube_now() -> datetime:
     """Now, to the second: all that a metav1.Time in the object's status keeps, so what is written compares
     equal to what is read back (reconcile.utcnow is the one clock; this only rounds it)."""
@@ -154,7 +148,7 @@ class Operator:
         self._passes = asyncio.Semaphore(config.worker_limit)
         self._states: dict[str, ObjectState] = {}
         self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
-        self._claims: dict[str, Claim] = {}
+        self._claims = Claims()  # who owns each (model, mode): the oldest object
         self._ready = Readiness[str]()  # by uid
         self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
         self._permission_check: asyncio.Task[None] | None = None
@@ -320,13 +314,13 @@ class Operator:
         try:
             spec = validate_spec(obj.get("spec"), meta["name"])
         except SpecInvalid as exc:
-            self._claims.pop(key, None)  # an invalid spec claims no model: a valid one may take it
+            self._claims.release(key)  # an invalid spec claims no model: a valid one may take it
             if state.invalid_reported != generation:
                 state.invalid_reported = generation
                 self._post_event(obj, "Warning", "InvalidSpec", spec_error_message(exc))
             return [invalid_spec_status(e.ref.name, exc, generation) for e in targets], None, "invalid"
         if not targets:
-            self._claims.pop(key, None)
+            self._claims.release(key)
             return [], None, "untargeted"
         conflict = self._conflict(key, meta.get("creationTimestamp", ""), spec)
         if conflict is not None:
@@ -396,9 +390,8 @@ class Operator:
     def _conflict(self, key: str, created: str, spec: LocalModelSpec) -> str | None:
         """Another LocalModel already declares this model and mode on the same engines: the engine
         keeps one config per (model, mode), so the older object wins and this one is Stalled."""
-        self._claims[key] = Claim(created, spec)
-        ordered = sorted(self._claims.items(), key=lambda item: (item[1].created, item[0]))
-        return find_conflicts([(name, claim.spec) for name, claim in ordered]).get(key)
+        self._claims.claim(key, spec, rank=created)
+        return self._claims.conflicts().get(key)
 
     # ---- status --------------------------------------------------------------------------------
 
@@ -683,7 +676,7 @@ class Operator:
         if not await self._leading_or_gone(meta["uid"]):
             return  # a standby replica: the leader finalized the object and it is gone
         async with state.lock:
-            self._claims.pop(key, None)
+            self._claims.release(key)
             targets = self.targets(obj)
             try:
                 spec = validate_spec(obj.get("spec"), meta["name"])
@@ -936,7 +929,7 @@ class Operator:
         self._states.pop(meta.get("uid", ""), None)
         self._ready.forget(meta.get("uid", ""))
         self._bodies.pop(key, None)
-        self._claims.pop(key, None)
+        self._claims.release(key)
         for engine in self.engines:
             engine.reconciler.forget(key)
         self.metrics.models.set(len(self._states))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import random
@@ -36,10 +35,10 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
-from controller.plan import Observation, backoff_delay, effective_mode, find_conflicts
+from controller.plan import Observation, backoff_delay, effective_mode
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
@@ -221,8 +220,7 @@ class Daemon:
         self.records: dict[str, Record] = {}
         self.deletions: dict[str, Deletion] = {}
         self.last_pass: float | None = None
-        self._first_seen: dict[str, int] = {}
-        self._sequence = itertools.count()
+        self._claims = Claims()  # who owns each (model, mode): the first declared
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._hinted: set[Path] = set()
@@ -448,14 +446,14 @@ class Daemon:
 
     def _apply_desired(self, now: float) -> None:
         desired = self.files.desired
+        for name in [n for n in self._claims.ordered() if n not in desired]:
+            self._claims.release(name)
         for name in desired:
-            self._first_seen.setdefault(name, next(self._sequence))
-        order = sorted(desired, key=self._first_seen.__getitem__)
-        conflicts = find_conflicts([(name, desired[name].model.spec) for name in order])
-        for name in order:
+            self._claims.claim(name, desired[name].model.spec)
+        conflicts = self._claims.conflicts()
+        for name in self._claims.ordered():
             self._declare(name, desired[name].model, desired[name].source, conflicts.get(name), now)
         for name in [n for n in self.records if n not in desired]:
-            self._first_seen.pop(name, None)
             self._ready.forget(name)
             self._undeclare(self.records.pop(name), now)
         self._update_gauges()

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from controller.fleet import Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, event_level
+from controller.spec import LocalModelSpec, validate_spec
 from controller.status import Reason
 
 
@@ -61,3 +62,36 @@ def test_readiness_counts_ready_models_and_says_when_one_becomes_ready() -> None
     ready.forget("a")
     ready.forget("never seen")
     assert len(ready) == 0
+
+
+def spec(model: str = "ai/smollm2", **fields: object) -> LocalModelSpec:
+    return validate_spec({"model": model, **fields}, "test")
+
+
+def test_the_first_claim_owns_a_model_and_mode_when_no_rank_is_given() -> None:
+    claims = Claims()
+    claims.claim("zeta", spec())
+    claims.claim("alpha", spec())  # declared later, though its name sorts first
+    claims.claim("embed", spec(mode="embedding"))
+    assert claims.ordered() == ["zeta", "alpha", "embed"]
+    assert list(claims.conflicts()) == ["alpha"]
+    assert "zeta already declares model ai/smollm2 in mode completion" in claims.conflicts()["alpha"]
+    claims.claim("zeta", spec())  # claimed again on the next pass: keeps its place
+    assert list(claims.conflicts()) == ["alpha"]
+    claims.release("zeta")
+    assert claims.conflicts() == {}
+    claims.claim("zeta", spec())  # back after a release: now the newest claim
+    assert list(claims.conflicts()) == ["zeta"]
+
+
+def test_a_rank_orders_claims_then_the_key_breaks_ties() -> None:
+    claims = Claims()
+    claims.claim("ns/b", spec(), rank="2026-01-02T00:00:00Z")
+    claims.claim("ns/c", spec(), rank="2026-01-01T00:00:00Z")
+    claims.claim("ns/a", spec(), rank="2026-01-01T00:00:00Z")
+    assert claims.ordered() == ["ns/a", "ns/c", "ns/b"]
+    assert sorted(claims.conflicts()) == ["ns/b", "ns/c"]
+    assert "ns/c" in claims
+    claims.release("ns/a")
+    assert "ns/a" not in claims
+    assert sorted(claims.conflicts()) == ["ns/b"]
