@@ -227,8 +227,11 @@ def apiserver_outage(
         lines = log_lines(op.proc.log_path, since=start)
     loud = [line for line in lines if line.get("level") in ("warning", "error", "critical")]
     events = [line.get("event") for line in lines]
-    assert events.count("ApiServerDown") == 1, loud
-    assert events.count("ApiServerUp") == 1, loud
+    # One line when the outage starts and one when it ends; none at all when the API server rode it out
+    # (etcd down: the API server keeps the watches open and the operator had nothing to write).
+    assert events.count("ApiServerDown") == events.count("ApiServerUp") <= 1, loud
+    if peer == "kube-apiserver":
+        assert events.count("ApiServerDown") == 1, loud
     assert len(loud) <= 3, loud  # the outage line, and at most a line or two of the edges
     assert not any("escalating" in line.get("message", "") for line in lines)
 
