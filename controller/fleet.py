@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from controller.plan import find_conflicts
 from controller.spec import LocalModelSpec
-from controller.status import Reason
+from controller.status import EngineStatus, Phase, Reason
 
 K = TypeVar("K", bound=Hashable)  # a model's key: its name (daemon), or (engine, namespace/name) (operator)
 
@@ -56,6 +56,11 @@ class Claims:
     def conflicts(self) -> dict[str, str]:
         """The keys whose (model, mode) an older claim holds, with the message that says so."""
         return find_conflicts([(key, self._specs[key]) for key in self.ordered()])
+
+
+def conflict_status(engine: str, message: str, generation: int | None = None) -> EngineStatus:
+    """The status of a LocalModel that loses its claim (Claims.conflicts): Stalled until one of the two changes."""
+    return EngineStatus(engine, Phase.STALLED, Reason.CONFLICT, message, stalled=True, observed_generation=generation)
 
 
 class RepairCauses(Generic[K]):

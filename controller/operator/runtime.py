@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -40,7 +40,6 @@ from controller.operator.presence import AgentPresence
 from controller.operator.statuses import (
     StatusUpdate,
     compose_status,
-    conflict_status,
     invalid_spec_status,
     spec_error_message,
 )

@@ -167,10 +167,6 @@ def invalid_spec_status(engine: str, error: SpecInvalid, generation: int | None)
     )
 
 
-def conflict_status(engine: str, message: str, generation: int | None) -> EngineStatus:
-    return EngineStatus(engine, Phase.STALLED, Reason.CONFLICT, message, stalled=True, observed_generation=generation)
-
-
 def spec_error_message(error: SpecInvalid) -> str:
     """`spec.keepAlive: '5 minutes' is not a duration ...; spec.vllm: ...` (field path first)."""
     return "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in error.errors)

@@ -35,7 +35,7 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, backoff_delay, effective_mode
@@ -481,17 +481,7 @@ class Daemon:
                 self.reconciler.forget(name)
                 self.schedule.remove(name)
                 record.conflict = conflict
-                self._set_status(
-                    record,
-                    EngineStatus(
-                        self.reconciler.name,
-                        Phase.STALLED,
-                        Reason.CONFLICT,
-                        conflict,
-                        stalled=True,
-                        observed_generation=record.generation,
-                    ),
-                )
+                self._set_status(record, conflict_status(self.reconciler.name, conflict, record.generation))
             return
         if changed or record.conflict is not None:
             if not changed:

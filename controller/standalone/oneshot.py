@@ -17,6 +17,7 @@ from controller.desired import RenderError, render_configure
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError, EngineUnreachable
 from controller.engine.types import RunnerInfo
+from controller.fleet import conflict_status
 from controller.plan import (
     CheckLiveRunner,
     Configure,
@@ -50,10 +51,6 @@ ProgressSink = Callable[[str, EngineStatus], None]
 class Applied:
     name: str
     status: EngineStatus
-
-
-def conflict_status(engine: str, message: str) -> EngineStatus:
-    return EngineStatus(engine, Phase.STALLED, Reason.CONFLICT, message, stalled=True)
 
 
 async def apply_models(

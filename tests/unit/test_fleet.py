@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from controller.fleet import Claims, Readiness, RepairCauses, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.spec import LocalModelSpec, validate_spec
-from controller.status import Reason
+from controller.status import Phase, Reason
 
 
 class Clock:
@@ -95,3 +95,9 @@ def test_a_rank_orders_claims_then_the_key_breaks_ties() -> None:
     claims.release("ns/a")
     assert "ns/a" not in claims
     assert sorted(claims.conflicts()) == ["ns/b"]
+
+
+def test_a_conflict_is_stalled_until_one_of_the_two_changes() -> None:
+    status = conflict_status("local", "a already declares model ai/smollm2 in mode completion", 3)
+    assert (status.phase, status.reason, status.stalled, status.ready) == (Phase.STALLED, Reason.CONFLICT, True, False)
+    assert status.observed_generation == 3
