@@ -20,11 +20,12 @@ configurations). On every change, and on a drift pass every --interval seconds, 
 observed once (GET /models, /engines/_configure, /engines/ps) and each model that differs is
 pulled, configured, verified by reading back and, with preload: true, loaded.
 
-Between passes, the engine watch looks at the engine's stored configs every --watch-period seconds
-(one GET /engines/_configure, shared by every model): an engine restart, a declared config unloaded
-or overwritten by another client is repaired at once, for just the models it touched (configured in
-parallel, then preloaded where declared). A runner busy with a request is never cut: its config is
-applied once the request ends.
+Between passes, the engine watch sends one request every --watch-period seconds, shared by every
+model: the stored configs (GET /engines/_configure), or, when listing them costs the engine too much,
+a constant-size probe of its runners (GET /engines/ps) that still tells a restart. An engine restart,
+a declared config unloaded or overwritten by another client is repaired at once, for just the models
+it touched (configured in parallel, then preloaded where declared). A runner busy with a request is
+never cut: its config is applied once the request ends. See docs/engine-watch.md.
 
 A LocalModel is removed only on positive evidence: its file is gone (absent from a directory that
 could be read) or no longer declares it, and that has held for --deletion-grace seconds (default
