@@ -53,7 +53,7 @@ def test_a_deletion_while_the_engine_is_frozen_is_applied_when_it_thaws(
         try:
             (models_dir / "smol.yaml").unlink()
             eventually(lambda: "smol" in deleting(running), timeout=30, what="deletion pending")
-            time.sleep(25)  # frozen for longer than several request deadlines and retries
+            time.sleep(12)  # frozen for longer than a request deadline and a retry
             assert "smol" in deleting(running)  # still owed, not abandoned
         finally:
             os.kill(emu.process.pid, signal.SIGCONT)
