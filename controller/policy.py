@@ -8,11 +8,11 @@ when to come back, as kube-rs pairs `reconcile` with `error_policy`. Each error 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.engine.errors import EngineError, EngineRejected, EngineUnreachable, RunnerBusy
 from controller.plan import Blocked, backoff_delay
-from controller.status import Phase, Reason
+from controller.status import EngineStatus, Phase, Reason
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,28 @@ _RECHECKED_EACH_PASS = frozenset({Reason.MODEL_NOT_PRESENT, Reason.ENGINE_UNSUPP
 def rechecked_each_pass(reason: Reason) -> bool:
     """Whether a model Stalled for `reason` is planned again on every pass; the others wait for a spec change."""
     return reason in _RECHECKED_EACH_PASS
+
+
+def unreachable_status(
+    engine: str, error: EngineError | str, previous: EngineStatus | None = None, generation: int | None = None
+) -> EngineStatus:
+    """A model's status while the engine cannot be observed: Retrying, EngineUnreachable when there was no
+    answer, EngineError when it answered wrongly (HTML, a redirect, a 500, bad JSON, too slow, too large):
+    the message says which. What the previous status knew (backend, model ID, applied config) stays; a
+    pull in progress does not."""
+    base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
+    decision = unobserved_policy(error if isinstance(error, EngineError) else EngineUnreachable(error))
+    return replace(
+        base,
+        phase=decision.phase,
+        reason=decision.reason,
+        ready=False,
+        stalled=False,
+        message=f"{decision.message}; retrying",
+        last_error=str(error),
+        pull=None,
+        observed_generation=generation if generation is not None else base.observed_generation,
+    )
 
 
 def error_message(exc: EngineError) -> str:

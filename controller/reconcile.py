@@ -146,7 +146,7 @@ class EngineReconciler:
         memory = self._remember(key, spec)
         if memory.stalled is not None and not rechecked_each_pass(memory.stalled.reason):
             return Outcome(replace(memory.stalled, observed_generation=generation), None)
-        if observation.error is not None:  # said as the daemon and `apply` say it (oneshot.unreachable_status)
+        if observation.error is not None:  # said as the daemon and `apply` say it (policy.unreachable_status)
             return self._failed(key, memory, observation.error, generation, None, policy=unobserved_policy)
 
         # A model pulled on an earlier pass and gone since (`docker model rm`, an engine with an ephemeral

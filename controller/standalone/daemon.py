@@ -39,13 +39,13 @@ from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, e
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, backoff_delay, effective_mode
+from controller.policy import unreachable_status
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
 from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
 from controller.standalone.files import DEFAULT_GRACE_SECONDS, ModelFiles, is_watched
 from controller.standalone.metrics import Metrics
-from controller.standalone.oneshot import unreachable_status
 from controller.standalone.schedule import Schedule
 from controller.status import READY, TRUE, Condition, EngineStatus, ModelStatus, Phase, Reason, rfc3339, summarize
 

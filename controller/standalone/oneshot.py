@@ -9,13 +9,12 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from controller import wire
 from controller.desired import RenderError, render_configure
 from controller.engine.client import EngineClient
-from controller.engine.errors import EngineError, EngineUnreachable
 from controller.engine.types import RunnerInfo
 from controller.fleet import conflict_status
 from controller.plan import (
@@ -32,7 +31,7 @@ from controller.plan import (
     plan_model,
     preload_after_configure,
 )
-from controller.policy import unobserved_policy
+from controller.policy import unreachable_status
 from controller.reconcile import EngineReconciler
 from controller.refs import canonical_ref
 from controller.spec import LocalModel
@@ -135,28 +134,6 @@ async def apply_models(
         for m in models
     ]
     return results, timed_out
-
-
-def unreachable_status(
-    engine: str, error: EngineError | str, previous: EngineStatus | None = None, generation: int | None = None
-) -> EngineStatus:
-    """A model's status while the engine cannot be observed: Retrying, EngineUnreachable when there was no
-    answer, EngineError when it answered wrongly (HTML, a redirect, a 500, bad JSON, too slow, too large):
-    the message says which. What the previous status knew (backend, model ID, applied config) stays; a
-    pull in progress does not."""
-    base = previous or EngineStatus(engine, Phase.PENDING, Reason.PENDING, "")
-    decision = unobserved_policy(error if isinstance(error, EngineError) else EngineUnreachable(error))
-    return replace(
-        base,
-        phase=decision.phase,
-        reason=decision.reason,
-        ready=False,
-        stalled=False,
-        message=f"{decision.message}; retrying",
-        last_error=str(error),
-        pull=None,
-        observed_generation=generation if generation is not None else base.observed_generation,
-    )
 
 
 def _not_started(engine: str, timeout: float, started: bool) -> EngineStatus:

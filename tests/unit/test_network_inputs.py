@@ -24,9 +24,9 @@ from controller.engine.discovery import discover_endpoint, engine_root, parse_en
 from controller.engine.errors import EngineUnreachable, ServerError
 from controller.logs import JsonFormatter, RepeatFilter, TextFormatter, setup_logging
 from controller.operator.engines import parse_engine
+from controller.policy import unreachable_status
 from controller.redact import redact, split_credentials
 from controller.standalone.daemon import Daemon
-from controller.standalone.oneshot import unreachable_status
 from controller.status import Reason
 
 SECRET = "hunter2"

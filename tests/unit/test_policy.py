@@ -10,10 +10,15 @@ import pytest
 from controller.engine import errors
 from controller.engine.errors import EngineError
 from controller.plan import BACKOFF_CAP_SECONDS, Blocked, Observation
-from controller.policy import blocked_policy, error_policy, rechecked_each_pass, unobserved_policy
+from controller.policy import (
+    blocked_policy,
+    error_policy,
+    rechecked_each_pass,
+    unobserved_policy,
+    unreachable_status,
+)
 from controller.reconcile import EngineReconciler
 from controller.spec import parse_localmodel
-from controller.standalone.oneshot import unreachable_status
 from controller.status import Phase, Reason
 
 # (reason, retryable) of every error class; a new class must be added here with the reason it reports.
@@ -96,7 +101,7 @@ def test_retry_delay_is_the_capped_backoff_of_the_attempt(attempt: int, jitter: 
 SPEC = {"model": "ai/smollm2", "contextSize": 8192}
 
 # An engine that cannot be observed: the operator reports it through EngineReconciler.reconcile, the
-# daemon and `apply` through oneshot.unreachable_status. Both must say the same, whatever the error.
+# daemon and `apply` through policy.unreachable_status. Both must say the same, whatever the error.
 OBSERVE_ERRORS = [
     errors.EngineUnreachable("cannot reach the engine at http://e: refused", url="http://e"),
     errors.ServerError("bad gateway", status=502, url="http://e/models"),
