@@ -36,7 +36,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.emulator import emulator_process  # noqa: E402
 from tests.support.kstatus import ready_verdict  # noqa: E402
-from tests.support.kube import CRD_FILE, KubeApi, deploy_rbac_for_user, operator_process  # noqa: E402
+from tests.support.kube import (  # noqa: E402
+    CLEANUPS_FILE,
+    CRD_FILE,
+    KubeApi,
+    deploy_rbac_for_user,
+    operator_process,
+)
 from tests.support.peers import (  # noqa: E402
     apply_manifest,
     load_peer_binaries,
@@ -91,6 +97,9 @@ def main() -> int:
     try:
         apply_manifest(cluster.admin_kubeconfig, CRD_FILE)
         wait_for_crd_established(cluster.admin_kubeconfig, "localmodels.localmodel.io")
+        # The operator's own namespace and its (empty) clean-ups record, as deploy/ ships them.
+        apply_manifest(cluster.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
+        apply_manifest(cluster.admin_kubeconfig, CLEANUPS_FILE)
         apply_manifest(cluster.admin_kubeconfig, deploy_rbac_for_user(cluster.operator_user))
         namespace = cluster.new_namespace("bench")
         api = KubeApi(cluster)
