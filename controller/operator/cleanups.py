@@ -26,12 +26,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from controller.fleet import Retries
+
 log = logging.getLogger("localmodel.operator")
 
 CONFIGMAP_NAME: Final = "localmodel-cleanups"
 MAX_ENTRIES: Final = 2000  # a ConfigMap holds 1 MiB; older entries beyond this are dropped with a warning
-RETRY_FIRST_SECONDS: Final = 2.0
-RETRY_MAX_SECONDS: Final = 30.0
+RETRIES: Final = Retries(first=2.0, cap=30.0)  # an engine that owes a clean-up is tried again this often
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,3 @@ def bounded(entries: dict[str, Cleanup]) -> dict[str, Cleanup]:
         len(dropped),
     )
     return {e.id: e for e in ordered[len(dropped) :]}
-
-
-def retry_delay(failures: int) -> float:
-    """Seconds before the next try on an engine that did not answer `failures` times in a row."""
-    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** max(0, failures - 1))

@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -65,7 +65,7 @@ FINALIZER_WAIT_SECONDS = 5.0
 # A status write refused for a missing permission (RBAC): each object retries with a backoff that grows
 # to this cap, and one SelfSubjectAccessReview per missing permission every PERMISSION_RECHECK_SECONDS
 # wakes them all as soon as the permission is granted again.
-FORBIDDEN_RETRY_MAX_SECONDS = 300.0
+FORBIDDEN_RETRIES = Retries(first=STATUS_RETRY_SECONDS, cap=300.0)
 PERMISSION_RECHECK_SECONDS = 5.0
 
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
@@ -295,7 +295,7 @@ class Operator:
                         self._post_event(obj, kind, reason, message)
         state.last_pass_end = self._monotonic()
         if state.forbidden:
-            requeue = min(STATUS_RETRY_SECONDS * 2 ** (state.forbidden - 1), FORBIDDEN_RETRY_MAX_SECONDS)
+            requeue = FORBIDDEN_RETRIES.after(state.forbidden)
         elif update is None:
             requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
         else:
@@ -726,15 +726,19 @@ class Operator:
         self._post_event(obj, "Normal", "FinalizerReleased", message)
 
     async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
-        attempts = max(1, self.config.finalize_attempts)
-        for attempt in range(1, attempts + 1):
+        retries = Retries(first=self.config.finalize_backoff, attempts=max(1, self.config.finalize_attempts))
+        attempts = 0
+        while True:
             outcome = await engine.reconciler.finalize(key, model)
             if outcome.done:
                 log.info("%s on %s: %s", key, engine.ref.name, outcome.message)
                 self.metrics.finalizations.labels("done").inc()
                 return
-            if attempt < attempts:
-                await self._sleep(self.config.finalize_backoff * 2 ** (attempt - 1))
+            attempts += 1
+            delay = retries.after(attempts)
+            if delay is None:
+                break
+            await self._sleep(delay)
         self.metrics.finalizations.labels("released-after-errors").inc()
         entry = Cleanup(
             key=key,
@@ -815,7 +819,8 @@ class Operator:
         engine is seen answering again."""
         failures = 0
         while self._cleanups and not self.closed:
-            delay = cleanups.retry_delay(failures)
+            delay = cleanups.RETRIES.after(failures)
+            assert delay is not None  # clean-ups are retried until they are done or dropped
             self._cleanups_wake.clear()
             sleeper = asyncio.ensure_future(self._sleep(delay))
             waker = asyncio.ensure_future(self._cleanups_wake.wait())

@@ -35,10 +35,10 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
-from controller.plan import Observation, backoff_delay, effective_mode
+from controller.plan import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Observation, backoff_delay, effective_mode
 from controller.policy import unreachable_status
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref
@@ -53,6 +53,7 @@ log = logging.getLogger("localmodel.daemon")
 _T = TypeVar("_T")
 
 DELETE_ATTEMPTS = 5  # finalize tries (with backoff) before giving up; none is used up while the engine is down
+DELETE_RETRIES = Retries(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, attempts=DELETE_ATTEMPTS, jittered=True)
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
 WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 # Requeues and backoffs that fall due close together share one observation: timer wakes come at
@@ -696,7 +697,8 @@ class Daemon:
         # Only a finalize that ran counts: it runs only after an observation the engine answered.
         deletion.last_error = outcome.message
         deletion.attempts += 1
-        if deletion.attempts >= DELETE_ATTEMPTS:
+        delay = DELETE_RETRIES.after(deletion.attempts, self.clocks.jitter())
+        if delay is None:
             spec = deletion.model.spec
             log_event(
                 log,
@@ -709,7 +711,7 @@ class Daemon:
             del self.deletions[name]
             self.schedule.remove(name)
             return
-        self.schedule.due_at(name, now + backoff_delay(deletion.attempts, self.clocks.jitter()))
+        self.schedule.due_at(name, now + delay)
 
     # ---- status --------------------------------------------------------------------------------
 

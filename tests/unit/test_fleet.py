@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
+from controller.plan import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, backoff_delay
 from controller.spec import LocalModelSpec, validate_spec
 from controller.status import Phase, Reason
 
@@ -101,3 +102,22 @@ def test_a_conflict_is_stalled_until_one_of_the_two_changes() -> None:
     status = conflict_status("local", "a already declares model ai/smollm2 in mode completion", 3)
     assert (status.phase, status.reason, status.stalled, status.ready) == (Phase.STALLED, Reason.CONFLICT, True, False)
     assert status.observed_generation == 3
+
+
+@pytest.mark.parametrize("failures", range(0, 12))
+@pytest.mark.parametrize("jitter", [0.0, 0.3, 0.999])
+def test_jittered_retries_are_the_reconcile_backoff_until_given_up(failures: int, jitter: float) -> None:
+    retries = Retries(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, attempts=5, jittered=True)
+    expected = None if failures >= 5 else backoff_delay(failures, jitter)
+    assert retries.after(failures, jitter) == expected
+
+
+@pytest.mark.parametrize(
+    ("retries", "delays"),
+    [
+        (Retries(first=2.0, cap=30.0), [2.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]),  # never given up
+        (Retries(first=1.5, attempts=3), [1.5, 1.5, 3.0, None, None, None, None]),  # no cap, no jitter
+    ],
+)
+def test_retries_double_up_to_the_cap(retries: Retries, delays: list[float | None]) -> None:
+    assert [retries.after(failures, jitter=0.0) for failures in range(7)] == delays
