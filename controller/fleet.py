@@ -2,19 +2,17 @@
 (controller/operator/runtime.py) share: what concerns many LocalModels on an engine rather than one
 reconcile, and is the same whichever front-end holds the models. Pure: the caller brings the clock.
 
-So far: claims and their conflict order (which LocalModel owns a model and mode), how deletions and
-the other front-end chores are retried (Retries), the engine watch's repair causes and the events they
-explain (event-to-log mapping), and readiness accounting (which models are Ready, for the models_ready
-gauge and the "ready" log line).
+So far: claims and their conflict order (which LocalModel owns a model and mode), the engine watch's
+repair causes and the events they explain (event-to-log mapping), and readiness accounting (which
+models are Ready, for the models_ready gauge and the "ready" log line). How the front-ends' chores are
+retried is controller/backoff.py `Retries`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from controller.plan import find_conflicts
@@ -59,27 +57,6 @@ class Claims:
     def conflicts(self) -> dict[str, str]:
         """The keys whose (model, mode) an older claim holds, with the message that says so."""
         return find_conflicts([(key, self._specs[key]) for key in self.ordered()])
-
-
-@dataclass(frozen=True)
-class Retries:
-    """How a chore that failed is tried again: exponential backoff from `first` seconds, doubling up to
-    `cap`, spread over [50%, 100%] of the step when `jittered`; given up after `attempts` failures (None:
-    never). A model's reconcile retries through controller/policy.py; this is for the rest (a deletion,
-    a clean-up owed after one, a refused status write)."""
-
-    first: float
-    cap: float = math.inf
-    attempts: int | None = None
-    jittered: bool = False
-
-    def after(self, failures: int, jitter: float = 1.0) -> float | None:
-        """Seconds before the next try after `failures` failures in a row (1 for the first), or None to give
-        up; `jitter` is a number in [0, 1) (used when `jittered`)."""
-        if self.attempts is not None and failures >= self.attempts:
-            return None
-        step = min(self.cap, self.first * 2 ** max(0, failures - 1))
-        return step * (0.5 + jitter / 2) if self.jittered else step
 
 
 def conflict_status(engine: str, message: str, generation: int | None = None) -> EngineStatus:

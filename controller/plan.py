@@ -25,9 +25,6 @@ from controller.refs import canonical_ref
 from controller.spec import LocalModelSpec
 from controller.status import Reason
 
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 300.0
-
 
 @dataclass(frozen=True)
 class Observation:
@@ -395,11 +392,3 @@ def find_conflicts(specs: Sequence[tuple[str, LocalModelSpec]]) -> dict[str, str
         else:
             owners[key] = name
     return conflicts
-
-
-def backoff_delay(attempt: int, jitter: float) -> float:
-    """Capped exponential backoff with full jitter in [50%, 100%] of the step.
-
-    `attempt` counts failures in a row (1 for the first); `jitter` is a number in [0, 1)."""
-    step = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
-    return step * (0.5 + jitter / 2)

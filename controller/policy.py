@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from controller.backoff import backoff_delay
 from controller.engine.errors import EngineError, EngineRejected, EngineUnreachable, RunnerBusy
-from controller.plan import Blocked, backoff_delay
+from controller.plan import Blocked
 from controller.status import EngineStatus, Phase, Reason
 
 
@@ -31,7 +32,7 @@ class Decision:
 
 def error_policy(exc: EngineError, *, attempt: int = 1, jitter: float = 0.5) -> Decision:
     """The decision for `exc`, the `attempt`-th failure in a row (1 for the first); `jitter` in [0, 1)
-    spreads the retries of many models (controller.plan.backoff_delay)."""
+    spreads the retries of many models (controller.backoff.backoff_delay)."""
     message = error_message(exc)
     if exc.retryable:
         return Decision(Phase.RETRYING, exc.reason, message, backoff_delay(attempt, jitter))

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from controller.fleet import Retries
+from controller.backoff import Retries
 
 log = logging.getLogger("localmodel.operator")
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from controller.backoff import Retries
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup

@@ -30,15 +30,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controller.backoff import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Retries, backoff_delay
 from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
-from controller.plan import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Observation, backoff_delay, effective_mode
+from controller.plan import Observation, effective_mode
 from controller.policy import unreachable_status
 from controller.reconcile import EngineReconciler, utcnow
 from controller.refs import canonical_ref

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller import wire
+from controller.backoff import backoff_delay
 from controller.desired import RenderError, render_configure
 from controller.engine.client import EngineClient
 from controller.engine.types import RunnerInfo
@@ -25,7 +26,6 @@ from controller.plan import (
     Plan,
     Preload,
     Pull,
-    backoff_delay,
     find_conflicts,
     live_runner_config,
     plan_model,

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from controller.fleet import Claims, Readiness, RepairCauses, Retries, conflict_status, event_level
-from controller.plan import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, backoff_delay
+from controller.backoff import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Retries, backoff_delay
+from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.spec import LocalModelSpec, validate_spec
 from controller.status import Phase, Reason
 

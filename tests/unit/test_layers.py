@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE_CORE = ("controller.spec", "controller.desired", "controller.plan", "controller.status", "controller.policy")
+PURE_CORE = (
+    "controller.spec",
+    "controller.desired",
+    "controller.plan",
+    "controller.status",
+    "controller.policy",
+    "controller.backoff",
+    "controller.fleet",
+)
 IO_MODULES = ("httpx", "aiohttp", "kopf", "kubernetes", "watchfiles", "subprocess", "socket", "prometheus_client")
 
 

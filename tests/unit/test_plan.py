@@ -6,16 +6,15 @@ from dataclasses import replace
 
 import pytest
 
+from controller.backoff import BACKOFF_CAP_SECONDS, backoff_delay
 from controller.engine.types import ModelInfo, RunnerInfo, StoredConfig
 from controller.plan import (
-    BACKOFF_CAP_SECONDS,
     CheckLiveRunner,
     Configure,
     Evict,
     Observation,
     Preload,
     Pull,
-    backoff_delay,
     effective_mode,
     find_conflicts,
     plan_model,

@@ -7,9 +7,10 @@ import inspect
 
 import pytest
 
+from controller.backoff import BACKOFF_CAP_SECONDS
 from controller.engine import errors
 from controller.engine.errors import EngineError
-from controller.plan import BACKOFF_CAP_SECONDS, Blocked, Observation
+from controller.plan import Blocked, Observation
 from controller.policy import (
     blocked_policy,
     error_policy,
