@@ -225,14 +225,14 @@ CASES: dict[str, tuple[dict[str, Any], FakeEngine]] = {
 
 def planned(engine: FakeEngine, model: LocalModel) -> tuple[list[str], str | None]:
     """What `localmodel plan` prints, as the kinds of its steps and the reason it is blocked with."""
-    [result] = asyncio.run(plan_models(engine, [model], engine.observation()))  # type: ignore[arg-type]
+    [result] = asyncio.run(plan_models(engine, [model], engine.observation()))  # type: ignore[arg-type]  # FakeEngine: the client methods used
     kinds = [step.text.removeprefix("then ").split()[0] for step in result.steps]
     return kinds, result.blocked.split(":")[0] if result.blocked else None
 
 
 def applied(engine: FakeEngine, model: LocalModel) -> tuple[list[str], str]:
     """What one pass of `localmodel apply` does: the engine calls that change something, and the reason."""
-    reconciler = EngineReconciler("fake", engine)  # type: ignore[arg-type]
+    reconciler = EngineReconciler("fake", engine)  # type: ignore[arg-type]  # FakeEngine: the client methods used
     outcome = asyncio.run(reconciler.reconcile("m", model, engine.observation()))
     return engine.calls, outcome.status.reason.value
 
