@@ -35,8 +35,10 @@ examples:
   localmodel operator --mode node-agent --node-name "$NODE_NAME"          # in a DaemonSet
   kubectl wait --for=condition=Ready localmodel/qwen3 --timeout=10m
 
-Probes and metrics on --health-addr: /healthz, /readyz, /metrics. Logs: one JSON object per line
-off a terminal (--log-format). SIGINT or SIGTERM stops it.
+Probes and metrics on --health-addr: /healthz, /readyz, /metrics; /readyz answers 503 naming a
+permission the API server refuses (`missing permission: patch localmodels/status ...`). Logs: one JSON
+object per line off a terminal (--log-format); an API-server outage is one line when it starts and one
+when it ends. SIGINT or SIGTERM stops it.
 """
 
 
@@ -134,7 +136,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=5,
         metavar="N",
         help="tries to apply deletionPolicy on an engine before the finalizer is released "
-        "with a Warning event (default: 5, with backoff 1s, 2s, 4s, ...)",
+        "with a Warning event (default: 5, with backoff 1s, 2s, 4s, ...); what is still owed is kept in the "
+        "ConfigMap localmodel-cleanups of the operator's namespace and applied when the engine answers again",
     )
     parser.add_argument(
         "--leader-election",
