@@ -155,6 +155,8 @@ class Operator:
         self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
         self._cleanups_task: asyncio.Task[None] | None = None
         self._cleanups_wake = asyncio.Event()
+        self._cleanups_unsaved: set[str] = set()  # entries the ConfigMap does not hold (its write failed)
+        self._cleanups_reload: asyncio.Future[None] | None = None
         self.outage: ApiOutage | None = None  # API-server outages (outage.py), set by the kopf front-end
         self.closed = False
         self._watch_stop = asyncio.Event()
@@ -764,7 +766,9 @@ class Operator:
     # ---- clean-ups owed after a released finalizer (cleanups.py) ------------------------------
 
     async def load_cleanups(self) -> None:
-        """Read the record of pending clean-ups (at start), and retry them from now on."""
+        """Read the record of pending clean-ups (at start, and again on becoming the leader: the previous
+        leader may have added or finished some meanwhile), and retry them from now on. The record wins
+        over what this process remembers, except entries it could not save itself."""
         namespace = self.config.operator_namespace
         try:
             configmap = await self.kube.get_configmap(namespace, cleanups.CONFIGMAP_NAME)
@@ -778,7 +782,8 @@ class Operator:
             )
             return
         loaded = cleanups.decode((configmap.get("data") or {}).get(self.identity.agent_id))
-        self._cleanups.update(loaded)
+        unsaved = {k: v for k, v in self._cleanups.items() if k in self._cleanups_unsaved}
+        self._cleanups = {**loaded, **unsaved}
         self.metrics.pending_cleanups.set(len(self._cleanups))
         if loaded:
             log_event(log, "CleanupsPending", f"{len(loaded)} clean-ups owed to engines after released finalizers")
@@ -802,7 +807,9 @@ class Operator:
                 cleanups.CONFIGMAP_NAME,
                 exc,
             )
+            self._cleanups_unsaved = set(self._cleanups)
             return False
+        self._cleanups_unsaved = set()
         return True
 
     def _start_cleanups(self) -> None:
@@ -962,7 +969,7 @@ class Operator:
         self._leader_gauge.set(1)
         log_event(log, "LeaderElected", "this replica leads: reconciling every LocalModel")
         self.start_watches()
-        self._start_cleanups()
+        self._cleanups_reload = asyncio.ensure_future(self.load_cleanups())  # the record as the last leader left it
         for state in self._states.values():
             state.wake.set()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from controller.emulator import RunningEmulator
 from controller.engine.client import EngineClient
+from controller.operator.cleanups import Cleanup
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef
 from controller.operator.kube import Forbidden, Permission
@@ -189,3 +190,25 @@ async def test_a_clean_up_is_dropped_when_the_model_is_declared_again(emu: Runni
     assert operator.metrics.pending_cleanups._value.get() == 0
     assert [c["Config"] for c in emu.state.config_entries()] == [{"context-size": 2048}]  # kept
     await operator.aclose()
+
+
+async def test_a_new_leader_reads_the_record_as_the_previous_leader_left_it(emu: RunningEmulator) -> None:  # noqa: F811
+    kube, events = FakeKube(), Events()
+    standby = frozen_engine_operator(kube, emu, events)
+    await standby.load_cleanups()  # at start: nothing owed yet
+    leader = frozen_engine_operator(kube, emu, events)
+    await delete_while_frozen(kube, leader, emu, "smol")  # the leader owes a clean-up, recorded
+    await leader.aclose()
+    assert standby.metrics.pending_cleanups._value.get() == 0
+    emu.state.latency = 0.0
+    await standby.load_cleanups()  # on becoming the leader
+    assert standby.metrics.pending_cleanups._value.get() == 1
+    assert await standby.retry_cleanups()
+    assert emu.state.config_entries() == []
+    # A record emptied by someone else wins over a stale memory.
+    kube.configmaps[("default", "localmodel-cleanups")]["central"] = "[]"
+    stale = Cleanup("ns/x", "x", "emu", {"model": "ai/x"}, "2026-01-01T00:00:00Z", "down")
+    standby._cleanups = {stale.id: stale}
+    await standby.load_cleanups()
+    assert standby.metrics.pending_cleanups._value.get() == 0
+    await standby.aclose()
