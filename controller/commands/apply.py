@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from controller.commands import add_engine_options
 from controller.commands.validate import INPUT_FORMS
 
 DESCRIPTION = """\
@@ -46,19 +47,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="FILE", help="files or directories to apply")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--engine", metavar="URL", help="engine root URL (default: discovered)")
-    where.add_argument(
-        "--emulator",
-        action="store_true",
-        help="apply to a throwaway built-in emulator (checks that the files apply cleanly)",
-    )
-    parser.add_argument(
-        "--emulator-version",
-        choices=("1.2", "1.0"),
-        default="1.2",
-        help="with --emulator: the model-runner release it emulates (default 1.2; 1.0 is v1.0.10, which "
-        "cannot keep keepAlive: see docs/compatibility.md)",
+    add_engine_options(
+        parser,
+        engine_help="engine root URL (default: discovered)",
+        emulator_help="apply to a throwaway built-in emulator (checks that the files apply cleanly)",
     )
     parser.add_argument("--wait", action="store_true", help="keep reconciling until every model is Ready")
     parser.add_argument(

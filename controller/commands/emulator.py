@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from controller.commands import ENGINE_VERSIONS
+
 DESCRIPTION = """\
 Serve an emulated Docker Model Runner engine over HTTP: pulls (from a built-in catalog, no network),
 _configure with DMR's validation and status codes, the read-back views, runners with keep-alive
@@ -92,10 +94,6 @@ def seconds(text: str) -> float:
     if not 0 <= value <= 3600:  # NaN fails every comparison
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to 3600")
     return value
-
-
-# The keys of controller.emulator.state.EMULATED_RELEASES (not imported here: --help stays fast).
-ENGINE_VERSIONS = ("1.2", "1.0")
 
 
 def port_number(text: str) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
 
+from controller.commands import add_engine_options
 from controller.inputs import MAX_FILE_BYTES
 from controller.standalone.defaults import (
     DEFAULT_CONCURRENCY,
@@ -11,6 +14,8 @@ from controller.standalone.defaults import (
     DEFAULT_INTERVAL,
     DEFAULT_WATCH_PERIOD,
 )
+
+N = TypeVar("N", int, float)
 
 DESCRIPTION = """\
 Keep every LocalModel in DIR applied to a Docker Model Runner engine, forever.
@@ -82,21 +87,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("directory", metavar="DIR", help="directory to watch (recursively)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--engine", metavar="URL", help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)"
-    )
-    where.add_argument(
-        "--emulator",
-        action="store_true",
-        help="start the built-in DMR emulator in this process and use it (for trying localmodel out)",
-    )
-    parser.add_argument(
-        "--emulator-version",
-        choices=("1.2", "1.0"),
-        default="1.2",
-        help="with --emulator: the model-runner release it emulates (default 1.2; 1.0 is v1.0.10, which "
-        "cannot keep keepAlive: see docs/compatibility.md)",
+    add_engine_options(
+        parser,
+        engine_help="engine root URL, e.g. http://127.0.0.1:12434 (default: discovered)",
+        emulator_help="start the built-in DMR emulator in this process and use it (for trying localmodel out)",
     )
     parser.add_argument(
         "--interval",
@@ -147,31 +141,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _positive(text: str) -> float:
+def _number(text: str, convert: Callable[[str], N], unit: str) -> N:
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+
+
+def _positive(text: str) -> float:
+    value = _number(text, float, "seconds")
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
 def _byte_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    value = _number(text, int, "bytes")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 byte")
     return value
 
 
 def _not_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    value = _number(text, float, "seconds")
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
     return value
