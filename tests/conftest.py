@@ -12,5 +12,6 @@ settings.register_profile("default", deadline=None, suppress_health_check=[Healt
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# Fixtures for the real peers (kube-apiserver + etcd, Docker Model Runner): tests/support/peers.py.
-pytest_plugins = ["tests.support.peers"]
+# Fixtures for the real peers (kube-apiserver + etcd, Docker Model Runner): tests/support/peers.py; the
+# LocalModel CRD and RBAC installed on that API server, and an admin client: tests/support/kube.py.
+pytest_plugins = ["tests.support.peers", "tests.support.kube"]

@@ -17,7 +17,7 @@ import yaml
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import argocd_health, kstatus
-from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import KubeApi, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
@@ -37,13 +37,6 @@ CAPTURED = {
     "busy: Reconciling (runner busy)": "live_reconciling.yaml",
     "ready: spec changed, not yet observed": "live_spec_changed.yaml",
 }
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ def verdicts(binaries: PeerBinaries, obj: dict[str, Any] | None) -> tuple[str, s
 
 
 def test_a_new_localmodel_is_in_progress_until_the_operator_observes_it(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     peer_binaries: PeerBinaries,
@@ -112,7 +105,7 @@ def test_a_new_localmodel_is_in_progress_until_the_operator_observes_it(
 
 
 def test_kstatus_and_argocd_health_at_every_stage(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -127,7 +120,7 @@ def test_kstatus_and_argocd_health_at_every_stage(
         if CAPTURE and obj is not None and stage in CAPTURED:
             capture(stage, CAPTURED[stage], obj)
 
-    args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "2")
+    args = operator_args(engine.url, ns, drift=2)
 
     # A runner serving a request: the engine answers the configure with 409 until it is idle.
     set_busy(engine.url, "ai/qwen3:0.6B-F16", busy=True)

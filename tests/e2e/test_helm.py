@@ -17,7 +17,7 @@ import yaml
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import helm, kstatus
-from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import KubeApi, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
@@ -26,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_CHART = ROOT / "deploy" / "helm" / "localmodel"
 MODELS_CHART = ROOT / "examples" / "helm-models"
 PULL_SECONDS = 2.0  # every model of the chart is pulled: the operator needs a while for each
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def ready_for_current_generation(obj: dict[str, Any] | None) -> bool:
 
 @pytest.mark.parametrize("mode", ["central", "node-agent"])
 def test_operator_chart_installs_with_a_server_side_dry_run(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     peer_binaries: PeerBinaries,
     mode: str,
@@ -88,7 +81,7 @@ def test_operator_chart_installs_with_a_server_side_dry_run(
 
 
 def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_message(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -98,7 +91,7 @@ def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_
     ns = kube_namespace
     kubeconfig = localmodel_cluster.admin_kubeconfig
     names = [m["name"] for m in chart_models()]
-    args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "5")
+    args = operator_args(engine.url, ns, drift=5)
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         # install --wait: returns only when every LocalModel is Ready (kstatus Current) for generation 1
         t0 = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import kubectl
-from tests.support.kube import KubeApi, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import KubeApi, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries, Proc, wait_until
 from tests.support.util import free_port
 
@@ -30,20 +30,13 @@ CLEAR_FINALIZERS = (
 
 
 @pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def engine() -> Iterator[EmulatorProcess]:
     with emulator_process("--preload-models", "ai/smollm2", "--pull-seconds", "2") as running:
         yield running
 
 
 def test_wait_get_and_describe(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -52,7 +45,7 @@ def test_wait_get_and_describe(
 ) -> None:
     ns = kube_namespace
     kc = localmodel_cluster.admin_kubeconfig
-    args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "5")
+    args = operator_args(engine.url, ns, drift=5)
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         # pulled first (2 s): `kubectl wait` must not return before Ready
         assert api.create_localmodel(ns, "llama", {"model": "ai/llama3.2", "contextSize": 4096}).status_code == 201
@@ -84,7 +77,7 @@ def test_wait_get_and_describe(
 
 @pytest.mark.parametrize("folder", ["base", "overlays/node-agent"])
 def test_kustomize_applies_with_a_server_side_dry_run(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     api: KubeApi,
     peer_binaries: PeerBinaries,
     folder: str,
@@ -114,7 +107,7 @@ def test_kustomize_applies_with_a_server_side_dry_run(
 
 @pytest.fixture
 def controller_manager(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     peer_binaries: PeerBinaries,
     tmp_path: Path,
 ) -> Iterator[Proc]:
@@ -150,7 +143,7 @@ def namespace_phase(api: KubeApi, ns: str) -> str | None:
 
 
 def test_deleting_a_namespace_with_localmodels(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     api: KubeApi,
     engine: EmulatorProcess,
     controller_manager: Proc,
@@ -161,7 +154,7 @@ def test_deleting_a_namespace_with_localmodels(
     # With the operator running: the namespace controller deletes the LocalModels, the operator applies
     # their deletionPolicy and releases its finalizer, the namespace goes.
     ns = localmodel_cluster.new_namespace("del")
-    args = ("--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", "5")
+    args = operator_args(engine.url, ns, drift=5)
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         for name, model in (("a", "ai/smollm2"), ("b", "ai/llama3.2")):  # one LocalModel per model
             assert api.create_localmodel(ns, name, {"model": model, "deletionPolicy": "Unload"}).status_code == 201

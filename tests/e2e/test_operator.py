@@ -12,19 +12,12 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import kstatus_of
-from tests.support.kube import KubeApi, engine_configs, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import KubeApi, agent_args, engine_configs, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 
 DRIFT = 2.0  # seconds: --drift-interval for these tests
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -42,7 +35,7 @@ def configs_of(url: str, model: str) -> list[dict]:
 
 
 def test_create_update_and_delete_with_each_policy(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811 (the fixture, imported for pytest)
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -50,16 +43,7 @@ def test_create_update_and_delete_with_each_policy(
     tmp_path: Path,
 ) -> None:
     ns = kube_namespace
-    with operator_process(
-        localmodel_cluster,
-        "--engine",
-        f"emu={engine.url}",
-        "--namespace",
-        ns,
-        "--drift-interval",
-        str(DRIFT),
-        workdir=tmp_path,
-    ) as op:
+    with operator_process(localmodel_cluster, *operator_args(engine.url, ns, drift=DRIFT), workdir=tmp_path) as op:
         for name, model, policy in (
             ("unload", "ai/smollm2", "Unload"),
             ("delete", "ai/qwen3:0.6B-F16", "Delete"),
@@ -96,23 +80,14 @@ def test_create_update_and_delete_with_each_policy(
 
 
 def test_engine_restart_is_repaired_within_the_drift_interval(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
     tmp_path: Path,
 ) -> None:
     ns = kube_namespace
-    with operator_process(
-        localmodel_cluster,
-        "--engine",
-        f"emu={engine.url}",
-        "--namespace",
-        ns,
-        "--drift-interval",
-        str(DRIFT),
-        workdir=tmp_path,
-    ) as op:
+    with operator_process(localmodel_cluster, *operator_args(engine.url, ns, drift=DRIFT), workdir=tmp_path) as op:
         assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "keepAlive": "10m"}).status_code == 201
         api.wait_ready(ns, "smol", [op.proc])
         httpx.post(engine.url + "/_emulator/restart").raise_for_status()
@@ -139,7 +114,7 @@ def test_engine_restart_is_repaired_within_the_drift_interval(
 
 
 def test_an_engine_that_is_gone_does_not_block_deletion(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     tmp_path: Path,
@@ -149,14 +124,7 @@ def test_an_engine_that_is_gone_does_not_block_deletion(
         emulator_process("--preload-models", "ai/smollm2") as doomed,
         operator_process(
             localmodel_cluster,
-            "--engine",
-            f"doomed={doomed.url}",
-            "--namespace",
-            ns,
-            "--drift-interval",
-            str(DRIFT),
-            "--finalize-attempts",
-            "2",
+            *operator_args(doomed.url, ns, "--finalize-attempts", "2", drift=DRIFT, name="doomed"),
             workdir=tmp_path,
         ) as op,
     ):
@@ -173,7 +141,7 @@ def test_an_engine_that_is_gone_does_not_block_deletion(
 
 
 def test_two_node_agents_share_one_object(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811 (the fixture, imported for pytest)
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     tmp_path: Path,
@@ -188,34 +156,8 @@ def test_two_node_agents_share_one_object(
         with (
             emulator_process("--preload-models", "ai/smollm2") as e1,
             emulator_process("--preload-models", "ai/smollm2") as e2,
-            operator_process(
-                localmodel_cluster,
-                "--mode",
-                "node-agent",
-                "--node-name",
-                n1,
-                "--engine",
-                e1.url,
-                "--namespace",
-                ns,
-                "--drift-interval",
-                str(DRIFT),
-                workdir=tmp_path,
-            ) as a1,
-            operator_process(
-                localmodel_cluster,
-                "--mode",
-                "node-agent",
-                "--node-name",
-                n2,
-                "--engine",
-                e2.url,
-                "--namespace",
-                ns,
-                "--drift-interval",
-                str(DRIFT),
-                workdir=tmp_path,
-            ) as a2,
+            operator_process(localmodel_cluster, *agent_args(n1, e1.url, ns, drift=DRIFT), workdir=tmp_path) as a1,
+            operator_process(localmodel_cluster, *agent_args(n2, e2.url, ns, drift=DRIFT), workdir=tmp_path) as a2,
         ):
             procs = [a1.proc, a2.proc]
             spec = {"model": "ai/smollm2", "contextSize": 2048, "nodeSelector": selector}

@@ -7,7 +7,6 @@ no status write from the standby before."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,11 @@ import pytest
 
 from controller.operator.election import leader_lease_name
 from tests.support.emulator import emulator_process
-from tests.support.kube import (  # noqa: F401 (localmodel_cluster: the fixture, imported for pytest)
+from tests.support.kube import (
     OPERATOR_NAMESPACE,
     KubeApi,
     OperatorProcess,
-    localmodel_cluster,
+    agent_args,
     operator_process,
 )
 from tests.support.peers import KubeAPIServer, wait_until
@@ -28,13 +27,6 @@ from tests.support.peers import KubeAPIServer, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 
 LEASE = 3  # seconds: --agent-lease-seconds / --leader-lease-seconds for these tests
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -53,26 +45,11 @@ def metric(op: OperatorProcess, name: str, labels: str = "") -> float:
 
 
 def agent(cluster: KubeAPIServer, node: str, url: str, ns: str, workdir: Path) -> Any:
-    return operator_process(
-        cluster,
-        "--mode",
-        "node-agent",
-        "--node-name",
-        node,
-        "--engine",
-        url,
-        "--namespace",
-        ns,
-        "--drift-interval",
-        "2",
-        "--agent-lease-seconds",
-        str(LEASE),
-        workdir=workdir,
-    )
+    return operator_process(cluster, *agent_args(node, url, ns, "--agent-lease-seconds", str(LEASE)), workdir=workdir)
 
 
 def test_a_node_without_an_agent_is_named_and_does_not_hold_ready_back(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     tmp_path: Path,
@@ -105,7 +82,7 @@ def test_a_node_without_an_agent_is_named_and_does_not_hold_ready_back(
 
 
 def test_an_agent_that_dies_loses_its_entry_and_its_finalizer_when_its_lease_expires(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     tmp_path: Path,
@@ -166,7 +143,7 @@ def test_an_agent_that_dies_loses_its_entry_and_its_finalizer_when_its_lease_exp
 
 
 def test_two_central_replicas_one_leads_and_the_other_takes_over_when_it_is_killed(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     tmp_path: Path,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kube import KubeApi, engine_configs, localmodel_cluster, operator_process  # noqa: F401
+from tests.support.kube import KubeApi, engine_configs, operator_process
 from tests.support.peers import KubeAPIServer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 MODEL, OTHER = "ai/smollm2", "ai/smollm2:135M-Q4_0"
 # Well inside the default 30 s drift pass: only the watch repairs in time.
 REPAIR_TIMEOUT = 12.0
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ def repaired(api: KubeApi, ns: str, name: str) -> list[str]:
 
 
 def test_restart_overwrite_unload_and_a_request_in_flight_are_repaired(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,

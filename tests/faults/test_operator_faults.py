@@ -18,30 +18,23 @@ import pytest
 from tests.faults.conftest import full_only
 from tests.faults.helpers import kill_peer, log_lines, log_size, metric, start_peer_again
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kube import (  # noqa: F401
+from tests.support.kube import (
     OPERATOR_NAMESPACE,
     KubeApi,
+    OperatorProcess,
     deploy_rbac_for_user,
     engine_configs,
-    localmodel_cluster,
+    operator_args,
     operator_process,
 )
 from tests.support.peers import KubeAPIServer, apply_manifest, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers, pytest.mark.faults]
 
-DRIFT = 2.0
 WRITES = "localmodel_operator_status_writes_total"
 PASSES = "localmodel_operator_reconciles_total"
 # One object each (the engine keeps one config per model and mode).
 MODELS = ["ai/smollm2", "ai/llama3.2", "ai/qwen3:14B", "ai/qwen3:8B", "ai/qwen3:0.6B-F16", "ai/embeddinggemma"]
-
-
-@pytest.fixture
-def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:  # noqa: F811
-    client = KubeApi(localmodel_cluster)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -50,16 +43,20 @@ def engine() -> Iterator[EmulatorProcess]:
         yield running
 
 
-def operator_args(engine: EmulatorProcess, namespace: str, *extra: str) -> list[str]:
-    return ["--engine", f"emu={engine.url}", "--namespace", namespace, "--drift-interval", str(DRIFT), *extra]
-
-
 def versions(api: KubeApi, namespace: str, names: list[str]) -> dict[str, str]:
     return {name: api.get(namespace, name)["metadata"]["resourceVersion"] for name in names}  # type: ignore[index]
 
 
+def create_all_ready(api: KubeApi, ns: str, names: list[str], op: OperatorProcess) -> None:
+    """One LocalModel per name, on the model of MODELS at its index, then each Ready."""
+    for i, name in enumerate(names):
+        assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
+    for name in names:
+        api.wait_ready(ns, name, [op.proc], timeout=60)
+
+
 def test_a_restarted_operator_writes_no_status_for_unchanged_objects(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -67,12 +64,9 @@ def test_a_restarted_operator_writes_no_status_for_unchanged_objects(
 ) -> None:
     ns = kube_namespace
     names = [f"m{i}" for i in range(len(MODELS))]
-    args = operator_args(engine, ns)
+    args = operator_args(engine.url, ns)
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
-        for i, name in enumerate(names):
-            assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
-        for name in names:
-            api.wait_ready(ns, name, [op.proc], timeout=60)
+        create_all_ready(api, ns, names, op)
         # An engine restart makes the next pass re-apply (DriftRepaired): that status must survive too.
         httpx.post(engine.url + "/_emulator/restart").raise_for_status()
         # Then every runner loads (a configure starts a load): the statuses settle with `loaded: true`.
@@ -102,7 +96,7 @@ def test_a_restarted_operator_writes_no_status_for_unchanged_objects(
 
 
 def test_the_first_status_write_of_a_new_object_does_not_conflict(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -110,11 +104,8 @@ def test_the_first_status_write_of_a_new_object_does_not_conflict(
 ) -> None:
     ns = kube_namespace
     names = [f"c{i}" for i in range(len(MODELS))]
-    with operator_process(localmodel_cluster, *operator_args(engine, ns), workdir=tmp_path) as op:
-        for i, name in enumerate(names):
-            assert api.create_localmodel(ns, name, {"model": MODELS[i], "contextSize": 1024 + i}).status_code == 201
-        for name in names:
-            api.wait_ready(ns, name, [op.proc], timeout=60)
+    with operator_process(localmodel_cluster, *operator_args(engine.url, ns), workdir=tmp_path) as op:
+        create_all_ready(api, ns, names, op)
         conflicts = metric(op.health_url, WRITES, result="conflict")
         written = metric(op.health_url, WRITES, result="written")
     assert written >= len(names)
@@ -137,14 +128,14 @@ def without_status_permission(cluster: KubeAPIServer) -> Iterator[None]:
 
 
 def test_a_missing_status_permission_is_visible_and_heals_when_granted(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
     tmp_path: Path,
 ) -> None:
     ns = kube_namespace
-    with operator_process(localmodel_cluster, *operator_args(engine, ns), workdir=tmp_path) as op:
+    with operator_process(localmodel_cluster, *operator_args(engine.url, ns), workdir=tmp_path) as op:
         with without_status_permission(localmodel_cluster):
             assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
             wait_until(
@@ -167,7 +158,7 @@ def test_a_missing_status_permission_is_visible_and_heals_when_granted(
 
 
 def test_configs_left_by_a_released_finalizer_are_removed_when_the_engine_answers_again(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -177,7 +168,7 @@ def test_configs_left_by_a_released_finalizer_are_removed_when_the_engine_answer
     hang), the clean-up is recorded in the ConfigMap, survives the operator process, and is applied by
     the next process once the engine answers (SIGCONT)."""
     ns = kube_namespace
-    args = operator_args(engine, ns, "--finalize-attempts", "1")
+    args = operator_args(engine.url, ns, "--finalize-attempts", "1")
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
         api.wait_ready(ns, "smol", [op.proc])
@@ -214,7 +205,7 @@ def apiserver_outage(
     the Deployment restarts it, a standby takes over); the outage handling itself is measured on a single
     replica, without leader election."""
     extra = ("--no-leader-election",) if down >= 15 else ()
-    with operator_process(cluster, *operator_args(engine, ns, *extra), workdir=workdir) as op:
+    with operator_process(cluster, *operator_args(engine.url, ns, *extra), workdir=workdir) as op:
         assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2", "contextSize": 2048}).status_code == 201
         api.wait_ready(ns, "smol", [op.proc])
         start = log_size(op.proc.log_path)
@@ -243,7 +234,7 @@ def apiserver_outage(
 
 @pytest.mark.parametrize("down", [pytest.param(8, id="8s"), pytest.param(15, id="15s", marks=full_only)])
 def test_an_api_server_killed_costs_two_log_lines_and_no_lost_edit(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -255,7 +246,7 @@ def test_an_api_server_killed_costs_two_log_lines_and_no_lost_edit(
 
 @full_only
 def test_an_api_server_killed_for_90_s_costs_two_log_lines_and_no_lost_edit(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,
@@ -266,7 +257,7 @@ def test_an_api_server_killed_for_90_s_costs_two_log_lines_and_no_lost_edit(
 
 @full_only
 def test_etcd_killed_for_20_s(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     engine: EmulatorProcess,

@@ -1,10 +1,10 @@
 """Helpers for the operator's end-to-end tests against the real kube-apiserver (tests/support/peers.py):
 the CRD and the RBAC of deploy/ installed for the unprivileged operator user, the `localmodel operator`
-process, and a small admin client for LocalModels, Nodes and Events.
+process, and a small admin client for LocalModels, Nodes and Events. A pytest plugin (tests/conftest.py):
+the fixtures `localmodel_cluster` and `api` need no import.
 
-    def test_x(localmodel_cluster, kube_namespace):
-        api = KubeApi(localmodel_cluster)
-        with operator_process(localmodel_cluster, "--engine", url, "--namespace", kube_namespace) as op:
+    def test_x(localmodel_cluster, kube_namespace, api):
+        with operator_process(localmodel_cluster, *operator_args(url, kube_namespace), workdir=tmp_path) as op:
             api.create_localmodel(kube_namespace, "smol", {"model": "ai/smollm2"})
             api.wait_ready(kube_namespace, "smol", [op.proc])
 """
@@ -71,6 +71,28 @@ def localmodel_cluster(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
     apply_manifest(kube_apiserver.admin_kubeconfig, CLEANUPS_FILE)
     apply_manifest(kube_apiserver.admin_kubeconfig, deploy_rbac_for_user(kube_apiserver.operator_user))
     return kube_apiserver
+
+
+@pytest.fixture
+def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:
+    """An admin client of the cluster with the CRD installed, closed after the test."""
+    client = KubeApi(localmodel_cluster)
+    yield client
+    client.close()
+
+
+def operator_args(engine_url: str, namespace: str, *extra: str, drift: float = 2.0, name: str = "emu") -> list[str]:
+    """The arguments of a central operator on one engine (`name`) watching one namespace."""
+    return ["--engine", f"{name}={engine_url}", "--namespace", namespace, "--drift-interval", f"{drift:g}", *extra]
+
+
+def agent_args(node: str, engine_url: str, namespace: str, *extra: str, drift: float = 2.0) -> list[str]:
+    """The arguments of a node agent for `node` on one engine, watching one namespace."""
+    return ["--mode", "node-agent", "--node-name", node, "--engine", engine_url, "--namespace", namespace] + [
+        "--drift-interval",
+        f"{drift:g}",
+        *extra,
+    ]
 
 
 @dataclass
