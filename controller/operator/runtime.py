@@ -568,29 +568,47 @@ class Operator:
         progress.written_at = self._monotonic()
         obj = progress.obj
         meta = obj["metadata"]
-        update = compose_status(
-            obj.get("status"),
-            list(progress.statuses.values()),
-            generation=meta.get("generation"),
-            expected=self.expected_engines(obj),
-            owns=self._owns,
-            existing_engine=lambda _name: True,
-            now=self._clock(),
-            keep_own=True,
-            absent=self.absent_agents(obj),
-        )
-        if not update.changed:
-            return
-        try:
-            written = await self.kube.apply_status(
-                meta.get("namespace", ""),
-                meta["name"],
-                update.apply,
-                field_manager=self.identity.field_manager,
-                resource_version=meta.get("resourceVersion"),
+        for attempt in range(2):
+            update = compose_status(
+                obj.get("status"),
+                list(progress.statuses.values()),
+                generation=meta.get("generation"),
+                expected=self.expected_engines(obj),
+                owns=self._owns,
+                existing_engine=lambda _name: True,
+                now=self._clock(),
+                keep_own=True,
+                absent=self.absent_agents(obj),
             )
-        except KubeError as exc:  # a conflict or a vanished object: the pass's own write settles it
-            log.debug("pull progress of %s not written: %s", object_key(obj), exc)
+            if not update.changed or not self.leading:
+                return
+            try:
+                written = await self.kube.apply_status(
+                    meta.get("namespace", ""),
+                    meta["name"],
+                    update.apply,
+                    field_manager=self.identity.field_manager,
+                    resource_version=meta.get("resourceVersion"),
+                )
+                break
+            except Conflict as exc:
+                # The pass's copy is older than the object: always so for a new object, whose pass kopf starts
+                # before its finalizer patch lands. Re-read it once (the pass's own write later starts from it).
+                log.debug("pull progress of %s not written (%s); re-reading the object", object_key(obj), exc)
+                self.metrics.status_writes.labels("conflict").inc()
+                try:
+                    fresh = await self.kube.get_localmodel(meta.get("namespace", ""), meta["name"])
+                except KubeError:
+                    return
+                if attempt or (fresh.get("metadata") or {}).get("generation") != meta.get("generation"):
+                    return  # a newer spec: its own pass writes its status
+                meta.clear()
+                meta.update(fresh["metadata"])  # in place: the pass holds this dict
+                obj["status"] = fresh.get("status")
+            except KubeError as exc:  # a vanished object, an API-server outage: the pass's own write settles it
+                log.debug("pull progress of %s not written: %s", object_key(obj), exc)
+                return
+        else:
             return
         meta["resourceVersion"] = written["metadata"].get("resourceVersion")
         obj["status"] = written.get("status")

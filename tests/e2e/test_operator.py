@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.gitops import kstatus_of
+from tests.support.gitops import kstatus, kstatus_of
 from tests.support.kube import KubeApi, agent_args, engine_configs, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 
@@ -230,3 +230,59 @@ def test_invalid_objects_are_rejected_by_the_api_server(
     assert response.status_code == code, response.text
     assert message in response.json()["message"]
     assert api.get(kube_namespace, "bad") is None
+
+
+def test_a_new_object_shows_its_pull_progress_while_the_pull_runs(
+    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    kube_namespace: str,
+    api: KubeApi,
+    peer_binaries: PeerBinaries,
+    tmp_path: Path,
+) -> None:
+    """A NEW LocalModel whose model takes a long pull: its status says Pulling (observedGeneration, Reconciling
+    with the pull's message, pullProgress) before the pull ends, so GitOps tools show why they wait. The pass's
+    copy of a new object predates kopf's finalizer patch: progress written with its resourceVersion answered 409
+    every time, and the status stayed the CRD's default {observedGeneration: 0} until the pull ended."""
+    ns = kube_namespace
+    with (
+        emulator_process("--pull-seconds", "16") as engine,
+        operator_process(
+            localmodel_cluster,
+            "--engine",
+            f"emu={engine.url}",
+            "--namespace",
+            ns,
+            "--drift-interval",
+            "30",
+            workdir=tmp_path,
+        ) as op,
+    ):
+        assert api.create_localmodel(ns, "llama", {"model": "ai/llama3.2"}).status_code == 201
+
+        def entry(obj: dict | None) -> dict:
+            return ((obj or {}).get("status") or {}).get("engines", [{}])[0]
+
+        # Whichever comes first: the status shows the pull, or the pull ends (the defect: nothing before Ready).
+        seen = api.wait_for(
+            "Pulling or Ready",
+            ns,
+            "llama",
+            lambda o: entry(o).get("phase") in ("Pulling", "Ready"),
+            [op.proc],
+            timeout=60,
+        )
+        assert seen is not None
+        pulled = {tag for m in httpx.get(engine.url + "/models").json() for tag in m["tags"]}
+        assert entry(seen)["phase"] == "Pulling", seen["status"]
+        assert not any(tag.endswith("ai/llama3.2:latest") for tag in pulled)  # the pull was still running
+        assert seen["status"]["observedGeneration"] == seen["metadata"]["generation"] == 1
+        assert "pullProgress" in entry(seen)
+        reconciling = condition(seen, "Reconciling")
+        assert reconciling["status"] == "True"
+        assert "pulling ai/llama3.2" in reconciling["message"]
+        ks = kstatus(peer_binaries, seen)[0]
+        assert ks["status"] == "InProgress"
+        assert "pulling ai/llama3.2" in ks["message"], ks
+        api.wait_ready(ns, "llama", [op.proc], timeout=60)
+        api.delete(ns, "llama")
+        api.wait_gone(ns, "llama", [op.proc])

@@ -193,6 +193,36 @@ async def test_a_long_pull_writes_its_progress_then_ready() -> None:
     assert "pullProgress" not in written[-1]["engines"][0]
 
 
+async def test_a_new_objects_pull_progress_is_written_though_its_copy_predates_the_finalizer() -> None:
+    """kopf starts a new object's pass before its finalizer patch lands: the pass's copy carries the
+    resourceVersion from before that patch. Progress written with it answered 409 every time (the status
+    stayed {observedGeneration: 0} until the pull ended); a conflict re-reads the object and writes again."""
+    kube, events = FakeKube(), Events()
+    written: list[dict[str, Any]] = []
+    apply_status = kube.apply_status
+
+    async def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        body = await apply_status(*args, **kwargs)
+        written.append(body["status"])
+        return body
+
+    kube.apply_status = recording  # type: ignore[method-assign]
+    async with emulator(pull_seconds=0.5) as emu:
+        operator = central(kube, [EngineRef("emu", emu.url)], events)
+        body = kube.create("llama", {"model": "ai/llama3.2"})
+        stored = kube.objects[("ns", "llama")]  # kopf's finalizer patch, after the pass's copy was taken
+        kube.version += 1
+        stored["metadata"].update(finalizers=["localmodel.io/finalizer"], resourceVersion=str(kube.version))
+        await operator.reconcile_object(body)
+        await operator.aclose()
+    pulling = [s for s in written if s["engines"][0]["phase"] == "Pulling"]
+    assert pulling, written
+    assert pulling[0]["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in pulling[0]["conditions"]}["Reconciling"] == "True"
+    assert conditions(kube.get("llama")) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert kube.get("llama")["metadata"]["finalizers"] == ["localmodel.io/finalizer"]
+
+
 async def test_an_invalid_spec_stalls_without_touching_the_engine(emu: RunningEmulator) -> None:
     kube, events = FakeKube(), Events()
     operator = central(kube, [EngineRef("emu", emu.url)], events)
