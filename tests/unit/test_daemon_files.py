@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 
 from controller.standalone.files import ModelFiles, is_watched, yaml_files
+from tests.support.util import localmodel_yaml
 
 SETTLE = 0.5
 
 
 def doc(name: str, model: str = "ai/smollm2", context: int = 4096, **extra: str) -> str:
-    lines = [
-        "apiVersion: localmodel.io/v1alpha1",
-        "kind: LocalModel",
-        f"metadata: {{name: {name}}}",
-        "spec:",
-        f"  model: {model}",
-        f"  contextSize: {context}",
-    ] + [f"  {k}: {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+    return localmodel_yaml(name, model, **{"contextSize": context, **extra})
 
 
 def write(path: Path, *docs: str) -> Path:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,12 @@ from controller.cli import main
 from controller.documents import MAX_ALIAS_NODES, load_file, load_paths, load_text
 from controller.inputs import ReadError, read_text
 from controller.standalone.files import ModelFiles
+from tests.support.denials import denied
+from tests.support.util import localmodel_yaml
 
 
 def doc(name: str, model: str = "ai/smollm2", context: object = 4096, **extra: object) -> str:
-    lines = [
-        "apiVersion: localmodel.io/v1alpha1",
-        "kind: LocalModel",
-        f"metadata: {{name: {name}}}",
-        "spec:",
-        f"  model: {model}",
-        f"  contextSize: {context}",
-    ] + [f"  {k}: {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+    return localmodel_yaml(name, model, **{"contextSize": context, **extra})
 
 
 AGENT = """\
@@ -53,35 +45,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-@contextmanager
-def denied(*paths: Path, calls: tuple[str, ...] = ("stat", "lstat", "scandir", "open")) -> Iterator[None]:
-    """os.<call> on each of `paths` (and below them, for stat/lstat/open) raises EACCES, as for a non-root user."""
-    real = {name: getattr(os, name) for name in calls}
-    blocked = [Path(p) for p in paths]
-
-    def hit(target: Any) -> bool:
-        if isinstance(target, int):
-            return False
-        candidate = Path(os.fsdecode(target))
-        return any(candidate == b or candidate.is_relative_to(b) for b in blocked)
-
-    def wrap(name: str) -> Callable[..., Any]:
-        def call(target: Any = ".", *args: Any, **kwargs: Any) -> Any:
-            if hit(target):
-                raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(target))
-            return real[name](target, *args, **kwargs)
-
-        return call
-
-    for name in calls:
-        setattr(os, name, wrap(name))
-    try:
-        yield
-    finally:
-        for name, function in real.items():
-            setattr(os, name, function)
 
 
 # ---- YAML: cases 4 and 6, number forms, control characters -----------------------------------

@@ -7,12 +7,9 @@ the tests run as root, which ignores permission bits.
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from hypothesis import strategies as st
 
 from controller.documents import MAX_ALIAS_NODES, load_text
 from controller.standalone.files import ModelFiles
+from tests.support.denials import Denials
 
 GRACE = 30.0
 
@@ -121,39 +119,6 @@ operations = st.one_of(
     st.tuples(st.just("allow"), st.sampled_from(PATHS)),
     st.tuples(st.just("advance"), st.floats(0, GRACE * 0.7)),
 )
-
-
-class Denials:
-    """os.stat, lstat, scandir and open raise EACCES on the denied paths and below them."""
-
-    def __init__(self) -> None:
-        self.paths: set[Path] = set()
-
-    def hit(self, target: Any) -> bool:
-        if isinstance(target, int) or not self.paths:
-            return False
-        candidate = Path(os.fsdecode(target))
-        return any(candidate == p or candidate.is_relative_to(p) for p in self.paths)
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        real = {name: getattr(os, name) for name in ("stat", "lstat", "scandir", "open")}
-
-        def wrap(name: str) -> Callable[..., Any]:
-            def call(target: Any = ".", *args: Any, **kwargs: Any) -> Any:
-                if self.hit(target):
-                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(target))
-                return real[name](target, *args, **kwargs)
-
-            return call
-
-        for name in real:
-            setattr(os, name, wrap(name))
-        try:
-            yield
-        finally:
-            for name, function in real.items():
-                setattr(os, name, function)
 
 
 class World:
