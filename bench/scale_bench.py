@@ -1,0 +1,334 @@
+"""Node agents at cluster scale, simulated on the real kube-apiserver (tests/peers/build): N node agents
+in this one process, each the real agent code (controller.operator.runtime.Operator in node-agent mode
+with its own KubeClient, its own in-process emulated engine, and its own Node object), x 20 LocalModels
+that target every node.
+
+Two designs, side by side, each on a fresh namespace of the same API server:
+- `before`: the agents as they were before issue 15 (no presence Lease: every matching node expected);
+- `leases`: today's agents, each renewing its presence Lease (--agent-lease-seconds) and listing the others'.
+Both keep the per-node detail in `status.engines[]` (the bounded status of docs/scale.md is not built).
+
+Per size and design it prints: time from creating the 20 LocalModels to all Ready; API-server requests
+and response bytes during the rollout and per idle minute, from the API server's own /metrics
+(`apiserver_request_total`, `apiserver_response_sizes_sum`, `apiserver_watch_events_sizes_sum`, for
+localmodels and leases; the bench's own Ready polls are subtracted); the largest LocalModel object; the
+process's resident memory growth per node (an agent and its emulated engine).
+
+What the driver replaces: kopf. Each agent has its own LocalModel watch (a real watch stream, so watch
+event bytes are real) and runs one pass loop per object (as kopf's daemon does: a pass, then sleep until
+woken or the drift interval). Finalizers are not added (deletion is not measured).
+
+    .venv/bin/python bench/scale_bench.py [--nodes 10,50,200] [--models 20] [--idle 60] [--lease 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from controller.crd import GROUP, PLURAL, VERSION  # noqa: E402
+from controller.emulator import running_emulator  # noqa: E402
+from controller.emulator.catalog import DEFAULT_ARTIFACTS, Catalog, artifact_from_json  # noqa: E402
+from controller.operator.config import OperatorConfig  # noqa: E402
+from controller.operator.engines import EngineRef  # noqa: E402
+from controller.operator.kube import KubeClient  # noqa: E402
+from controller.operator.presence import AgentPresence  # noqa: E402
+from controller.operator.runtime import Operator  # noqa: E402
+from tests.support.kstatus import ready_verdict  # noqa: E402
+from tests.support.kube import CRD_FILE  # noqa: E402
+from tests.support.peers import (  # noqa: E402
+    apply_manifest,
+    load_peer_binaries,
+    start_kube_apiserver,
+    wait_for_crd_established,
+)
+
+OPERATOR_NAMESPACE = "localmodel-system"
+RESOURCES = ("localmodels", "leases")
+
+
+def server_counters(http: httpx.Client) -> dict[str, float]:
+    """Requests, response bytes and watch event bytes for localmodels and leases, from /metrics."""
+    totals = {"requests": 0.0, "response_bytes": 0.0, "watch_events": 0.0, "watch_bytes": 0.0}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("#") or not any(f'"{r}"' in line for r in RESOURCES):
+            continue
+        name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
+        if name == "apiserver_request_total":
+            totals["requests"] += value
+        elif name == "apiserver_response_sizes_sum":
+            totals["response_bytes"] += value
+        elif name == "apiserver_watch_events_total":
+            totals["watch_events"] += value
+        elif name == "apiserver_watch_events_sizes_sum":
+            totals["watch_bytes"] += value
+    return totals
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+class Agent:
+    """One simulated node agent: the real Operator, a LocalModel watch, one pass loop per object."""
+
+    def __init__(self, operator: Operator, url: str, token: str, namespace: str) -> None:
+        self.operator = operator
+        self.namespace = namespace
+        self.http = httpx.AsyncClient(
+            base_url=url, verify=False, timeout=None, headers={"Authorization": f"Bearer {token}"}
+        )
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.loops: dict[str, asyncio.Task[None]] = {}
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        while True:  # a fresh API server answers 429 for a while
+            answer = await self.http.get(path)
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.5)
+        listed = answer.json()
+        for item in listed.get("items") or []:
+            self._event("ADDED", item)
+        rv = listed["metadata"]["resourceVersion"]
+        async with self.http.stream("GET", path, params={"watch": "1", "resourceVersion": rv}) as response:
+            async for line in response.aiter_lines():
+                if line:
+                    event = json.loads(line)
+                    self._event(event["type"], event["object"])
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = obj["metadata"]["uid"]
+        self.operator.object_changed(kind, obj)
+        if kind == "DELETED":
+            self.bodies.pop(uid, None)
+            return
+        self.bodies[uid] = obj
+        if uid not in self.loops and self.operator.handles(obj):
+            self.loops[uid] = asyncio.create_task(self._passes(uid))
+
+    async def _passes(self, uid: str) -> None:
+        while not self.stop.is_set() and uid in self.bodies:
+            delay = await self.operator.reconcile_object(self.bodies[uid])
+            await self.operator.wait_for_next_pass(uid, delay, self.stop.wait())
+
+    async def aclose(self) -> None:
+        self.stop.set()
+        for task in self.loops.values():
+            task.cancel()
+        await asyncio.gather(*self.loops.values(), return_exceptions=True)
+        await self.operator.aclose()
+        await self.operator.kube.aclose()
+        await self.http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def agents(
+    url: str, token: str, namespace: str, nodes: list[str], models: list[str], lease: float | None
+) -> AsyncIterator[list[Agent]]:
+    catalog = Catalog([*DEFAULT_ARTIFACTS, *(artifact_from_json({"name": m}) for m in models)])
+    labels = {node: {"localmodel-bench": "yes"} for node in nodes}
+    async with contextlib.AsyncExitStack() as stack:
+        running: list[Agent] = []
+        tasks: list[asyncio.Task[None]] = []
+        for node in nodes:
+            emu = await stack.enter_async_context(
+                running_emulator("127.0.0.1", 0, catalog=catalog, preload_models=models, load_seconds=0)
+            )
+            kube = KubeClient(url, token=lambda: token, verify=False)
+            config = OperatorConfig(
+                mode="node-agent",
+                node_name=node,
+                operator_namespace=OPERATOR_NAMESPACE,
+                namespaces=(namespace,),
+                watch_period=None,
+                drift_interval=30.0,
+                agent_lease_seconds=lease or 40.0,
+            )
+            presence = None
+            if lease is not None:
+                presence = AgentPresence(kube, OPERATOR_NAMESPACE, node, duration=lease)
+                await presence.start()
+            operator = Operator(config, kube, [EngineRef(node, emu.url)], nodes=labels, presence=presence)
+            operator.start_watches()
+            agent = Agent(operator, url, token, namespace)
+            running.append(agent)
+            tasks.append(asyncio.create_task(agent.run()))
+        try:
+            yield running
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for agent in running:
+                await agent.aclose()
+
+
+async def run_design(
+    http: httpx.Client, url: str, token: str, nodes: list[str], models: list[str], lease: float | None, idle: float
+) -> dict[str, Any]:
+    namespace = f"scale-{'leases' if lease else 'before'}-{len(nodes)}-{int(time.time())}"
+    created = await asyncio.to_thread(
+        http.post,
+        "/api/v1/namespaces",
+        json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    created.raise_for_status()
+    rss0 = rss_bytes()
+    async with agents(url, token, namespace, nodes, models, lease) as running:
+        await asyncio.sleep(1)  # watches open
+        before = await asyncio.to_thread(server_counters, http)
+        t0 = time.monotonic()
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        for index, model in enumerate(models):
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "LocalModel",
+                "metadata": {"name": f"m{index}"},
+                "spec": {"model": model, "contextSize": 2048, "nodeSelector": {"localmodel-bench": "yes"}},
+            }
+            (await asyncio.to_thread(http.post, path, json=body)).raise_for_status()
+        polls = 0
+        while True:
+            await asyncio.sleep(1.0)
+            answer = await asyncio.to_thread(http.get, path)
+            polls += 1
+            if answer.status_code != 200:  # a swamped API server answers 429 or times out: poll again
+                print(f"  Ready poll: HTTP {answer.status_code}", file=sys.stderr)
+                continue
+            items = answer.json()["items"]
+            if len(items) == len(models) and all(ready_verdict(item) for item in items):
+                break
+            if polls % 15 == 0:
+                waiting = [i for i in items if not ready_verdict(i)]
+                print(f"  {len(waiting)} of {len(items)} LocalModels not Ready yet", file=sys.stderr)
+            if time.monotonic() - t0 > 600:
+                raise TimeoutError(f"{len(nodes)} nodes: not all Ready after 600 s")
+        ready_seconds = time.monotonic() - t0
+        rollout = delta(await asyncio.to_thread(server_counters, http), before)
+        rss = rss_bytes() - rss0
+        idle_before = await asyncio.to_thread(server_counters, http)
+        await asyncio.sleep(idle)
+        idle_after = await asyncio.to_thread(server_counters, http)
+        idle_delta = {k: v * 60 / idle for k, v in delta(idle_after, idle_before).items()}
+        # What one of the bench's own Ready polls cost the API server (measured now, while idle): subtracted.
+        await asyncio.to_thread(http.get, path)
+        poll = delta(await asyncio.to_thread(server_counters, http), idle_after)
+        rollout["requests"] -= polls * poll["requests"]
+        rollout["response_bytes"] -= polls * poll["response_bytes"]
+        items = (await asyncio.to_thread(http.get, path)).json()["items"]
+        largest = max(len(json.dumps(item, separators=(",", ":"))) for item in items)
+        status_writes = sum(agent.operator.metrics.status_writes.labels("written")._value.get() for agent in running)
+        conflicts = sum(agent.operator.metrics.status_writes.labels("conflict")._value.get() for agent in running)
+    return {
+        "ready_seconds": ready_seconds,
+        "rollout": rollout,
+        "idle_per_minute": idle_delta,
+        "largest_object": largest,
+        "rss_per_node": rss / len(nodes),
+        "status_writes": status_writes,
+        "conflicts": conflicts,
+    }
+
+
+def main() -> int:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR, format="%(name)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="10,50,200", help="node counts, comma-separated (default: 10,50,200)")
+    parser.add_argument("--models", type=int, default=20, help="LocalModels, each on every node (default: 20)")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured (default: 60)")
+    parser.add_argument("--lease", type=float, default=40.0, help="agent lease seconds (default: 40)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop the API server too
+    sizes = [int(n) for n in args.nodes.split(",")]
+    models = [f"ai/sim-{i}" for i in range(args.models)]
+    binaries = load_peer_binaries()
+    with tempfile.TemporaryDirectory() as tmp:
+        kas = start_kube_apiserver(binaries, Path(tmp) / "kube")
+        try:
+            apply_manifest(kas.admin_kubeconfig, CRD_FILE)
+            wait_for_crd_established(kas.admin_kubeconfig, f"{PLURAL}.{GROUP}")
+            http = kas.http()
+            http.timeout = httpx.Timeout(300.0)  # an API server swamped by N agents answers slowly
+            http.post(
+                "/api/v1/namespaces",
+                json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+            )
+            made = 0
+            rows: list[tuple[int, str, dict[str, Any]]] = []
+            for size in sizes:
+                for index in range(made, size):
+                    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{index:04d}"}}
+                    node["metadata"]["labels"] = {"localmodel-bench": "yes"}  # type: ignore[index]
+                    http.post("/api/v1/nodes", json=node).raise_for_status()
+                made = max(made, size)
+                nodes = [f"node-{i:04d}" for i in range(size)]
+                for design, lease in (("before", None), ("leases", args.lease)):
+                    result = asyncio.run(run_design(http, kas.url, kas.admin_token, nodes, models, lease, args.idle))
+                    rows.append((size, design, result))
+                    print_row(size, design, result, flush=True)
+        finally:
+            for proc in reversed(kas.procs):
+                proc.stop()
+    print()
+    print_table(rows, args)
+    return 0
+
+
+def print_row(size: int, design: str, r: dict[str, Any], *, flush: bool = False) -> None:
+    print(
+        f"{size} nodes, {design}: Ready in {r['ready_seconds']:.1f} s; rollout "
+        f"{r['rollout']['requests']:.0f} req / {r['rollout']['response_bytes'] / 1e6:.2f} MB responses / "
+        f"{r['rollout']['watch_bytes'] / 1e6:.2f} MB watch events; "
+        f"idle/min {r['idle_per_minute']['requests']:.0f} req / "
+        f"{r['idle_per_minute']['response_bytes'] / 1e3:.1f} kB / {r['idle_per_minute']['watch_bytes'] / 1e3:.1f} kB "
+        f"watch; largest LocalModel {r['largest_object'] / 1e3:.1f} kB; RSS/node {r['rss_per_node'] / 1e6:.2f} MB; "
+        f"{r['status_writes']:.0f} status writes, {r['conflicts']:.0f} conflicts (409) in the whole run",
+        file=sys.stderr,
+        flush=flush,
+    )
+
+
+def print_table(rows: list[tuple[int, str, dict[str, Any]]], args: argparse.Namespace) -> None:
+    print(f"{args.models} LocalModels on every node; idle measured over {args.idle:.0f} s, scaled to a minute")
+    header = (
+        f"{'nodes':>5} {'design':<7} {'ready s':>8} {'rollout req':>11} {'rollout MB':>10} {'watch MB':>9} "
+        f"{'idle req/min':>12} {'idle kB/min':>11} {'idle watch kB':>13} {'largest kB':>10} {'RSS MB/node':>11}"
+    )
+    print(header)
+    for size, design, r in rows:
+        print(
+            f"{size:>5} {design:<7} {r['ready_seconds']:>8.1f} {r['rollout']['requests']:>11.0f} "
+            f"{r['rollout']['response_bytes'] / 1e6:>10.2f} {r['rollout']['watch_bytes'] / 1e6:>9.2f} "
+            f"{r['idle_per_minute']['requests']:>12.0f} {r['idle_per_minute']['response_bytes'] / 1e3:>11.1f} "
+            f"{r['idle_per_minute']['watch_bytes'] / 1e3:>13.1f} {r['largest_object'] / 1e3:>10.1f} "
+            f"{r['rss_per_node'] / 1e6:>11.2f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
