@@ -72,6 +72,7 @@ class Observation:
 class Pull:
     ref: str
     why: str
+    spec_field: str = field(default="spec.model", compare=False)  # the field that names `ref`, for the errors
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,9 @@ def plan_model(
                 )
             continue
         if not present:
-            pulls.append(Pull(ref, f"{role} not in the engine's store"))
+            pulls.append(Pull(ref, f"{role} not in the engine's store", _SPEC_FIELDS[role]))
         elif spec.pull_policy == "Always":
-            pulls.append(Pull(ref, "pullPolicy is Always"))
+            pulls.append(Pull(ref, "pullPolicy is Always", _SPEC_FIELDS[role]))
     if pulls:
         return Plan(actions=tuple(pulls))
 
@@ -359,6 +360,9 @@ def undeclared_mode_notes(
 def _keep_resident(spec: LocalModelSpec) -> bool:
     """preload with keepAlive -1 means "keep it loaded": reload after an unload or restart."""
     return spec.keep_alive is not None and spec.keep_alive.strip() == "-1"
+
+
+_SPEC_FIELDS = {"model": "spec.model", "draft model": "spec.speculative.draftModel"}  # by _wanted_refs' role
 
 
 def _wanted_refs(spec: LocalModelSpec) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from typing import Any
 from controller.engine.capabilities import Capabilities, detect
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
-from controller.engine.errors import BackendOverridden, EngineError, NotFound, VerifyFailed
+from controller.engine.errors import BackendOverridden, EngineError, ModelNotInRegistry, NotFound, VerifyFailed
 from controller.engine.types import PullProgress, RunnerInfo
 from controller.plan import (
     CheckLiveRunner,
@@ -294,7 +294,11 @@ class EngineReconciler:
                 ),
             )
 
-        result = await self.client.pull(action.ref, on_progress=progress)
+        try:
+            result = await self.client.pull(action.ref, on_progress=progress)
+        except ModelNotInRegistry as exc:
+            exc.field = action.spec_field  # the message names the field to fix: the model or the draft model
+            raise
         info = await self.client.get_model(action.ref)
         self._on_event(key, "Normal", "Pulled", f"{action.ref}: {result.message}")
         return observation.with_model(info)

@@ -48,6 +48,7 @@ from controller.engine.errors import (
     EngineTooSlow,
     EngineUnreachable,
     LoadFailed,
+    ModelNotInRegistry,
     NotFound,
     PullFailed,
     PullRejected,
@@ -210,10 +211,9 @@ class EngineClient:
                 if response.status_code != 200:
                     answer = await _buffered(response, MAX_ERROR_BODY, truncate=True)
                     text = _text(answer)
-                    if response.status_code == 500 and _registry_refused(text):
-                        raise NotFound(
-                            f"the registry does not have {ref}, or it needs credentials: {text}", status=500, url=url
-                        )
+                    refused = response.status_code == 500 and _registry_refused(text)
+                    if refused or (response.status_code == 404 and _content_type(answer) != "text/html"):
+                        raise ModelNotInRegistry(text, status=response.status_code, url=url, model=ref)
                     raise self._error(answer, errors)
                 async for line in _ndjson_lines(response, url):
                     quiet.reschedule(loop.time() + PULL_LINE_TIMEOUT)

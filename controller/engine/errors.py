@@ -9,6 +9,7 @@ runners with 409 (docs/engine-contract.md §3.2, §8.8); those texts are kept ve
 from __future__ import annotations
 
 from controller.redact import redact
+from controller.refs import canonical_ref
 from controller.status import Reason
 
 
@@ -66,6 +67,35 @@ class NotFound(EngineError):
 
     retryable = False
     reason = Reason.MODEL_NOT_FOUND
+
+
+class ModelNotInRegistry(NotFound):
+    """A pull that the registry refused for want of the model: 404 `Model not found`, or the refusal the engine
+    relays as a 500 (Docker Hub answers 401 `insufficient_scope` for a repository it does not have,
+    docs/engine-contract.md §6.3). `message` is the engine's text; str() is what every front-end reports:
+    the model, what the engine answered, and the field to fix (`field`: the spec field that names `model`)."""
+
+    retryable = False
+    reason = Reason.MODEL_NOT_FOUND
+    _GENERIC = frozenset({"", "model not found", "not found"})  # the engine's text adds nothing to the sentence
+
+    def __init__(
+        self, message: str, *, status: int | None = None, url: str | None = None, model: str = "", field: str = ""
+    ) -> None:
+        super().__init__(message, status=status, url=url)
+        self.model = model
+        self.field = field or "spec.model"
+
+    def __str__(self) -> str:
+        model = canonical_ref(self.model) if self.model else "the model"
+        said = "" if self.message.strip().lower() in self._GENERIC else f": {self.message.strip()}"
+        answered = f"the engine answered {self.status} to the pull{said}" if self.status else self.message
+        if self.status == 404:
+            return f"model {model} was not found in its registry ({answered}): check {self.field}'s name and tag"
+        return (
+            f"model {model} was not found in its registry, or the registry wants credentials ({answered}): check "
+            f"{self.field}'s name and tag, and the engine's credentials for that registry (docker login)"
+        )
 
 
 class BadRequest(EngineError):

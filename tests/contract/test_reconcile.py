@@ -196,6 +196,10 @@ async def test_a_model_the_registry_does_not_have_stalls(engine: Engine) -> None
     outcome = await run(reconciler_for(engine), localmodel(model="ai/no-such-model:1B"))
     assert not outcome.status.ready
     assert outcome.status.last_error
+    assert outcome.status.reason is Reason.MODEL_NOT_FOUND
+    # What Helm 4's --wait prints: the model, and the field to fix (it was "Model not found (404 from URL)").
+    assert outcome.status.message.startswith("model ai/no-such-model:1B was not found in its registry"), outcome.status
+    assert "check spec.model's name and tag" in outcome.status.message
 
 
 async def test_speculative_decoding_pulls_the_draft_too(engine: Engine) -> None:

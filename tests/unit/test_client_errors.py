@@ -19,6 +19,7 @@ from controller.engine.errors import (
     EngineRejected,
     EngineUnreachable,
     LoadFailed,
+    ModelNotInRegistry,
     NotFound,
     PullFailed,
     PullRejected,
@@ -159,7 +160,7 @@ async def test_pull_reports_each_line_and_the_success() -> None:
         (ndjson(PROGRESS, {"type": "error", "message": "Error: unexpected EOF"}), PullFailed, "Error: unexpected EOF"),
         (ndjson(PROGRESS), PullFailed, "pull stream ended without success"),
         (answer(200, "{not json\n", "application/json"), ServerError, "malformed answer"),
-        (answer(404, "Model not found\n"), NotFound, "Model not found"),
+        (answer(404, "Model not found\n"), ModelNotInRegistry, "Model not found"),
         (answer(400, "Invalid model reference\n"), BadRequest, "Invalid model reference"),
         (answer(401, "Unauthorized\n"), PullRejected, "Unauthorized"),
         (answer(422, "unsupported media type\n"), PullRejected, "unsupported media type"),
@@ -175,8 +176,8 @@ async def test_pull_reports_each_line_and_the_success() -> None:
                 "error while pulling model: failed to resolve reference: unexpected status from HEAD request"
                 ": 401 Unauthorized (insufficient_scope)\n",
             ),
-            NotFound,
-            "the registry does not have ai/x",
+            ModelNotInRegistry,
+            "insufficient_scope",
         ),
     ],
 )

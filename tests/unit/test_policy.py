@@ -30,6 +30,7 @@ EXPECTED: dict[str, tuple[Reason, bool]] = {
     "EngineRejected": (Reason.FLAG_REJECTED, False),
     "LoadFailed": (Reason.LOAD_FAILED, True),
     "NotFound": (Reason.MODEL_NOT_FOUND, False),
+    "ModelNotInRegistry": (Reason.MODEL_NOT_FOUND, False),
     "BadRequest": (Reason.ENGINE_ERROR, False),
     "PullFailed": (Reason.PULL_FAILED, True),
     "ServerError": (Reason.ENGINE_ERROR, True),
@@ -88,6 +89,39 @@ def test_the_message_names_the_fix_for_a_rejected_config_and_a_busy_runner() -> 
     )
     other = error_policy(errors.ServerError("boom", status=503, url="http://engine"))
     assert other.message == "boom (503 from http://engine)"
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            errors.ModelNotInRegistry("Model not found", status=404, url="http://e/models/create", model="nonexistent"),
+            "model ai/nonexistent:latest was not found in its registry (the engine answered 404 to the pull): "
+            "check spec.model's name and tag",
+        ),
+        (
+            errors.ModelNotInRegistry(
+                "manifest unknown", status=404, model="ai/x:7B", field="spec.speculative.draftModel"
+            ),
+            "model ai/x:7B was not found in its registry (the engine answered 404 to the pull: manifest unknown): "
+            "check spec.speculative.draftModel's name and tag",
+        ),
+        (
+            errors.ModelNotInRegistry(
+                "error while pulling model: 401 Unauthorized (insufficient_scope)", status=500, model="ai/private"
+            ),
+            "model ai/private:latest was not found in its registry, or the registry wants credentials (the engine "
+            "answered 500 to the pull: error while pulling model: 401 Unauthorized (insufficient_scope)): check "
+            "spec.model's name and tag, and the engine's credentials for that registry (docker login)",
+        ),
+    ],
+)
+def test_a_model_the_registry_does_not_have_is_named_with_the_field_to_fix(
+    error: errors.EngineError, message: str
+) -> None:
+    """Helm 4's `--wait` prints the Stalled message as it is: it used to be `Model not found (404 from URL)`."""
+    decision = error_policy(error)
+    assert (decision.phase, decision.reason, decision.message) == (Phase.STALLED, Reason.MODEL_NOT_FOUND, message)
 
 
 @pytest.mark.parametrize(
