@@ -164,6 +164,8 @@ class Operator:
         # What an engine watch noticed, per (engine, object key), until the repair is verified.
         self._causes = RepairCauses[tuple[str, str]](self._monotonic)  # (engine, key): what the watch noticed
         self.presence = presence  # node-agent mode: which agents are alive (presence.py)
+        self._deleting: dict[str, Mapping[str, Any]] = {}  # uid -> body, objects being deleted
+        self._presence_tasks: set[asyncio.Task[None]] = set()
         if presence is not None:
             presence.on_change = self.presence_changed
         # Central mode with several replicas (election.py): only the leader reconciles and writes.
@@ -944,6 +946,11 @@ class Operator:
         uid = meta.get("uid")
         if not uid:
             return
+        if self.presence is not None:  # objects being deleted: an agent Lease may expire meanwhile
+            if meta.get("deletionTimestamp") and event_type != "DELETED":
+                self._deleting[uid] = body
+            else:
+                self._deleting.pop(uid, None)
         if event_type == "DELETED":
             self.forget(body)
             return
@@ -1006,9 +1013,24 @@ class Operator:
         return True
 
     def presence_changed(self) -> None:
-        """The set of live node agents changed (presence.py): re-run every pass (expected engines differ)."""
+        """The set of live node agents changed (presence.py): re-run every pass (expected engines differ),
+        and release the finalizers of agents that died while an object was being deleted (the live
+        agents may have finalized it already: nothing else would ever release them)."""
         for state in self._states.values():
             state.wake.set()
+        for body in list(self._deleting.values()):
+            task = asyncio.create_task(self._release_expired_agents(body))
+            self._presence_tasks.add(task)
+            task.add_done_callback(self._presence_tasks.discard)
+
+    async def _release_expired_agents(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        try:
+            current = await self.kube.get_localmodel(meta.get("namespace", ""), meta.get("name", ""))
+        except KubeError as exc:  # gone: nothing to release
+            log.debug("%s: not re-read for expired agents' finalizers: %s", object_key(body), exc)
+            return
+        await self._release_gone_agents(current)
 
     # ---- events --------------------------------------------------------------------------------
 

@@ -293,3 +293,31 @@ async def test_an_agent_not_listed_yet_that_has_reported_is_expected_so_writers_
         assert len(cluster.writes) == writes
         for operator in (a, b):
             await operator.aclose()
+
+
+async def test_an_agent_that_dies_during_a_deletion_has_its_finalizer_released_when_its_lease_expires() -> None:
+    cluster, clock, events = Cluster(), Clock(), Events()
+    nodes = {"a": {}, "b": {}}
+    async with emulator(preload_models=["ai/smollm2"]) as emu_a:
+        a = await agent(cluster, clock, "a", emu_a.url, nodes, events)
+        b_presence = AgentPresence(cluster, NS, "b", monotonic=clock.monotonic, wall_clock=clock.wall)  # type: ignore[arg-type]
+        await b_presence.renew()
+        assert a.presence is not None
+        await a.presence.refresh()
+        assert a.presence.alive() == {"a", "b"}
+        # a finalized the object already (its finalizer is gone); b's agent died before finalizing.
+        cluster.create("smol", {"model": "ai/smollm2"})
+        meta = cluster.objects[("ns", "smol")]["metadata"]
+        meta["finalizers"] = ["localmodel.io/agent-b"]
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        a.object_changed("MODIFIED", cluster.get("smol"))
+        for _ in range(5):  # b's Lease expires; a keeps renewing and lists again
+            clock.advance(10)
+            await a.presence.renew()
+        await a.presence.refresh()
+        assert a.presence.expired() == {"b"}
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert cluster.removed_finalizers == [{"localmodel.io/agent-b"}]
+        assert cluster.get("smol")["metadata"]["finalizers"] == []
+        await a.aclose()
