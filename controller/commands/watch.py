@@ -58,6 +58,7 @@ examples:
 
 endpoints (with --status-addr):
   GET /status    engine, every LocalModel's conditions, per-engine detail and source file, file errors
+                 and savedStatus (the state file, its writes and last error)
   GET /metrics   Prometheus: localmodel_reconciles_total{result}, localmodel_reconcile_errors_total{reason},
                  localmodel_reconcile_duration_seconds, localmodel_engine_up, localmodel_models(_ready),
                  localmodel_file_errors, localmodel_engine_requests_total
@@ -70,6 +71,12 @@ down/up, file watcher failed and restarted): text on a terminal, JSON lines othe
 A failed file watcher (e.g. the inotify watch limit) is restarted after a growing delay; until then,
 changes are picked up on the drift pass. SIGINT or SIGTERM stops it within a second; a restart
 re-derives everything from the files and the engine.
+
+A restart keeps what it cannot re-derive, from the saved status (--state-file): each model's
+lastAppliedTime, its conditions' lastTransitionTime, a DriftRepaired reason and the generation count.
+The file is written (atomically) only when one of those changes, never on an idle pass; a file that
+is corrupt, too large (over 4 MiB), unreadable, of another version or for another directory is
+logged once and ignored. Correctness never depends on it: the engine is observed every pass.
 
 exit codes:
   0  stopped by SIGINT or SIGTERM
@@ -128,6 +135,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"larger files are a file error, not read (default: {MAX_FILE_BYTES}, 1 MiB)",
     )
     parser.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="where the status a restart cannot re-derive is saved (lastAppliedTime, the conditions' "
+        "lastTransitionTime, the generation count); '' saves nothing (default: "
+        "$STATE_DIRECTORY/status-HASH.json under systemd, else $XDG_STATE_HOME/localmodel/status-HASH.json, "
+        "~/.local/state/localmodel/ when unset; HASH names DIR)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
@@ -178,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.listen import parse_addr
     from controller.logs import setup_logging
     from controller.standalone.run import run_daemon
+    from controller.standalone.state import default_state_file
 
     root = Path(args.directory)
     if not root.is_dir():
@@ -195,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
         print("localmodel watch: --concurrency must be at least 1", file=sys.stderr)
         return 2
     setup_logging(args.log_format, level=logging.DEBUG if args.verbose else logging.INFO)
+    if args.state_file is None:
+        state_file: Path | None = default_state_file(root)
+    else:
+        state_file = Path(args.state_file).expanduser() if args.state_file else None
     return asyncio.run(
         run_daemon(
             root,
@@ -207,5 +227,6 @@ def run(args: argparse.Namespace) -> int:
             watch_period=args.watch_period or None,
             deletion_grace=args.deletion_grace,
             max_file_bytes=args.max_file_size,
+            state_file=state_file,
         )
     )

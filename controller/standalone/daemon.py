@@ -41,14 +41,26 @@ from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, effective_mode
 from controller.policy import unreachable_status
-from controller.reconcile import EngineReconciler, utcnow
+from controller.reconcile import EngineReconciler, spec_fingerprint, utcnow
 from controller.refs import canonical_ref
 from controller.spec import LocalModel, LocalModelSpec
 from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
 from controller.standalone.files import DEFAULT_GRACE_SECONDS, ModelFiles, is_watched
 from controller.standalone.metrics import Metrics
 from controller.standalone.schedule import Schedule
-from controller.status import READY, TRUE, Condition, EngineStatus, ModelStatus, Phase, Reason, rfc3339, summarize
+from controller.standalone.state import StatusStore, entry_for, saved_conditions
+from controller.status import (
+    READY,
+    TRUE,
+    Condition,
+    EngineStatus,
+    ModelStatus,
+    Phase,
+    Reason,
+    inherit_persisted,
+    rfc3339,
+    summarize,
+)
 
 log = logging.getLogger("localmodel.daemon")
 _T = TypeVar("_T")
@@ -142,6 +154,11 @@ class Record:
     conditions: tuple[Condition, ...] = ()
     engine: EngineStatus | None = None
     conflict: str | None = None  # set while another LocalModel owns this (model, mode)
+    # From the saved status (controller/standalone/state.py), what a previous process knew: the
+    # conditions' lastTransitionTimes until the first status of this process, and the engine entry
+    # (lastAppliedTime, a DriftRepaired reason) that inherit_persisted completes each status with.
+    restored: tuple[Condition, ...] = ()
+    persisted: dict[str, Any] | None = None
 
     @property
     def generation(self) -> int:
@@ -201,6 +218,7 @@ class Daemon:
         max_file_bytes: int = MAX_FILE_BYTES,
         concurrency: int = DEFAULT_CONCURRENCY,
         watch_period: float | None = DEFAULT_WATCH_PERIOD,
+        state_file: Path | None = None,
         clocks: Clocks | None = None,
     ) -> None:
         self.root = root
@@ -248,6 +266,10 @@ class Daemon:
         )
         self._causes = RepairCauses[str](self.clocks.monotonic)  # what the watch noticed, until repaired
         self._recheck: set[str] = set()  # disturbed while being worked on: due again once that work ends
+        # The saved status (display only: lastAppliedTime, lastTransitionTimes, generations), read once here.
+        self.state = StatusStore(state_file, root)
+        self.state.load()
+        self._state_retry_at = float("-inf")  # after a failed write, not before the next drift pass
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -281,12 +303,27 @@ class Daemon:
             await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
             if self.watch is not None and self.watch.client is not self.client:
                 await self.watch.client.aclose()
+            with contextlib.suppress(Exception):  # a last save; a stop never waits long on a slow disk
+                await asyncio.wait_for(self.save_state(force=True), 2.0)
             log_event(log, "stopped", "stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.run_pass()
+            await self.save_state()
             await self._sleep(stop)
+
+    async def save_state(self, *, force: bool = False) -> None:
+        """Write the saved status if a saved field changed (in a thread: the loop never waits on the
+        disk); after a failed write, not again before the next drift pass unless `force`."""
+        now = self.clocks.monotonic()
+        if not self.state.dirty or (not force and now < self._state_retry_at):
+            return
+        content = self.state.take()
+        if content is None:
+            return
+        if not await _in_thread(self.state.write, content, self.clocks.wall()):
+            self._state_retry_at = now + self.interval
 
     async def run_pass(self) -> None:
         """One wake-up: re-read what changed, observe once if anything is due, start the due work."""
@@ -458,19 +495,21 @@ class Daemon:
         for name in [n for n in self.records if n not in desired]:
             self._ready.forget(name)
             self._undeclare(self.records.pop(name), now)
+        if self.files.root_readable:
+            self.state.retain(self.records)  # the saved status of models no longer declared goes
         self._update_gauges()
 
     def _declare(self, name: str, model: LocalModel, source: ModelSource, conflict: str | None, now: float) -> None:
         record = self.records.get(name)
         if record is None:
             self.deletions.pop(name, None)  # back before its deletion ran
-            record = self.records[name] = Record(with_generation(model, 1), source)
+            record = self.records[name] = self._restored(name, model, source)
             record.engine = EngineStatus(
                 self.reconciler.name,
                 Phase.PENDING,
                 Reason.PENDING,
                 "waiting for the first reconcile",
-                observed_generation=1,
+                observed_generation=record.generation,
             )
             changed = True
         else:
@@ -494,6 +533,19 @@ class Daemon:
             self.schedule.due_at(name, now)
         elif name not in self.schedule:
             self.schedule.on_drift(name)
+
+    def _restored(self, name: str, model: LocalModel, source: ModelSource) -> Record:
+        """A newly declared model's record, with what the saved status knew about it: its generation
+        (the same spec keeps it, a changed one counts one more), its conditions' lastTransitionTimes
+        and its engine entry (for lastAppliedTime)."""
+        entry = self.state.get(name)
+        if entry is None:
+            return Record(with_generation(model, 1), source)
+        same = entry["fingerprint"] == spec_fingerprint(model.spec)
+        generation = entry["generation"] if same else entry["generation"] + 1
+        return Record(
+            with_generation(model, generation), source, restored=saved_conditions(entry), persisted=entry.get("engine")
+        )
 
     def _undeclare(self, record: Record, now: float) -> None:
         name = record.model.name
@@ -718,9 +770,17 @@ class Daemon:
 
     def _set_status(self, record: Record, status: EngineStatus) -> None:
         name = record.model.name
+        # What a previous process applied (the saved status; then this status, for the next one): a
+        # restart keeps lastAppliedTime and a DriftRepaired reason, as the operator does from the object.
+        status = inherit_persisted(status, record.persisted)
         record.engine = status
         self._expect(record)
-        record.conditions = tuple(summarize([status], record.generation, record.conditions, self.clocks.wall()))
+        previous = record.conditions or record.restored
+        record.conditions = tuple(summarize([status], record.generation, previous, self.clocks.wall()))
+        record.restored = ()
+        entry = entry_for(spec_fingerprint(record.model.spec), record.generation, record.conditions, status)
+        record.persisted = entry.get("engine")
+        self.state.put(name, entry)
         if self._ready.update(name, record.ready):
             log_event(log, "ready", status.message, model=name, file=str(record.source))
         self._update_gauges()
@@ -798,6 +858,7 @@ class Daemon:
                 for name, d in sorted(self.deletions.items())
             ],
             "deletionGrace": self.files.grace,
+            "savedStatus": self.state.report(),
             "files": self.files.report(now),
         }
 

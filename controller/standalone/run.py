@@ -37,6 +37,7 @@ async def run_daemon(
     watch_period: float | None = None,
     deletion_grace: float = DEFAULT_DELETION_GRACE,
     max_file_bytes: int = MAX_FILE_BYTES,
+    state_file: Path | None = None,
 ) -> int:
     """Run until SIGINT or SIGTERM. 0 on a clean stop; 2 when the engine URL is unusable (a usage
     error); 1 when the status address cannot be served or the loop fails (worth a restart)."""
@@ -60,6 +61,7 @@ async def run_daemon(
             watch_period=watch_period,
             grace=deletion_grace,
             max_file_bytes=max_file_bytes,
+            state_file=state_file,
         )
         if status_addr is not None:
             try:

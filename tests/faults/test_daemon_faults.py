@@ -64,11 +64,6 @@ def test_a_deletion_while_the_engine_is_frozen_is_applied_when_it_thaws(
         running.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found, not fixed (issue 11, item 6): the daemon keeps its status in memory only; a restarted "
-    "daemon shows no lastAppliedTime until it applies again, and new lastTransitionTimes",
-)
 def test_a_restarted_daemon_shows_the_same_status(models_dir: Path, emu: EmulatorProcess, tmp_path: Path) -> None:
     (models_dir / "smol.yaml").write_text(localmodel("smol", SMALL, contextSize=2048, keepAlive="10m"))
     first = daemon(models_dir, emu, tmp_path / "daemon0.log")
@@ -76,6 +71,7 @@ def test_a_restarted_daemon_shows_the_same_status(models_dir: Path, emu: Emulato
         eventually(
             lambda: first.ready("smol") and first.model("smol")["engines"][0]["loaded"], timeout=30, what="Ready"
         )
+        eventually(lambda: not first.status()["savedStatus"]["unsaved"], timeout=10, what="status saved")
         before = first.model("smol")
     finally:
         first.process.kill()  # SIGKILL: nothing written on the way out
