@@ -207,19 +207,20 @@ class KubeClient:
     ) -> dict[str, Any]:
         """A core/v1 Event about `obj` (kopf posts the others; this is for code outside its handlers)."""
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"
+        namespace = meta.get("namespace") or "default"  # a cluster-scoped object's Events (a Node's) live there
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        involved = {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        }
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'localmodel')}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta.get("name"),
-                "namespace": namespace,
-                "uid": meta.get("uid"),
-            },
+            "involvedObject": {k: v for k, v in involved.items() if v},
             "type": kind,
             "reason": reason,
             "message": message[:1024],

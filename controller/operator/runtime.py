@@ -380,16 +380,31 @@ class Operator:
 
     def _engine_down(self, engine: Engine, error: Exception) -> None:
         self.metrics.engines_up.labels(engine.ref.name).set(0)
-        log_event(
-            log, "EngineDown", f"engine {engine.ref.name} does not answer: {error}; probing", level=logging.WARNING
-        )
+        message = f"engine {engine.ref.name} does not answer: {error}; probing"
+        log_event(log, "EngineDown", message, level=logging.WARNING)
+        self._node_event("Warning", "EngineDown", message)
 
     def _engine_back(self, engine: Engine, answered_at: float) -> None:
         self.metrics.engines_up.labels(engine.ref.name).set(1)
-        log_event(log, "EngineUp", f"engine {engine.ref.name} answers again; reconciling every LocalModel on it")
+        message = f"engine {engine.ref.name} answers again; reconciling every LocalModel on it"
+        log_event(log, "EngineUp", message)
+        self._node_event("Normal", "EngineUp", message)
         engine.observations.invalidate()
         for state in self._states.values():
             state.wake.set()
+
+    def _node_event(self, kind: str, reason: str, message: str) -> None:
+        """A node agent's engine is its node's: going down and coming back are one Event each on the Node
+        (`kubectl describe node`), however many LocalModels it serves. Central mode posts none: its engines
+        are no Kubernetes object, and one Event per LocalModel would be N more beside the Warnings their
+        passes post (docs/engine-watch.md)."""
+        if self.central or not self.config.node_name:
+            return
+        node = self.config.node_name
+        # The uid is the node's name, as the kubelet's Node events have it: `kubectl describe node` looks them up so.
+        self._post_event(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": node}}, kind, reason, message
+        )
 
     def _conflict(self, key: str, created: str, spec: LocalModelSpec) -> str | None:
         """Another LocalModel already declares this model and mode on the same engines: the engine

@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
-from tests.support.kube import KubeApi, engine_configs, operator_process
-from tests.support.peers import KubeAPIServer, wait_until
+from tests.support.gitops import kubectl
+from tests.support.kube import KubeApi, agent_args, engine_configs, operator_process
+from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
+from tests.support.util import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers]
 
@@ -89,3 +91,48 @@ def test_restart_overwrite_unload_and_a_request_in_flight_are_repaired(
         httpx.post(f"{engine.url}/_emulator/busy", json={"model": MODEL, "busy": False}).raise_for_status()
         back("config back once the request ended", 4)
         assert context_of(engine.url, OTHER) == 2048  # the other model was never touched
+
+
+def test_a_node_agents_engine_going_down_and_back_is_one_event_each_on_its_node(
+    localmodel_cluster: KubeAPIServer,
+    kube_namespace: str,
+    api: KubeApi,
+    peer_binaries: PeerBinaries,
+    tmp_path: Path,
+) -> None:
+    """Issue 9: one Event when the engine goes down and one when it is back, on the Node whose engine it is
+    (`kubectl describe node` shows them), not one per LocalModel. The watch used to log them only."""
+    ns = kube_namespace
+    node = f"engine-node-{ns.split('-')[-1]}"
+    api.create_node(node, {"localmodel-test": ns})
+    port = free_port()  # the engine comes back on the same address
+
+    def node_reasons() -> list[str]:
+        return [e["reason"] for e in api.events("default", node) if e["involvedObject"].get("kind") == "Node"]
+
+    try:
+        with (
+            emulator_process("--port", str(port), "--preload-models", MODEL) as first,
+            operator_process(localmodel_cluster, *agent_args(node, first.url, ns, drift=30), workdir=tmp_path) as op,
+        ):
+            assert api.create_localmodel(ns, "smol", {"model": MODEL}).status_code == 201
+            assert api.create_localmodel(ns, "other", {"model": OTHER}).status_code == 201
+            api.wait_ready(ns, "smol", [op.proc])
+            api.wait_ready(ns, "other", [op.proc])
+            first.process.terminate()
+            first.process.wait(10)
+            wait_until("EngineDown on the node", lambda: "EngineDown" in node_reasons(), 30, [op.proc])
+            with emulator_process("--port", str(port), "--preload-models", MODEL):
+                wait_until("EngineUp on the node", lambda: "EngineUp" in node_reasons(), 30, [op.proc])
+                api.wait_ready(ns, "smol", [op.proc])
+            described = kubectl(peer_binaries, "describe", "node", node, kubeconfig=localmodel_cluster.admin_kubeconfig)
+        assert sorted(node_reasons()) == ["EngineDown", "EngineUp"]
+        down = next(e for e in api.events("default", node) if e["reason"] == "EngineDown")
+        assert (down["type"], down["involvedObject"].get("namespace")) == ("Warning", None)
+        assert f"engine {node} does not answer" in down["message"]
+        assert "EngineDown" in described.stdout, described.stdout
+        assert "EngineUp" in described.stdout, described.stdout
+        for name in ("smol", "other"):  # not one per LocalModel
+            assert not {"EngineDown", "EngineUp"} & {e["reason"] for e in api.events(ns, name)}
+    finally:
+        api.delete_node(node)

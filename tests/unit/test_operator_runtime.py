@@ -361,3 +361,28 @@ async def test_node_agents_each_own_their_entry() -> None:
         assert next(c["reason"] for c in stored["status"]["conditions"] if c["type"] == "Stalled") == "NoEngines"
         for operator in (agent_a, agent_b, agent_c):
             await operator.aclose()
+
+
+async def test_an_engine_going_down_and_back_is_an_event_on_the_node_of_a_node_agent_only() -> None:
+    """One Event per transition on the Node whose engine it is; a central operator's engines are no Kubernetes
+    object, and the LocalModels' passes post their own Warnings (docs/engine-watch.md): it posts none."""
+    kube = FakeKube()
+    agent_events, central_events = Events(), Events()
+    agent = Operator(
+        OperatorConfig(mode="node-agent", node_name="gpu-a"),
+        kube,  # type: ignore[arg-type]
+        [EngineRef("gpu-a", "http://127.0.0.1:9")],
+        post_event=agent_events,
+    )
+    operator = central(kube, [EngineRef("emu", "http://127.0.0.1:9")], central_events)
+    for each in (agent, operator):
+        each._engine_down(each.engines[0], ConnectionError("refused"))
+        each._engine_back(each.engines[0], 0.0)
+    assert [(name, kind, reason) for name, kind, reason, _ in agent_events] == [
+        ("gpu-a", "Warning", "EngineDown"),
+        ("gpu-a", "Normal", "EngineUp"),
+    ]
+    assert agent_events[0][3] == "engine gpu-a does not answer: refused; probing"
+    assert central_events == []
+    await agent.aclose()
+    await operator.aclose()
