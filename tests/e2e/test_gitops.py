@@ -52,6 +52,11 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return next((c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == kind), {})
 
 
+def engine_phase(obj: dict[str, Any] | None) -> str | None:
+    engines = ((obj or {}).get("status") or {}).get("engines") or [{}]
+    return engines[0].get("phase")
+
+
 def pulls(url: str) -> int:
     return int(httpx.get(url + "/_emulator/state", timeout=5).json()["counters"].get("POST /models/create", 0))
 
@@ -136,8 +141,13 @@ def test_kstatus_and_argocd_health_at_every_stage(
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         # Both pulls asked for (the unknown model's fails at once), ai/llama3.2's still streaming.
         wait_until("pulls started", lambda: pulls(engine.url) >= 2, 30, [op.proc])
-        pulling = api.get(ns, "pulling")
+        # The status shows the pull while it runs (it stayed {observedGeneration: 0} for a new object until the
+        # pull ended); whichever comes first, so that a missing progress write fails rather than waits.
+        pulling = api.wait_for(
+            "pull progress or Ready", ns, "pulling", lambda o: engine_phase(o) in ("Pulling", "Ready"), [op.proc]
+        )
         assert not any(tag.endswith("ai/llama3.2:latest") for tag in engine_tags(engine.url))
+        assert engine_phase(pulling) == "Pulling", pulling
         record("pulling: pulling", pulling)
         record("ready: Ready", api.wait_ready(ns, "ready", [op.proc]))
         stalled = api.wait_for(
@@ -182,6 +192,9 @@ def test_kstatus_and_argocd_health_at_every_stage(
         "pulling: deleted, finalizer held": ("Terminating", "Progressing"),
         "ready: new spec Ready": ("Current", "Healthy"),
     }, "\n".join(f"{stage}: {v}" for stage, v in seen.items())
+    # While the pull runs, both tools say why they wait (not "waiting to observe generation 1").
+    assert "pulling ai/llama3.2" in seen["pulling: pulling"][1], seen["pulling: pulling"]
+    assert "pulling ai/llama3.2" in seen["pulling: pulling"][3], seen["pulling: pulling"]
     # Helm 4 fails with kstatus's message for a Failed resource: it must be our Stalled message.
     stalled_message = seen["stalled: Stalled"][1]
     assert stalled_message == condition(stalled, "Stalled")["message"]
