@@ -43,6 +43,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.e2e.daemon_process import watch_command  # noqa: E402
 from tests.support.util import eventually, free_port  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -149,24 +150,9 @@ class Figures:
 
 def run_daemon(directory: Path, engine: Emulator, workdir: Path, count: int, edits: int, interval: float) -> Figures:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "controller",
-        "watch",
-        str(directory),
-        "--engine",
-        engine.url,
-        "--interval",
-        str(interval),
-        "--status-addr",
-        f"127.0.0.1:{port}",
-        "--log-format",
-        "json",
-    ]
     log = (workdir / "daemon.log").open("w")
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=log, stderr=log, env=ENV)
+    process = subprocess.Popen(watch_command(directory, engine.url, port, interval), stdout=log, stderr=log, env=ENV)
     http = httpx.Client(timeout=30)
 
     def gauge(name: str) -> float:

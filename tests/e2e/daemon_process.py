@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.support.emulator import REPO_ROOT
-from tests.support.util import eventually, free_port
+from tests.support.util import eventually, free_port, localmodel_yaml
+
+WATCH_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def watch_command(directory: Path, engine_url: str, port: int, interval: float | None, *args: str) -> list[str]:
+    """`python -m controller watch DIR --engine URL [--interval N] ARGS --status-addr 127.0.0.1:PORT`, JSON logs.
+    `interval` None: the default drift pass."""
+    return [
+        sys.executable,
+        "-m",
+        "controller",
+        "watch",
+        str(directory),
+        "--engine",
+        engine_url,
+        *(["--interval", str(interval)] if interval is not None else []),
+        *args,
+        "--status-addr",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+    ]
 
 
 class DaemonProcess:
@@ -34,28 +58,12 @@ class DaemonProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [
-            sys.executable,
-            "-m",
-            "controller",
-            "watch",
-            str(directory),
-            "--engine",
-            engine_url,
-            *(["--interval", str(interval)] if interval is not None else []),  # None: the default
-            *args,
-            "--status-addr",
-            f"127.0.0.1:{self.port}",
-            "--log-format",
-            "json",
-        ]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            command,
+            watch_command(directory, engine_url, self.port, interval, *args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=WATCH_ENV,
             preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
         )
         eventually(self._answers, timeout=20, what="the daemon's /healthz")
@@ -128,3 +136,22 @@ class Engine:
 
     def has_model(self, ref: str) -> bool:
         return httpx.get(f"{self.url}/models/{ref}", timeout=5).status_code == 200
+
+
+@contextlib.contextmanager
+def watching_two_models(
+    workdir: Path, engine_url: str, main: tuple[str, str], other: tuple[str, str], *, timeout: float
+) -> Iterator[DaemonProcess]:
+    """A daemon with default settings on two files in workdir/models: `main` (NAME, MODEL) with contextSize 8192
+    and preload, `other` with contextSize 2048 (so that an unload of one config reads as an unload, not as
+    "every config gone"); yielded once both are Ready, killed afterwards."""
+    models = workdir / "models"
+    models.mkdir()
+    (models / f"{main[0]}.yaml").write_text(localmodel_yaml(*main, contextSize=8192, preload="true"))
+    (models / f"{other[0]}.yaml").write_text(localmodel_yaml(*other, contextSize=2048))
+    daemon = DaemonProcess(models, engine_url, interval=None, log_path=workdir / "daemon.log")
+    try:
+        eventually(lambda: daemon.ready(main[0]) and daemon.ready(other[0]), timeout=timeout, what="both Ready")
+        yield daemon
+    finally:
+        daemon.close()

@@ -30,32 +30,21 @@ def engine() -> Iterator[Engine]:
 
 
 @pytest.fixture
-def models_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def start(models_dir: Path, engine: Engine, tmp_path: Path) -> Iterator[object]:
-    started: list[DaemonProcess] = []
-
+def start(models_dir: Path, engine: Engine, tmp_path: Path, daemons: list[DaemonProcess]) -> object:
     def start_daemon(interval: float = 1.0) -> DaemonProcess:
         daemon = DaemonProcess(
             models_dir,
             engine.url,
             interval=interval,
-            log_path=tmp_path / f"daemon{len(started)}.log",
+            log_path=tmp_path / f"daemon{len(daemons)}.log",
             # Removals here should finish within a test's wait; the default grace period (30 s) has
             # its own tests in test_daemon_hostile_files.py.
             args=("--deletion-grace", "1"),
         )
-        started.append(daemon)
+        daemons.append(daemon)
         return daemon
 
-    yield start_daemon
-    for daemon in started:
-        daemon.close()
+    return start_daemon
 
 
 def context_size(engine: Engine, ref: str) -> object:

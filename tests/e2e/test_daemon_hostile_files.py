@@ -36,21 +36,6 @@ def engine() -> Iterator[Engine]:
         yield Engine(emu.url)
 
 
-@pytest.fixture
-def models_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def healthy(daemon: DaemonProcess) -> bool:
     return httpx.get(daemon.url + "/healthz", timeout=5).status_code == 200
 

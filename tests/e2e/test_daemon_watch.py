@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.daemon_process import DaemonProcess, Engine, eventually
+from tests.e2e.daemon_process import DaemonProcess, Engine, eventually, watching_two_models
 from tests.support.emulator import emulator_thread
-from tests.support.util import localmodel_yaml as localmodel
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +31,8 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, engine: Engine) -> Iterator[DaemonProcess]:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "small.yaml").write_text(localmodel("small", SMALL, contextSize=8192, preload="true"))
-    # A second model: an unload of one config alone reads as an unload, not as "every config gone".
-    (models / "other.yaml").write_text(localmodel("other", OTHER, contextSize=2048))
-    process = DaemonProcess(models, engine.url, interval=None, log_path=tmp_path / "daemon.log")
-    try:
-        eventually(lambda: process.ready("small") and process.ready("other"), timeout=20, what="both Ready")
+    with watching_two_models(tmp_path, engine.url, ("small", SMALL), ("other", OTHER), timeout=20) as process:
         yield process
-    finally:
-        process.close()
 
 
 def context_size(engine: Engine) -> object:

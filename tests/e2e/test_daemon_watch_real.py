@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.daemon_process import DaemonProcess
+from tests.e2e.daemon_process import DaemonProcess, watching_two_models
 from tests.support.peers import DRAFT_MODEL, MAIN_MODEL, DMRServer
 from tests.support.util import eventually
-from tests.support.util import localmodel_yaml as localmodel
 
 pytestmark = [pytest.mark.peers, pytest.mark.e2e]
 
@@ -30,16 +29,8 @@ def setup(
 ) -> Iterator[tuple[DMRServer, DaemonProcess, Path]]:
     busy = tmp_path / "busy"
     server = dmr_server_factory(models=[MAIN_MODEL, DRAFT_MODEL], env={"FAKE_LLAMA_BUSY_WHILE": str(busy)})
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "main.yaml").write_text(localmodel("main", MAIN_MODEL, contextSize=8192, preload="true"))
-    (models / "draft.yaml").write_text(localmodel("draft", DRAFT_MODEL, contextSize=2048))
-    daemon = DaemonProcess(models, server.url, interval=None, log_path=tmp_path / "daemon.log")
-    try:
-        eventually(lambda: daemon.ready("main") and daemon.ready("draft"), timeout=60, what="both Ready")
+    with watching_two_models(tmp_path, server.url, ("main", MAIN_MODEL), ("draft", DRAFT_MODEL), timeout=60) as daemon:
         yield server, daemon, busy
-    finally:
-        daemon.close()
 
 
 def context(server: DMRServer, model: str = MAIN_MODEL) -> Any:
