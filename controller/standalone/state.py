@@ -24,6 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class StatusStore:
         """Read the file once, at start. Never raises: any problem is logged once and the file ignored."""
         if self.path is None:
             return
+        self._remove_leftovers()
         try:
             with self.path.open("rb") as handle:
                 raw = handle.read(self.max_bytes + 1)
@@ -176,6 +178,15 @@ class StatusStore:
                 file=str(self.path),
             )
         self.entries = entries
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of writes that a stop cut short (the process exits while a slow disk
+        still holds a write): only this file's, only at start, before this process writes any."""
+        assert self.path is not None
+        with contextlib.suppress(OSError):
+            for leftover in self.path.parent.glob(f".{glob_escape(self.path.name)}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def _ignore(self, why: str) -> None:
         self.last_error = f"{self.path}: {why}"

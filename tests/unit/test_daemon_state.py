@@ -83,6 +83,15 @@ def test_a_failed_write_leaves_the_old_file_whole_and_is_retried_and_logged_once
     assert store.report()["lastError"] is None
 
 
+def test_a_temporary_file_left_by_a_write_cut_short_is_removed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    StatusStore(path, tmp_path).write(b"{}")
+    (tmp_path / ".status.json.abc123.tmp").write_text('{"half": ')  # the process exited mid-write
+    (tmp_path / ".other.json.abc123.tmp").write_text("not ours")
+    StatusStore(path, tmp_path).load()
+    assert sorted(os.listdir(tmp_path)) == [".other.json.abc123.tmp", "status.json"]
+
+
 def test_nothing_is_taken_when_nothing_changed(tmp_path: Path) -> None:
     store = StatusStore(tmp_path / "status.json", tmp_path)
     store.put("a", ENTRY)
