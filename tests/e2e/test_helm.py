@@ -163,5 +163,8 @@ def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_
         stalled = next(c for c in broken["status"]["conditions"] if c["type"] == "Stalled")
         assert stalled["status"] == "True"
         assert stalled["message"] in failed.stderr, failed.stderr
+        # What the user reads names the model and the field to fix (it was "Model not found (404 from URL)").
+        assert "model ai/no-such-model:latest was not found in its registry" in failed.stderr, failed.stderr
+        assert "check spec.model's name and tag" in failed.stderr, failed.stderr
         op.proc.check_alive()
     print(f"helm install --wait: {install_seconds:.1f}s; upgrade failing on Stalled: {failed_seconds:.1f}s")
