@@ -198,6 +198,16 @@ GOOD = body(entry("sha256:aaa", {"context-size": 8192}), entry("sha256:bbb", {"k
 GOOD_REORDERED = body(entry("sha256:bbb", {"keep_alive": "10m0s"}), entry("sha256:aaa", {"context-size": 8192}))
 
 
+def watching_a_and_b(listing_seconds: float = 0.0) -> tuple[ScriptedEngine, Recorder, list[float], EngineWatch]:
+    """A watch that expects A and B, on an engine that stores both (GOOD); nothing looked at yet."""
+    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
+    watch = make_watch(engine, recorder, now, listing_seconds)
+    watch.expect(A)
+    watch.expect(B)
+    engine.answer = GOOD
+    return engine, recorder, now, watch
+
+
 def tick(watch: EngineWatch, now: list[float]) -> float:
     """One look, then the clock moves on by the delay it asked for (at least a moment)."""
     delay = asyncio.run(watch.look())
@@ -206,11 +216,7 @@ def tick(watch: EngineWatch, now: list[float]) -> float:
 
 
 def test_idle_looks_parse_nothing_and_report_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
-    watch = make_watch(engine, recorder, now)
-    watch.expect(A)
-    watch.expect(B)
-    engine.answer = GOOD
+    engine, recorder, now, watch = watching_a_and_b()
     assert tick(watch, now) == 1.0  # the first look compares
     parses: list[bytes] = []
     monkeypatch.setattr(watch_module, "parse_listing", lambda raw: parses.append(raw) or [])
@@ -225,11 +231,7 @@ def test_idle_looks_parse_nothing_and_report_nothing(monkeypatch: pytest.MonkeyP
 
 
 def test_an_overwrite_is_reported_once_until_expected_again() -> None:
-    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
-    watch = make_watch(engine, recorder, now)
-    watch.expect(A)
-    watch.expect(B)
-    engine.answer = GOOD
+    engine, recorder, now, watch = watching_a_and_b()
     tick(watch, now)
     engine.answer = body(entry("sha256:aaa", {"context-size": 4096}), entry("sha256:bbb", {"keep_alive": "10m0s"}))
     tick(watch, now)
@@ -243,11 +245,7 @@ def test_an_overwrite_is_reported_once_until_expected_again() -> None:
 
 
 def test_an_outage_is_reported_once_down_once_up_then_every_config_restarted() -> None:
-    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
-    watch = make_watch(engine, recorder, now)
-    watch.expect(A)
-    watch.expect(B)
-    engine.answer = GOOD
+    engine, recorder, now, watch = watching_a_and_b()
     tick(watch, now)
     engine.answer = EngineUnreachable("cannot reach the engine at http://x: refused", url="http://x")
     delays = [tick(watch, now) for _ in range(7)]
@@ -313,11 +311,7 @@ def test_runner_signature_ignores_busy_and_spelling() -> None:
 
 def slow_engine_watch() -> tuple[ScriptedEngine, Recorder, list[float], EngineWatch]:
     """An engine whose listing takes 0.5 s: the watch lists every 10 s and probes in between."""
-    engine, recorder, now = ScriptedEngine(), Recorder(), [0.0]
-    watch = make_watch(engine, recorder, now, listing_seconds=0.5)
-    watch.expect(A)
-    watch.expect(B)
-    engine.answer = GOOD
+    engine, recorder, now, watch = watching_a_and_b(listing_seconds=0.5)
     engine.runners = [runner("ai/a")]
     return engine, recorder, now, watch
 
