@@ -92,6 +92,7 @@ def daemon(directory: Path, url: str, workdir: Path, *extra: str) -> Iterator[su
     port = free_port()
     command = [sys.executable, "-m", "controller", "watch", str(directory), "--engine", url]
     command += ["--status-addr", f"127.0.0.1:{port}", "--log-format", "json", *extra]
+    command += ["--state-file", str(workdir / f"status-{port}.json")]  # saved as a user's would be, not in ~
     log = (workdir / f"daemon-{port}.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV)
     try:
