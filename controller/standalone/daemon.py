@@ -8,7 +8,8 @@ drift pass costs the observation and nothing more.
 
 The daemon keeps no state that matters for correctness: a restart re-reads the files and
 re-observes the engine. What it keeps (backoff counters, conditions, last good file versions) only
-makes it polite and informative.
+makes it polite and informative; what of it a restart could not re-derive (lastAppliedTime, the
+conditions' lastTransitionTime, generations) is saved in a file (controller/standalone/state.py).
 
 Between drift passes the engine watch (controller.engine.watch) looks at the engine's stored
 configs every `watch_period` seconds, one request shared by every model; a restart, an unload or
