@@ -50,7 +50,8 @@ class Metrics:
         self.models = Gauge(f"{NAMESPACE}_models", "LocalModels this process reconciles", registry=r)
         self.status_writes = Counter(
             f"{NAMESPACE}_status_writes",
-            "Status writes, by result (written, unchanged, conflict, forbidden, progress: a pull-progress write)",
+            "Status writes, by result (written, unchanged, conflict, forbidden; progress: a pull-progress write, "
+            "progress-conflict: one answered 409, the object is re-read)",
             ["result"],
             registry=r,
         )

@@ -104,6 +104,7 @@ class PassProgress:
     once per PROGRESS_WRITE_SECONDS), so that `kubectl get lm -o yaml` shows how far a long pull is."""
 
     obj: dict[str, Any]  # the pass's copy of the object; each progress write refreshes its status
+    live: Mapping[str, Any] | None = None  # kopf's live view of the object (a pass with `live`)
     statuses: dict[str, EngineStatus] = field(default_factory=dict)
     written_at: float = float("-inf")
     task: asyncio.Task[None] | None = None
@@ -279,7 +280,7 @@ class Operator:
         async with self._passes, state.lock:
             with self.metrics.duration.time():
                 targets = self.targets(obj)
-                state.progress = PassProgress(obj)
+                state.progress = PassProgress(obj, live=body if live else None)
                 state.held_events = []
                 try:
                     statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
@@ -585,6 +586,8 @@ class Operator:
         progress.written_at = self._monotonic()
         obj = progress.obj
         meta = obj["metadata"]
+        if progress.live is not None:
+            self._catch_up(obj, progress.live)
         for attempt in range(2):
             update = compose_status(
                 obj.get("status"),
@@ -612,7 +615,7 @@ class Operator:
                 # The pass's copy is older than the object: always so for a new object, whose pass kopf starts
                 # before its finalizer patch lands. Re-read it once (the pass's own write later starts from it).
                 log.debug("pull progress of %s not written (%s); re-reading the object", object_key(obj), exc)
-                self.metrics.status_writes.labels("conflict").inc()
+                self.metrics.status_writes.labels("progress-conflict").inc()
                 try:
                     fresh = await self.kube.get_localmodel(meta.get("namespace", ""), meta["name"])
                 except KubeError:
@@ -627,9 +630,25 @@ class Operator:
                 return
         else:
             return
-        meta["resourceVersion"] = written["metadata"].get("resourceVersion")
+        meta.clear()
+        meta.update(written["metadata"])  # the object as written (its resourceVersion, kopf's finalizer)
         obj["status"] = written.get("status")
         self.metrics.status_writes.labels("progress").inc()
+
+    def _catch_up(self, obj: dict[str, Any], live: Mapping[str, Any]) -> None:
+        """Take the live object's metadata and status into the pass's copy (in place: the pass holds it) when the
+        copy predates kopf's finalizer patch and the spec is the same: a write with the copy's resourceVersion
+        would answer 409."""
+        finalizer = self.identity.finalizer
+        meta, fresh = obj["metadata"], live.get("metadata") or {}
+        if finalizer in (meta.get("finalizers") or ()) or finalizer not in (fresh.get("finalizers") or ()):
+            return
+        if fresh.get("generation") != meta.get("generation"):
+            return
+        fresh_copy = copy.deepcopy(dict(live))
+        meta.clear()
+        meta.update(fresh_copy["metadata"])
+        obj["status"] = fresh_copy.get("status")
 
     @staticmethod
     async def _stop_progress(state: ObjectState) -> None:

@@ -4,6 +4,7 @@ of `status.engines[]` entries. The real API server is in tests/e2e/test_operator
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from typing import Any
@@ -221,6 +222,27 @@ async def test_a_new_objects_pull_progress_is_written_though_its_copy_predates_t
     assert {c["type"]: c["status"] for c in pulling[0]["conditions"]}["Reconciling"] == "True"
     assert conditions(kube.get("llama")) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
     assert kube.get("llama")["metadata"]["finalizers"] == ["localmodel.io/finalizer"]
+
+
+async def test_a_new_objects_pull_progress_follows_the_live_object_without_a_conflict() -> None:
+    """With kopf's live view (live=True), a progress write takes the object as it is after the finalizer patch
+    the watch has shown: no 409, no re-read."""
+    kube, events = FakeKube(), Events()
+    async with emulator(pull_seconds=0.5) as emu:
+        operator = central(kube, [EngineRef("emu", emu.url)], events)
+        body = kube.create("llama", {"model": "ai/llama3.2"})
+        running = asyncio.ensure_future(operator.reconcile_object(body, live=True))
+        await asyncio.sleep(0)  # the pass took its copy; then kopf's finalizer patch lands and the watch shows it
+        stored = kube.objects[("ns", "llama")]
+        kube.version += 1
+        stored["metadata"].update(finalizers=["localmodel.io/finalizer"], resourceVersion=str(kube.version))
+        body["metadata"] = copy.deepcopy(stored["metadata"])
+        await running
+        await operator.aclose()
+    assert operator.metrics.status_writes.labels("progress")._value.get() >= 1
+    assert operator.metrics.status_writes.labels("progress-conflict")._value.get() == 0
+    assert operator.metrics.status_writes.labels("conflict")._value.get() == 0
+    assert conditions(kube.get("llama")) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
 
 
 async def test_an_invalid_spec_stalls_without_touching_the_engine(emu: RunningEmulator) -> None:
