@@ -213,6 +213,8 @@ async def run_design(
         polls = 0
         while True:
             await asyncio.sleep(1.0)
+            if time.monotonic() - t0 > 600:
+                raise TimeoutError(f"{len(nodes)} nodes: not all Ready after 600 s")
             answer = await asyncio.to_thread(http.get, path)
             polls += 1
             if answer.status_code != 200:  # a swamped API server answers 429 or times out: poll again
@@ -224,8 +226,6 @@ async def run_design(
             if polls % 15 == 0:
                 waiting = [i for i in items if not ready_verdict(i)]
                 print(f"  {len(waiting)} of {len(items)} LocalModels not Ready yet", file=sys.stderr)
-            if time.monotonic() - t0 > 600:
-                raise TimeoutError(f"{len(nodes)} nodes: not all Ready after 600 s")
         ready_seconds = time.monotonic() - t0
         rollout = delta(await asyncio.to_thread(server_counters, http), before)
         rss = rss_bytes() - rss0
