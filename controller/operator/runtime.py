@@ -108,6 +108,7 @@ class PassProgress:
     statuses: dict[str, EngineStatus] = field(default_factory=dict)
     written_at: float = float("-inf")
     task: asyncio.Task[None] | None = None
+    writing: bool = False  # the task is past its wait: a write may be in flight
 
 
 def kube_now() -> datetime:
@@ -584,6 +585,7 @@ class Operator:
     async def _write_progress(self, progress: PassProgress, delay: float) -> None:
         await self._sleep(delay)
         progress.written_at = self._monotonic()
+        progress.writing = True
         obj = progress.obj
         meta = obj["metadata"]
         if progress.live is not None:
@@ -654,7 +656,10 @@ class Operator:
     async def _stop_progress(state: ObjectState) -> None:
         progress, state.progress = state.progress, None
         if progress is not None and progress.task is not None and not progress.task.done():
-            progress.task.cancel()
+            # A write in flight is awaited, not cancelled: cancelled, it may still land, and the pass's own write
+            # would then carry a resourceVersion from before it (409). Its wait for the next slot is cancelled.
+            if not progress.writing:
+                progress.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await progress.task
 
