@@ -32,9 +32,9 @@ test: $(STAMP) lint
 	tests/peers/build > $(VENV)/peers.env 2> $(VENV)/peers.env.log || true
 	LOCALMODEL_PEERS_FILE=$(CURDIR)/$(VENV)/peers.env HYPOTHESIS_PROFILE=ci $(BIN)/pytest
 
-# The gates, then everything that needs no Go build.
+# The gates, then the unit and contract tests on the emulator (no Go build), on every core (pytest-xdist).
 test-fast: $(STAMP) lint
-	$(BIN)/pytest -m 'not peers'
+	$(BIN)/pytest -n auto -m 'not peers' tests/unit tests/contract
 
 peers:
 	tests/peers/build
