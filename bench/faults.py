@@ -43,11 +43,11 @@ from tests.faults.helpers import kill_peer, log_lines, log_size, metric, start_p
 from tests.support.emulator import EmulatorProcess, emulator_process  # noqa: E402
 from tests.support.kstatus import ready_verdict  # noqa: E402
 from tests.support.kube import (  # noqa: E402
-    CLEANUPS_FILE,
-    CRD_FILE,
     KubeApi,
     OperatorProcess,
     deploy_rbac_for_user,
+    install_localmodel,
+    operator_args,
     operator_process,
 )
 from tests.support.peers import (  # noqa: E402
@@ -55,7 +55,6 @@ from tests.support.peers import (  # noqa: E402
     apply_manifest,
     load_peer_binaries,
     start_kube_apiserver,
-    wait_for_crd_established,
 )
 from tests.support.util import localmodel_yaml  # noqa: E402
 
@@ -143,8 +142,8 @@ class OperatorBench:
     def setup(self, *extra: str) -> Iterator[tuple[str, EmulatorProcess, OperatorProcess]]:
         ns = self.cluster.new_namespace("fault")
         with emulator_process("--preload-models", "ai/smollm2,ai/llama3.2,ai/qwen3:0.6B-F16") as engine:
-            args = ["--engine", f"emu={engine.url}", "--namespace", ns, "--drift-interval", str(DRIFT)]
-            with operator_process(self.cluster, *args, "--finalize-attempts", "1", *extra, workdir=self.workdir) as op:
+            args = operator_args(engine.url, ns, "--finalize-attempts", "1", *extra, drift=DRIFT)
+            with operator_process(self.cluster, *args, workdir=self.workdir) as op:
                 for i, (name, model) in enumerate(MODELS.items()):
                     self.api.create_localmodel(ns, name, {"model": model, "contextSize": 2048 + i}).raise_for_status()
                 if until(lambda: self.converged(ns, engine), 60) is None:
@@ -282,11 +281,7 @@ def operator_faults(full: bool, workdir: Path) -> list[Row]:
     binaries = load_peer_binaries()
     cluster = start_kube_apiserver(binaries, workdir / "kube")
     try:
-        apply_manifest(cluster.admin_kubeconfig, CRD_FILE)
-        wait_for_crd_established(cluster.admin_kubeconfig, "localmodels.localmodel.io")
-        apply_manifest(cluster.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
-        apply_manifest(cluster.admin_kubeconfig, CLEANUPS_FILE)
-        apply_manifest(cluster.admin_kubeconfig, deploy_rbac_for_user(cluster.operator_user))
+        install_localmodel(cluster)
         bench = OperatorBench(cluster, workdir)
         n = len(MODELS)
         single = ("--no-leader-election",)  # an outage longer than the lease stops a leader on purpose

@@ -37,17 +37,14 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.support.emulator import emulator_process  # noqa: E402
 from tests.support.kstatus import ready_verdict  # noqa: E402
 from tests.support.kube import (  # noqa: E402
-    CLEANUPS_FILE,
-    CRD_FILE,
     KubeApi,
-    deploy_rbac_for_user,
+    install_localmodel,
+    operator_args,
     operator_process,
 )
 from tests.support.peers import (  # noqa: E402
-    apply_manifest,
     load_peer_binaries,
     start_kube_apiserver,
-    wait_for_crd_established,
 )
 
 OPERATOR_RESOURCES = {"localmodels", "events", "nodes", "configmaps"}
@@ -95,12 +92,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     cluster = start_kube_apiserver(binaries, workdir / "kube")
     try:
-        apply_manifest(cluster.admin_kubeconfig, CRD_FILE)
-        wait_for_crd_established(cluster.admin_kubeconfig, "localmodels.localmodel.io")
-        # The operator's own namespace and its (empty) clean-ups record, as deploy/ ships them.
-        apply_manifest(cluster.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
-        apply_manifest(cluster.admin_kubeconfig, CLEANUPS_FILE)
-        apply_manifest(cluster.admin_kubeconfig, deploy_rbac_for_user(cluster.operator_user))
+        install_localmodel(cluster)
         namespace = cluster.new_namespace("bench")
         api = KubeApi(cluster)
         with emulator_process("--load-seconds", "0") as engine:
@@ -108,18 +100,8 @@ def main() -> int:
                 httpx.post(
                     engine.url + "/_emulator/catalog", json={"name": f"bench/m{i}", "pulled": True}, timeout=10
                 ).raise_for_status()
-            with operator_process(
-                cluster,
-                "--engine",
-                f"emu={engine.url}",
-                "--namespace",
-                namespace,
-                "--drift-interval",
-                str(args.drift_interval),
-                "--workers",
-                str(args.workers),
-                workdir=workdir,
-            ) as op:
+            command = operator_args(engine.url, namespace, "--workers", str(args.workers), drift=args.drift_interval)
+            with operator_process(cluster, *command, workdir=workdir) as op:
                 started = time.monotonic()
                 with concurrent.futures.ThreadPoolExecutor(16) as pool:
                     codes = list(

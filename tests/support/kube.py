@@ -61,16 +61,21 @@ def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
     return docs
 
 
+def install_localmodel(cluster: KubeAPIServer) -> KubeAPIServer:
+    """Install on `cluster` what deploy/ installs for the operator: the LocalModel CRD (waited for), the
+    operator's namespace with the (empty) record of pending clean-ups, and its RBAC for the operator user."""
+    apply_manifest(cluster.admin_kubeconfig, CRD_FILE)
+    wait_for_crd_established(cluster.admin_kubeconfig, CRD_NAME)
+    apply_manifest(cluster.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
+    apply_manifest(cluster.admin_kubeconfig, CLEANUPS_FILE)
+    apply_manifest(cluster.admin_kubeconfig, deploy_rbac_for_user(cluster.operator_user))
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def localmodel_cluster(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
     """The real API server with the LocalModel CRD and the operator's RBAC (deploy/) installed."""
-    apply_manifest(kube_apiserver.admin_kubeconfig, CRD_FILE)
-    wait_for_crd_established(kube_apiserver.admin_kubeconfig, CRD_NAME)
-    # The operator's own namespace, with the (empty) record of pending clean-ups that deploy/ ships.
-    apply_manifest(kube_apiserver.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
-    apply_manifest(kube_apiserver.admin_kubeconfig, CLEANUPS_FILE)
-    apply_manifest(kube_apiserver.admin_kubeconfig, deploy_rbac_for_user(kube_apiserver.operator_user))
-    return kube_apiserver
+    return install_localmodel(kube_apiserver)
 
 
 @pytest.fixture
@@ -83,16 +88,13 @@ def api(localmodel_cluster: KubeAPIServer) -> Iterator[KubeApi]:
 
 def operator_args(engine_url: str, namespace: str, *extra: str, drift: float = 2.0, name: str = "emu") -> list[str]:
     """The arguments of a central operator on one engine (`name`) watching one namespace."""
-    return ["--engine", f"{name}={engine_url}", "--namespace", namespace, "--drift-interval", f"{drift:g}", *extra]
+    return ["--engine", f"{name}={engine_url}", "--namespace", namespace, "--drift-interval", str(drift), *extra]
 
 
 def agent_args(node: str, engine_url: str, namespace: str, *extra: str, drift: float = 2.0) -> list[str]:
     """The arguments of a node agent for `node` on one engine, watching one namespace."""
-    return ["--mode", "node-agent", "--node-name", node, "--engine", engine_url, "--namespace", namespace] + [
-        "--drift-interval",
-        f"{drift:g}",
-        *extra,
-    ]
+    agent = ["--mode", "node-agent", "--node-name", node, "--engine", engine_url, "--namespace", namespace]
+    return [*agent, "--drift-interval", str(drift), *extra]
 
 
 @dataclass
