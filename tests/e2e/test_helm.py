@@ -7,6 +7,7 @@ LocalModel is Ready for its current generation, and fail with our Stalled messag
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ def engine() -> Iterator[EmulatorProcess]:
 
 def chart_models() -> list[dict[str, Any]]:
     return list(yaml.safe_load((MODELS_CHART / "values.yaml").read_text())["localModels"])
+
+
+def models_chart(
+    binaries: PeerBinaries, verb: str, ns: str, kubeconfig: str, *values: str
+) -> subprocess.CompletedProcess[str]:
+    """`helm VERB models examples/helm-models --namespace NS VALUES... --wait --timeout 60s` (install or upgrade)."""
+    chart = ("models", str(MODELS_CHART), "--namespace", ns, *values, "--wait", "--timeout", "60s")
+    return helm(binaries, verb, *chart, kubeconfig=kubeconfig)
 
 
 def ready_for_current_generation(obj: dict[str, Any] | None) -> bool:
@@ -95,18 +104,7 @@ def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_
     with operator_process(localmodel_cluster, *args, workdir=tmp_path) as op:
         # install --wait: returns only when every LocalModel is Ready (kstatus Current) for generation 1
         t0 = time.monotonic()
-        installed = helm(
-            peer_binaries,
-            "install",
-            "models",
-            str(MODELS_CHART),
-            "--namespace",
-            ns,
-            "--wait",
-            "--timeout",
-            "60s",
-            kubeconfig=kubeconfig,
-        )
+        installed = models_chart(peer_binaries, "install", ns, kubeconfig)
         install_seconds = time.monotonic() - t0
         assert installed.returncode == 0, installed.stderr
         objs = [api.get(ns, name) for name in names]
@@ -115,20 +113,8 @@ def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_
         assert {r["status"] for r in kstatus(peer_binaries, *[o for o in objs if o])} == {"Current"}
 
         # upgrade --wait with a new contextSize: returns once generation 2 is observed and Ready
-        upgraded = helm(
-            peer_binaries,
-            "upgrade",
-            "models",
-            str(MODELS_CHART),
-            "--namespace",
-            ns,
-            "--set",
-            "localModels[0].name=smollm2,localModels[0].model=ai/smollm2,localModels[0].contextSize=8192",
-            "--wait",
-            "--timeout",
-            "60s",
-            kubeconfig=kubeconfig,
-        )
+        smollm2_8192 = "localModels[0].name=smollm2,localModels[0].model=ai/smollm2,localModels[0].contextSize=8192"
+        upgraded = models_chart(peer_binaries, "upgrade", ns, kubeconfig, "--set", smollm2_8192)
         assert upgraded.returncode == 0, upgraded.stderr
         smol = api.get(ns, "smollm2")
         assert smol is not None
@@ -142,20 +128,7 @@ def test_helm_wait_returns_once_every_model_is_ready_and_fails_with_the_stalled_
             yaml.safe_dump({"localModels": [*chart_models(), {"name": "broken", "model": "ai/no-such-model"}]})
         )
         t0 = time.monotonic()
-        failed = helm(
-            peer_binaries,
-            "upgrade",
-            "models",
-            str(MODELS_CHART),
-            "--namespace",
-            ns,
-            "--values",
-            str(values),
-            "--wait",
-            "--timeout",
-            "60s",
-            kubeconfig=kubeconfig,
-        )
+        failed = models_chart(peer_binaries, "upgrade", ns, kubeconfig, "--values", str(values))
         failed_seconds = time.monotonic() - t0
         assert failed.returncode != 0, failed.stdout
         broken = api.get(ns, "broken")
