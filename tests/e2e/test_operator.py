@@ -233,7 +233,7 @@ def test_invalid_objects_are_rejected_by_the_api_server(
 
 
 def test_a_new_object_shows_its_pull_progress_while_the_pull_runs(
-    localmodel_cluster: KubeAPIServer,  # noqa: F811
+    localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
     peer_binaries: PeerBinaries,
@@ -246,16 +246,7 @@ def test_a_new_object_shows_its_pull_progress_while_the_pull_runs(
     ns = kube_namespace
     with (
         emulator_process("--pull-seconds", "16") as engine,
-        operator_process(
-            localmodel_cluster,
-            "--engine",
-            f"emu={engine.url}",
-            "--namespace",
-            ns,
-            "--drift-interval",
-            "30",
-            workdir=tmp_path,
-        ) as op,
+        operator_process(localmodel_cluster, *operator_args(engine.url, ns, drift=30), workdir=tmp_path) as op,
     ):
         assert api.create_localmodel(ns, "llama", {"model": "ai/llama3.2"}).status_code == 201
 
