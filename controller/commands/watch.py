@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -158,9 +159,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _number(text: str, convert: Callable[[str], N], unit: str) -> N:
     try:
-        return convert(text)
+        value = convert(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+    if not math.isfinite(value):  # float("nan") and float("inf") parse, and would stall or spin the loops
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of {unit}")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -179,7 +183,7 @@ def _byte_count(text: str) -> int:
 
 def _not_negative(text: str) -> float:
     value = _number(text, float, "seconds")
-    if value < 0 or value != value:
+    if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
     return value
 
