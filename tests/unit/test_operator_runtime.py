@@ -166,8 +166,8 @@ async def test_a_spec_change_is_applied_on_the_next_pass(emu: RunningEmulator) -
     await operator.aclose()
 
 
-async def test_a_long_pull_writes_its_progress_then_ready() -> None:
-    kube, events = FakeKube(), Events()
+def record_status_writes(kube: FakeKube) -> list[dict[str, Any]]:
+    """Every status `kube` is given from now on, in order."""
     written: list[dict[str, Any]] = []
     apply_status = kube.apply_status
 
@@ -176,7 +176,13 @@ async def test_a_long_pull_writes_its_progress_then_ready() -> None:
         written.append(body["status"])
         return body
 
-    kube.apply_status = recording  # type: ignore[method-assign]
+    kube.apply_status = recording  # type: ignore[method-assign]  # a recording wrapper around the fake
+    return written
+
+
+async def test_a_long_pull_writes_its_progress_then_ready() -> None:
+    kube, events = FakeKube(), Events()
+    written = record_status_writes(kube)
     async with emulator(pull_seconds=0.5) as emu:
         operator = central(kube, [EngineRef("emu", emu.url)], events)
         body = kube.create("llama", {"model": "ai/llama3.2"})
@@ -199,15 +205,7 @@ async def test_a_new_objects_pull_progress_is_written_though_its_copy_predates_t
     resourceVersion from before that patch. Progress written with it answered 409 every time (the status
     stayed {observedGeneration: 0} until the pull ended); a conflict re-reads the object and writes again."""
     kube, events = FakeKube(), Events()
-    written: list[dict[str, Any]] = []
-    apply_status = kube.apply_status
-
-    async def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        body = await apply_status(*args, **kwargs)
-        written.append(body["status"])
-        return body
-
-    kube.apply_status = recording  # type: ignore[method-assign]
+    written = record_status_writes(kube)
     async with emulator(pull_seconds=0.5) as emu:
         operator = central(kube, [EngineRef("emu", emu.url)], events)
         body = kube.create("llama", {"model": "ai/llama3.2"})
