@@ -5,7 +5,8 @@ both), so the enums, ranges, effort names and defaults below are taken from `con
 `controller.wire` rather than typed twice. The committed copies are regenerated with:
 
     python -m controller.crd > crds/localmodels.localmodel.io.yaml
-    cp crds/localmodels.localmodel.io.yaml deploy/helm/localmodel/crds/
+    python -m controller.crd localmodelnodes > crds/localmodelnodes.localmodel.io.yaml
+    cp crds/*.localmodel.io.yaml deploy/helm/localmodel/crds/
 
 Where the two validators cannot agree, the CRD is the looser one and the controller reports the
 rest (`Stalled`, reason `InvalidSpec`) before anything is sent to an engine:
@@ -39,6 +40,9 @@ VERSION: Final = spec.API_VERSION.split("/")[1]
 PLURAL: Final = "localmodels"
 SINGULAR: Final = "localmodel"
 NAME: Final = f"{PLURAL}.{GROUP}"
+NODE_KIND: Final = "LocalModelNode"
+NODE_PLURAL: Final = "localmodelnodes"
+NODE_NAME: Final = f"{NODE_PLURAL}.{GROUP}"
 
 #: Bounds that keep CEL cost estimates small; generous for real use.
 MAX_FLAGS: Final = 256
@@ -384,9 +388,35 @@ def status_schema() -> dict[str, Any]:
             },
             "engines": {
                 "type": "array",
+                "description": (
+                    "Detail per engine (central mode). Node agents report per node in LocalModelNode objects "
+                    "instead; entries left by agents of earlier versions are removed by the aggregator."
+                ),
                 "items": _engine_schema(),
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
+            },
+            "ready": {"type": "string", "description": "Engines (or nodes) ready / expected, as `37/40`."},
+            "readyNodes": {"type": "integer", "minimum": 0, "description": "Nodes (node-agent mode) ready."},
+            "targetNodes": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Nodes (node-agent mode) expected to report: matching, with a live agent.",
+            },
+            "backend": {"type": "string", "description": "Backend that serves the model."},
+            "failingNodes": {
+                "type": "array",
+                "maxItems": 16,
+                "description": "At most a handful of nodes that are not ready and not merely pending, by name.",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                    },
+                },
             },
         },
     }
@@ -407,11 +437,17 @@ def printer_columns() -> list[dict[str, Any]]:
         {
             "name": "Backend",
             "type": "string",
-            "jsonPath": ".status.engines[0].backend",
+            "jsonPath": ".status.backend",
             "description": "Backend serving the model (every engine picks the same one from the model format).",
         },
         {"name": "Context", "type": "integer", "jsonPath": ".spec.contextSize"},
-        _condition_column("Ready", "status", "The Ready condition."),
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": ".status.ready",
+            "description": "Engines (nodes) with the declared config / engines (nodes) expected.",
+        },
+        _condition_column("Status", "status", "The Ready condition."),
         _condition_column("Reason", "reason", "Why the model is or is not ready."),
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
@@ -465,19 +501,90 @@ def crd() -> dict[str, Any]:
     }
 
 
+def node_crd() -> dict[str, Any]:
+    """The LocalModelNode CRD: one cluster-scoped object per node, written by that node's agent only
+    (controller/operator/nodereport.py), holding the node's entry for every LocalModel."""
+    entry = _engine_schema()
+    entry["description"] = "One LocalModel on this node."
+    entry["required"] = ["namespace", "name", "uid"]
+    entry["properties"] = {
+        "namespace": {"type": "string"},
+        "name": {"type": "string", "description": "The LocalModel's name."},
+        "uid": {"type": "string", "description": "The LocalModel's uid."},
+        **{k: v for k, v in entry["properties"].items() if k != "name"},
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": NODE_NAME},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": NODE_KIND,
+                "listKind": f"{NODE_KIND}List",
+                "plural": NODE_PLURAL,
+                "singular": NODE_KIND.lower(),
+                "shortNames": ["lmn"],
+                "categories": ["ai"],
+            },
+            "scope": "Cluster",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                "What the localmodel agent on one node (the object's name) reports for every "
+                                "LocalModel it works on. Written by that agent only; never edit it."
+                            ),
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "status": {
+                                    "type": "object",
+                                    "properties": {
+                                        "ready": {"type": "string", "description": "Entries ready / entries."},
+                                        "models": {
+                                            "type": "array",
+                                            "items": entry,
+                                            "x-kubernetes-list-type": "atomic",
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 HEADER: Final = (
     "# Generated by `python -m controller.crd` from controller/crd.py and controller/spec.py: do not edit.\n"
 )
 
 
-def render() -> str:
-    """The CRD as the YAML text committed under crds/."""
-    body = yaml.safe_dump(crd(), sort_keys=False, allow_unicode=True, width=100)
+def render(which: str = PLURAL) -> str:
+    """A CRD as the YAML text committed under crds/ (`localmodels` or `localmodelnodes`)."""
+    body = yaml.safe_dump(node_crd() if which == NODE_PLURAL else crd(), sort_keys=False, allow_unicode=True, width=100)
     return HEADER + body
 
 
-def main() -> int:
-    sys.stdout.write(render())
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] not in (PLURAL, NODE_PLURAL):
+        sys.stderr.write(f"usage: python -m controller.crd [{PLURAL}|{NODE_PLURAL}]\n")
+        return 2
+    sys.stdout.write(render(args[0] if args else PLURAL))
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +19,15 @@ from typing import Any, Final
 
 import httpx
 
-from controller.crd import GROUP, PLURAL, VERSION
+from controller.crd import GROUP, NODE_PLURAL, PLURAL, VERSION
 from controller.spec import API_VERSION, KIND
 
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE: Final = "application/json-patch+json"
 LEASE_GROUP: Final = "coordination.k8s.io"
+WATCH_SECONDS: Final = 300
+MAX_WATCH_EVENT_BYTES: Final = 8 * 1024 * 1024  # a LocalModelNode of a few hundred models is tens of kB
 
 
 class KubeError(Exception):
@@ -152,18 +154,115 @@ class KubeClient:
     ) -> dict[str, Any]:
         """Remove other writers' finalizers (node agents whose node is gone), guarded by the object's
         resourceVersion and each finalizer's value."""
+        return await self.update_finalizers(namespace, name, current, remove=names)
+
+    async def update_finalizers(
+        self,
+        namespace: str,
+        name: str,
+        current: Mapping[str, Any],
+        *,
+        add: str | None = None,
+        remove: Collection[str] = (),
+    ) -> dict[str, Any]:
+        """Add one finalizer and remove others in one JSON patch, guarded by the object's resourceVersion
+        and each removed finalizer's value (Conflict, or 422 from a failed test, when it moved)."""
         rv = (current.get("metadata") or {}).get("resourceVersion")
         ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
-        finalizers = (current.get("metadata") or {}).get("finalizers") or []
-        for index in sorted((i for i, f in enumerate(finalizers) if f in names), reverse=True):
+        finalizers = list((current.get("metadata") or {}).get("finalizers") or [])
+        for index in sorted((i for i, f in enumerate(finalizers) if f in remove), reverse=True):
             ops.append({"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizers[index]})
             ops.append({"op": "remove", "path": f"/metadata/finalizers/{index}"})
+        if add is not None and add not in finalizers:
+            if (current.get("metadata") or {}).get("finalizers") is None:
+                ops.append({"op": "add", "path": "/metadata/finalizers", "value": [add]})
+            else:
+                ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": add})
         return await self._request(
             "PATCH",
             _localmodel_path(namespace, name),
             content=json.dumps(ops),
             headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
+            permission=Permission("patch", GROUP, PLURAL, namespace),
         )
+
+    async def remove_status_field(self, namespace: str, name: str, current: Mapping[str, Any], field: str) -> None:
+        """Remove `status.<field>` (the per-node `engines[]` of the layout before LocalModelNodes), guarded
+        by the object's resourceVersion."""
+        rv = (current.get("metadata") or {}).get("resourceVersion")
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "remove", "path": f"/status/{field}"},
+        ]
+        await self._request(
+            "PATCH",
+            _localmodel_path(namespace, name) + "/status",
+            content=json.dumps(ops),
+            headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
+            permission=Permission("patch", GROUP, f"{PLURAL}/status", namespace),
+        )
+
+    # ---- LocalModelNodes (a node agent's report: nodereport.py) --------------------------------
+
+    async def get_localmodelnode(self, name: str) -> dict[str, Any]:
+        return await self._request(
+            "GET", _node_report_path(name), permission=Permission("get", GROUP, NODE_PLURAL, None)
+        )
+
+    async def apply_localmodelnode(self, body: Mapping[str, Any], *, field_manager: str) -> dict[str, Any]:
+        """Create or update a LocalModelNode with server-side apply (its agent is its only writer)."""
+        return await self._request(
+            "PATCH",
+            _node_report_path(body["metadata"]["name"]),
+            content=json.dumps(body),
+            params={"fieldManager": field_manager, "force": "true"},
+            headers={"Content-Type": APPLY_CONTENT_TYPE},
+            permission=Permission("patch", GROUP, NODE_PLURAL, None),
+        )
+
+    async def list_localmodelnodes(self) -> tuple[list[dict[str, Any]], str]:
+        """Every LocalModelNode and the list's resourceVersion (to watch from)."""
+        answer = await self._request(
+            "GET", _node_report_path(), permission=Permission("list", GROUP, NODE_PLURAL, None)
+        )
+        return list(answer.get("items") or []), str((answer.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch_localmodelnodes(
+        self, resource_version: str, *, timeout_seconds: int = WATCH_SECONDS
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of LocalModelNodes after `resource_version` (BOOKMARKs included), until the
+        server ends the watch (about `timeout_seconds`). Gone (410 in the stream or as the answer): list again."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30.0)
+        self.requests_sent += 1
+        try:
+            async with self._http.stream(
+                "GET", _node_report_path(), params=params, headers=self._auth(), timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    error = {404: Gone, 410: Gone, 409: Conflict}.get(response.status_code, KubeError)
+                    raise error(response.status_code, f"watch localmodelnodes: {_api_message(response)}")
+                async for line in response.aiter_lines():
+                    if len(line) > MAX_WATCH_EVENT_BYTES:
+                        raise KubeError(0, f"watch localmodelnodes: an event of {len(line)} bytes; restarting")
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        error = Gone if status.get("code") == 410 else KubeError
+                        raise error(int(status.get("code") or 0), f"watch localmodelnodes: {status.get('message')}")
+                    yield event
+        except httpx.HTTPError as exc:
+            raise KubeError(0, f"watch localmodelnodes: {exc!r}") from exc
+        except ValueError as exc:
+            raise KubeError(0, f"watch localmodelnodes: not JSON: {exc}") from exc
 
     # ---- Nodes and ConfigMaps ------------------------------------------------------------------
 
@@ -347,6 +446,11 @@ class KubeClient:
 
 def _localmodel_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+
+def _node_report_path(name: str = "") -> str:
+    base = f"/apis/{GROUP}/{VERSION}/{NODE_PLURAL}"
+    return f"{base}/{name}" if name else base
 
 
 def _lease_path(namespace: str, name: str = "") -> str:
