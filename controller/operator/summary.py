@@ -73,7 +73,9 @@ def summarize_nodes(
         conditions = [replace(c, message=f"{c.message}; {note}") if c.type == "Ready" else c for c in conditions]
     ready_nodes = sum(1 for s in statuses if s.ready)
     failing = [s for s in statuses if not s.ready and s.phase is not Phase.PENDING]
-    backend = next((s.backend for s in statuses if s.ready and s.backend), None)
+    backend = next(
+        (str(reports[s.engine]["backend"]) for s in statuses if s.ready and reports[s.engine].get("backend")), None
+    )
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": [c.to_k8s() for c in conditions],
