@@ -99,6 +99,9 @@ class AgentPresence:
         self._expired: set[str] = set()
         self._listed_at = float("-inf")
         self.renewals = 0
+        # Whether this agent lists the others' Leases. With LocalModelNodes only the aggregator needs to
+        # know who is alive (aggregator.py): the other agents only renew, one request per renewal period.
+        self.listing = True
 
     @property
     def lease_name(self) -> str:
@@ -125,6 +128,8 @@ class AgentPresence:
             if stop.is_set():
                 return
             await self.renew()
+            if not self.listing:
+                continue
             if self._monotonic() - self._listed_at >= self.duration:
                 await self.refresh()
             elif self._recompute():  # a Lease may have expired since the last list

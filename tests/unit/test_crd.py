@@ -416,6 +416,29 @@ def test_helm_chart_crd_is_the_same_file() -> None:
     assert CHART_CRD_FILE.read_bytes() == CRD_FILE.read_bytes(), f"{CHART_CRD_FILE} differs; {REGENERATE}"
 
 
+def test_committed_localmodelnode_crd_is_generated_from_code_and_in_the_chart() -> None:
+    committed = ROOT / "crds" / "localmodelnodes.localmodel.io.yaml"
+    chart = ROOT / "deploy" / "helm" / "localmodel" / "crds" / "localmodelnodes.localmodel.io.yaml"
+    regenerate = (
+        "python -m controller.crd localmodelnodes > crds/localmodelnodes.localmodel.io.yaml && cp it to the chart"
+    )
+    assert committed.read_text() == crd.render(crd.NODE_PLURAL), f"{committed} is stale; {regenerate}"
+    assert chart.read_bytes() == committed.read_bytes(), f"{chart} differs; {regenerate}"
+
+
+def test_localmodelnode_entries_are_one_atomic_list_per_node() -> None:
+    schema = crd.node_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    models = schema["properties"]["status"]["properties"]["models"]
+    assert models["x-kubernetes-list-type"] == "atomic"  # one managedFields entry, whatever the entry count
+    assert models["items"]["required"] == ["namespace", "name", "uid"]
+    assert crd.node_crd()["spec"]["scope"] == "Cluster"
+
+
+def test_crd_main_refuses_an_unknown_crd_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert crd.main(["widgets"]) == 2
+    assert "usage: python -m controller.crd" in capsys.readouterr().err
+
+
 def test_crd_identity() -> None:
     doc = yaml.safe_load(CRD_FILE.read_text())
     assert doc["metadata"]["name"] == "localmodels.localmodel.io"

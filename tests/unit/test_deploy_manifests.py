@@ -39,6 +39,8 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("localmodel.io", "localmodels/status"): {"patch"},  # server-side apply and JSON patch, never update
     ("", "events"): {"create"},  # kopf posts core/v1 Events and never patches them
     ("", "nodes"): {"get", "list", "watch"},  # node-agent mode only
+    # node-agent mode only: each agent's LocalModelNode (server-side apply creates it), the aggregator's watch
+    ("localmodel.io", "localmodelnodes"): {"get", "list", "watch", "create", "patch"},
     ("", "configmaps"): {"get", "patch"},  # localmodel-cleanups only (resourceNames), in its own namespace
     # Leader election (central) and agent presence (node-agent, which also lists), in its own namespace only.
     ("coordination.k8s.io", "leases"): {"get", "create", "update", "list"},
@@ -224,9 +226,12 @@ def test_base_engine_list_comes_from_the_generated_configmap() -> None:
     assert all(re.match(r"^https?://[^\s,]+$", url) for url in literals[ref["key"]].split(","))
 
 
-def test_base_includes_the_crd() -> None:
-    [crd] = of_kind(resource_docs(BASE), "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "localmodels.localmodel.io"
+def test_base_includes_the_crds() -> None:
+    crds = of_kind(resource_docs(BASE), "CustomResourceDefinition")
+    assert sorted(crd["metadata"]["name"] for crd in crds) == [
+        "localmodelnodes.localmodel.io",
+        "localmodels.localmodel.io",
+    ]
 
 
 def _apply_overlay(folder: Path) -> list[dict[str, Any]]:

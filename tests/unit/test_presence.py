@@ -163,6 +163,32 @@ async def test_the_agent_loop_renews_every_quarter_duration_and_lists_every_dura
     assert "create" not in api.calls
 
 
+async def test_an_agent_that_is_not_the_aggregator_only_renews() -> None:
+    clock, api = Clock(), FakeLeases()
+    agent = AgentPresence(
+        api,  # type: ignore[arg-type]
+        NS,
+        "a",
+        duration=40,
+        monotonic=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+    )
+    agent.listing = False  # only the aggregator lists the agent Leases (aggregator.py)
+    await agent.renew()
+    api.calls.clear()
+    stop = asyncio.Event()
+
+    async def sleep_two_virtual_minutes(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if clock.t > 1000 + 120:
+            stop.set()
+
+    agent._sleep = sleep_two_virtual_minutes
+    await agent.run(stop)
+    assert api.calls == ["update"] * 12  # one request per renewal period, nothing else
+
+
 async def test_without_lease_permissions_presence_is_off_and_every_matching_node_is_expected() -> None:
     class NoLeases(FakeLeases):
         async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
