@@ -2,7 +2,8 @@
 their finalizer (docs/scale.md, "Bounded status").
 
 Every agent reports on its own node in its `LocalModelNode` (nodereport.py) and writes nothing to the
-LocalModels. One of them, elected on the Lease `localmodel-aggregator` (election.py), also:
+LocalModels. One of them, elected on the Lease `localmodel-aggregator` (election.py; one per set of
+watched namespaces, as the leader's), also:
 
 - watches the `LocalModelNode`s (one watcher in the cluster: each node's write is transferred once),
   and knows the LocalModels from the watch every agent has anyway;
@@ -34,7 +35,7 @@ from controller.backoff import Retries
 from controller.logs import log_event
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, NODE_AGENT, Identity
 from controller.operator.kube import Conflict, Gone, KubeClient, KubeError
-from controller.operator.nodereport import node_entries
+from controller.operator.nodereport import SCOPE_LABEL, node_entries, report_node
 from controller.operator.presence import AgentPresence
 from controller.operator.summary import same_summary, summarize_nodes
 from controller.operator.targeting import matching_nodes, raw_node_selector
@@ -43,7 +44,6 @@ log = logging.getLogger("localmodel.operator")
 
 FINALIZER: Final = Identity("central").finalizer  # `localmodel.io/finalizer`, as the central operator's
 FIELD_MANAGER: Final = "localmodel-aggregator"
-AGGREGATOR_LEASE: Final = "localmodel-aggregator"
 SUMMARY_INTERVAL_SECONDS: Final = 1.0
 WATCH_RETRIES: Final = Retries(first=0.5, cap=10.0)
 
@@ -62,6 +62,7 @@ class Aggregator:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         interval: float = SUMMARY_INTERVAL_SECONDS,
+        scope: str = "cluster",
     ) -> None:
         self.kube = kube
         self._nodes = nodes
@@ -71,6 +72,7 @@ class Aggregator:
         self._monotonic = monotonic
         self._sleep = sleep
         self.interval = interval
+        self.selector = f"{SCOPE_LABEL}={scope}"  # this installation's LocalModelNodes only
         self.objects: dict[str, Mapping[str, Any]] = {}  # uid -> the LocalModel as last seen
         self.reports: dict[str, dict[str, dict[str, Any]]] = {}  # node -> uid -> entry
         self._written: dict[str, tuple[Any, dict[str, Any]]] = {}  # uid -> (resourceVersion, summary) last written
@@ -105,7 +107,7 @@ class Aggregator:
 
     def node_report(self, event_type: str, body: Mapping[str, Any]) -> None:
         """A LocalModelNode watch event: mark the objects whose entry on that node changed."""
-        node = (body.get("metadata") or {}).get("name")
+        node = report_node(body)
         if not node:
             return
         before = self.reports.get(node, {})
@@ -134,18 +136,18 @@ class Aggregator:
         failures = 0
         while not stop.is_set():
             try:
-                items, version = await self.kube.list_localmodelnodes()
+                items, version = await self.kube.list_localmodelnodes(self.selector)
                 reports = {}
                 for item in items:
-                    name = (item.get("metadata") or {}).get("name")
-                    if name:
-                        reports[str(name)] = node_entries(item)
+                    node = report_node(item)
+                    if node:
+                        reports[node] = node_entries(item)
                 self.reports = reports
                 self.listed = True
                 self.everything_changed()
                 failures = 0
                 while not stop.is_set():
-                    async for event in self.kube.watch_localmodelnodes(version):
+                    async for event in self.kube.watch_localmodelnodes(self.selector, version):
                         obj = event.get("object") or {}
                         version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                         if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):

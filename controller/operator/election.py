@@ -56,12 +56,13 @@ class ElectionTiming:
         return cls(duration, duration * 2 / 3, duration * 2 / 15)
 
 
-def leader_lease_name(namespaces: tuple[str, ...]) -> str:
-    """`localmodel-leader` for an operator that watches every namespace; one per set of watched
-    namespaces otherwise (two operators that watch different namespaces are different controllers)."""
+def leader_lease_name(namespaces: tuple[str, ...], role: str = "leader") -> str:
+    """`localmodel-leader` (or `localmodel-<role>`) for an operator that watches every namespace; one per
+    set of watched namespaces otherwise (two operators that watch different namespaces are different
+    controllers)."""
     if not namespaces:
-        return "localmodel-leader"
-    return short_label("localmodel-leader-" + "-".join(sorted(namespaces)))
+        return f"localmodel-{role}"
+    return short_label(f"localmodel-{role}-" + "-".join(sorted(namespaces)))
 
 
 def default_holder_identity() -> str:

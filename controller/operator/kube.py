@@ -220,20 +220,24 @@ class KubeClient:
             permission=Permission("patch", GROUP, NODE_PLURAL, None),
         )
 
-    async def list_localmodelnodes(self) -> tuple[list[dict[str, Any]], str]:
-        """Every LocalModelNode and the list's resourceVersion (to watch from)."""
+    async def list_localmodelnodes(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The LocalModelNodes with these labels and the list's resourceVersion (to watch from)."""
         answer = await self._request(
-            "GET", _node_report_path(), permission=Permission("list", GROUP, NODE_PLURAL, None)
+            "GET",
+            _node_report_path(),
+            params={"labelSelector": label_selector},
+            permission=Permission("list", GROUP, NODE_PLURAL, None),
         )
         return list(answer.get("items") or []), str((answer.get("metadata") or {}).get("resourceVersion") or "")
 
     async def watch_localmodelnodes(
-        self, resource_version: str, *, timeout_seconds: int = WATCH_SECONDS
+        self, label_selector: str, resource_version: str, *, timeout_seconds: int = WATCH_SECONDS
     ) -> AsyncIterator[dict[str, Any]]:
         """The watch events of LocalModelNodes after `resource_version` (BOOKMARKs included), until the
         server ends the watch (about `timeout_seconds`). Gone (410 in the stream or as the answer): list again."""
         params = {
             "watch": "1",
+            "labelSelector": label_selector,
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),

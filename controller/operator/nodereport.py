@@ -10,7 +10,8 @@ LocalModel keeps a summary written by one agent, the aggregator (aggregator.py, 
 
 The object (cluster-scoped, kind `LocalModelNode`, the CRD in crd.py):
 
-    metadata.name: the node's name
+    metadata.name: the node's name (`<node>.<scope>` for agents that watch only some namespaces)
+    metadata.labels: localmodel.io/node (the node), localmodel.io/scope (`cluster`, or the namespaces)
     status.ready:  "18/20" (entries ready / entries)
     status.models: one entry per LocalModel: namespace, name, uid, and the engine detail that
                    `status.engines[]` carried (phase, reason, message, ready, backend, appliedConfig,
@@ -27,10 +28,31 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from controller.crd import GROUP, NODE_KIND, VERSION
+from controller.operator.identity import short_label
 from controller.status import EngineStatus, inherit_persisted
 
 NODE_API_VERSION: Final = f"{GROUP}/{VERSION}"
 NODE_FIELD_MANAGER: Final = "localmodel-agent"
+NODE_LABEL: Final = f"{GROUP}/node"
+SCOPE_LABEL: Final = f"{GROUP}/scope"  # which installation: the agents that watch every namespace, or these
+
+
+def report_scope(namespaces: tuple[str, ...]) -> str:
+    """`cluster` for agents that watch every namespace; a label for one set of watched namespaces (two
+    installations on the same nodes that watch different namespaces keep separate reports)."""
+    return "cluster" if not namespaces else short_label("ns-" + "-".join(sorted(namespaces)))
+
+
+def report_name(node: str, scope: str) -> str:
+    """The node's name (agents that watch every namespace), else `<node>.<scope>`."""
+    return node if scope == "cluster" else f"{node}.{scope}"
+
+
+def report_node(body: Mapping[str, Any]) -> str | None:
+    """The node a LocalModelNode reports on (its label; its name for objects without one)."""
+    meta = body.get("metadata") or {}
+    node = (meta.get("labels") or {}).get(NODE_LABEL) or meta.get("name")
+    return str(node) if node else None
 
 
 def model_entry(namespace: str, name: str, uid: str, status: EngineStatus) -> dict[str, Any]:
@@ -51,6 +73,7 @@ class NodeReport:
     write. The agent writes the whole object (`body`) after a pass that changed it."""
 
     node: str
+    scope: str = "cluster"
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     written: dict[str, dict[str, Any]] | None = None  # the entries as last written (None: never, this run)
 
@@ -95,7 +118,10 @@ class NodeReport:
         return {
             "apiVersion": NODE_API_VERSION,
             "kind": NODE_KIND,
-            "metadata": {"name": self.node},
+            "metadata": {
+                "name": report_name(self.node, self.scope),
+                "labels": {NODE_LABEL: self.node, SCOPE_LABEL: self.scope},
+            },
             "status": {"ready": f"{ready}/{len(models)}", "models": models},
         }
 

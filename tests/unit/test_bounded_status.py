@@ -12,7 +12,7 @@ from typing import Any
 
 from controller.operator.aggregator import FINALIZER, Aggregator
 from controller.operator.kube import Conflict
-from controller.operator.nodereport import NodeReport, node_entries
+from controller.operator.nodereport import NodeReport, node_entries, report_node, report_scope
 from controller.operator.summary import MAX_FAILING_NODES, same_summary, summarize_nodes
 from controller.status import EngineStatus, Phase, Reason
 
@@ -49,12 +49,20 @@ def test_a_node_report_holds_one_entry_per_localmodel_and_counts_ready() -> None
     report.report("ns", "b", "u2", failing("gpu-1"))
     body = report.body()
     assert body["kind"] == "LocalModelNode"
-    assert body["metadata"] == {"name": "gpu-1"}
+    assert body["metadata"]["name"] == "gpu-1"
+    assert body["metadata"]["labels"] == {"localmodel.io/node": "gpu-1", "localmodel.io/scope": "cluster"}
     assert body["status"]["ready"] == "1/2"
     assert [(e["name"], e["uid"], e["reason"]) for e in body["status"]["models"]] == [
         ("a", "u1", "Applied"),
         ("b", "u2", "PullFailed"),
     ]
+
+
+def test_agents_that_watch_some_namespaces_keep_a_report_of_their_own_on_the_node() -> None:
+    body = NodeReport("gpu-1", report_scope(("team-b", "team-a"))).body()
+    assert body["metadata"]["name"] == "gpu-1.ns-team-a-team-b"
+    assert body["metadata"]["labels"]["localmodel.io/node"] == "gpu-1"
+    assert report_node(body) == "gpu-1"
 
 
 def test_a_node_report_changes_only_when_an_entry_changes() -> None:
