@@ -153,7 +153,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=15.0,
         metavar="SECONDS",
         help="central: the leader lease's duration; a standby takes over this long after the leader's last "
-        "renewal (default: 15, renewed every 2)",
+        "renewal (default: 15, renewed every 2). node-agent: the same for the Lease localmodel-aggregator, "
+        "whose holder writes every LocalModel's summary and holds its finalizer",
     )
     parser.add_argument(
         "--agent-lease-seconds",

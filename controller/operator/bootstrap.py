@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from controller.engine.client import EngineClient
+from controller.operator.agent import NodeAgent, aggregator_elector
 from controller.operator.config import OperatorConfig
 from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
 from controller.operator.engines import (
@@ -41,7 +42,8 @@ async def build_operator(
     metrics: Metrics,
     post_event: EventPoster,
     env: Mapping[str, str] = os.environ,
-) -> Operator:
+) -> Operator | NodeAgent:
+    """Central mode: the Operator. Node-agent mode: the NodeAgent around it (agent.py)."""
     if config.mode == CENTRAL:
         engines = await central_engines(config, kube, env)
         log.info("central mode: reconciling on %s", ", ".join(f"{e.name} ({e.url})" for e in engines))
@@ -60,10 +62,16 @@ async def build_operator(
         metrics=metrics,
         post_event=post_event,
         nodes={name: node_labels(node) for name, node in nodes.items()},
+    )
+    agent = NodeAgent(
+        operator,
+        kube,
         presence=await agent_presence(config, kube),
+        elector=aggregator_elector(config, kube),
     )
     await operator.load_cleanups()
-    return operator
+    await agent.load()
+    return agent
 
 
 def leader_elector(config: OperatorConfig, kube: KubeClient) -> LeaderElector | None:

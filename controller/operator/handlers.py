@@ -3,16 +3,18 @@
 Triggers, all level-based (the pass compares the spec with what the engines report now, whatever
 woke it):
 
-- a daemon per LocalModel (`reconcile`) runs the passes: the first when the object appears (on
-  creation, and for every existing object when the operator starts: that is "resume"), then again
-  after the delay the reconciler asks for (a runner loading, a retry with backoff) or after the drift
-  interval; the drift pass is what repairs an engine that restarted or was reconfigured by hand.
-  A daemon rather than `@kopf.timer` because the next pass's time varies with the outcome;
-- `wake` (every watch event of a LocalModel) cuts the daemon's sleep short when the spec changed
-  (the update trigger) and forgets the object once it is gone;
-- `finalize` (`@kopf.on.delete`, which makes kopf hold this process's finalizer) applies
-  `deletionPolicy`;
-- node-agent mode only: `node-labels` re-runs every pass when nodes or their labels change.
+- central mode: a daemon per LocalModel (`reconcile`) runs the passes: the first when the object
+  appears (on creation, and for every existing object when the operator starts: that is "resume"),
+  then again after the delay the reconciler asks for (a runner loading, a retry with backoff) or after
+  the drift interval; the drift pass is what repairs an engine that restarted or was reconfigured by
+  hand. A daemon rather than `@kopf.timer` because the next pass's time varies with the outcome;
+  `finalize` (`@kopf.on.delete`, which makes kopf hold the finalizer) applies `deletionPolicy`;
+- `wake` (every watch event of a LocalModel) cuts the sleep short when the spec changed (the update
+  trigger) and forgets the object once it is gone;
+- node-agent mode: no daemon and no delete handler (kopf would add one finalizer per agent to every
+  object): `wake` relays the events to the agent (agent.py), which runs the same passes itself
+  (passloops.py), reports in its LocalModelNode, and, when elected, writes the summaries and holds the
+  one finalizer (aggregator.py); `node-labels` re-runs every pass when nodes or their labels change.
 
 kopf keeps no state on the objects for these handlers: the diff-base storage is a no-op (there are
 no on.create/on.update handlers to diff for) and progress annotations, written only while kopf itself
@@ -39,6 +41,7 @@ from controller.operator.identity import NODE_AGENT, Identity
 from controller.operator.kube import SERVICE_ACCOUNT_DIR, KubeClient
 from controller.operator.metrics import HealthServer, Metrics
 from controller.operator.outage import ApiOutage, RetryForever
+from controller.operator.runtime import Operator
 
 log = logging.getLogger("localmodel.operator")
 
@@ -136,8 +139,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.operator = await build_operator(
                 config, memo.kube, metrics=memo.metrics, post_event=event_poster(memo.kube, identity)
             )
-            # Leadership lost (election.py): stop at once; the pod restarts as a standby replica.
-            memo.operator.on_lost_leadership = lambda: os.kill(os.getpid(), signal.SIGTERM)
+            if isinstance(memo.operator, Operator):
+                # Leadership lost (election.py): stop at once; the pod restarts as a standby replica.
+                memo.operator.on_lost_leadership = lambda: os.kill(os.getpid(), signal.SIGTERM)
             memo.operator.start_watches()
         except StartupError as exc:
             raise kopf.PermanentError(str(exc)) from None
@@ -156,31 +160,28 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if memo.get("health") is not None:
             await memo.health.stop()
 
-    def handled(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
-        # A node agent holds its finalizer (which kopf adds for the daemon and the delete handler)
-        # only on the objects it works on, so that an agent that is gone blocks nothing else.
-        return bool(memo.operator.handles(body))
-
-    @kopf.daemon(
-        *RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0, when=handled
-    )
-    async def keep_reconciled(
-        body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
-    ) -> None:
-        while not stopped and not memo.operator.closed:
-            delay = await memo.operator.reconcile_object(body, live=True)
-            await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
-
     # async: kopf runs sync handlers in a thread pool, and the wake-ups are asyncio Events of this loop.
     @kopf.on.event(*RESOURCE, registry=registry, id="wake")
     async def wake(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.operator.object_changed(event.get("type"), body)
 
-    @kopf.on.delete(*RESOURCE, registry=registry, id="finalize", when=handled)
-    async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await memo.operator.finalize_object(body)
+    if config.mode != NODE_AGENT:
+        # Central mode: kopf runs the passes (a daemon per object) and holds the finalizer. A node agent
+        # runs its passes itself (passloops.py) and holds no finalizer: kopf would add one per agent.
 
-    if config.mode == NODE_AGENT:
+        @kopf.daemon(*RESOURCE, registry=registry, id="reconcile", cancellation_backoff=5.0, cancellation_timeout=10.0)
+        async def keep_reconciled(
+            body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+        ) -> None:
+            while not stopped and not memo.operator.closed:
+                delay = await memo.operator.reconcile_object(body, live=True)
+                await memo.operator.wait_for_next_pass(uid, delay, stopped.wait())
+
+        @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
+        async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+            await memo.operator.finalize_object(body)
+
+    else:
 
         @kopf.on.event("", "v1", "nodes", registry=registry, id="node-labels")
         async def node_labels(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -36,6 +36,7 @@ from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
 from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission, node_labels
 from controller.operator.metrics import Metrics
+from controller.operator.nodereport import NodeReport
 from controller.operator.outage import ApiOutage
 from controller.operator.presence import AgentPresence
 from controller.operator.statuses import (
@@ -173,6 +174,9 @@ class Operator:
         # Central mode with several replicas (election.py): only the leader reconciles and writes.
         self.elector = elector
         self.leading = elector is None
+        # Node-agent mode (agent.py): results go to this node's LocalModelNode, not to the LocalModels.
+        self.node_report: NodeReport | None = None
+        self.on_report: Callable[..., None] = lambda **_: None  # the report changed (urgent=False: progress)
         self._elector_task: asyncio.Task[None] | None = None
         self.on_lost_leadership: Callable[[], None] = lambda: None
         if elector is not None:
@@ -289,8 +293,12 @@ class Operator:
                     await self._stop_progress(state)
                 if live:
                     obj = await self._with_finalizer(obj, body, state)
+                update: StatusUpdate | None
                 try:
-                    update = await self._publish(obj, statuses, targeted=bool(targets), state=state)
+                    if self.node_report is not None:
+                        update = self._report(obj, statuses)
+                    else:
+                        update = await self._publish(obj, statuses, targeted=bool(targets), state=state)
                 finally:
                     held, state.held_events = state.held_events or [], None
                 # The pass's Normal events ("applied and verified") go out once its status is written: an
@@ -570,9 +578,31 @@ class Operator:
             for what in self.missing.values()
         ]
 
+    def _report(self, obj: Mapping[str, Any], statuses: Sequence[EngineStatus]) -> StatusUpdate:
+        """Node-agent mode: this node's result goes into its LocalModelNode (written by agent.py's writer);
+        an object that does not target the node has no entry there."""
+        assert self.node_report is not None
+        meta = obj["metadata"]
+        if statuses:
+            self.node_report.report(meta.get("namespace", ""), meta["name"], meta["uid"], statuses[0])
+        else:
+            self.node_report.drop(meta["uid"])
+        self.on_report(urgent=True)
+        ready = all(s.ready for s in statuses)
+        return StatusUpdate(apply={}, prune=(), desired={}, changed=False, ready=ready)
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._clock
+
     def _engine_progress(self, key: str, status: EngineStatus) -> None:
         """A pull reported progress: write it soon (now, if the last progress write is old enough)."""
         obj = self._bodies.get(key)
+        if obj is not None and self.node_report is not None:
+            meta = obj["metadata"]
+            self.node_report.report(meta.get("namespace", ""), meta["name"], meta["uid"], status)
+            self.on_report(urgent=False)
+            return
         state = self._states.get(obj["metadata"]["uid"]) if obj is not None else None
         progress = state.progress if state is not None else None
         if progress is None:

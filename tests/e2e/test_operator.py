@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess, emulator_process
 from tests.support.gitops import kstatus, kstatus_of
+from tests.support.kstatus import ready_verdict
 from tests.support.kube import KubeApi, agent_args, engine_configs, operator_args, operator_process
 from tests.support.peers import KubeAPIServer, PeerBinaries, wait_until
 
@@ -140,7 +141,7 @@ def test_an_engine_that_is_gone_does_not_block_deletion(
         assert "doomed" in released[0]["message"], warnings
 
 
-def test_two_node_agents_share_one_object(
+def test_two_node_agents_report_per_node_and_one_aggregator_writes_the_summary(
     localmodel_cluster: KubeAPIServer,
     kube_namespace: str,
     api: KubeApi,
@@ -163,42 +164,39 @@ def test_two_node_agents_share_one_object(
             spec = {"model": "ai/smollm2", "contextSize": 2048, "nodeSelector": selector}
             assert api.create_localmodel(ns, "smol", spec).status_code == 201
             obj = api.wait_ready(ns, "smol", procs)
-            assert [e["name"] for e in obj["status"]["engines"]] == [n1]
-            # Only the agent of the targeted node holds a finalizer: an agent that goes away blocks nothing else.
-            assert obj["metadata"]["finalizers"] == [f"localmodel.io/agent-{n1}"]
+            assert obj["status"]["ready"] == "1/1"
+            assert api.node_entries(n1, ns)["smol"]["ready"] is True
+            assert api.node_entries(n2, ns) == {}  # not targeted: nothing reported
+            # One finalizer, the aggregator's, whatever the number of agents.
+            assert obj["metadata"]["finalizers"] == ["localmodel.io/finalizer"]
             assert configs_of(e1.url, "ai/smollm2:latest") == [{"context-size": 2048}]
             assert engine_configs(e2.url) == []
 
             api.label_node(n2, {"gpu": "yes"})  # the selector now picks both nodes
             obj = api.wait_for(
-                "both entries Ready and loaded",
+                "both nodes Ready",
                 ns,
                 "smol",
-                lambda o: (
-                    o is not None
-                    and len(o["status"]["engines"]) == 2
-                    and all(e["ready"] and e["loaded"] for e in o["status"]["engines"])
-                    and condition(o, "Ready")["status"] == "True"
-                ),
+                lambda o: o is not None and (o.get("status") or {}).get("ready") == "2/2" and ready_verdict(o),
                 procs,
             )
             assert obj is not None
+            assert all(e["ready"] and e["loaded"] for e in (api.node_entries(n, ns)["smol"] for n in (n1, n2)))
+            # The LocalModel's status has one writer, the aggregator; the agents write only their LocalModelNode.
             managers = {m["manager"] for m in obj["metadata"]["managedFields"] if m.get("subresource") == "status"}
-            assert managers == {f"localmodel-agent-{n1}", f"localmodel-agent-{n2}"}
+            assert managers == {"localmodel-aggregator"}
             assert configs_of(e2.url, "ai/smollm2:latest") == [{"context-size": 2048}]
 
-            # Both agents keep passing (drift interval) without rewriting an unchanged status.
+            # Both agents keep passing (drift interval) without rewriting anything unchanged.
             version = obj["metadata"]["resourceVersion"]
+            reports = {n: api.node_report(n, ns)["metadata"]["resourceVersion"] for n in (n1, n2)}  # type: ignore[index]
             time.sleep(2.5 * DRIFT)
             again = api.get(ns, "smol")
             assert again is not None
             assert again["metadata"]["resourceVersion"] == version
+            assert {n: api.node_report(n, ns)["metadata"]["resourceVersion"] for n in (n1, n2)} == reports  # type: ignore[index]
 
-            assert sorted(api.get(ns, "smol")["metadata"]["finalizers"]) == sorted(  # type: ignore[index]
-                [f"localmodel.io/agent-{n1}", f"localmodel.io/agent-{n2}"]
-            )
-
-            # Node n2 and its agent go away for good: its finalizer must not block the deletion.
+            # Node n2 and its agent go away for good: its report must not block the deletion.
             a2.proc.stop()
             api.delete_node(n2)
             api.delete(ns, "smol")
@@ -207,6 +205,55 @@ def test_two_node_agents_share_one_object(
     finally:
         api.delete_node(n1)
         api.delete_node(n2)
+
+
+def test_the_layout_before_localmodelnodes_is_upgraded_without_a_manual_step(
+    localmodel_cluster: KubeAPIServer,
+    kube_namespace: str,
+    api: KubeApi,
+    tmp_path: Path,
+) -> None:
+    """An object written by the agents of the previous version (an entry per node in status.engines[], one
+    finalizer per agent): the new agents drop both, and the object reads back the new summary."""
+    ns = kube_namespace
+    node = f"upgraded-{ns.split('-')[-1]}"
+    api.create_node(node, {"localmodel-test": ns})
+    try:
+        assert api.create_localmodel(ns, "smol", {"model": "ai/smollm2"}).status_code == 201
+        old_finalizer = f"localmodel.io/agent-{node}"
+        api.http.patch(
+            api.path(ns, "smol"),
+            json={"metadata": {"finalizers": [old_finalizer]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        old_entry = {"name": node, "phase": "Ready", "ready": True, "reason": "Applied", "message": "ok"}
+        api.http.patch(
+            api.path(ns, "smol") + "/status",
+            json={"status": {"observedGeneration": 1, "engines": [old_entry]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        with (
+            emulator_process("--preload-models", "ai/smollm2") as engine,
+            operator_process(localmodel_cluster, *agent_args(node, engine.url, ns, drift=DRIFT), workdir=tmp_path) as a,
+        ):
+            obj = api.wait_for(
+                "the new layout",
+                ns,
+                "smol",
+                lambda o: (
+                    o is not None
+                    and "engines" not in (o.get("status") or {})
+                    and (o.get("status") or {}).get("ready") == "1/1"
+                    and o["metadata"].get("finalizers") == ["localmodel.io/finalizer"]
+                    and ready_verdict(o)
+                ),
+                [a.proc],
+            )
+            assert obj is not None
+            api.delete(ns, "smol")
+            api.wait_gone(ns, "smol", [a.proc])
+    finally:
+        api.delete_node(node)
 
 
 @pytest.mark.parametrize(

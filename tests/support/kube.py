@@ -24,8 +24,10 @@ import httpx
 import pytest
 import yaml
 
-from controller.crd import GROUP, PLURAL, VERSION
+from controller.crd import GROUP, NODE_PLURAL, PLURAL, VERSION
 from controller.crd import NAME as CRD_NAME
+from controller.crd import NODE_NAME as NODE_CRD_NAME
+from controller.operator.nodereport import report_name, report_scope
 from controller.spec import API_VERSION, KIND
 from tests.support.kstatus import ready_verdict
 from tests.support.peers import KubeAPIServer, Proc, apply_manifest, wait_for_crd_established, wait_until
@@ -33,6 +35,7 @@ from tests.support.util import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "localmodels.localmodel.io.yaml"
+NODE_CRD_FILE = REPO_ROOT / "crds" / "localmodelnodes.localmodel.io.yaml"
 RBAC_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "rbac.yaml"
 LEASES_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "leases.yaml"
 CLEANUPS_FILE = REPO_ROOT / "deploy" / "kustomize" / "base" / "cleanups.yaml"
@@ -62,10 +65,11 @@ def deploy_rbac_for_user(user: str) -> list[dict[str, Any]]:
 
 
 def install_localmodel(cluster: KubeAPIServer) -> KubeAPIServer:
-    """Install on `cluster` what deploy/ installs for the operator: the LocalModel CRD (waited for), the
+    """Install on `cluster` what deploy/ installs for the operator: the CRDs (waited for), the
     operator's namespace with the (empty) record of pending clean-ups, and its RBAC for the operator user."""
-    apply_manifest(cluster.admin_kubeconfig, CRD_FILE)
-    wait_for_crd_established(cluster.admin_kubeconfig, CRD_NAME)
+    for crd_file, crd_name in ((CRD_FILE, CRD_NAME), (NODE_CRD_FILE, NODE_CRD_NAME)):
+        apply_manifest(cluster.admin_kubeconfig, crd_file)
+        wait_for_crd_established(cluster.admin_kubeconfig, crd_name)
     apply_manifest(cluster.admin_kubeconfig, REPO_ROOT / "deploy" / "kustomize" / "base" / "namespace.yaml")
     apply_manifest(cluster.admin_kubeconfig, CLEANUPS_FILE)
     apply_manifest(cluster.admin_kubeconfig, deploy_rbac_for_user(cluster.operator_user))
@@ -91,10 +95,14 @@ def operator_args(engine_url: str, namespace: str, *extra: str, drift: float = 2
     return ["--engine", f"{name}={engine_url}", "--namespace", namespace, "--drift-interval", str(drift), *extra]
 
 
+AGGREGATOR_LEASE_SECONDS = 3  # --leader-lease-seconds of the test agents: a killed aggregator is replaced soon
+
+
 def agent_args(node: str, engine_url: str, namespace: str, *extra: str, drift: float = 2.0) -> list[str]:
     """The arguments of a node agent for `node` on one engine, watching one namespace."""
     agent = ["--mode", "node-agent", "--node-name", node, "--engine", engine_url, "--namespace", namespace]
-    return [*agent, "--drift-interval", str(drift), *extra]
+    lease = ["--leader-lease-seconds", str(AGGREGATOR_LEASE_SECONDS)]
+    return [*agent, "--drift-interval", str(drift), *lease, *extra]
 
 
 @dataclass
@@ -180,6 +188,20 @@ class KubeApi:
 
     def delete(self, namespace: str, name: str) -> None:
         self.http.delete(self.path(namespace, name)).raise_for_status()
+
+    def node_report(self, node: str, namespace: str) -> dict[str, Any] | None:
+        """The LocalModelNode of the agent on `node` that watches `namespace` (agent_args)."""
+        name = report_name(node, report_scope((namespace,)))
+        response = self.http.get(f"/apis/{GROUP}/{VERSION}/{NODE_PLURAL}/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def node_entries(self, node: str, namespace: str) -> dict[str, dict[str, Any]]:
+        """The entries of that LocalModelNode by LocalModel name."""
+        models = ((self.node_report(node, namespace) or {}).get("status") or {}).get("models") or []
+        return {entry["name"]: entry for entry in models if entry.get("namespace") == namespace}
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         items = self.http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
