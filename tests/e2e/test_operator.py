@@ -181,7 +181,17 @@ def test_two_node_agents_report_per_node_and_one_aggregator_writes_the_summary(
                 procs,
             )
             assert obj is not None
-            assert all(e["ready"] and e["loaded"] for e in (api.node_entries(n, ns)["smol"] for n in (n1, n2)))
+            wait_until(
+                "both nodes' entries ready and loaded",
+                lambda: all(
+                    (e := api.node_entries(n, ns).get("smol")) is not None and e["ready"] and e["loaded"]
+                    for n in (n1, n2)
+                ),
+                30,
+                procs,
+            )
+            obj = api.get(ns, "smol")
+            assert obj is not None
             # The LocalModel's status has one writer, the aggregator; the agents write only their LocalModelNode.
             managers = {m["manager"] for m in obj["metadata"]["managedFields"] if m.get("subresource") == "status"}
             assert managers == {"localmodel-aggregator"}
