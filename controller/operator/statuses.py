@@ -83,7 +83,11 @@ def compose_status(
         "observedGeneration": generation,
         "conditions": [c.to_k8s() for c in conditions],
         "engines": [entries[name] for name in sorted(entries)],
+        "ready": f"{sum(1 for s in summary if s.ready)}/{len(summary)}",  # the READY column
     }
+    backend = next((entries[s.engine].get("backend") for s in summary if s.ready and s.engine in entries), None)
+    if backend:
+        desired["backend"] = backend
     if generation is None:
         del desired["observedGeneration"]
     applied = {k: v for k, v in desired.items() if k != "engines"}
@@ -120,6 +124,8 @@ def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
         current.get("observedGeneration") == desired.get("observedGeneration")
         and conditions(current) == conditions(desired)
         and engines(current) == engines(desired)
+        and current.get("ready") == desired.get("ready")
+        and current.get("backend") == desired.get("backend")
     )
 
 

@@ -62,10 +62,10 @@ def test_wait_get_and_describe(
         got = kubectl(peer_binaries, "get", "lm", "-n", ns, kubeconfig=kc)
         assert got.returncode == 0, got.stderr
         header, row = got.stdout.splitlines()
-        assert header.split() == ["NAME", "MODEL", "BACKEND", "CONTEXT", "READY", "REASON", "AGE"]
+        assert header.split() == ["NAME", "MODEL", "BACKEND", "CONTEXT", "READY", "STATUS", "REASON", "AGE"]
         cells = row.split()
-        assert cells[:6] == ["llama", "ai/llama3.2", "llama.cpp", "4096", "True", "Applied"], got.stdout
-        assert len(cells) == 7  # AGE
+        assert cells[:7] == ["llama", "ai/llama3.2", "llama.cpp", "4096", "1/1", "True", "Applied"], got.stdout
+        assert len(cells) == 8  # AGE
         assert "<none>" not in row
 
         described = kubectl(peer_binaries, "describe", "lm", "llama", "-n", ns, kubeconfig=kc)
