@@ -49,6 +49,9 @@ class ElectionTiming:
     duration: float = LEADER_LEASE_SECONDS
     renew_deadline: float = 10.0
     retry: float = 2.0
+    # How often a standby reads the Lease (client-go: `retry`). The node agents' aggregator election uses
+    # a longer one: N standbys reading every 2 s would be N/2 requests a second for nothing (agent.py).
+    standby_retry: float | None = None
 
     @classmethod
     def for_duration(cls, duration: float) -> ElectionTiming:
@@ -109,7 +112,8 @@ class LeaderElector:
         while not stop.is_set():
             if await self.try_acquire_or_renew():
                 break
-            await self._wait(stop, self.timing.retry * (1 + 0.2 * self._jitter()))
+            standby = self.timing.standby_retry or self.timing.retry
+            await self._wait(stop, standby * (1 + 0.2 * self._jitter()))
         else:
             return
         self.leading = True

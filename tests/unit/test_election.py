@@ -6,6 +6,7 @@ neither reconciles nor writes."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from controller.operator.config import OperatorConfig
@@ -65,6 +66,32 @@ async def test_one_leader_and_a_standby_that_takes_over_only_after_the_lease_dur
     assert await b.try_acquire_or_renew()
     assert holder(api) == "b"
     assert api.items[(NS, "localmodel-leader")]["spec"]["leaseTransitions"] == 1
+
+
+async def test_a_standby_with_a_standby_retry_reads_the_lease_that_often_only() -> None:
+    clock, api = Clock(), FakeLeases()
+    assert await elector(api, clock, "a").try_acquire_or_renew()
+    standby = LeaderElector(
+        api,  # type: ignore[arg-type]
+        NS,
+        "localmodel-leader",
+        identity="b",
+        timing=replace(TIMING, standby_retry=40),
+        monotonic=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+        jitter=lambda: 0.0,
+    )
+    waits: list[float] = []
+    stop = asyncio.Event()
+
+    async def wait(_stop: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+        stop.set()
+
+    standby._wait = wait  # type: ignore[method-assign]
+    await standby.run(stop)
+    assert waits == [40]  # the lease is held: the next read in 40 s, not in 2
 
 
 async def test_a_standby_that_just_started_waits_a_whole_duration_whatever_the_renew_time_says() -> None:
