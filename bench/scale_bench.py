@@ -1,22 +1,25 @@
 """Node agents at cluster scale, simulated on the real kube-apiserver (tests/peers/build): N node agents
-in this one process, each the real agent code (controller.operator.runtime.Operator in node-agent mode
-with its own KubeClient, its own in-process emulated engine, and its own Node object), x 20 LocalModels
-that target every node.
+in this one process, each the real agent code (controller.operator.agent.NodeAgent: the Operator's
+passes, its own LocalModelNode, its presence Lease, the aggregator election) with its own KubeClient,
+its own in-process emulated engine and its own Node object, x 20 LocalModels that target every node.
 
 Two designs, side by side, each on a fresh namespace of the same API server:
-- `before`: the agents as they were before issue 15 (no presence Lease: every matching node expected);
-- `leases`: today's agents, each renewing its presence Lease (--agent-lease-seconds) and listing the others'.
-Both keep the per-node detail in `status.engines[]` (the bounded status of docs/scale.md is not built).
+- `bounded`: today's agents (docs/scale.md): per-node detail in one LocalModelNode per node, one elected
+  aggregator writes each LocalModel's summary and holds its one finalizer;
+- `per-node` (the baseline): the agents of commit BASELINE_REV, the design before (every agent writes
+  its entry into the LocalModel's `status.engines[]`, presence Leases listed by every agent), run from
+  a git worktree of that commit in a child process against the same API server (`--baseline REV`,
+  `--no-baseline` to skip it). A baseline that is not Ready within `--baseline-timeout` is reported so.
 
 Per size and design it prints: time from creating the 20 LocalModels to all Ready; API-server requests
 and response bytes during the rollout and per idle minute, from the API server's own /metrics
 (`apiserver_request_total`, `apiserver_response_sizes_sum`, `apiserver_watch_events_sizes_sum`, for
-localmodels and leases; the bench's own Ready polls are subtracted); the largest LocalModel object; the
-process's resident memory growth per node (an agent and its emulated engine).
+localmodels, localmodelnodes and leases; the bench's own Ready polls are subtracted); status writes
+to LocalModels per idle minute; the largest LocalModel object; the process's resident memory growth
+per node (an agent and its emulated engine).
 
-What the driver replaces: kopf. Each agent has its own LocalModel watch (a real watch stream, so watch
-event bytes are real) and runs one pass loop per object (as kopf's daemon does: a pass, then sleep until
-woken or the drift interval). Finalizers are not added (deletion is not measured).
+What the driver replaces: kopf's watch. Each agent has its own LocalModel watch (a real watch stream, so
+watch event bytes are real) and relays its events to the agent, as handlers.py does.
 
     .venv/bin/python bench/scale_bench.py [--nodes 10,50,200] [--models 20] [--idle 60] [--lease 40]
 """
@@ -27,8 +30,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,15 +47,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from controller.crd import GROUP, PLURAL, VERSION  # noqa: E402
+from controller.crd import NAME as CRD_NAME  # noqa: E402
+from controller.crd import NODE_NAME as NODE_CRD_NAME  # noqa: E402
 from controller.emulator import running_emulator  # noqa: E402
 from controller.emulator.catalog import DEFAULT_ARTIFACTS, Catalog, artifact_from_json  # noqa: E402
+from controller.operator.agent import NodeAgent, aggregator_elector  # noqa: E402
 from controller.operator.config import OperatorConfig  # noqa: E402
 from controller.operator.engines import EngineRef  # noqa: E402
 from controller.operator.kube import KubeClient  # noqa: E402
 from controller.operator.presence import AgentPresence  # noqa: E402
 from controller.operator.runtime import Operator  # noqa: E402
 from tests.support.kstatus import ready_verdict  # noqa: E402
-from tests.support.kube import CRD_FILE  # noqa: E402
+from tests.support.kube import CRD_FILE, NODE_CRD_FILE  # noqa: E402
 from tests.support.peers import (  # noqa: E402
     apply_manifest,
     load_peer_binaries,
@@ -59,18 +67,21 @@ from tests.support.peers import (  # noqa: E402
 )
 
 OPERATOR_NAMESPACE = "localmodel-system"
-RESOURCES = ("localmodels", "leases")
+RESOURCES = ("localmodels", "localmodelnodes", "leases")
+BASELINE_REV = "6e5e50a"  # the last commit before LocalModelNodes (issue 15)
 
 
 def server_counters(http: httpx.Client) -> dict[str, float]:
     """Requests, response bytes and watch event bytes for localmodels and leases, from /metrics."""
-    totals = {"requests": 0.0, "response_bytes": 0.0, "watch_events": 0.0, "watch_bytes": 0.0}
+    totals = {"requests": 0.0, "response_bytes": 0.0, "watch_events": 0.0, "watch_bytes": 0.0, "lm_writes": 0.0}
     for line in http.get("/metrics").text.splitlines():
         if line.startswith("#") or not any(f'"{r}"' in line for r in RESOURCES):
             continue
         name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
         if name == "apiserver_request_total":
             totals["requests"] += value
+            if '"localmodels"' in line and any(f'verb="{v}"' in line for v in ("PATCH", "PUT", "POST", "APPLY")):
+                totals["lm_writes"] += value
         elif name == "apiserver_response_sizes_sum":
             totals["response_bytes"] += value
         elif name == "apiserver_watch_events_total":
@@ -90,17 +101,14 @@ def rss_bytes() -> int:
 
 
 class Agent:
-    """One simulated node agent: the real Operator, a LocalModel watch, one pass loop per object."""
+    """One simulated node agent: the real NodeAgent, and a LocalModel watch relaying its events (as kopf)."""
 
-    def __init__(self, operator: Operator, url: str, token: str, namespace: str) -> None:
-        self.operator = operator
+    def __init__(self, agent: NodeAgent, url: str, token: str, namespace: str) -> None:
+        self.agent = agent
         self.namespace = namespace
         self.http = httpx.AsyncClient(
             base_url=url, verify=False, timeout=None, headers={"Authorization": f"Bearer {token}"}
         )
-        self.bodies: dict[str, dict[str, Any]] = {}
-        self.loops: dict[str, asyncio.Task[None]] = {}
-        self.stop = asyncio.Event()
 
     async def run(self) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
@@ -111,42 +119,23 @@ class Agent:
             await asyncio.sleep(0.5)
         listed = answer.json()
         for item in listed.get("items") or []:
-            self._event("ADDED", item)
+            self.agent.object_changed("ADDED", item)
         rv = listed["metadata"]["resourceVersion"]
         async with self.http.stream("GET", path, params={"watch": "1", "resourceVersion": rv}) as response:
             async for line in response.aiter_lines():
                 if line:
                     event = json.loads(line)
-                    self._event(event["type"], event["object"])
-
-    def _event(self, kind: str, obj: dict[str, Any]) -> None:
-        uid = obj["metadata"]["uid"]
-        self.operator.object_changed(kind, obj)
-        if kind == "DELETED":
-            self.bodies.pop(uid, None)
-            return
-        self.bodies[uid] = obj
-        if uid not in self.loops and self.operator.handles(obj):
-            self.loops[uid] = asyncio.create_task(self._passes(uid))
-
-    async def _passes(self, uid: str) -> None:
-        while not self.stop.is_set() and uid in self.bodies:
-            delay = await self.operator.reconcile_object(self.bodies[uid])
-            await self.operator.wait_for_next_pass(uid, delay, self.stop.wait())
+                    self.agent.object_changed(event["type"], event["object"])
 
     async def aclose(self) -> None:
-        self.stop.set()
-        for task in self.loops.values():
-            task.cancel()
-        await asyncio.gather(*self.loops.values(), return_exceptions=True)
-        await self.operator.aclose()
-        await self.operator.kube.aclose()
+        await self.agent.aclose()
+        await self.agent.kube.aclose()
         await self.http.aclose()
 
 
 @contextlib.asynccontextmanager
 async def agents(
-    url: str, token: str, namespace: str, nodes: list[str], models: list[str], lease: float | None
+    url: str, token: str, namespace: str, nodes: list[str], models: list[str], lease: float
 ) -> AsyncIterator[list[Agent]]:
     catalog = Catalog([*DEFAULT_ARTIFACTS, *(artifact_from_json({"name": m}) for m in models)])
     labels = {node: {"localmodel-bench": "yes"} for node in nodes}
@@ -165,31 +154,31 @@ async def agents(
                 namespaces=(namespace,),
                 watch_period=None,
                 drift_interval=30.0,
-                agent_lease_seconds=lease or 40.0,
+                agent_lease_seconds=lease,
             )
-            presence = None
-            if lease is not None:
-                presence = AgentPresence(kube, OPERATOR_NAMESPACE, node, duration=lease)
-                await presence.start()
-            operator = Operator(config, kube, [EngineRef(node, emu.url)], nodes=labels, presence=presence)
-            operator.start_watches()
-            agent = Agent(operator, url, token, namespace)
-            running.append(agent)
-            tasks.append(asyncio.create_task(agent.run()))
+            presence = AgentPresence(kube, OPERATOR_NAMESPACE, node, duration=lease)
+            await presence.start()
+            operator = Operator(config, kube, [EngineRef(node, emu.url)], nodes=labels)
+            agent = NodeAgent(operator, kube, presence=presence, elector=aggregator_elector(config, kube))
+            await agent.load()
+            agent.start_watches()
+            driver = Agent(agent, url, token, namespace)
+            running.append(driver)
+            tasks.append(asyncio.create_task(driver.run()))
         try:
             yield running
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for agent in running:
-                await agent.aclose()
+            for driver in running:
+                await driver.aclose()
 
 
 async def run_design(
-    http: httpx.Client, url: str, token: str, nodes: list[str], models: list[str], lease: float | None, idle: float
+    http: httpx.Client, url: str, token: str, nodes: list[str], models: list[str], lease: float, idle: float
 ) -> dict[str, Any]:
-    namespace = f"scale-{'leases' if lease else 'before'}-{len(nodes)}-{int(time.time())}"
+    namespace = f"scale-bounded-{len(nodes)}-{int(time.time())}"
     created = await asyncio.to_thread(
         http.post,
         "/api/v1/namespaces",
@@ -240,8 +229,7 @@ async def run_design(
         rollout["response_bytes"] -= polls * poll["response_bytes"]
         items = (await asyncio.to_thread(http.get, path)).json()["items"]
         largest = max(len(json.dumps(item, separators=(",", ":"))) for item in items)
-        status_writes = sum(agent.operator.metrics.status_writes.labels("written")._value.get() for agent in running)
-        conflicts = sum(agent.operator.metrics.status_writes.labels("conflict")._value.get() for agent in running)
+        status_writes = sum(d.agent.aggregator.writes + d.agent.writer.writes for d in running)
     return {
         "ready_seconds": ready_seconds,
         "rollout": rollout,
@@ -249,8 +237,42 @@ async def run_design(
         "largest_object": largest,
         "rss_per_node": rss / len(nodes),
         "status_writes": status_writes,
-        "conflicts": conflicts,
+        "conflicts": 0,
     }
+
+
+BASELINE_SCRIPT = """
+import asyncio, json, sys
+import httpx
+from bench.scale_bench import run_design
+url, token, nodes, models, lease, idle = json.loads(sys.argv[1])
+http = httpx.Client(base_url=url, verify=False, timeout=300, headers={"Authorization": "Bearer " + token})
+print(json.dumps(asyncio.run(run_design(http, url, token, nodes, models, lease, idle))))
+"""
+
+
+def run_baseline(
+    worktree: Path, url: str, token: str, nodes: list[str], models: list[str], lease: float, idle: float, timeout: float
+) -> dict[str, Any] | str:
+    """The design of BASELINE_REV (its own run_design, `leases`), from its worktree, against this API server.
+    Returns its figures, or why there are none."""
+    argv = json.dumps([url, token, nodes, models, lease, idle])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", BASELINE_SCRIPT, argv],
+            cwd=worktree,
+            env={**os.environ, "PYTHONPATH": str(worktree)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"not all Ready within {timeout:.0f} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return f"failed: {last}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -262,16 +284,29 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=20, help="LocalModels, each on every node (default: 20)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured (default: 60)")
     parser.add_argument("--lease", type=float, default=40.0, help="agent lease seconds (default: 40)")
+    parser.add_argument("--baseline", default=BASELINE_REV, help=f"commit of the baseline (default: {BASELINE_REV})")
+    parser.add_argument("--no-baseline", action="store_true", help="measure today's design only")
+    parser.add_argument(
+        "--baseline-timeout", type=float, default=600.0, help="seconds a baseline size may take (default: 600)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop the API server too
     sizes = [int(n) for n in args.nodes.split(",")]
     models = [f"ai/sim-{i}" for i in range(args.models)]
     binaries = load_peer_binaries()
     with tempfile.TemporaryDirectory() as tmp:
+        worktree = Path(tmp) / "baseline"
+        if not args.no_baseline:
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(worktree), args.baseline],
+                check=True,
+                capture_output=True,
+            )
         kas = start_kube_apiserver(binaries, Path(tmp) / "kube")
         try:
-            apply_manifest(kas.admin_kubeconfig, CRD_FILE)
-            wait_for_crd_established(kas.admin_kubeconfig, f"{PLURAL}.{GROUP}")
+            for crd_file, crd_name in ((CRD_FILE, CRD_NAME), (NODE_CRD_FILE, NODE_CRD_NAME)):
+                apply_manifest(kas.admin_kubeconfig, crd_file)
+                wait_for_crd_established(kas.admin_kubeconfig, crd_name)
             http = kas.http()
             http.timeout = httpx.Timeout(300.0)  # an API server swamped by N agents answers slowly
             http.post(
@@ -279,7 +314,7 @@ def main() -> int:
                 json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
             )
             made = 0
-            rows: list[tuple[int, str, dict[str, Any]]] = []
+            rows: list[tuple[int, str, dict[str, Any] | str]] = []
             for size in sizes:
                 for index in range(made, size):
                     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{index:04d}"}}
@@ -287,46 +322,66 @@ def main() -> int:
                     http.post("/api/v1/nodes", json=node).raise_for_status()
                 made = max(made, size)
                 nodes = [f"node-{i:04d}" for i in range(size)]
-                for design, lease in (("before", None), ("leases", args.lease)):
-                    result = asyncio.run(run_design(http, kas.url, kas.admin_token, nodes, models, lease, args.idle))
-                    rows.append((size, design, result))
-                    print_row(size, design, result, flush=True)
+                result: dict[str, Any] | str = asyncio.run(
+                    run_design(http, kas.url, kas.admin_token, nodes, models, args.lease, args.idle)
+                )
+                rows.append((size, "bounded", result))
+                print_row(size, "bounded", result, flush=True)
+                if not args.no_baseline:
+                    timeout = args.baseline_timeout + args.idle + 120
+                    result = run_baseline(
+                        worktree, kas.url, kas.admin_token, nodes, models, args.lease, args.idle, timeout
+                    )
+                    rows.append((size, "per-node", result))
+                    print_row(size, "per-node", result, flush=True)
         finally:
             for proc in reversed(kas.procs):
                 proc.stop()
+            if not args.no_baseline:
+                subprocess.run(
+                    ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(worktree)], check=False
+                )
     print()
     print_table(rows, args)
     return 0
 
 
-def print_row(size: int, design: str, r: dict[str, Any], *, flush: bool = False) -> None:
+def print_row(size: int, design: str, r: dict[str, Any] | str, *, flush: bool = False) -> None:
+    if isinstance(r, str):
+        print(f"{size} nodes, {design}: {r}", file=sys.stderr, flush=flush)
+        return
     print(
         f"{size} nodes, {design}: Ready in {r['ready_seconds']:.1f} s; rollout "
         f"{r['rollout']['requests']:.0f} req / {r['rollout']['response_bytes'] / 1e6:.2f} MB responses / "
         f"{r['rollout']['watch_bytes'] / 1e6:.2f} MB watch events; "
         f"idle/min {r['idle_per_minute']['requests']:.0f} req / "
         f"{r['idle_per_minute']['response_bytes'] / 1e3:.1f} kB / {r['idle_per_minute']['watch_bytes'] / 1e3:.1f} kB "
-        f"watch; largest LocalModel {r['largest_object'] / 1e3:.1f} kB; RSS/node {r['rss_per_node'] / 1e6:.2f} MB; "
+        f"watch / {r['idle_per_minute'].get('lm_writes', 0):.0f} LocalModel writes; "
+        f"largest LocalModel {r['largest_object'] / 1e3:.1f} kB; RSS/node {r['rss_per_node'] / 1e6:.2f} MB; "
         f"{r['status_writes']:.0f} status writes, {r['conflicts']:.0f} conflicts (409) in the whole run",
         file=sys.stderr,
         flush=flush,
     )
 
 
-def print_table(rows: list[tuple[int, str, dict[str, Any]]], args: argparse.Namespace) -> None:
+def print_table(rows: list[tuple[int, str, dict[str, Any] | str]], args: argparse.Namespace) -> None:
     print(f"{args.models} LocalModels on every node; idle measured over {args.idle:.0f} s, scaled to a minute")
     header = (
-        f"{'nodes':>5} {'design':<7} {'ready s':>8} {'rollout req':>11} {'rollout MB':>10} {'watch MB':>9} "
-        f"{'idle req/min':>12} {'idle kB/min':>11} {'idle watch kB':>13} {'largest kB':>10} {'RSS MB/node':>11}"
+        f"{'nodes':>5} {'design':<8} {'ready s':>8} {'rollout req':>11} {'rollout MB':>10} {'watch MB':>9} "
+        f"{'idle req/min':>12} {'idle kB/min':>11} {'idle watch kB':>13} {'idle LM writes':>14} "
+        f"{'largest kB':>10} {'RSS MB/node':>11}"
     )
     print(header)
     for size, design, r in rows:
+        if isinstance(r, str):
+            print(f"{size:>5} {design:<8} {r}")
+            continue
         print(
-            f"{size:>5} {design:<7} {r['ready_seconds']:>8.1f} {r['rollout']['requests']:>11.0f} "
+            f"{size:>5} {design:<8} {r['ready_seconds']:>8.1f} {r['rollout']['requests']:>11.0f} "
             f"{r['rollout']['response_bytes'] / 1e6:>10.2f} {r['rollout']['watch_bytes'] / 1e6:>9.2f} "
             f"{r['idle_per_minute']['requests']:>12.0f} {r['idle_per_minute']['response_bytes'] / 1e3:>11.1f} "
-            f"{r['idle_per_minute']['watch_bytes'] / 1e3:>13.1f} {r['largest_object'] / 1e3:>10.1f} "
-            f"{r['rss_per_node'] / 1e6:>11.2f}"
+            f"{r['idle_per_minute']['watch_bytes'] / 1e3:>13.1f} {r['idle_per_minute'].get('lm_writes', 0):>14.0f} "
+            f"{r['largest_object'] / 1e3:>10.1f} {r['rss_per_node'] / 1e6:>11.2f}"
         )
 
 
