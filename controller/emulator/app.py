@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,63 +23,32 @@ from typing import Any
 from aiohttp import web
 
 from controller import wire
-from controller.emulator.catalog import CREATED, Artifact, artifact_from_json, normalize_units
+from controller.emulator import control
+from controller.emulator.catalog import CREATED, Artifact, normalize_units
 from controller.emulator.config import DecodeError, decode_object, go_encoded, plain
-from controller.emulator.state import BACKEND_STATUS, EmulatorState, PullFailure, Runner
+from controller.emulator.render import (
+    CONNECTIONS_KEY,
+    STATE_KEY,
+    go_error,
+    go_json,
+    go_json_text,
+    html_escape,
+    state_of,
+)
+from controller.emulator.runners import BACKEND_STATUS, Runner
+from controller.emulator.state import EmulatorState
+from controller.emulator.store import PullFailure
 from controller.engine import capabilities as caps
-from controller.engine.errors import EngineError
+from controller.engine.errors import BadRequest, EngineError, NotFound
 
 VERSION = "v1.2.9-emulator"
 MAX_BODY = 10 * 1024 * 1024
-CONTROL_PREFIX = "/_emulator/"
 # The engine's CORS check covers /models, /engines and the aliases; the control API gets the same check (a web
 # page must not restart the emulator or change its latency with a cross-site `text/plain` POST).
-_CORS_PREFIXES = ("/models", "/engines", "/v1/", "/rerank", "/score", CONTROL_PREFIX)
-# Bounds of the control API's numbers (finite, >= 0, at most these).
-MAX_LATENCY = 3600.0  # seconds
-MAX_ADVANCE = 1e10  # seconds (some 300 years)
-MAX_CONFLICTS = 1_000_000
-MAX_AFTER_BYTES = 2**53
-
-_STATE_KEY = web.AppKey("state", EmulatorState)
-# The connections engine requests came on: a restart closes them, as the real engine's process exit does
-# (the engine watch takes a new connection for a restart).
-_CONNECTIONS_KEY = web.AppKey("connections", set)
+_CORS_PREFIXES = ("/models", "/engines", "/v1/", "/rerank", "/score", control.PREFIX)
 _INFERENCE_OPS = ("v1/chat/completions", "v1/completions", "v1/embeddings", "v1/images/generations", "rerank", "score")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-def go_error(status: int, message: str) -> web.Response:
-    """Go's http.Error: plain text, the message plus a newline."""
-    response = web.Response(status=status, text=message + "\n", content_type="text/plain", charset="utf-8")
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def go_json_text(value: Any) -> str:
-    """json.Encoder output: compact, `<`, `>`, `&` escaped, newline-terminated."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") + "\n"
-
-
-def go_json(value: Any, status: int = 200) -> web.Response:
-    """A JSON answer. `Content-Type: application/json` without a charset, as the engine sets it."""
-    return web.Response(status=status, body=go_json_text(value).encode(), content_type="application/json")
-
-
-def _html_escape(text: str) -> str:
-    """Go's html.EscapeString."""
-    return (
-        text.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
-    )
-
-
-def _state(request: web.Request) -> EmulatorState:
-    return request.app[_STATE_KEY]
 
 
 # --- middlewares -----------------------------------------------------------------------------
@@ -94,7 +62,7 @@ async def go_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     except EngineError as exc:
         return go_error(exc.status or 500, exc.message)
     except web.HTTPMethodNotAllowed as exc:
-        if not request.path.startswith(CONTROL_PREFIX):
+        if not request.path.startswith(control.PREFIX):
             return go_error(404, "not found")  # the inner mux's catch-all "/" takes every other method
         response = go_error(405, "Method Not Allowed")
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -107,10 +75,10 @@ async def go_errors(request: web.Request, handler: Handler) -> web.StreamRespons
 @web.middleware
 async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Counts requests per route (for tests and benchmarks) and applies the configured latency."""
-    if request.path.startswith(CONTROL_PREFIX):
+    if request.path.startswith(control.PREFIX):
         return await handler(request)
-    state = _state(request)
-    connections = request.app[_CONNECTIONS_KEY]
+    state = state_of(request)
+    connections = request.app[CONNECTIONS_KEY]
     if request.transport is not None and request.transport not in connections:
         for closed in [t for t in connections if t.is_closing()]:
             connections.discard(closed)
@@ -129,7 +97,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = request.headers.get("Origin", "")
     if not origin or not request.path.startswith(_CORS_PREFIXES):
         return await handler(request)
-    if origin not in _state(request).allowed_origins:
+    if origin not in state_of(request).allowed_origins:
         return go_error(403, "Origin not allowed")
     if request.method == "OPTIONS":
         preflight = web.Response(status=204)
@@ -146,6 +114,22 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not response.prepared:
         response.headers["Access-Control-Allow-Origin"] = origin
     return response
+
+
+def _path_backend(request: web.Request) -> str | None:
+    """The `{backend}` of an `/engines/{backend}/...` path (None without one); an unknown one answers 404."""
+    backend = request.match_info.get("backend")
+    if backend is not None and backend not in wire.BACKENDS:
+        raise NotFound("backend not found", status=404)
+    return backend
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """A request body as the engine's handlers read it: more than MAX_BODY answers 400 `request too large`."""
+    body = await request.read()
+    if len(body) > MAX_BODY:
+        raise BadRequest("request too large", status=400)
+    return body
 
 
 # --- health ----------------------------------------------------------------------------------
@@ -177,13 +161,13 @@ async def subtree_redirect(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return go_json([m.to_json() for m in _state(request).models.values()])
+    return go_json([m.to_json() for m in state_of(request).store.models.values()])
 
 
 async def get_model(request: web.Request) -> web.Response:
-    state = _state(request)
+    store = state_of(request).store
     name = request.match_info["name"]
-    model = state.lookup(name) or state.find_by_short_name(name)
+    model = store.lookup(name) or store.find_by_short_name(name)
     if model is None:
         return go_error(404, "model not found")
     return go_json(model.to_json())
@@ -192,12 +176,12 @@ async def get_model(request: web.Request) -> web.Response:
 async def delete_model(request: web.Request) -> web.Response:
     force = request.query.get(wire.QUERY_FORCE)
     forced = force is not None and (force == "" or force.lower() in ("1", "t", "true"))
-    return go_json(_state(request).delete_model(request.match_info["name"], forced))
+    return go_json(state_of(request).store.delete_model(request.match_info["name"], forced))
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
     """POST /models/create: at most two pulls at once; progress lines, then success (or an error line)."""
-    state = _state(request)
+    store = state_of(request).store
     try:
         fields = decode_object(await request.read(), (wire.PULL_FROM, wire.BEARER_TOKEN))
         ref = fields.get(wire.PULL_FROM)
@@ -205,8 +189,8 @@ async def pull(request: web.Request) -> web.StreamResponse:
             raise DecodeError("from must be a string")
     except DecodeError:
         return go_error(400, "invalid request body")
-    async with state.pull_slots:
-        artifact, tag = state.pull_target(ref or "")
+    async with store.pull_slots:
+        artifact, tag = store.pull_target(ref or "")
         as_json = request.headers.get("Accept") == "application/json"
         response = web.StreamResponse(status=200)
         response.headers["Cache-Control"] = "no-cache"
@@ -216,26 +200,26 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
         async def send(line: dict[str, Any]) -> None:
             text = json.dumps(line, separators=(",", ":")) + "\n"
-            await response.write((text if as_json else _html_escape(text)).encode())
+            await response.write((text if as_json else html_escape(text)).encode())
 
         try:
-            if artifact.digest in state.models:
-                state.add_model(artifact, tag)
+            if artifact.digest in store.models:
+                store.add_model(artifact, tag)
                 await send(_pull_line(wire.LINE_SUCCESS, f"Using cached model: {artifact.size}"))
             else:
-                failure, state.pull_failure = state.pull_failure, None
+                failure = store.take_pull_failure()
                 lines = _progress_lines(artifact, failure)
                 for line in lines:
                     await send(line)
-                    if state.pull_seconds:
-                        await asyncio.sleep(state.pull_seconds / len(lines))
+                    if store.pull_seconds:
+                        await asyncio.sleep(store.pull_seconds / len(lines))
                 if failure is not None:
                     await send(_pull_line(wire.LINE_ERROR, f"Error: {failure.message}"))
                     await response.write(
                         f"error while pulling model: writing image to store: {failure.message}\n".encode()
                     )
                 else:
-                    state.add_model(artifact, tag)
+                    store.add_model(artifact, tag)
                     await send(_pull_line(wire.LINE_SUCCESS, "Model pulled successfully"))
             await response.write_eof()
         except ConnectionResetError:  # the client went away: the pull is cancelled, as the engine's context is
@@ -289,17 +273,15 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def ps(request: web.Request) -> web.Response:
-    return go_json(_state(request).running())
+    return go_json(state_of(request).runners.running())
 
 
 async def df(request: web.Request) -> web.Response:
-    return go_json(_state(request).disk_usage())
+    return go_json(state_of(request).store.disk_usage())
 
 
 async def unload(request: web.Request) -> web.Response:
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        return go_error(400, "request too large")
+    body = await _read_body(request)
     try:
         fields = decode_object(body, (wire.UNLOAD_ALL, wire.UNLOAD_BACKEND, wire.UNLOAD_MODELS))
         all_ = fields.get(wire.UNLOAD_ALL)
@@ -315,36 +297,32 @@ async def unload(request: web.Request) -> web.Response:
             raise DecodeError("models must be an array of strings")
     except DecodeError:
         return go_error(400, "invalid request")
-    count = _state(request).unload(bool(all_), backend or "", [m or "" for m in models or []])
+    count = state_of(request).runners.unload(bool(all_), backend or "", [m or "" for m in models or []])
     return go_json({wire.UNLOADED_RUNNERS: count})
 
 
 async def configure(request: web.Request) -> web.Response:
-    state = _state(request)
-    backend = request.match_info.get("backend")
-    if backend is not None and backend not in wire.BACKENDS:
-        return go_error(404, "backend not found")
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        return go_error(400, "request too large")
+    state = state_of(request)
+    backend = _path_backend(request)
+    body = await _read_body(request)
     used_backend, model = state.configure(backend, body)
     if state.has(caps.PRELOAD_ONLY):  # older releases start no background load after a configure
-        state.spawn(state.preload(used_backend, model))
+        state.spawn(state.runners.preload(used_backend, model))
     return web.Response(status=202)
 
 
 async def get_configs(request: web.Request) -> web.Response:
-    return go_json(_state(request).config_entries(request.query.get(wire.QUERY_MODEL) or None))
+    return go_json(state_of(request).configs.entries(request.query.get(wire.QUERY_MODEL) or None))
 
 
 async def requests_view(request: web.Request) -> web.Response:
-    return go_json(_state(request).requests_view(request.query.get(wire.QUERY_MODEL) or None))
+    return go_json(state_of(request).runners.requests_view(request.query.get(wire.QUERY_MODEL) or None))
 
 
 async def openai_models(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = state_of(request)
     name = request.match_info.get("name")
-    models = list(state.models.values()) if name is None else [state.local_model(name)]
+    models = list(state.store.models.values()) if name is None else [state.store.local_model(name)]
     data = [
         {
             "id": m.tags[0] if m.tags else m.id,
@@ -383,13 +361,9 @@ def _mode_for_path(path: str) -> str:
 
 async def inference(request: web.Request) -> web.Response:
     """OpenAI inference: load (or reuse) the runner with the stored config, answer a tiny canned result."""
-    state = _state(request)
-    backend = request.match_info.get("backend")
-    if backend is not None and backend not in wire.BACKENDS:
-        return go_error(404, "backend not found")
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        return go_error(400, "request too large")
+    state = state_of(request)
+    backend = _path_backend(request)
+    body = await _read_body(request)
     try:
         model = decode_object(body, (wire.MODEL,)).get(wire.MODEL)
         if model is not None and not isinstance(model, str):
@@ -398,7 +372,7 @@ async def inference(request: web.Request) -> web.Response:
         return go_error(400, "invalid request")
     if not model:
         return go_error(400, "model is required")
-    runner = await state.acquire(backend, model, _mode_for_path(request.path))
+    runner = await state.runners.acquire(backend, model, _mode_for_path(request.path))
     try:
         if request.headers.get(wire.PRELOAD_ONLY_HEADER) == "true" and state.has(caps.PRELOAD_ONLY):
             return web.Response(status=200)
@@ -406,12 +380,12 @@ async def inference(request: web.Request) -> web.Response:
         _record(state, runner, request, body, answer)
         return go_json(answer)
     finally:
-        state.release(runner)
+        state.runners.release(runner)
 
 
 def _record(state: EmulatorState, runner: Runner, request: web.Request, body: bytes, answer: Any) -> None:
     now = state.now()
-    state.record(
+    state.runners.record(
         runner,
         {
             "id": f"{runner.model_id}_{int(now * 1e9)}",
@@ -479,168 +453,17 @@ def _canned_answer(path: str, model: str) -> dict[str, Any]:
     }
 
 
-# --- control API -----------------------------------------------------------------------------
-
-
-def _bad_control(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=go_json_text({"error": message}), content_type="application/json")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows: give a finite number")
-
-
-async def _control_body(request: web.Request) -> dict[str, Any]:
-    try:
-        text = (await request.read()).decode("utf-8")
-        if not text.strip():
-            return {}
-        value = json.loads(text, parse_constant=_no_constant)
-    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, Infinity/NaN, a 5,000-digit integer
-        raise _bad_control(f"invalid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise _bad_control("expected a JSON object")
-    return value
-
-
-def _control_error(message: str, status: int = 400) -> web.Response:
-    return go_json({"error": message}, status=status)
-
-
-def _number(
-    body: dict[str, Any], key: str, maximum: float, *, default: float | None = None, integer: bool = False
-) -> float:
-    """`body[key]`: a finite number from 0 to `maximum` (a whole one with `integer`), else 400 naming the bounds."""
-    value = body.get(key, default)
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= maximum
-        and (not integer or float(value).is_integer())
-    ):
-        return float(value)
-    kind = "a whole number" if integer else "a number"
-    raise _bad_control(f"'{key}' must be {kind} from 0 to {maximum:g}, got {json.dumps(value)}")
-
-
-def _optional_string(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _bad_control(f"'{key}' must be a string, got {json.dumps(value)}")
-    return value
-
-
-def _runner_json(runner: Runner | None) -> dict[str, Any] | None:
-    if runner is None:
-        return None
-    return {
-        "backend": runner.backend,
-        "model_id": runner.model_id,
-        "model_ref": runner.model_ref,
-        "mode": runner.mode,
-        "loading": runner.loading,
-        "in_use": runner.in_use,
-        "config": runner.config.to_json(),
-    }
-
-
-async def control_restart(request: web.Request) -> web.Response:
-    state = _state(request)
-    state.restart()
-    connections = request.app[_CONNECTIONS_KEY]
-    for transport in [t for t in connections if t is not request.transport]:
-        transport.close()  # a restarted engine keeps no connection
-        connections.discard(transport)
-    return go_json({"boot_id": state.boot_id})
-
-
-async def control_runner_flag(request: web.Request) -> web.Response:
-    """POST /_emulator/busy and /_emulator/loading."""
-    body = await _control_body(request)
-    flag = "busy" if request.path.endswith("/busy") else "loading"
-    model, value = body.get("model"), body.get(flag, True)
-    if not isinstance(model, str) or not model or not isinstance(value, bool):
-        return _control_error(f'body must be {{"model": REF, "{flag}": true|false, "backend"?, "mode"?}}')
-    backend, mode = _optional_string(body, "backend"), _optional_string(body, "mode")
-    setter = _state(request).set_busy if flag == "busy" else _state(request).set_loading
-    try:
-        runner = setter(model, value, backend, mode)
-    except EngineError as exc:
-        return _control_error(exc.message, exc.status or 400)
-    return go_json({"runner": _runner_json(runner)})
-
-
-async def control_fail_next_pull(request: web.Request) -> web.Response:
-    body = await _control_body(request)
-    after = body.get("after_bytes")
-    if after is not None:
-        after = int(_number(body, "after_bytes", MAX_AFTER_BYTES, integer=True))
-    message = body.get("message", "failed to download layer: unexpected EOF")
-    if not isinstance(message, str):
-        return _control_error("'message' must be a string")
-    _state(request).pull_failure = PullFailure(after, message)
-    return go_json({"armed": True})
-
-
-async def control_latency(request: web.Request) -> web.Response:
-    state = _state(request)
-    state.latency = _number(await _control_body(request), "seconds", MAX_LATENCY)
-    return go_json({"seconds": state.latency})
-
-
-async def control_conflicts(request: web.Request) -> web.Response:
-    state = _state(request)
-    state.pending_conflicts = int(_number(await _control_body(request), "count", MAX_CONFLICTS, integer=True))
-    return go_json({"count": state.pending_conflicts})
-
-
-async def control_advance(request: web.Request) -> web.Response:
-    state = _state(request)
-    evicted = state.advance(_number(await _control_body(request), "seconds", MAX_ADVANCE))
-    return go_json({"evicted": evicted, "now": state.now()})
-
-
-async def control_state(request: web.Request) -> web.Response:
-    return go_json(_state(request).snapshot())
-
-
-async def control_reset_counters(request: web.Request) -> web.Response:
-    _state(request).counters.clear()
-    return go_json({"counters": {}})
-
-
-async def control_catalog(request: web.Request) -> web.Response:
-    """Add an artifact to the registry (and to the store when "pulled": true)."""
-    body = await _control_body(request)
-    pulled = body.pop("pulled", False)
-    if not isinstance(pulled, bool):
-        return _control_error(f"'pulled' must be true or false, got {json.dumps(pulled)}")
-    try:
-        artifact = artifact_from_json(body)
-    except ValueError as exc:
-        return _control_error(f"invalid artifact: {exc}")
-    state = _state(request)
-    state.catalog.add(artifact)
-    if pulled:
-        for ref in artifact.refs():
-            found = state.catalog.lookup(ref)
-            if found is not None:
-                state.add_model(*found)
-    return go_json({"id": artifact.digest, "refs": artifact.refs()})
-
-
 # --- application -----------------------------------------------------------------------------
 
 
 def create_app(state: EmulatorState | None = None, *, eviction_interval: float = 1.0) -> web.Application:
     """The emulator as an aiohttp application. A periodic task evicts idle runners every `eviction_interval`."""
     app = web.Application(middlewares=[go_errors, count_and_delay, cors], client_max_size=4 * MAX_BODY)
-    app[_STATE_KEY] = state or EmulatorState()
-    app[_CONNECTIONS_KEY] = set()
+    app[STATE_KEY] = state or EmulatorState()
+    app[CONNECTIONS_KEY] = set()
     routes = app.router
     routes.add_route("*", wire.ROUTE_ROOT, root)
-    if app[_STATE_KEY].has(caps.VERSION_ROUTE):  # since v1.0.30; older releases answer 404 page not found
+    if app[STATE_KEY].has(caps.VERSION_ROUTE):  # since v1.0.30; older releases answer 404 page not found
         routes.add_route("*", wire.ROUTE_VERSION, version)
     routes.add_route("*", "/engines", subtree_redirect)
     routes.add_route("*", "/v1", subtree_redirect)
@@ -663,16 +486,7 @@ def create_app(state: EmulatorState | None = None, *, eviction_interval: float =
             routes.add_post(f"{prefix}/{op}", inference)
         routes.add_get(f"{prefix}/v1/models", openai_models)
         routes.add_get(f"{prefix}/v1/models/{{name:.+}}", openai_models)
-    routes.add_post(CONTROL_PREFIX + "restart", control_restart)
-    routes.add_post(CONTROL_PREFIX + "busy", control_runner_flag)
-    routes.add_post(CONTROL_PREFIX + "loading", control_runner_flag)
-    routes.add_post(CONTROL_PREFIX + "fail-next-pull", control_fail_next_pull)
-    routes.add_post(CONTROL_PREFIX + "latency", control_latency)
-    routes.add_post(CONTROL_PREFIX + "conflicts", control_conflicts)
-    routes.add_post(CONTROL_PREFIX + "advance", control_advance)
-    routes.add_get(CONTROL_PREFIX + "state", control_state)
-    routes.add_post(CONTROL_PREFIX + "reset-counters", control_reset_counters)
-    routes.add_post(CONTROL_PREFIX + "catalog", control_catalog)
+    control.add_routes(routes)
     app.cleanup_ctx.append(_periodic_eviction(eviction_interval))
     return app
 
@@ -682,7 +496,7 @@ def _periodic_eviction(interval: float) -> Callable[[web.Application], AsyncIter
         async def loop() -> None:
             while True:
                 await asyncio.sleep(interval)
-                app[_STATE_KEY].evict_idle()
+                app[STATE_KEY].runners.evict_idle()
 
         task = asyncio.get_running_loop().create_task(loop())
         yield

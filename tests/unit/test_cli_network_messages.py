@@ -32,7 +32,7 @@ def test_apply_wait_timeout_while_a_pull_has_not_started_streaming_says_so(
         ]
         for thread in holders:
             thread.start()
-        eventually(lambda: emu.state.pull_slots.locked(), what="both pull slots taken")
+        eventually(lambda: emu.state.store.pull_slots.locked(), what="both pull slots taken")
         (tmp_path / "a.yaml").write_text(localmodel("small", "ai/smollm2:135M-Q4_0"))
         code = main(["apply", str(tmp_path), "--engine", emu.url, "--wait", "--timeout", "1"])
     out, err = capsys.readouterr()

@@ -175,14 +175,14 @@ async def test_pull_failing_midway_has_an_error_line_and_no_success(http: httpx.
 
 
 async def test_at_most_two_pulls_run_at_once(emu: RunningEmulator, http: httpx.AsyncClient) -> None:
-    await emu.state.pull_slots.acquire()
-    await emu.state.pull_slots.acquire()
+    await emu.state.store.pull_slots.acquire()
+    await emu.state.store.pull_slots.acquire()
     third = asyncio.create_task(http.post("/models/create", json={"from": "ai/embeddinggemma"}))
     done, _ = await asyncio.wait({third}, timeout=0.3)
     assert not done
-    emu.state.pull_slots.release()
+    emu.state.store.pull_slots.release()
     assert (await third).status_code == 200
-    emu.state.pull_slots.release()
+    emu.state.store.pull_slots.release()
 
 
 @pytest.mark.parametrize(
