@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from controller.backoff import Retries
+from controller.deletion import deletion_retries, gave_up_message, retry_finalize
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
@@ -818,19 +819,12 @@ class Operator:
         self._post_event(obj, "Normal", "FinalizerReleased", message)
 
     async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
-        retries = Retries(first=self.config.finalize_backoff, attempts=max(1, self.config.finalize_attempts))
-        attempts = 0
-        while True:
-            outcome = await engine.reconciler.finalize(key, model)
-            if outcome.done:
-                log.info("%s on %s: %s", key, engine.ref.name, outcome.message)
-                self.metrics.finalizations.labels("done").inc()
-                return
-            attempts += 1
-            delay = retries.after(attempts)
-            if delay is None:
-                break
-            await self._sleep(delay)
+        retries = deletion_retries(self.config.finalize_backoff, self.config.finalize_attempts)
+        step = await retry_finalize(lambda: engine.reconciler.finalize(key, model), retries, self._sleep)
+        if step.done:
+            log.info("%s on %s: %s", key, engine.ref.name, step.message)
+            self.metrics.finalizations.labels("done").inc()
+            return
         self.metrics.finalizations.labels("released-after-errors").inc()
         entry = Cleanup(
             key=key,
@@ -838,13 +832,13 @@ class Operator:
             engine=engine.ref.name,
             spec=dict(obj.get("spec") or {}),
             released=self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            reason=outcome.message,
+            reason=step.message,
         )
         self._cleanups[entry.id] = entry
         saved = await self._save_cleanups()
         message = (
-            f"released the finalizer after {attempts} failed attempts to apply deletionPolicy "
-            f"{model.spec.deletion_policy} on engine {engine.ref.name}: {outcome.message}; the engine "
+            "released the finalizer: "
+            f"{gave_up_message(model.spec.deletion_policy, step.failures, step.message, engine.ref.name)}; the engine "
             "may still hold the model and its config: it is applied when the engine answers again "
             + (f"(recorded in ConfigMap {cleanups.CONFIGMAP_NAME})" if saved else "(recorded in memory only)")
         )

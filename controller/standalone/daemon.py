@@ -31,7 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.backoff import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Retries, backoff_delay
+from controller.backoff import backoff_delay
+from controller.deletion import deletion_retries, gave_up_message, next_step
 from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
@@ -66,8 +67,9 @@ from controller.status import (
 log = logging.getLogger("localmodel.daemon")
 _T = TypeVar("_T")
 
-DELETE_ATTEMPTS = 5  # finalize tries (with backoff) before giving up; none is used up while the engine is down
-DELETE_RETRIES = Retries(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, attempts=DELETE_ATTEMPTS, jittered=True)
+# A deletionPolicy's tries (controller/deletion.py), spread: many files removed at once fail at once. None is
+# used up while the engine is down: a finalize runs only after an observation the engine answered.
+DELETE_RETRIES = deletion_retries(jittered=True)
 WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
 WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 # Requeues and backoffs that fall due close together share one observation: timer wakes come at
@@ -743,29 +745,26 @@ class Daemon:
             if name in self.records:  # declared again while we were deleting it
                 self.schedule.due_at(name, now)
             return
-        if outcome.done:
-            log_event(log, "deleted", outcome.message, model=name)
-            del self.deletions[name]
-            self.schedule.remove(name)
+        step = next_step(DELETE_RETRIES, deletion.attempts, outcome, self.clocks.jitter())
+        if step.retry_in is not None:
+            # Only a finalize that ran counts: it runs only after an observation the engine answered.
+            deletion.last_error, deletion.attempts = step.message, step.failures
+            self.schedule.due_at(name, now + step.retry_in)
             return
-        # Only a finalize that ran counts: it runs only after an observation the engine answered.
-        deletion.last_error = outcome.message
-        deletion.attempts += 1
-        delay = DELETE_RETRIES.after(deletion.attempts, self.clocks.jitter())
-        if delay is None:
-            spec = deletion.model.spec
-            log_event(
-                log,
-                "delete_abandoned",
-                f"gave up applying deletionPolicy {spec.deletion_policy} after {deletion.attempts} attempts: "
-                f"{outcome.message}; clean up by hand ({cleanup_commands(spec)})",
-                level=logging.WARNING,
-                model=name,
-            )
-            del self.deletions[name]
-            self.schedule.remove(name)
+        del self.deletions[name]
+        self.schedule.remove(name)
+        if step.done:
+            log_event(log, "deleted", step.message, model=name)
             return
-        self.schedule.due_at(name, now + delay)
+        spec = deletion.model.spec
+        log_event(
+            log,
+            "delete_abandoned",
+            f"{gave_up_message(spec.deletion_policy, step.failures, step.message)}; "
+            f"clean up by hand ({cleanup_commands(spec)})",
+            level=logging.WARNING,
+            model=name,
+        )
 
     # ---- status --------------------------------------------------------------------------------
 

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from controller.deletion import DELETE_ATTEMPTS
 from controller.emulator import running_emulator
 from controller.engine.client import EngineClient
 from controller.engine.errors import ServerError
-from controller.standalone.daemon import DELETE_ATTEMPTS, Clocks, Daemon
+from controller.standalone.daemon import Clocks, Daemon
 from controller.status import Reason
 from tests.support.emulator import emulator
 from tests.support.util import localmodel_yaml as localmodel
@@ -229,7 +230,7 @@ async def test_a_deletion_the_engine_keeps_failing_is_retried_a_bounded_number_o
         failed_so_far.append(harness.daemon.deletions["a"].attempts)
         await harness.run_pass(60.0)
     assert failed_so_far == list(range(1, DELETE_ATTEMPTS))
-    assert "gave up applying deletionPolicy Unload after 5 attempts" in caplog.text
+    assert "gave up applying deletionPolicy Unload after 5 failed attempts" in caplog.text
     assert "(docker model unload ai/smollm2)" in caplog.text
     assert "docker model rm" not in caplog.text
 

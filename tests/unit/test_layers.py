@@ -20,6 +20,7 @@ PURE_CORE = (
     "controller.policy",
     "controller.backoff",
     "controller.fleet",
+    "controller.deletion",
 )
 IO_MODULES = ("httpx", "aiohttp", "kopf", "kubernetes", "watchfiles", "subprocess", "socket", "prometheus_client")
 

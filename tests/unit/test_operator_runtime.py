@@ -328,6 +328,26 @@ async def test_an_engine_that_is_gone_releases_the_finalizer_with_a_warning() ->
     await operator.aclose()
 
 
+async def test_an_operator_with_many_finalize_attempts_never_sleeps_longer_than_the_backoff_cap() -> None:
+    kube, events = FakeKube(), Events()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    operator = Operator(
+        OperatorConfig(finalize_attempts=12),
+        kube,
+        [EngineRef("gone", "http://127.0.0.1:9")],  # type: ignore[arg-type]
+        post_event=events,
+        sleep=sleep,
+    )
+    await operator.finalize_object(kube.create("smol", {"model": "ai/smollm2"}))
+    assert slept[:11] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]  # not 512, 1024
+    assert "gave up applying deletionPolicy Unload on engine gone after 12 failed attempts" in events[-1][3]
+    await operator.aclose()
+
+
 async def test_node_agents_each_own_their_entry() -> None:
     kube, events = FakeKube(), Events()
     nodes = {"a": {"gpu": "yes"}, "b": {"gpu": "yes"}, "c": {}}
