@@ -15,6 +15,14 @@ Use it from Python:
 
 or as a process: `localmodel emulator --port 12434`.
 
+Layout (imports go down this list, never up): `catalog` (the registry's artifacts), `config` and
+`flags` (Go's decoding of a `_configure` body, the release's flag checks), `store` (pulled models
+and tags), `configs` (the stored configs), `runners` (the loader, `/engines/ps`,
+`/engines/requests`), `state` (the engine: the parts above, its clock and release), `render`
+(Go's way of answering), `control` (the routes under /_emulator/), `app` (the engine's routes and
+middlewares), `server` (serving it). An engine fact usually lands in one of store/configs/runners
+and in the route of app.py that shows it.
+
 `EmulatorState(release="v1.0.10")` (`localmodel emulator --engine-version 1.0`) behaves as that older
 release where localmodel can tell (controller/engine/capabilities.py, checked by the contract tests
 against the real v1.0.10): no `/version`, `keep_alive` an unknown key (ignored, any value), no flag
