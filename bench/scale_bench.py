@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -80,7 +81,11 @@ def server_counters(http: httpx.Client) -> dict[str, float]:
         name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
         if name == "apiserver_request_total":
             totals["requests"] += value
-            if '"localmodels"' in line and any(f'verb="{v}"' in line for v in ("PATCH", "PUT", "POST", "APPLY")):
+            resource, verb = _label(line, "resource"), _label(line, "verb")
+            subresource = _label(line, "subresource")
+            key = f"req {resource}{'/' + subresource if subresource else ''} {verb}"
+            totals[key] = totals.get(key, 0.0) + value
+            if resource == "localmodels" and verb in ("PATCH", "PUT", "POST", "APPLY"):
                 totals["lm_writes"] += value
         elif name == "apiserver_response_sizes_sum":
             totals["response_bytes"] += value
@@ -91,8 +96,13 @@ def server_counters(http: httpx.Client) -> dict[str, float]:
     return totals
 
 
+def _label(line: str, name: str) -> str:
+    found = re.search(rf'[{{,]{name}="([^"]*)"', line)
+    return found.group(1) if found else ""
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in after}
+    return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 def rss_bytes() -> int:
@@ -199,13 +209,14 @@ async def run_design(
                 "spec": {"model": model, "contextSize": 2048, "nodeSelector": {"localmodel-bench": "yes"}},
             }
             (await asyncio.to_thread(http.post, path, json=body)).raise_for_status()
-        polls = 0
+        polls = poll_bytes = 0
         while True:
             await asyncio.sleep(1.0)
             if time.monotonic() - t0 > 600:
                 raise TimeoutError(f"{len(nodes)} nodes: not all Ready after 600 s")
             answer = await asyncio.to_thread(http.get, path)
             polls += 1
+            poll_bytes += len(answer.content)
             if answer.status_code != 200:  # a swamped API server answers 429 or times out: poll again
                 print(f"  Ready poll: HTTP {answer.status_code}", file=sys.stderr)
                 continue
@@ -222,11 +233,9 @@ async def run_design(
         await asyncio.sleep(idle)
         idle_after = await asyncio.to_thread(server_counters, http)
         idle_delta = {k: v * 60 / idle for k, v in delta(idle_after, idle_before).items()}
-        # What one of the bench's own Ready polls cost the API server (measured now, while idle): subtracted.
-        await asyncio.to_thread(http.get, path)
-        poll = delta(await asyncio.to_thread(server_counters, http), idle_after)
-        rollout["requests"] -= polls * poll["requests"]
-        rollout["response_bytes"] -= polls * poll["response_bytes"]
+        # The bench's own Ready polls (one LIST each, and the bytes it received): subtracted.
+        rollout["requests"] -= polls
+        rollout["response_bytes"] -= poll_bytes
         items = (await asyncio.to_thread(http.get, path)).json()["items"]
         largest = max(len(json.dumps(item, separators=(",", ":"))) for item in items)
         status_writes = sum(d.agent.aggregator.writes + d.agent.writer.writes for d in running)
@@ -362,6 +371,9 @@ def print_row(size: int, design: str, r: dict[str, Any] | str, *, flush: bool = 
         file=sys.stderr,
         flush=flush,
     )
+    idle = {k[4:]: v for k, v in r["idle_per_minute"].items() if k.startswith("req ") and v >= 0.5}
+    if idle:
+        print("  idle requests/min: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(idle.items())), file=sys.stderr)
 
 
 def print_table(rows: list[tuple[int, str, dict[str, Any] | str]], args: argparse.Namespace) -> None:
