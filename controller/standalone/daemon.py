@@ -21,18 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from controller.backoff import backoff_delay
-from controller.deletion import deletion_retries, gave_up_message, next_step
 from controller.desired import render_configure
 from controller.documents import ModelSource
 from controller.engine.client import EngineClient
@@ -44,162 +41,35 @@ from controller.logs import log_event
 from controller.plan import Observation, effective_mode
 from controller.policy import unreachable_status
 from controller.reconcile import EngineReconciler, spec_fingerprint, utcnow
-from controller.refs import canonical_ref
-from controller.spec import LocalModel, LocalModelSpec
+from controller.spec import LocalModel
 from controller.standalone.defaults import DEFAULT_CONCURRENCY, DEFAULT_INTERVAL
-from controller.standalone.files import DEFAULT_GRACE_SECONDS, ModelFiles, is_watched
+from controller.standalone.deletions import Deletion, Deletions
+from controller.standalone.files import DEFAULT_GRACE_SECONDS, ModelFiles
 from controller.standalone.metrics import Metrics
 from controller.standalone.schedule import Schedule
+from controller.standalone.snapshot import EngineHealth, Record, engine_report, loop_healthy, status_document
 from controller.standalone.state import StatusStore, entry_for, saved_conditions
+from controller.standalone.watcher import FileWatch, in_thread
 from controller.status import (
-    READY,
-    TRUE,
-    Condition,
     EngineStatus,
-    ModelStatus,
     Phase,
     Reason,
     inherit_persisted,
-    rfc3339,
     summarize,
 )
 
 log = logging.getLogger("localmodel.daemon")
-_T = TypeVar("_T")
 
-# A deletionPolicy's tries (controller/deletion.py), spread: many files removed at once fail at once. None is
-# used up while the engine is down: a finalize runs only after an observation the engine answered.
-DELETE_RETRIES = deletion_retries(jittered=True)
-WATCH_STEP_MS = 50  # a batch of file events ends after this much quiet
-WATCH_DEBOUNCE_MS = 1600  # ...or after this long, whatever keeps happening
 # Requeues and backoffs that fall due close together share one observation: timer wakes come at
 # most this often (file events and drift passes are not delayed).
 MIN_OBSERVE_GAP = 1.0
-WATCH_RESTART_DELAY = 1.0  # a failed file watcher is restarted after this, doubling on each failure...
-WATCH_RESTART_MAX = 30.0  # ...up to this
 ROOT_POLL_SECONDS = 1.0  # while the directory is missing, look for it this often
-
-
-async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
-    """`function(*args)` in a daemon thread: the loop keeps running meanwhile, and a stop never
-    waits for it (asyncio.to_thread's pool is joined at exit, so a read stuck on a dead mount would
-    hold the process)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="localmodel files", daemon=True).start()
-    return await future
-
-
-class _WatchStop:
-    """The stop event for one watchfiles run: set when the daemon stops, but the watcher setting it
-    (awatch does when it is cancelled, to restart on a re-cloned directory) stops only that run."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        self._own = False
-
-    def is_set(self) -> bool:  # also called from watchfiles' thread: reads two flags, no more
-        return self._own or self._stop.is_set()
-
-    def set(self) -> None:
-        self._own = True
-
-
 _BUSY_REASONS = frozenset({Reason.RUNNER_BUSY, Reason.RUNNER_STALE})
 
 
 def with_generation(model: LocalModel, generation: int) -> LocalModel:
     """The model with `metadata.generation` set: the daemon counts spec changes per name, as the API server does."""
     return model.model_copy(update={"metadata": model.metadata.model_copy(update={"generation": generation})})
-
-
-def model_refs(spec: LocalModelSpec) -> set[str]:
-    """The references a spec keeps in the engine's store (the model and its draft model)."""
-    refs = {canonical_ref(spec.model)}
-    if spec.speculative is not None and spec.speculative.draft_model:
-        refs.add(canonical_ref(spec.speculative.draft_model))
-    return refs
-
-
-def cleanup_commands(spec: LocalModelSpec) -> str:
-    """What to run by hand to do what the spec's deletionPolicy would have done."""
-    commands = [f"docker model unload {spec.model}"]
-    if spec.deletion_policy == "Delete":
-        commands.append(f"docker model rm {spec.model}")
-    return " && ".join(commands)
-
-
-@dataclass
-class Record:
-    """One declared LocalModel and how it stands."""
-
-    model: LocalModel  # with the daemon's generation
-    source: ModelSource
-    conditions: tuple[Condition, ...] = ()
-    engine: EngineStatus | None = None
-    conflict: str | None = None  # set while another LocalModel owns this (model, mode)
-    # From the saved status (controller/standalone/state.py), what a previous process knew: the
-    # conditions' lastTransitionTimes until the first status of this process, and the engine entry
-    # (lastAppliedTime, a DriftRepaired reason) that inherit_persisted completes each status with.
-    restored: tuple[Condition, ...] = ()
-    persisted: dict[str, Any] | None = None
-
-    @property
-    def generation(self) -> int:
-        return self.model.metadata.generation or 1
-
-    @property
-    def ready(self) -> bool:
-        return any(c.type == READY and c.status == TRUE for c in self.conditions)
-
-    def to_dict(self) -> dict[str, Any]:
-        status = ModelStatus(
-            self.model.name,
-            self.model.spec.model,
-            self.generation,
-            self.conditions,
-            (self.engine,) if self.engine else (),
-        )
-        return {**status.to_dict(), "source": str(self.source)}
-
-
-@dataclass
-class Deletion:
-    """A LocalModel that disappeared from the files and whose deletionPolicy is still to be applied."""
-
-    model: LocalModel
-    source: ModelSource
-    attempts: int = 0
-    last_error: str | None = None
-
-
-@dataclass
-class EngineHealth:
-    url: str
-    source: str
-    up: bool | None = None  # None until the first observation
-    failures: int = 0
-    last_observed: datetime | None = None
-    last_error: str | None = None
 
 
 @dataclass
@@ -241,19 +111,29 @@ class Daemon:
         self.metrics = Metrics(lambda: client.requests_sent)
         self.engine = EngineHealth(client.endpoint.shown, client.endpoint.source)
         self.records: dict[str, Record] = {}
-        self.deletions: dict[str, Deletion] = {}
+        self.deleting = Deletions(
+            self.reconciler,
+            self.schedule,
+            self.records,
+            grace=grace,
+            monotonic=self.clocks.monotonic,
+            jitter=self.clocks.jitter,
+        )
         self.last_pass: float | None = None
         self._claims = Claims()  # who owns each (model, mode): the first declared
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self._hinted: set[Path] = set()
         self._wake = asyncio.Event()
-        self._logged_errors: set[str] = set()
+        self.watcher = FileWatch(
+            self.files,
+            wake=self._wake,
+            monotonic=self.clocks.monotonic,
+            interval=interval,
+            file_errors=self.metrics.file_errors,
+        )
         self._scanned = False
         self._last_observe = float("-inf")
         self._ready = Readiness[str]()  # names whose Ready condition is True
-        self.watcher_error: str | None = None  # set while the file watcher is down, waiting to restart
-        self._rewatch = asyncio.Event()  # set when the directory is back after it was missing
         # The engine watch (None: drift passes only). What it noticed, per name, until the repair is verified:
         self.watch = (
             EngineWatch(
@@ -274,6 +154,11 @@ class Daemon:
         self.state.load()
         self._state_retry_at = float("-inf")  # after a failed write, not before the next drift pass
 
+    @property
+    def deletions(self) -> dict[str, Deletion]:
+        """The deletions pending, by name (controller/standalone/deletions.py)."""
+        return self.deleting.pending
+
     # ---- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, watch: bool = True) -> None:
@@ -291,7 +176,7 @@ class Daemon:
             asyncio.create_task(self._relay(stop), name="stop relay"),
         ]
         if watch:
-            tasks.append(asyncio.create_task(self._watch(stop), name="file watcher"))
+            tasks.append(asyncio.create_task(self.watcher.run(stop), name="file watcher"))
         if self.watch is not None:
             self.watch.client = self.client.sibling()  # a connection of its own: the probe compares connections
             tasks.append(asyncio.create_task(self.watch.run(stop), name="engine watch"))
@@ -325,14 +210,14 @@ class Daemon:
         content = self.state.take()
         if content is None:
             return
-        if not await _in_thread(self.state.write, content, self.clocks.wall()):
+        if not await in_thread(self.state.write, content, self.clocks.wall()):
             self._state_retry_at = now + self.interval
 
     async def run_pass(self) -> None:
         """One wake-up: re-read what changed, observe once if anything is due, start the due work."""
         now = self.clocks.monotonic()
         self.last_pass = now
-        hinted, self._hinted = self._hinted, set()
+        hinted = self.watcher.take_hints()
         due = self.files.next_due()
         if (
             not self._scanned
@@ -353,8 +238,7 @@ class Daemon:
 
     def notice(self, paths: Iterable[Path]) -> None:
         """Files changed (or may have): re-read them on the next pass, which starts now."""
-        self._hinted |= set(paths)
-        self._wake.set()
+        self.watcher.notice(paths)
 
     async def wait_idle(self) -> None:
         """Wait until no reconcile or deletion is in flight."""
@@ -380,111 +264,11 @@ class Daemon:
         await stop.wait()
         self._wake.set()
 
-    async def _watch(self, stop: asyncio.Event) -> None:
-        """Watch the files until `stop`; when the watcher fails (the inotify watch limit, the
-        directory removed) or ends, say so and start it again after a delay that grows up to
-        WATCH_RESTART_MAX. Meanwhile changes are still found, on the drift pass."""
-        failures = 0
-        while not stop.is_set():
-            started = self.clocks.monotonic()
-            self._rewatch.clear()
-            watcher = asyncio.create_task(self._watch_files(stop), name="file watch")
-            rewatch = asyncio.create_task(self._rewatch.wait(), name="file watch reset")
-            try:
-                await asyncio.wait({watcher, rewatch}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (watcher, rewatch):
-                    task.cancel()
-                await asyncio.gather(watcher, rewatch, return_exceptions=True)
-            if stop.is_set():
-                return
-            if not watcher.cancelled() and watcher.exception() is not None:
-                exc = watcher.exception()
-                problem = f"the file watcher failed: {type(exc).__name__}: {exc}"
-            elif rewatch.done() and not rewatch.cancelled():
-                # The directory is back after it was missing (a re-clone): the old watch follows the
-                # removed directory, so watch the new one, at once.
-                log_event(log, "watch_restarted", f"{self.root} is back; watching it again", directory=str(self.root))
-                self.notice([self.root])
-                continue
-            else:
-                problem = "the file watcher stopped"
-            if self.clocks.monotonic() - started > WATCH_RESTART_MAX:
-                failures = 0  # it ran for a good while: start the backoff over
-            delay = min(WATCH_RESTART_MAX, WATCH_RESTART_DELAY * 2**failures)
-            failures += 1
-            self.watcher_error = problem
-            log_event(
-                log,
-                "watch_failed",
-                f"{problem}; restarting it in {delay:g}s (until then, changes are picked up on the "
-                f"drift pass every {self.interval:g}s)",
-                level=logging.ERROR,
-                directory=str(self.root),
-                attempt=failures,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if not stop.is_set():
-                self.notice([self.root])  # re-read the directory: changes may have been missed
-                log_event(log, "watch_restarted", f"watching {self.root} for changes again", directory=str(self.root))
-                self.watcher_error = None
-
-    async def _watch_files(self, stop: asyncio.Event) -> None:
-        from watchfiles import awatch
-
-        absolute = self.root.resolve()
-
-        def interesting(_change: object, path: str) -> bool:
-            # YAML files, and paths without a suffix (a directory moved in or out); a spurious wake
-            # only costs a stat of the directory tree.
-            candidate = Path(path)
-            return is_watched(candidate, absolute) or (
-                not candidate.suffix and is_watched(candidate / "x.yaml", absolute)
-            )
-
-        async for changes in awatch(
-            absolute,
-            watch_filter=interesting,
-            stop_event=_WatchStop(stop),
-            step=WATCH_STEP_MS,
-            debounce=WATCH_DEBOUNCE_MS,
-            recursive=True,
-        ):
-            self.notice(self.root / Path(path).relative_to(absolute) for _, path in changes)
-
     # ---- files -> records ----------------------------------------------------------------------
 
     async def _sync_files(self, now: float, hinted: set[Path]) -> None:
-        was_missing = not self.files.root_readable
-        # The I/O (walk, stat, read, parse) runs in a thread: a slow disk or a large file never
-        # stops the loop, /healthz or a signal; only the result is folded in here.
-        reading = await _in_thread(self.files.collect, now, hinted)
-        changed = self.files.apply(reading, now)
-        if was_missing and self.files.root_readable:
-            self._rewatch.set()
-        if not changed:
-            return
-        self._log_file_errors()
-        self._apply_desired(now)
-
-    def _log_file_errors(self) -> None:
-        current = {str(error): error for error in self.files.errors}
-        for text, error in current.items():
-            if text not in self._logged_errors:
-                log_event(
-                    log,
-                    "file_error",
-                    error.message,
-                    level=logging.WARNING,
-                    model=error.object,
-                    file=f"{error.file}:{error.line}" if error.line else error.file,
-                    field=error.path or None,
-                )
-        for text in self._logged_errors - set(current):
-            log_event(log, "file_fixed", f"resolved: {text}")
-        self._logged_errors = set(current)
-        self.metrics.file_errors.set(len(current))
+        if await self.watcher.sync(now, hinted):
+            self._apply_desired(now)
 
     def _apply_desired(self, now: float) -> None:
         desired = self.files.desired
@@ -497,7 +281,7 @@ class Daemon:
             self._declare(name, desired[name].model, desired[name].source, conflicts.get(name), now)
         for name in [n for n in self.records if n not in desired]:
             self._ready.forget(name)
-            self._undeclare(self.records.pop(name), now)
+            self.deleting.start(self.records.pop(name), now)
         if self.files.root_readable:
             self.state.retain(self.records)  # the saved status of models no longer declared goes
         self._update_gauges()
@@ -505,7 +289,7 @@ class Daemon:
     def _declare(self, name: str, model: LocalModel, source: ModelSource, conflict: str | None, now: float) -> None:
         record = self.records.get(name)
         if record is None:
-            self.deletions.pop(name, None)  # back before its deletion ran
+            self.deleting.cancel(name)  # back before its deletion ran
             record = self.records[name] = self._restored(name, model, source)
             record.engine = EngineStatus(
                 self.reconciler.name,
@@ -550,38 +334,6 @@ class Daemon:
             with_generation(model, generation), source, restored=saved_conditions(entry), persisted=entry.get("engine")
         )
 
-    def _undeclare(self, record: Record, now: float) -> None:
-        name = record.model.name
-        self.reconciler.forget(name)
-        self.schedule.remove(name)
-        if record.conflict is not None:
-            return  # it never touched the engine
-        refs = model_refs(record.model.spec)
-        users = sorted(
-            other.model.name
-            for other in self.records.values()
-            if other.conflict is None and refs & model_refs(other.model.spec)
-        )
-        if users:
-            log_event(
-                log,
-                "removed",
-                f"{record.model.spec.model} stays on the engine: {', '.join(users)} still declares it",
-                model=name,
-                file=str(record.source),
-            )
-            return
-        log_event(
-            log,
-            "removed",
-            f"gone from the files for the deletion grace period ({self.files.grace:g}s); "
-            f"applying deletionPolicy {record.model.spec.deletion_policy}",
-            model=name,
-            file=str(record.source),
-        )
-        self.deletions[name] = Deletion(record.model, record.source)
-        self.schedule.due_at(name, now)
-
     # ---- observation and work ------------------------------------------------------------------
 
     def _after_observe(self, observation: Observation, names: list[str], now: float) -> list[str]:
@@ -597,10 +349,8 @@ class Daemon:
                 if name in self.records:
                     self._unreachable(self.records[name], observation.error)
                     self.metrics.reconciles.labels("unreachable").inc()
-                elif name in self.deletions:
-                    # A deletion waits too, without using up an attempt: a file removed during an
-                    # engine restart is finalized when the engine answers again (every name is then due).
-                    self.deletions[name].last_error = f"waiting for the engine: {observation.error}"
+                elif name in self.deleting:
+                    self.deleting.waiting(name, observation.error)  # without using up a try
             return []
         if self.engine.up is False:
             names = self._engine_back()
@@ -631,8 +381,8 @@ class Daemon:
         log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
         return [
             n
-            for n in [*self.records, *self.deletions]
-            if n not in self._busy and (n in self.deletions or self.records[n].conflict is None)
+            for n in [*self.records, *self.deleting.pending]
+            if n not in self._busy and (n in self.deleting or self.records[n].conflict is None)
         ]
 
     # ---- the engine watch ----------------------------------------------------------------------
@@ -684,12 +434,12 @@ class Daemon:
     async def _work(self, name: str, observation: Observation) -> None:
         if self.watch is not None:
             self.watch.forget(name)  # expected again once its config is verified
-        if name in self.deletions:
+        if name in self.deleting:
             self._causes.forget(name)
         try:
             async with self._slots:
-                if name in self.deletions:
-                    await self._finalize(name, observation)
+                if name in self.deleting:
+                    await self.deleting.finalize(name, observation)
                 elif name in self.records:
                     await self._reconcile(name, observation)
         except asyncio.CancelledError:
@@ -737,35 +487,6 @@ class Daemon:
         else:
             self.schedule.on_drift(name)
 
-    async def _finalize(self, name: str, observation: Observation) -> None:
-        deletion = self.deletions[name]
-        outcome = await self.reconciler.finalize(name, deletion.model, observation)
-        now = self.clocks.monotonic()
-        if self.deletions.get(name) is not deletion:
-            if name in self.records:  # declared again while we were deleting it
-                self.schedule.due_at(name, now)
-            return
-        step = next_step(DELETE_RETRIES, deletion.attempts, outcome, self.clocks.jitter())
-        if step.retry_in is not None:
-            # Only a finalize that ran counts: it runs only after an observation the engine answered.
-            deletion.last_error, deletion.attempts = step.message, step.failures
-            self.schedule.due_at(name, now + step.retry_in)
-            return
-        del self.deletions[name]
-        self.schedule.remove(name)
-        if step.done:
-            log_event(log, "deleted", step.message, model=name)
-            return
-        spec = deletion.model.spec
-        log_event(
-            log,
-            "delete_abandoned",
-            f"{gave_up_message(spec.deletion_policy, step.failures, step.message)}; "
-            f"clean up by hand ({cleanup_commands(spec)})",
-            level=logging.WARNING,
-            model=name,
-        )
-
     # ---- status --------------------------------------------------------------------------------
 
     def _set_status(self, record: Record, status: EngineStatus) -> None:
@@ -802,66 +523,25 @@ class Daemon:
 
     def snapshot(self) -> dict[str, Any]:
         """What GET /status serves."""
-        records = sorted(self.records.values(), key=lambda r: r.model.name)
-        now = self.clocks.monotonic()
-        pending = self.files.pending_removal(now)
-        models = [r.to_dict() for r in records]
-        for entry in models:
-            if entry["name"] in pending:
-                entry["pendingRemoval"] = (
-                    f"pending removal in {math.ceil(pending[entry['name']])} s: gone from its file; "
-                    "it stays if the file declares it again before then"
-                )
-        return {
-            "directory": str(self.root),
-            "interval": self.interval,
-            "watcherError": self.watcher_error,
-            "engine": {
-                "name": self.reconciler.name,
-                "url": self.engine.url,
-                "foundBy": self.engine.source,
-                "up": self.engine.up,
-                "lastObserved": rfc3339(self.engine.last_observed) if self.engine.last_observed else None,
-                "lastError": self.engine.last_error,
-                "requestsSent": self.client.requests_sent,
-                # What the engine's release keeps (controller/engine/capabilities.py), once detected.
-                "capabilities": self.reconciler.capabilities.to_dict() if self.reconciler.capabilities else None,
-                "watch": None
-                if self.watch is None
-                else {
-                    "period": self.watch.period,
-                    "looks": self.watch.stats.looks,
-                    "bytes": self.watch.stats.bytes,
-                    "listings": self.watch.stats.listings,
-                    "lastSize": self.watch.stats.last_size,
-                    "lastListingSeconds": round(self.watch.stats.last_listing_seconds, 4),
-                    "watched": len(self.watch.expected()),
-                },
-            },
-            "summary": {
-                "models": len(records),
-                "ready": sum(1 for r in records if r.ready),
-                "stalled": sum(1 for r in records if r.engine is not None and r.engine.stalled),
-                "fileErrors": len(self.files.errors),
-                "pendingRemoval": len(pending),
-            },
-            "models": models,
-            "deleting": [
-                {
-                    "name": name,
-                    "model": d.model.spec.model,
-                    "deletionPolicy": d.model.spec.deletion_policy,
-                    "attempts": d.attempts,
-                    "lastError": d.last_error,
-                    "source": str(d.source),
-                }
-                for name, d in sorted(self.deletions.items())
-            ],
-            "deletionGrace": self.files.grace,
-            "savedStatus": self.state.report(),
-            "files": self.files.report(now),
-        }
+        engine = engine_report(
+            self.engine,
+            self.reconciler.name,
+            requests_sent=self.client.requests_sent,
+            capabilities=self.reconciler.capabilities,
+            watch=self.watch,
+        )
+        return status_document(
+            root=self.root,
+            interval=self.interval,
+            now=self.clocks.monotonic(),
+            watcher_error=self.watcher.error,
+            engine=engine,
+            records=self.records.values(),
+            deleting=self.deleting.report(),
+            files=self.files,
+            saved_status=self.state.report(),
+        )
 
     def healthy(self, now: float) -> bool:
         """The loop has run within two intervals (plus slack): it is not stuck."""
-        return self.last_pass is not None and now - self.last_pass <= 2 * self.interval + 10
+        return loop_healthy(self.last_pass, self.interval, now)

@@ -315,7 +315,7 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
 ) -> None:
     import watchfiles
 
-    from controller.standalone import daemon as daemon_module
+    from controller.standalone import watcher as watcher_module
 
     caplog.set_level(logging.INFO)
     root = tmp_path.resolve()  # noqa: ASYNC240 setup before the daemon runs; nothing else is on the loop
@@ -333,7 +333,7 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
         await stop_event.wait()
 
     monkeypatch.setattr(watchfiles, "awatch", fake_awatch)
-    monkeypatch.setattr(daemon_module, "WATCH_RESTART_DELAY", 0.05, raising=False)
+    monkeypatch.setattr(watcher_module, "WATCH_RESTART_DELAY", 0.05)
     async with EngineClient(engine.url) as client:
         daemon = Daemon(root, client, interval=3600.0, grace=SETTLE)  # no drift pass during the test
         stop = asyncio.Event()
