@@ -2,8 +2,9 @@
 
     pass = parse the spec -> reconcile on each targeted engine (controller.reconcile) -> write status
 
-The kopf handlers (handlers.py) only decide *when* a pass runs; everything else is here, free of kopf,
-so it can be tested with a fake API server and emulated engines. State kept between passes is only
+The kopf handlers (handlers.py) only decide *when* a pass runs; everything else is here or in the parts
+this composes, free of kopf, so it can be tested with a fake API server and emulated engines: the status
+writes, pull progress and missing permissions are status_writer.py's. State kept between passes is only
 what makes them cheap (the shared engine observations, when each object last passed) and can be lost:
 a restarted operator re-derives everything from the objects and the engines.
 """
@@ -22,7 +23,6 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from controller.backoff import Retries
 from controller.deletion import deletion_retries, gave_up_message, retry_finalize
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
@@ -35,17 +35,20 @@ from controller.operator.config import OperatorConfig
 from controller.operator.election import LeaderElector
 from controller.operator.engines import EngineRef, SharedObservation
 from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
-from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission, node_labels
+from controller.operator.kube import KubeClient, KubeError, node_labels
 from controller.operator.metrics import Metrics
 from controller.operator.nodereport import NodeReport
 from controller.operator.outage import ApiOutage
 from controller.operator.presence import AgentPresence
-from controller.operator.statuses import (
-    StatusUpdate,
-    compose_status,
-    invalid_spec_status,
-    spec_error_message,
+from controller.operator.status_writer import (
+    FORBIDDEN_RETRIES,
+    STATUS_RETRY_SECONDS,
+    EventPoster,
+    PassProgress,
+    StatusWriter,
+    object_key,
 )
+from controller.operator.statuses import StatusUpdate, invalid_spec_status, spec_error_message
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
 from controller.plan import effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
@@ -58,20 +61,6 @@ log = logging.getLogger("localmodel.operator")
 # A pass after a spec change (or an object's first) accepts an engine observation this recent, so
 # that a burst of new objects shares a few observations instead of making one each.
 FRESH_WINDOW_SECONDS = 1.0
-STATUS_WRITE_ATTEMPTS = 3
-PROGRESS_WRITE_SECONDS = 5.0  # at most one pull-progress status write per object this often
-STATUS_RETRY_SECONDS = 10.0  # when the status could not be written for another reason than a conflict
-# kopf starts an object's daemon before its finalizer patch lands: the first status write waits this long
-# at most for the watch to show the object with the finalizer (a write with the resourceVersion from
-# before the finalizer answers 409 and costs a GET and a second apply).
-FINALIZER_WAIT_SECONDS = 5.0
-# A status write refused for a missing permission (RBAC): each object retries with a backoff that grows
-# to this cap, and one SelfSubjectAccessReview per missing permission every PERMISSION_RECHECK_SECONDS
-# wakes them all as soon as the permission is granted again.
-FORBIDDEN_RETRIES = Retries(first=STATUS_RETRY_SECONDS, cap=300.0)
-PERMISSION_RECHECK_SECONDS = 5.0
-
-EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # (object, type, reason, message)
 
 
 @dataclass
@@ -98,19 +87,6 @@ class ObjectState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set on every watch event of the object
     forbidden: int = 0  # status writes refused in a row for a missing permission
     held_events: list[tuple[str, str, str]] | None = None  # the running pass's Normal events (kind, reason, message)
-
-
-@dataclass
-class PassProgress:
-    """Pull progress of one running pass, written to the object's status while the pull lasts (at most
-    once per PROGRESS_WRITE_SECONDS), so that `kubectl get lm -o yaml` shows how far a long pull is."""
-
-    obj: dict[str, Any]  # the pass's copy of the object; each progress write refreshes its status
-    live: Mapping[str, Any] | None = None  # kopf's live view of the object (a pass with `live`)
-    statuses: dict[str, EngineStatus] = field(default_factory=dict)
-    written_at: float = float("-inf")
-    task: asyncio.Task[None] | None = None
-    writing: bool = False  # the task is past its wait: a write may be in flight
 
 
 def kube_now() -> datetime:
@@ -147,6 +123,20 @@ class Operator:
         self._monotonic = monotonic
         self._sleep = sleep
         self.nodes: dict[str, dict[str, str]] = {k: dict(v) for k, v in (nodes or {}).items()}
+        # The status writes, their pull progress and the permissions they found missing (status_writer.py).
+        self.status = StatusWriter(
+            self,
+            config,
+            kube,
+            self.metrics,
+            post_event=post_event,
+            nodes=lambda: self.nodes,
+            agent_expired=self._agent_expired,
+            on_permission_back=self._wake_forbidden,
+            clock=clock,
+            monotonic=monotonic,
+            sleep=sleep,
+        )
         make_client = client_factory or (lambda ref: EngineClient(ref.url, name=ref.name))
         self.engines = [self._engine(ref, make_client(ref)) for ref in engines]
         self._passes = asyncio.Semaphore(config.worker_limit)
@@ -154,8 +144,6 @@ class Operator:
         self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
         self._claims = Claims()  # who owns each (model, mode): the oldest object
         self._ready = Readiness[str]()  # by uid
-        self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
-        self._permission_check: asyncio.Task[None] | None = None
         self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
         self._cleanups_task: asyncio.Task[None] | None = None
         self._cleanups_wake = asyncio.Event()
@@ -232,7 +220,7 @@ class Operator:
         for engine in self.engines:
             if engine.watch is not None and engine.watch.client is not engine.client:
                 await engine.watch.client.aclose()
-        for background in (self._permission_check, self._cleanups_task):
+        for background in (self.status.permission_check, self._cleanups_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -291,15 +279,17 @@ class Operator:
                 try:
                     statuses, requeue, result = await self._reconcile_engines(obj, targets, not_before, state)
                 finally:
-                    await self._stop_progress(state)
+                    await self.status.stop_progress(state)
                 if live:
-                    obj = await self._with_finalizer(obj, body, state)
+                    written_against = await self.status.with_finalizer(obj, body, state)
+                    if written_against is not obj:
+                        obj = self._bodies[key] = written_against
                 update: StatusUpdate | None
                 try:
                     if self.node_report is not None:
                         update = self._report(obj, statuses)
                     else:
-                        update = await self._publish(obj, statuses, targeted=bool(targets), state=state)
+                        update = await self.status.publish(obj, statuses, targeted=bool(targets), state=state)
                 finally:
                     held, state.held_events = state.held_events or [], None
                 # The pass's Normal events ("applied and verified") go out once its status is written: an
@@ -423,161 +413,15 @@ class Operator:
         self._claims.claim(key, spec, rank=created)
         return self._claims.conflicts().get(key)
 
-    # ---- status --------------------------------------------------------------------------------
-
-    async def _with_finalizer(self, obj: dict[str, Any], live: Mapping[str, Any], state: ObjectState) -> dict[str, Any]:
-        """The object to write the status against: the pass's copy, or, when that copy predates kopf's
-        finalizer patch (the first pass of a new object), the object as it is after the finalizer."""
-        finalizer = self.identity.finalizer
-
-        def has_finalizer(body: Mapping[str, Any]) -> bool:
-            return finalizer in ((body.get("metadata") or {}).get("finalizers") or ())
-
-        if has_finalizer(obj):
-            return obj
-        deadline = self._monotonic() + FINALIZER_WAIT_SECONDS
-        while not has_finalizer(live):
-            state.changed.clear()
-            if has_finalizer(live):
-                break
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                return obj  # written as it is; a 409 re-reads the object
-            try:
-                await asyncio.wait_for(state.changed.wait(), timeout=remaining)
-            except TimeoutError:
-                return obj
-        fresh = copy.deepcopy(dict(live))
-        if (fresh.get("metadata") or {}).get("generation") != obj["metadata"].get("generation"):
-            return obj  # a newer spec arrived meanwhile: its own pass follows; this write may 409 and stop
-        self._bodies[object_key(fresh)] = fresh
-        return fresh
-
-    async def _publish(
-        self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool, state: ObjectState | None = None
-    ) -> StatusUpdate | None:
-        """Write the status if it differs from what the object holds; None if it could not be written."""
-        meta = obj["metadata"]
-        namespace, name, generation = meta.get("namespace", ""), meta["name"], meta.get("generation")
-        expected = self.expected_engines(obj)
-        current = obj
-        for _ in range(STATUS_WRITE_ATTEMPTS):
-            update = compose_status(
-                current.get("status"),
-                statuses,
-                generation=generation,
-                expected=expected,
-                owns=self._owns,
-                existing_engine=self._engine_exists,
-                now=self._clock(),
-                absent=self.absent_agents(obj),
-            )
-            if not update.changed or not self._should_write(current, targeted, expected, update):
-                self.metrics.status_writes.labels("unchanged").inc()
-                return update
-            if not self.leading:
-                return None  # leadership lost during the pass: the next leader writes
-            try:
-                if update.prune:
-                    await self.kube.remove_engine_entries(namespace, name, current, set(update.prune))
-                    current = await self.kube.get_localmodel(namespace, name)
-                    continue
-                await self.kube.apply_status(
-                    namespace,
-                    name,
-                    update.apply,
-                    field_manager=self.identity.field_manager,
-                    resource_version=current["metadata"].get("resourceVersion"),
-                )
-                self.metrics.status_writes.labels("written").inc()
-                if state is not None and state.forbidden:
-                    self._permission_granted(obj, state)
-                return update
-            except Forbidden as exc:
-                self.metrics.status_writes.labels("forbidden").inc()
-                self._permission_refused(obj, exc, state)
-                return None
-            except Conflict as exc:
-                log.debug("status of %s not written (%s); re-reading the object", object_key(obj), exc)
-                self.metrics.status_writes.labels("conflict").inc()
-                try:
-                    current = await self.kube.get_localmodel(namespace, name)
-                except Gone:
-                    return update
-                if current["metadata"].get("generation") != generation:
-                    return update  # a newer spec: the pass it triggers writes the status
-            except Gone:
-                return update
-            except KubeError as exc:
-                self.metrics.errors.labels("StatusWriteFailed").inc()
-                if self.outage is not None and (exc.status == 0 or exc.status >= 500):
-                    self.outage.failed(f"status of {object_key(obj)}", exc)  # one line per outage
-                else:
-                    log.error("could not write the status of %s: %s", object_key(obj), exc)
-                return None
-        log.warning("status of %s kept changing under us; trying again on the next pass", object_key(obj))
-        return None
-
-    # ---- permissions ---------------------------------------------------------------------------
-
-    def _permission_refused(self, obj: Mapping[str, Any], exc: Forbidden, state: ObjectState | None) -> None:
-        """A status write answered 403: a Warning event on the object (once until it is written again),
-        /readyz failing with the permission named, one log line per missing permission, and a check that
-        wakes every object once the permission is back."""
-        permission = Permission(exc.verb, exc.group, exc.resource, exc.namespace)
-        fix = (
-            f"the operator's account may not {exc.permission}: grant it (the ClusterRole localmodel-operator "
-            f"of deploy/kustomize/base/rbac.yaml, or the Helm chart's); the status is written once it can"
-        )
-        if permission not in self.missing:
-            self.missing[permission] = exc.permission
-            log_event(log, "PermissionDenied", f"{fix} ({exc})", level=logging.ERROR, model=object_key(obj))
-            self.metrics.permission_denied.labels(exc.verb, exc.resource).set(1)
-        if state is not None:
-            if not state.forbidden:
-                self._post_event(obj, "Warning", "StatusWriteForbidden", fix)
-            state.forbidden += 1
-        if self._permission_check is None or self._permission_check.done():
-            self._permission_check = asyncio.create_task(self._recheck_permissions())
-
-    def _permission_granted(self, obj: Mapping[str, Any], state: ObjectState) -> None:
-        state.forbidden = 0
-        namespace = (obj.get("metadata") or {}).get("namespace")
-        for permission in [p for p in self.missing if p.namespace in (namespace, None)]:
-            self._clear_permission(permission)
-
-    def _clear_permission(self, permission: Permission) -> None:
-        if self.missing.pop(permission, None) is None:
-            return
-        log_event(
-            log, "PermissionGranted", f"{permission.verb} {permission.resource} is allowed again", level=logging.INFO
-        )
-        if not any(p.verb == permission.verb and p.resource == permission.resource for p in self.missing):
-            self.metrics.permission_denied.labels(permission.verb, permission.resource).set(0)
-
-    async def _recheck_permissions(self) -> None:
-        """While permissions are missing, ask the API server every few seconds whether they are back,
-        and wake the objects whose status could not be written as soon as one is."""
-        while self.missing and not self.closed:
-            await self._sleep(PERMISSION_RECHECK_SECONDS)
-            for permission in list(self.missing):
-                try:
-                    allowed = await self.kube.allowed(permission)
-                except KubeError as exc:
-                    log.debug("cannot check %s: %s", permission, exc)
-                    continue
-                if allowed:
-                    self._clear_permission(permission)
-                    for state in self._states.values():
-                        if state.forbidden:
-                            state.wake.set()
-
     def problems(self) -> list[str]:
         """What keeps this operator from working, for /readyz."""
-        return [
-            f"missing permission: {what} (grant it to the operator's account: ClusterRole localmodel-operator)"
-            for what in self.missing.values()
-        ]
+        return self.status.problems()
+
+    def _wake_forbidden(self) -> None:
+        """A missing permission is back: wake the objects whose status it refused."""
+        for state in self._states.values():
+            if state.forbidden:
+                state.wake.set()
 
     def _report(self, obj: Mapping[str, Any], statuses: Sequence[EngineStatus]) -> StatusUpdate:
         """Node-agent mode: this node's result goes into its LocalModelNode (written by agent.py's writer);
@@ -597,7 +441,7 @@ class Operator:
         return self._clock
 
     def _engine_progress(self, key: str, status: EngineStatus) -> None:
-        """A pull reported progress: write it soon (now, if the last progress write is old enough)."""
+        """A pull reported progress: into this node's report (node agents), or the object's status soon."""
         obj = self._bodies.get(key)
         if obj is not None and self.node_report is not None:
             meta = obj["metadata"]
@@ -605,110 +449,8 @@ class Operator:
             self.on_report(urgent=False)
             return
         state = self._states.get(obj["metadata"]["uid"]) if obj is not None else None
-        progress = state.progress if state is not None else None
-        if progress is None:
-            return
-        progress.statuses[status.engine] = status
-        if progress.task is None or progress.task.done():
-            delay = max(0.0, progress.written_at + PROGRESS_WRITE_SECONDS - self._monotonic())
-            progress.task = asyncio.create_task(self._write_progress(progress, delay))
-
-    async def _write_progress(self, progress: PassProgress, delay: float) -> None:
-        await self._sleep(delay)
-        progress.written_at = self._monotonic()
-        progress.writing = True
-        obj = progress.obj
-        meta = obj["metadata"]
-        if progress.live is not None:
-            self._catch_up(obj, progress.live)
-        for attempt in range(2):
-            update = compose_status(
-                obj.get("status"),
-                list(progress.statuses.values()),
-                generation=meta.get("generation"),
-                expected=self.expected_engines(obj),
-                owns=self._owns,
-                existing_engine=lambda _name: True,
-                now=self._clock(),
-                keep_own=True,
-                absent=self.absent_agents(obj),
-            )
-            if not update.changed or not self.leading:
-                return
-            try:
-                written = await self.kube.apply_status(
-                    meta.get("namespace", ""),
-                    meta["name"],
-                    update.apply,
-                    field_manager=self.identity.field_manager,
-                    resource_version=meta.get("resourceVersion"),
-                )
-                break
-            except Conflict as exc:
-                # The pass's copy is older than the object: always so for a new object, whose pass kopf starts
-                # before its finalizer patch lands. Re-read it once (the pass's own write later starts from it).
-                log.debug("pull progress of %s not written (%s); re-reading the object", object_key(obj), exc)
-                self.metrics.status_writes.labels("progress-conflict").inc()
-                try:
-                    fresh = await self.kube.get_localmodel(meta.get("namespace", ""), meta["name"])
-                except KubeError:
-                    return
-                if attempt or (fresh.get("metadata") or {}).get("generation") != meta.get("generation"):
-                    return  # a newer spec: its own pass writes its status
-                meta.clear()
-                meta.update(fresh["metadata"])  # in place: the pass holds this dict
-                obj["status"] = fresh.get("status")
-            except KubeError as exc:  # a vanished object, an API-server outage: the pass's own write settles it
-                log.debug("pull progress of %s not written: %s", object_key(obj), exc)
-                return
-        else:
-            return
-        meta.clear()
-        meta.update(written["metadata"])  # the object as written (its resourceVersion, kopf's finalizer)
-        obj["status"] = written.get("status")
-        self.metrics.status_writes.labels("progress").inc()
-
-    def _catch_up(self, obj: dict[str, Any], live: Mapping[str, Any]) -> None:
-        """Take the live object's metadata and status into the pass's copy (in place: the pass holds it) when the
-        copy predates kopf's finalizer patch and the spec is the same: a write with the copy's resourceVersion
-        would answer 409."""
-        finalizer = self.identity.finalizer
-        meta, fresh = obj["metadata"], live.get("metadata") or {}
-        if finalizer in (meta.get("finalizers") or ()) or finalizer not in (fresh.get("finalizers") or ()):
-            return
-        if fresh.get("generation") != meta.get("generation"):
-            return
-        fresh_copy = copy.deepcopy(dict(live))
-        meta.clear()
-        meta.update(fresh_copy["metadata"])
-        obj["status"] = fresh_copy.get("status")
-
-    @staticmethod
-    async def _stop_progress(state: ObjectState) -> None:
-        progress, state.progress = state.progress, None
-        if progress is not None and progress.task is not None and not progress.task.done():
-            # A write in flight is awaited, not cancelled: cancelled, it may still land, and the pass's own write
-            # would then carry a resourceVersion from before it (409). Its wait for the next slot is cancelled.
-            if not progress.writing:
-                progress.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress.task
-
-    def _should_write(
-        self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str], update: StatusUpdate
-    ) -> bool:
-        """A node agent that the object does not target speaks only to remove its own entry, to
-        prune entries of nodes that are gone, or when no engine is targeted at all (NoEngines)."""
-        if self.central or targeted or update.prune or not expected:
-            return True
-        entries = (current.get("status") or {}).get("engines") or ()
-        return any(entry.get("name") == self.config.node_name for entry in entries)
-
-    def _owns(self, name: str) -> bool:
-        return self.central or name == self.config.node_name
-
-    def _engine_exists(self, name: str) -> bool:
-        return self.central or (name in self.nodes and not self._agent_expired(name))
+        if state is not None and state.progress is not None:
+            self.status.progress_reported(state.progress, status)
 
     def _agent_expired(self, node: str) -> bool:
         return self.presence is not None and node in self.presence.expired()
@@ -1113,8 +855,3 @@ class Operator:
                 state.held_events.append((kind, reason, message))  # posted once the pass's status is written
                 return
             self._post_event(obj, kind, reason, message)
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
