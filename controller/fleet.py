@@ -3,9 +3,10 @@
 reconcile, and is the same whichever front-end holds the models. Pure: the caller brings the clock.
 
 So far: claims and their conflict order (which LocalModel owns a model and mode), the engine watch's
-repair causes and the events they explain (event-to-log mapping), and readiness accounting (which
-models are Ready, for the models_ready gauge and the "ready" log line). How the front-ends' chores are
-retried is controller/backoff.py `Retries`.
+repair causes and the events they explain (event-to-log mapping), readiness accounting (which models
+are Ready, for the models_ready gauge and the "Ready" log line), and the one vocabulary of event names
+(`Event`). How the front-ends' chores are retried is controller/backoff.py `Retries`; a deletionPolicy's
+tries are controller/deletion.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Hashable
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from controller.plan import find_conflicts
@@ -123,3 +125,58 @@ class Readiness(Generic[K]):
 def event_level(kind: str) -> int:
     """The log level of an event of `kind` ("Normal" or "Warning", as Kubernetes Events have it)."""
     return logging.WARNING if kind == "Warning" else logging.INFO
+
+
+class Event(StrEnum):
+    """What happens to a fleet, named once for both front-ends: the `event` field of their log lines and, from
+    the operator, the reason of its Kubernetes Events. CamelCase, as Kubernetes has reasons. What happens in
+    one model's reconcile is named by its condition reason (controller.status.Reason: Applied, DriftRepaired,
+    PullFailed, Conflict, ...) or below; every name a log line or an Event carries is one of these or a
+    Reason (tests/unit/test_fleet.py reads the sources to make sure)."""
+
+    # The process.
+    STARTED = "Started"  # the daemon watches its directory
+    STOPPED = "Stopped"
+    FAILED = "Failed"  # stopped on an unexpected error (the daemon; systemd restarts it)
+    STATUS_SERVER = "StatusServer"  # serving /status, /metrics and /healthz
+    CONNECTION_CAP = "ConnectionCap"  # the status server closed a connection: too many were open
+    # The engine.
+    ENGINE_FOUND = "EngineFound"  # which engine, found how (or the embedded emulator started)
+    ENGINE_DOWN = "EngineDown"
+    ENGINE_UP = "EngineUp"
+    # A model's reconcile (controller/reconcile.py), besides its condition reasons.
+    PULLED = "Pulled"
+    PRELOADED = "Preloaded"
+    UNLOADED = "Unloaded"
+    DELETED = "Deleted"  # deletionPolicy Delete removed the model from the engine's store
+    DELETE_REFUSED = "DeleteRefused"
+    RUNNER_EVICTED = "RunnerEvicted"  # an idle runner of an older config was unloaded
+    # A model's standing among the others.
+    READY = "Ready"  # it became Ready (once, not on every pass)
+    CONFLICT_RESOLVED = "ConflictResolved"  # no other LocalModel claims its model and mode any more
+    # A model going away.
+    REMOVED = "Removed"  # gone from the files for the grace period (the daemon)
+    DELETION_APPLIED = "DeletionApplied"  # its deletionPolicy was applied
+    DELETION_ABANDONED = "DeletionAbandoned"  # tries used up; the daemon says what to run by hand
+    FINALIZER_RELEASED = "FinalizerReleased"  # the operator's DeletionAbandoned: the object goes, a clean-up is owed
+    CLEANUPS_PENDING = "CleanupsPending"
+    CLEANED_UP = "CleanedUp"
+    CLEANUP_SUPERSEDED = "CleanupSuperseded"
+    # The daemon's files and its saved status.
+    FILE_ERROR = "FileError"
+    FILE_FIXED = "FileFixed"
+    WATCH_FAILED = "WatchFailed"  # the file watcher failed; restarted after a delay
+    WATCH_RESTARTED = "WatchRestarted"
+    STATE_INVALID = "StateInvalid"
+    STATE_IGNORED = "StateIgnored"
+    STATE_SAVED = "StateSaved"  # written again after failed writes
+    STATE_UNSAVED = "StateUnsaved"
+    # The operator's cluster.
+    LEADER_ELECTED = "LeaderElected"
+    LEADERSHIP_LOST = "LeadershipLost"
+    AGGREGATOR_ELECTED = "AggregatorElected"
+    PERMISSION_DENIED = "PermissionDenied"
+    PERMISSION_GRANTED = "PermissionGranted"
+    STATUS_WRITE_FORBIDDEN = "StatusWriteForbidden"
+    API_SERVER_DOWN = "ApiServerDown"
+    API_SERVER_UP = "ApiServerUp"

@@ -5,7 +5,7 @@ reason, a file error, the engine going down or coming back. Never one line per i
 
 Two formats:
 
-- `text` (the default on a terminal): `12:00:01 INFO  applied  qwen3-chat  applied and verified ... file=a.yaml:3`
+- `text` (the default on a terminal): `12:00:01 INFO  Applied  qwen3-chat  applied and verified ... file=a.yaml:3`
 - `json` (the default otherwise, i.e. under systemd, in a container, piped to a file): one JSON
   object per line, `{"time", "level", "logger", "event", "message", ...fields}`.
 
@@ -13,7 +13,8 @@ JSON rather than logfmt off a terminal: the fields carry free text (engine error
 differences with quotes and `=`), which logfmt escapes ambiguously across tools, while journald,
 Loki, jq and every log shipper parse JSON lines as they are.
 
-Emit events with `log_event(logger, "applied", "message", model="x", file="a.yaml:3")`; plain
+Emit events with `log_event(logger, Event.READY, "message", model="x", file="a.yaml:3")` (one vocabulary of
+CamelCase names for both front-ends: controller/fleet.py `Event`, controller/status.py `Reason`); plain
 `logger.info(...)` calls from other modules are formatted too (event = the logger's last part).
 
 Two guards on every line: credentials in URLs are masked (`controller.redact`), and a warning or

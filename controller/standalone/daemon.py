@@ -35,7 +35,7 @@ from controller.documents import ModelSource
 from controller.engine.client import EngineClient
 from controller.engine.errors import EngineError
 from controller.engine.watch import DEFAULT_WATCH_PERIOD, Disturbance, EngineWatch, Expected
-from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
+from controller.fleet import Claims, Event, Readiness, RepairCauses, conflict_status, event_level
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.plan import Observation, effective_mode
@@ -166,7 +166,7 @@ class Daemon:
         on a slow engine included) and return."""
         log_event(
             log,
-            "started",
+            Event.STARTED,
             f"watching {self.root} for LocalModels; drift pass every {self.interval:g}s",
             directory=str(self.root),
             engine=self.engine.url,
@@ -193,7 +193,7 @@ class Daemon:
                 await self.watch.client.aclose()
             with contextlib.suppress(Exception):  # a last save; a stop never waits long on a slow disk
                 await asyncio.wait_for(self.save_state(force=True), 2.0)
-            log_event(log, "stopped", "stopped")
+            log_event(log, Event.STOPPED, "stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -305,7 +305,7 @@ class Daemon:
             record.model, record.source = with_generation(model, generation), source
         if conflict is not None:
             if record.conflict != conflict:
-                log_event(log, "conflict", conflict, level=logging.WARNING, model=name, file=str(source))
+                log_event(log, Reason.CONFLICT, conflict, level=logging.WARNING, model=name, file=str(source))
                 self.reconciler.forget(name)
                 self.schedule.remove(name)
                 record.conflict = conflict
@@ -314,7 +314,7 @@ class Daemon:
         if changed or record.conflict is not None:
             if not changed:
                 log_event(
-                    log, "conflict_resolved", "no other LocalModel claims this model and mode any more", model=name
+                    log, Event.CONFLICT_RESOLVED, "no other LocalModel claims this model and mode any more", model=name
                 )
             record.conflict = None
             self.schedule.due_at(name, now)
@@ -356,7 +356,7 @@ class Daemon:
             names = self._engine_back()
             self.schedule.next_drift = now + self.interval
         elif self.engine.up is None:
-            log_event(log, "engine_up", "the engine answers", engine=self.engine.url)
+            log_event(log, Event.ENGINE_UP, "the engine answers", engine=self.engine.url)
         self.engine.up, self.engine.failures, self.engine.last_error = True, 0, None
         self.metrics.engine_up.set(1)
         return names
@@ -368,7 +368,7 @@ class Daemon:
         if self.engine.up is not False:
             log_event(
                 log,
-                "engine_down",
+                Event.ENGINE_DOWN,
                 f"cannot observe the engine: {error}; retrying",
                 level=logging.WARNING,
                 engine=self.engine.url,
@@ -378,7 +378,7 @@ class Daemon:
 
     def _engine_back(self) -> list[str]:
         """The engine answers again: one log line; every model and deletion not in flight is due."""
-        log_event(log, "engine_up", "the engine answers again; reconciling every model", engine=self.engine.url)
+        log_event(log, Event.ENGINE_UP, "the engine answers again; reconciling every model", engine=self.engine.url)
         return [
             n
             for n in [*self.records, *self.deleting.pending]
@@ -503,7 +503,7 @@ class Daemon:
         record.persisted = entry.get("engine")
         self.state.put(name, entry)
         if self._ready.update(name, record.ready):
-            log_event(log, "ready", status.message, model=name, file=str(record.source))
+            log_event(log, Event.READY, status.message, model=name, file=str(record.source))
         self._update_gauges()
 
     def _update_gauges(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from controller.deletion import deletion_retries, gave_up_message, next_step
 from controller.documents import ModelSource
 from controller.engine.errors import EngineError
+from controller.fleet import Event
 from controller.logs import log_event
 from controller.plan import Observation
 from controller.reconcile import EngineReconciler
@@ -105,7 +106,7 @@ class Deletions:
         if users:
             log_event(
                 log,
-                "removed",
+                Event.REMOVED,
                 f"{record.model.spec.model} stays on the engine: {', '.join(users)} still declares it",
                 model=name,
                 file=str(record.source),
@@ -113,7 +114,7 @@ class Deletions:
             return
         log_event(
             log,
-            "removed",
+            Event.REMOVED,
             f"gone from the files for the deletion grace period ({self._grace:g}s); "
             f"applying deletionPolicy {record.model.spec.deletion_policy}",
             model=name,
@@ -144,12 +145,12 @@ class Deletions:
         del self.pending[name]
         self._schedule.remove(name)
         if step.done:
-            log_event(log, "deleted", step.message, model=name)
+            log_event(log, Event.DELETION_APPLIED, step.message, model=name)
             return
         spec = deletion.model.spec
         log_event(
             log,
-            "delete_abandoned",
+            Event.DELETION_ABANDONED,
             f"{gave_up_message(spec.deletion_policy, step.failures, step.message)}; "
             f"clean up by hand ({cleanup_commands(spec)})",
             level=logging.WARNING,

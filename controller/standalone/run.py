@@ -9,6 +9,7 @@ import signal
 import traceback
 from pathlib import Path
 
+from controller.fleet import Event
 from controller.inputs import MAX_FILE_BYTES
 from controller.logs import log_event
 from controller.standalone.connect import connect
@@ -70,13 +71,13 @@ async def run_daemon(
                 log.error("cannot serve the status endpoints on %s:%s: %s", *status_addr, exc)
                 return EXIT_FAILED
             stack.push_async_callback(runner.cleanup)
-            log_event(log, "status_server", f"serving {url}/status, /metrics and /healthz", url=url)
+            log_event(log, Event.STATUS_SERVER, f"serving {url}/status, /metrics and /healthz", url=url)
         try:
             await daemon.run(stop)
         except Exception as exc:  # noqa: BLE001 - whatever it is, systemd should restart us
             log_event(
                 log,
-                "failed",
+                Event.FAILED,
                 f"the daemon stopped on an unexpected error: {type(exc).__name__}: {exc}",
                 level=logging.ERROR,
                 error=traceback.format_exc(),

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.fleet import Event
 from controller.listen import connect_host
 from controller.logs import log_event
 from controller.standalone.daemon import Daemon
@@ -142,7 +143,7 @@ class ConnectionGuard:
             self.evicted += 1
             log_event(
                 log,
-                "connection_cap",
+                Event.CONNECTION_CAP,
                 f"{self.max_connections} connections are open: closing the oldest one that sent no request",
                 level=logging.WARNING,
             )

@@ -28,6 +28,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+from controller.fleet import Event
 from controller.logs import log_event
 from controller.status import Condition, EngineStatus, parse_rfc3339, rfc3339
 
@@ -171,7 +172,7 @@ class StatusStore:
         if dropped:
             log_event(
                 log,
-                "state_invalid",
+                Event.STATE_INVALID,
                 f"saved status {self.path}: {dropped} entr{'y' if dropped == 1 else 'ies'} of the wrong shape "
                 "ignored (those models show a new lastAppliedTime and lastTransitionTimes)",
                 level=logging.WARNING,
@@ -192,7 +193,7 @@ class StatusStore:
         self.last_error = f"{self.path}: {why}"
         log_event(
             log,
-            "state_ignored",
+            Event.STATE_IGNORED,
             f"saved status {self.path} ignored: {why}; status starts afresh (lastAppliedTime and "
             "lastTransitionTimes are new) and the file is replaced on the next change",
             level=logging.WARNING,
@@ -267,7 +268,7 @@ class StatusStore:
         self.writes += 1
         self.last_written = now
         if self._write_failing:
-            log_event(log, "state_saved", f"saved status {self.path} written again", file=str(self.path))
+            log_event(log, Event.STATE_SAVED, f"saved status {self.path} written again", file=str(self.path))
         self._write_failing = False
         self.last_error = None
         return True
@@ -277,7 +278,7 @@ class StatusStore:
         if error != self.last_error:
             log_event(
                 log,
-                "state_unsaved",
+                Event.STATE_UNSAVED,
                 f"saved status {error}; the daemon works on without it (a restart shows new "
                 "lastAppliedTime and lastTransitionTimes); retrying on the next drift pass",
                 level=logging.WARNING,

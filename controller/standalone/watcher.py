@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controller.fleet import Event
 from controller.logs import log_event
 from controller.standalone.files import ModelFiles, is_watched
 
@@ -128,7 +129,7 @@ class FileWatch:
             if text not in self._logged_errors:
                 log_event(
                     log,
-                    "file_error",
+                    Event.FILE_ERROR,
                     error.message,
                     level=logging.WARNING,
                     model=error.object,
@@ -136,7 +137,7 @@ class FileWatch:
                     field=error.path or None,
                 )
         for text in self._logged_errors - set(current):
-            log_event(log, "file_fixed", f"resolved: {text}")
+            log_event(log, Event.FILE_FIXED, f"resolved: {text}")
         self._logged_errors = set(current)
         self._file_errors.set(len(current))
 
@@ -166,7 +167,9 @@ class FileWatch:
             elif rewatch.done() and not rewatch.cancelled():
                 # The directory is back after it was missing (a re-clone): the old watch follows the
                 # removed directory, so watch the new one, at once.
-                log_event(log, "watch_restarted", f"{self.root} is back; watching it again", directory=str(self.root))
+                log_event(
+                    log, Event.WATCH_RESTARTED, f"{self.root} is back; watching it again", directory=str(self.root)
+                )
                 self.notice([self.root])
                 continue
             else:
@@ -178,7 +181,7 @@ class FileWatch:
             self.error = problem
             log_event(
                 log,
-                "watch_failed",
+                Event.WATCH_FAILED,
                 f"{problem}; restarting it in {delay:g}s (until then, changes are picked up on the "
                 f"drift pass every {self._interval:g}s)",
                 level=logging.ERROR,
@@ -189,7 +192,9 @@ class FileWatch:
                 await asyncio.wait_for(stop.wait(), delay)
             if not stop.is_set():
                 self.notice([self.root])  # re-read the directory: changes may have been missed
-                log_event(log, "watch_restarted", f"watching {self.root} for changes again", directory=str(self.root))
+                log_event(
+                    log, Event.WATCH_RESTARTED, f"watching {self.root} for changes again", directory=str(self.root)
+                )
                 self.error = None
 
     async def _watch_files(self, stop: asyncio.Event) -> None:

@@ -110,7 +110,7 @@ def test_a_bad_file_is_reported_with_file_and_line_and_leaves_the_others_ready( 
     # The good file breaks: its last good version stays applied, and the error says where.
     (models_dir / "good.yaml").write_text(localmodel("good", SMALL, contextSize=8192) + "  runtimeFlags: [\n")
     eventually(
-        lambda: any(e["event"] == "file_error" and e.get("file", "").endswith("good.yaml:8") for e in daemon.events()),
+        lambda: any(e["event"] == "FileError" and e.get("file", "").endswith("good.yaml:8") for e in daemon.events()),
         what="the YAML error logged with file and line",
     )
     assert daemon.ready("good")
@@ -149,7 +149,7 @@ def test_sigterm_stops_within_a_second_even_with_requests_in_flight(  # type: ig
     engine.control("latency", {"seconds": 0})
     assert code == 0, (code, seconds)
     assert seconds < 1.0, (code, seconds)
-    assert daemon.events()[-1]["event"] == "stopped"
+    assert daemon.events()[-1]["event"] == "Stopped"
 
 
 def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Path, engine: Engine) -> None:  # type: ignore[no-untyped-def]
@@ -158,7 +158,7 @@ def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Pat
     eventually(lambda: daemon.ready("small"), what="small Ready")
     shutil.rmtree(models_dir)  # rm -rf before a re-clone
     eventually(
-        lambda: any(e["event"] == "file_error" and e.get("file") == str(models_dir) for e in daemon.events()),
+        lambda: any(e["event"] == "FileError" and e.get("file") == str(models_dir) for e in daemon.events()),
         what="the missing directory logged",
     )
     time.sleep(1.5)  # more than the settle time: nothing may be deleted meanwhile
@@ -168,7 +168,7 @@ def test_a_removed_and_recloned_directory_deletes_nothing(start, models_dir: Pat
     models_dir.mkdir()
     (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=4096))
     eventually(lambda: not daemon.status()["summary"]["fileErrors"], what="the directory back")
-    eventually(lambda: any(e["event"] == "watch_restarted" for e in daemon.events()), what="the new directory watched")
+    eventually(lambda: any(e["event"] == "WatchRestarted" for e in daemon.events()), what="the new directory watched")
     (models_dir / "a.yaml").write_text(localmodel("small", SMALL, contextSize=8192))  # an edit after the re-clone
     eventually(lambda: context_size(engine, SMALL) == 8192, what="the edit applied")
     assert daemon.ready("small")

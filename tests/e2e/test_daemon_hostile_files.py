@@ -97,4 +97,4 @@ def test_a_recloned_subdirectory_deletes_nothing(
     assert writes == [], "a re-clone must send nothing but observations"
     assert engine.has_model(SMALL)
     assert engine.has_model(OTHER)
-    assert not [e for e in daemon.events() if e["event"] in ("removed", "deleted")]
+    assert not [e for e in daemon.events() if e["event"] in ("Removed", "DeletionApplied")]

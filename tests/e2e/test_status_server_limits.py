@@ -76,4 +76,4 @@ def test_healthz_answers_with_1100_half_sent_requests_open(own_fds: None, tmp_pa
     assert sum(sock is not None for sock in sockets) == SLOW_CLIENTS  # the daemon kept accepting
     assert fds <= MAX_CONNECTIONS + 64
     assert "out of system resource" not in log
-    assert log.count("connection_cap") <= 2, "the cap is logged once (per minute), not per connection"
+    assert log.count("ConnectionCap") <= 2, "the cap is logged once (per minute), not per connection"

@@ -59,7 +59,7 @@ def test_a_deletion_while_the_engine_is_frozen_is_applied_when_it_thaws(
             os.kill(emu.process.pid, signal.SIGCONT)
         eventually(lambda: engine.stored(SMALL) is None, timeout=30, what="config removed after the thaw")
         eventually(lambda: not running.status()["deleting"], timeout=10, what="deletion done")
-        assert not [e for e in running.events() if e.get("event") == "delete_abandoned"]
+        assert not [e for e in running.events() if e.get("event") == "DeletionAbandoned"]
     finally:
         running.close()
 

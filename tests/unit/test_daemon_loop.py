@@ -277,7 +277,7 @@ async def test_a_deletion_waits_for_an_engine_that_is_down_without_using_up_atte
             assert harness.daemon.engine.up is True
             assert not harness.daemon.deletions
             assert emu.state.counters.get("POST /engines/unload") == 1
-            assert "deleted" in [getattr(r, "lm_event", None) for r in caplog.records]
+            assert "DeletionApplied" in [getattr(r, "lm_event", None) for r in caplog.records]
 
 
 async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes_back(
@@ -300,7 +300,7 @@ async def test_a_vanished_directory_deletes_nothing_and_is_logged_until_it_comes
         assert set(harness.daemon.records) == {"a"}
         assert not harness.daemon.deletions
         assert (await stored(client, "ai/smollm2"))["context-size"] == 4096  # type: ignore[index]
-        [logged] = [r for r in caplog.records if getattr(r, "lm_event", None) == "file_error"]
+        [logged] = [r for r in caplog.records if getattr(r, "lm_event", None) == "FileError"]
         assert "cannot read the directory" in logged.getMessage()
         assert logged.lm_fields["file"] == str(root)
         moved.rename(root)
@@ -338,8 +338,8 @@ async def test_a_failed_file_watcher_is_reported_and_restarted(
         daemon = Daemon(root, client, interval=3600.0, grace=SETTLE)  # no drift pass during the test
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await eventually_async(lambda: "watch_restarted" in events(caplog))
-        [failed] = [r for r in caplog.records if getattr(r, "lm_event", None) == "watch_failed"]
+        await eventually_async(lambda: "WatchRestarted" in events(caplog))
+        [failed] = [r for r in caplog.records if getattr(r, "lm_event", None) == "WatchFailed"]
         assert failed.levelno == logging.ERROR
         assert "inotify watch limit reached" in failed.getMessage()
         target.write_text(localmodel("a", "ai/smollm2", contextSize=4096))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
 from controller.backoff import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Retries, backoff_delay
-from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
+from controller.fleet import Claims, Event, Readiness, RepairCauses, conflict_status, event_level
 from controller.spec import LocalModelSpec, validate_spec
 from controller.status import Phase, Reason
 
@@ -53,7 +56,7 @@ def test_event_level(kind: str, level: int) -> None:
 
 def test_readiness_counts_ready_models_and_says_when_one_becomes_ready() -> None:
     ready = Readiness[str]()
-    assert ready.update("a", True) is True  # became Ready: the daemon logs "ready" once
+    assert ready.update("a", True) is True  # became Ready: the daemon logs "Ready" once
     assert ready.update("a", True) is False  # still Ready: no second line
     assert ready.update("b", False) is False
     assert len(ready) == 1
@@ -121,3 +124,48 @@ def test_jittered_retries_are_the_reconcile_backoff_until_given_up(failures: int
 )
 def test_retries_double_up_to_the_cap(retries: Retries, delays: list[float | None]) -> None:
     assert [retries.after(failures, jitter=0.0) for failures in range(7)] == delays
+
+
+def _event_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """The event names written as literals where an event is logged (log_event's second argument) or
+    emitted (a reason given to _on_event, _post_event or _node_event)."""
+    names: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if called == "log_event" and len(node.args) >= 2:
+            candidates = [node.args[1]]
+        elif called in ("_on_event", "_post_event", "_node_event", "post_event"):
+            candidates = list(node.args)
+        else:
+            continue
+        literals = [a.value for a in candidates if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        names += [
+            (node.lineno, name)
+            for name in literals
+            if name not in ("Normal", "Warning") and (called == "log_event" or re.fullmatch(r"[A-Z][A-Za-z]+", name))
+        ]
+    return names
+
+
+def test_both_front_ends_name_their_events_from_one_vocabulary() -> None:
+    """Every event name written in the sources is an Event or a condition Reason, so the daemon's log, the
+    operator's log and the operator's Kubernetes Events say the same thing the same way (CamelCase)."""
+    vocabulary = {e.value for e in Event} | {r.value for r in Reason}
+    root = Path(__file__).resolve().parents[2] / "controller"
+    strays = [
+        f"{path.relative_to(root.parent)}:{line}: {name}"
+        for path in sorted(root.rglob("*.py"))
+        for line, name in _event_names(ast.parse(path.read_text()))
+        if name not in vocabulary
+    ]
+    assert strays == []
+
+
+def test_the_daemon_and_the_operator_share_the_names_of_the_same_happenings() -> None:
+    assert Event.ENGINE_DOWN == "EngineDown"  # the operator's node Event and both front-ends' log lines
+    assert Event.ENGINE_UP == "EngineUp"
+    assert str(Event.DELETION_APPLIED) == "DeletionApplied"
+    assert f"{Event.READY}" == "Ready"  # a StrEnum formats as its value: the text and JSON logs show the name
