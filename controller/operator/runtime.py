@@ -4,9 +4,10 @@
 
 The kopf handlers (handlers.py) only decide *when* a pass runs; everything else is here or in the parts
 this composes, free of kopf, so it can be tested with a fake API server and emulated engines: the status
-writes, pull progress and missing permissions are status_writer.py's. State kept between passes is only
-what makes them cheap (the shared engine observations, when each object last passed) and can be lost:
-a restarted operator re-derives everything from the objects and the engines.
+writes, pull progress and missing permissions are status_writer.py's; deletion on the engines, the
+finalizers of gone agents and the clean-ups owed after a released finalizer are finalization.py's.
+State kept between passes is only what makes them cheap (the shared engine observations, when each object
+last passed) and can be lost: a restarted operator re-derives everything from the objects and the engines.
 """
 
 from __future__ import annotations
@@ -23,19 +24,17 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from controller.deletion import deletion_retries, gave_up_message, retry_finalize
 from controller.desired import render_configure
 from controller.engine.client import EngineClient
 from controller.engine.watch import Disturbance, EngineWatch, Expected
 from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, event_level
 from controller.logs import log_event
-from controller.operator import cleanups
-from controller.operator.cleanups import Cleanup
 from controller.operator.config import OperatorConfig
 from controller.operator.election import LeaderElector
 from controller.operator.engines import EngineRef, SharedObservation
-from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
-from controller.operator.kube import KubeClient, KubeError, node_labels
+from controller.operator.finalization import Finalization
+from controller.operator.identity import CENTRAL
+from controller.operator.kube import KubeClient, node_labels
 from controller.operator.metrics import Metrics
 from controller.operator.nodereport import NodeReport
 from controller.operator.outage import ApiOutage
@@ -52,8 +51,7 @@ from controller.operator.statuses import StatusUpdate, invalid_spec_status, spec
 from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
 from controller.plan import effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
-from controller.refs import canonical_ref
-from controller.spec import API_VERSION, KIND, LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
+from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 
 log = logging.getLogger("localmodel.operator")
@@ -139,15 +137,24 @@ class Operator:
         )
         make_client = client_factory or (lambda ref: EngineClient(ref.url, name=ref.name))
         self.engines = [self._engine(ref, make_client(ref)) for ref in engines]
+        # Deletion on the engines, gone agents' finalizers, the clean-ups owed after (finalization.py).
+        self.finalization = Finalization(
+            self,
+            config,
+            kube,
+            self.metrics,
+            engines=lambda: self.engines,
+            nodes=lambda: self.nodes,
+            agent_expired=self._agent_expired,
+            post_event=post_event,
+            clock=clock,
+            sleep=sleep,
+        )
         self._passes = asyncio.Semaphore(config.worker_limit)
         self._states: dict[str, ObjectState] = {}
         self._bodies: dict[str, Mapping[str, Any]] = {}  # key -> latest body, for Events
         self._claims = Claims()  # who owns each (model, mode): the oldest object
         self._ready = Readiness[str]()  # by uid
-        self._cleanups: dict[str, Cleanup] = {}  # owed after a released finalizer (cleanups.py)
-        self._cleanups_task: asyncio.Task[None] | None = None
-        self._cleanups_wake = asyncio.Event()
-        self._cleanups_unsaved: set[str] = set()  # entries the ConfigMap does not hold (its write failed)
         self._cleanups_reload: asyncio.Future[None] | None = None
         self.outage: ApiOutage | None = None  # API-server outages (outage.py), set by the kopf front-end
         self.closed = False
@@ -157,7 +164,6 @@ class Operator:
         self._causes = RepairCauses[tuple[str, str]](self._monotonic)  # (engine, key): what the watch noticed
         self.presence = presence  # node-agent mode: which agents are alive (presence.py)
         self._deleting: dict[str, Mapping[str, Any]] = {}  # uid -> body, objects being deleted
-        self._presence_tasks: set[asyncio.Task[None]] = set()
         if presence is not None:
             presence.on_change = self.presence_changed
         # Central mode with several replicas (election.py): only the leader reconciles and writes.
@@ -220,7 +226,7 @@ class Operator:
         for engine in self.engines:
             if engine.watch is not None and engine.watch.client is not engine.client:
                 await engine.watch.client.aclose()
-        for background in (self.status.permission_check, self._cleanups_task):
+        for background in (self.status.permission_check, self.finalization.cleanups_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -511,20 +517,9 @@ class Operator:
             return  # a standby replica: the leader finalized the object and it is gone
         async with state.lock:
             self._claims.release(key)
-            targets = self.targets(obj)
-            try:
-                spec = validate_spec(obj.get("spec"), meta["name"])
-            except SpecInvalid:
-                log.info("%s: the spec never validated, so nothing was applied; releasing", key)
+            if not await self.finalization.finalize(obj, self.targets(obj)):
                 return
-            model = LocalModel(
-                metadata=ObjectMeta(
-                    name=meta["name"], namespace=meta.get("namespace"), generation=meta.get("generation")
-                ),
-                spec=spec,
-            )
-            await asyncio.gather(*(self._finalize_on(engine, key, model, obj) for engine in targets))
-        await self._release_gone_agents(obj)
+        await self.finalization.release_gone_agents(obj)
 
     def handles(self, obj: Mapping[str, Any]) -> bool:
         """Whether this process runs passes (and so holds its finalizer) on the object. Central: always.
@@ -535,194 +530,15 @@ class Operator:
         entries = (obj.get("status") or {}).get("engines") or ()
         return any(entry.get("name") == self.config.node_name for entry in entries)
 
-    async def _release_gone_agents(self, obj: Mapping[str, Any]) -> None:
-        """Remove the finalizers of node agents whose node is gone or whose agent Lease expired: no agent
-        will ever release them."""
-        if self.central:
-            return
-        meta = obj["metadata"]
-        live = {Identity(NODE_AGENT, node).finalizer for node in self.nodes if not self._agent_expired(node)}
-        gone = {
-            f
-            for f in meta.get("finalizers") or ()
-            if f.startswith(AGENT_FINALIZER_PREFIX) and f not in live and f != self.identity.finalizer
-        }
-        if not gone:
-            return
-        try:
-            await self.kube.remove_finalizers(meta.get("namespace", ""), meta["name"], obj, gone)
-        except KubeError as exc:  # changed meanwhile: the next deletion event brings a fresh body
-            log.debug("finalizers of gone nodes on %s not removed: %s", object_key(obj), exc)
-            return
-        message = "removed the finalizers of node agents whose node is gone or whose agent lease expired: " + ", ".join(
-            sorted(gone)
-        )
-        log_event(log, "FinalizerReleased", message, model=object_key(obj))
-        self._post_event(obj, "Normal", "FinalizerReleased", message)
-
-    async def _finalize_on(self, engine: Engine, key: str, model: LocalModel, obj: Mapping[str, Any]) -> None:
-        retries = deletion_retries(self.config.finalize_backoff, self.config.finalize_attempts)
-        step = await retry_finalize(lambda: engine.reconciler.finalize(key, model), retries, self._sleep)
-        if step.done:
-            log.info("%s on %s: %s", key, engine.ref.name, step.message)
-            self.metrics.finalizations.labels("done").inc()
-            return
-        self.metrics.finalizations.labels("released-after-errors").inc()
-        entry = Cleanup(
-            key=key,
-            uid=str(obj["metadata"].get("uid", "")),
-            engine=engine.ref.name,
-            spec=dict(obj.get("spec") or {}),
-            released=self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            reason=step.message,
-        )
-        self._cleanups[entry.id] = entry
-        saved = await self._save_cleanups()
-        message = (
-            "released the finalizer: "
-            f"{gave_up_message(model.spec.deletion_policy, step.failures, step.message, engine.ref.name)}; the engine "
-            "may still hold the model and its config: it is applied when the engine answers again "
-            + (f"(recorded in ConfigMap {cleanups.CONFIGMAP_NAME})" if saved else "(recorded in memory only)")
-        )
-        log.warning("%s: %s", key, message)
-        self._post_event(obj, "Warning", "FinalizerReleased", message)
-        self._start_cleanups()
-
-    # ---- clean-ups owed after a released finalizer (cleanups.py) ------------------------------
+    # ---- clean-ups owed after a released finalizer (finalization.py) --------------------------
 
     async def load_cleanups(self) -> None:
-        """Read the record of pending clean-ups (at start, and again on becoming the leader: the previous
-        leader may have added or finished some meanwhile), and retry them from now on. The record wins
-        over what this process remembers, except entries it could not save itself."""
-        namespace = self.config.operator_namespace
-        try:
-            configmap = await self.kube.get_configmap(namespace, cleanups.CONFIGMAP_NAME)
-        except KubeError as exc:
-            log.warning(
-                "cannot read ConfigMap %s/%s (%s): clean-ups owed after a released finalizer are kept in memory "
-                "only; create it (deploy/ ships it) and let the operator get and patch it",
-                namespace,
-                cleanups.CONFIGMAP_NAME,
-                exc,
-            )
-            return
-        loaded = cleanups.decode((configmap.get("data") or {}).get(self.identity.agent_id))
-        unsaved = {k: v for k, v in self._cleanups.items() if k in self._cleanups_unsaved}
-        self._cleanups = {**loaded, **unsaved}
-        self.metrics.pending_cleanups.set(len(self._cleanups))
-        if loaded:
-            log_event(log, "CleanupsPending", f"{len(loaded)} clean-ups owed to engines after released finalizers")
-        self._start_cleanups()
-
-    async def _save_cleanups(self) -> bool:
-        self._cleanups = cleanups.bounded(self._cleanups)
-        self.metrics.pending_cleanups.set(len(self._cleanups))
-        try:
-            await self.kube.apply_configmap_key(
-                self.config.operator_namespace,
-                cleanups.CONFIGMAP_NAME,
-                self.identity.agent_id,
-                cleanups.encode(self._cleanups),
-                field_manager=self.identity.field_manager,
-            )
-        except KubeError as exc:
-            log.error(
-                "cannot record the pending clean-ups in ConfigMap %s/%s (%s): they are kept in memory only",
-                self.config.operator_namespace,
-                cleanups.CONFIGMAP_NAME,
-                exc,
-            )
-            self._cleanups_unsaved = set(self._cleanups)
-            return False
-        self._cleanups_unsaved = set()
-        return True
-
-    def _start_cleanups(self) -> None:
-        self.metrics.pending_cleanups.set(len(self._cleanups))
-        if (
-            self._cleanups
-            and not self.closed
-            and self.leading
-            and (self._cleanups_task is None or self._cleanups_task.done())
-        ):
-            self._cleanups_task = asyncio.create_task(self._retry_cleanups_loop(), name="pending clean-ups")
-
-    async def _retry_cleanups_loop(self) -> None:
-        """Until every owed clean-up is done: try again after a growing delay (capped), at once when an
-        engine is seen answering again."""
-        failures = 0
-        while self._cleanups and not self.closed:
-            delay = cleanups.RETRIES.after(failures)
-            assert delay is not None  # clean-ups are retried until they are done or dropped
-            self._cleanups_wake.clear()
-            sleeper = asyncio.ensure_future(self._sleep(delay))
-            waker = asyncio.ensure_future(self._cleanups_wake.wait())
-            try:
-                await asyncio.wait([sleeper, waker], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
-            failures = 0 if await self.retry_cleanups() else failures + 1
+        """Read the record of owed clean-ups and retry them from now on (Finalization.load_cleanups)."""
+        await self.finalization.load_cleanups()
 
     async def retry_cleanups(self) -> bool:
         """One round over the owed clean-ups; True when an engine owed one answered."""
-        try:
-            declared = await self._declared_models()
-        except KubeError as exc:
-            log.debug("pending clean-ups wait: cannot list LocalModels: %s", exc)
-            return False
-        changed = answered = False
-        engines = {engine.ref.name: engine for engine in self.engines}
-        for entry in list(self._cleanups.values()):
-            engine = engines.get(entry.engine)
-            if engine is None:
-                log.warning("%s: engine %s is no longer configured; its clean-up is dropped", entry.key, entry.engine)
-                del self._cleanups[entry.id]
-                changed = True
-                continue
-            if canonical_ref(entry.model) in declared:
-                log_event(
-                    log,
-                    "CleanupSuperseded",
-                    f"{entry.model} is declared again by a LocalModel; the config it left on {entry.engine} is kept",
-                    model=entry.key,
-                )
-                del self._cleanups[entry.id]
-                changed = True
-                continue
-            try:
-                spec = validate_spec(entry.spec, entry.key.partition("/")[2])
-            except SpecInvalid:
-                del self._cleanups[entry.id]
-                changed = True
-                continue
-            model = LocalModel(metadata=ObjectMeta(name=entry.key.partition("/")[2]), spec=spec)
-            outcome = await engine.reconciler.finalize(entry.key, model)
-            if not outcome.done:
-                continue
-            answered = changed = True
-            del self._cleanups[entry.id]
-            self.metrics.finalizations.labels("cleaned-up-later").inc()
-            message = (
-                f"engine {entry.engine} answers again: applied deletionPolicy {spec.deletion_policy} that was "
-                f"owed since the finalizer was released at {entry.released}: {outcome.message}"
-            )
-            log_event(log, "CleanedUp", message, model=entry.key, engine=entry.engine)
-            self._post_event(entry.involved_object(API_VERSION, KIND), "Normal", "CleanedUp", message)
-        if changed:
-            await self._save_cleanups()
-        return answered
-
-    async def _declared_models(self) -> set[str]:
-        """The models every live LocalModel declares (what a clean-up must never remove)."""
-        items: list[dict[str, Any]] = []
-        for namespace in self.config.namespaces or (None,):
-            items.extend(await self.kube.list_localmodels(namespace))
-        return {
-            canonical_ref(str(item["spec"]["model"]))
-            for item in items
-            if isinstance(item.get("spec"), dict) and item["spec"].get("model")
-        }
+        return await self.finalization.retry_cleanups()
 
     # ---- per-object memory and wake-ups -------------------------------------------------------
 
@@ -823,19 +639,7 @@ class Operator:
         agents may have finalized it already: nothing else would ever release them)."""
         for state in self._states.values():
             state.wake.set()
-        for body in list(self._deleting.values()):
-            task = asyncio.create_task(self._release_expired_agents(body))
-            self._presence_tasks.add(task)
-            task.add_done_callback(self._presence_tasks.discard)
-
-    async def _release_expired_agents(self, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        try:
-            current = await self.kube.get_localmodel(meta.get("namespace", ""), meta.get("name", ""))
-        except KubeError as exc:  # gone: nothing to release
-            log.debug("%s: not re-read for expired agents' finalizers: %s", object_key(body), exc)
-            return
-        await self._release_gone_agents(current)
+        self.finalization.release_expired_agents(list(self._deleting.values()))
 
     # ---- events --------------------------------------------------------------------------------
 

@@ -193,10 +193,10 @@ async def test_a_standby_operator_neither_reconciles_nor_writes_until_it_leads()
 
 
 async def standby_cleanups_started(operator: Operator) -> bool:
-    operator._cleanups["x"] = object()  # type: ignore[assignment]
-    operator._start_cleanups()
-    started = operator._cleanups_task is not None
-    operator._cleanups.clear()
+    operator.finalization.owed["x"] = object()  # type: ignore[assignment]
+    operator.finalization.start_cleanups()
+    started = operator.finalization.cleanups_task is not None
+    operator.finalization.owed.clear()
     return started
 
 

@@ -208,7 +208,7 @@ async def test_a_new_leader_reads_the_record_as_the_previous_leader_left_it(emu:
     # A record emptied by someone else wins over a stale memory.
     kube.configmaps[("default", "localmodel-cleanups")]["central"] = "[]"
     stale = Cleanup("ns/x", "x", "emu", {"model": "ai/x"}, "2026-01-01T00:00:00Z", "down")
-    standby._cleanups = {stale.id: stale}
+    standby.finalization.owed = {stale.id: stale}
     await standby.load_cleanups()
     assert standby.metrics.pending_cleanups._value.get() == 0
     await standby.aclose()
