@@ -5,6 +5,7 @@ are read off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 from collections.abc import AsyncIterator
@@ -133,3 +134,24 @@ async def test_files_are_read_off_the_event_loop(
     await pass_
     await checker
     assert set(daemon.records) == {"a"}
+
+
+async def test_a_removed_model_that_another_file_still_declares_stays_on_the_engine(
+    setup: tuple[Daemon, VirtualTime, Path], engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """deletions.py `Deletions.start`: the same model in another mode (another config, one model) keeps it."""
+    caplog.set_level(logging.INFO)
+    daemon, time, root = setup
+    (root / "chat.yaml").write_text(localmodel("chat", "ai/smollm2", deletionPolicy="Delete"))
+    (root / "embed.yaml").write_text(localmodel("embed", "ai/smollm2", mode="embedding"))
+    await run_pass(daemon, time)
+    assert daemon.records["chat"].conflict is None
+    (root / "chat.yaml").unlink()
+    await run_pass(daemon, time, 1.0)
+    await run_pass(daemon, time, daemon.files.grace + 1.0)
+    assert set(daemon.records) == {"embed"}
+    assert not daemon.deletions
+    assert "POST /engines/unload" not in engine.state.counters
+    assert not [route for route in engine.state.counters if route.startswith("DELETE")]
+    [removed] = [r for r in caplog.records if getattr(r, "lm_event", None) == "Removed"]
+    assert removed.getMessage() == "ai/smollm2 stays on the engine: embed still declares it"
