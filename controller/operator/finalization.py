@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from controller.deletion import deletion_retries, gave_up_message, retry_finalize
+from controller.fleet import Event
 from controller.logs import log_event
 from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
@@ -115,7 +116,7 @@ class Finalization:
         retries = deletion_retries(self.config.finalize_backoff, self.config.finalize_attempts)
         step = await retry_finalize(lambda: engine.reconciler.finalize(key, model), retries, self._sleep)
         if step.done:
-            log.info("%s on %s: %s", key, engine.ref.name, step.message)
+            log_event(log, Event.DELETION_APPLIED, step.message, model=key, engine=engine.ref.name)
             self.metrics.finalizations.labels("done").inc()
             return
         self.metrics.finalizations.labels("released-after-errors").inc()
@@ -135,8 +136,8 @@ class Finalization:
             "may still hold the model and its config: it is applied when the engine answers again "
             + (f"(recorded in ConfigMap {cleanups.CONFIGMAP_NAME})" if saved else "(recorded in memory only)")
         )
-        log.warning("%s: %s", key, message)
-        self._post_event(obj, "Warning", "FinalizerReleased", message)
+        log_event(log, Event.FINALIZER_RELEASED, message, level=logging.WARNING, model=key, engine=engine.ref.name)
+        self._post_event(obj, "Warning", Event.FINALIZER_RELEASED, message)
         self.start_cleanups()
 
     # ---- finalizers of node agents that are gone ------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -304,6 +305,20 @@ async def test_deletion_policy(emu: RunningEmulator, policy: str, configs_left: 
     await operator.finalize_object(kube.get("smol"))
     assert len(emu.state.config_entries()) == configs_left
     assert len(emu.state.snapshot()["models"]) == models_left
+    await operator.aclose()
+
+
+async def test_the_operator_logs_an_applied_deletion_policy_by_the_daemon_s_name(
+    emu: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One vocabulary (controller/fleet.py Event): DeletionApplied from the operator as from the daemon."""
+    caplog.set_level(logging.INFO)
+    kube, events = FakeKube(), Events()
+    operator = central(kube, [EngineRef("emu", emu.url)], events)
+    await operator.reconcile_object(kube.create("smol", {"model": "ai/smollm2"}))
+    await operator.finalize_object(kube.get("smol"))
+    [done] = [r for r in caplog.records if getattr(r, "lm_event", None) == "DeletionApplied"]
+    assert done.lm_fields == {"model": "ns/smol", "engine": "emu"}  # type: ignore[attr-defined]
     await operator.aclose()
 
 
