@@ -70,6 +70,10 @@ from tests.support.peers import (  # noqa: E402
 OPERATOR_NAMESPACE = "localmodel-system"
 RESOURCES = ("localmodels", "localmodelnodes", "leases")
 BASELINE_REV = "6e5e50a"  # the last commit before LocalModelNodes (issue 15)
+# Every engine can keep all its models loaded: with the engine's 8 runner slots, 20 preloaded models evict
+# each other, and each eviction is a real change of `loaded` that any status layout reports, for minutes
+# after all are Ready; idle is meant to measure a cluster where nothing changes.
+RUNNER_SLOTS = 64
 
 
 def server_counters(http: httpx.Client) -> dict[str, float]:
@@ -253,7 +257,9 @@ async def run_design(
 BASELINE_SCRIPT = """
 import asyncio, json, sys
 import httpx
+import controller.emulator.state
 from bench.scale_bench import run_design
+controller.emulator.state.RUNNER_SLOTS = {slots}
 url, token, nodes, models, lease, idle = json.loads(sys.argv[1])
 http = httpx.Client(base_url=url, verify=False, timeout=300, headers={"Authorization": "Bearer " + token})
 print(json.dumps(asyncio.run(run_design(http, url, token, nodes, models, lease, idle))))
@@ -268,7 +274,7 @@ def run_baseline(
     argv = json.dumps([url, token, nodes, models, lease, idle])
     try:
         done = subprocess.run(
-            [sys.executable, "-c", BASELINE_SCRIPT, argv],
+            [sys.executable, "-c", BASELINE_SCRIPT.format(slots=RUNNER_SLOTS), argv],
             cwd=worktree,
             env={**os.environ, "PYTHONPATH": str(worktree)},
             capture_output=True,
@@ -286,6 +292,10 @@ def run_baseline(
 
 def main() -> int:
     import logging
+
+    import controller.emulator.runners
+
+    controller.emulator.runners.RUNNER_SLOTS = RUNNER_SLOTS
 
     logging.basicConfig(level=logging.ERROR, format="%(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -153,8 +153,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=15.0,
         metavar="SECONDS",
         help="central: the leader lease's duration; a standby takes over this long after the leader's last "
-        "renewal (default: 15, renewed every 2). node-agent: the same for the Lease localmodel-aggregator, "
-        "whose holder writes every LocalModel's summary and holds its finalizer",
+        "renewal (default: 15, renewed every 2)",
     )
     parser.add_argument(
         "--agent-lease-seconds",
@@ -162,7 +161,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=40.0,
         metavar="SECONDS",
         help="node-agent: each agent's presence Lease duration, renewed every quarter of it (default: 40, as "
-        "the kubelet's node lease); a matching node without a live agent is named in the status, not waited for",
+        "the kubelet's node lease); a matching node without a live agent is named in the status, not waited for. "
+        "Also the timing of the Lease localmodel-aggregator, whose holder writes the LocalModels' summaries",
     )
     parser.add_argument(
         "--health-addr",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from controller.logs import log_event
@@ -192,13 +191,15 @@ class NodeAgent:
 
 def aggregator_elector(config: OperatorConfig, kube: KubeClient) -> LeaderElector:
     """The agents elect the aggregator on the Lease `localmodel-aggregator` (one per set of watched
-    namespaces), with the leader election's timing (--leader-lease-seconds, 15 s by default), except that
-    a standby reads the Lease once per agent Lease duration (40 s), not every 2 s: idle, an agent then
-    costs the API server its own Lease renewal every 10 s and this read every 40 s, whatever the node
-    count. The price: after the aggregator crashes, another agent takes over within 15 s + 40 s (the
-    agents keep reconciling meanwhile; only the summaries wait)."""
+    namespaces), on the agents' own Lease timing (--agent-lease-seconds, 40 s): the aggregator renews
+    every 10 s, and a standby reads the Lease every 40 s (client-go's 2 s would cost N/2 requests a
+    second for nothing). Idle, an agent then costs the API server its own Lease renewal every 10 s and
+    this read every 40 s, whatever the node count. The price: after the aggregator crashes, another agent
+    takes over within 40 s + 40 s (the agents keep reconciling meanwhile; only the summaries wait); a
+    clean stop releases the Lease, and the next agent takes it at its next read."""
     assert config.node_name is not None
-    timing = replace(ElectionTiming.for_duration(config.leader_lease_seconds), standby_retry=config.agent_lease_seconds)
+    duration = config.agent_lease_seconds
+    timing = ElectionTiming(duration, renew_deadline=duration * 3 / 4, retry=duration / 4, standby_retry=duration)
     return LeaderElector(
         kube,
         config.operator_namespace,

@@ -153,12 +153,18 @@ def test_two_node_agents_report_per_node_and_one_aggregator_writes_the_summary(
     api.create_node(n1, {"localmodel-test": suffix, "gpu": "yes"})
     api.create_node(n2, {"localmodel-test": suffix})
     selector = {"localmodel-test": suffix, "gpu": "yes"}
+    lease = ("--agent-lease-seconds", "3")
     try:
         with (
             emulator_process("--preload-models", "ai/smollm2") as e1,
             emulator_process("--preload-models", "ai/smollm2") as e2,
-            operator_process(localmodel_cluster, *agent_args(n1, e1.url, ns, drift=DRIFT), workdir=tmp_path) as a1,
-            operator_process(localmodel_cluster, *agent_args(n2, e2.url, ns, drift=DRIFT), workdir=tmp_path) as a2,
+            # Short agent Leases: when the agent that aggregates stops, the other takes over within seconds.
+            operator_process(
+                localmodel_cluster, *agent_args(n1, e1.url, ns, *lease, drift=DRIFT), workdir=tmp_path
+            ) as a1,
+            operator_process(
+                localmodel_cluster, *agent_args(n2, e2.url, ns, *lease, drift=DRIFT), workdir=tmp_path
+            ) as a2,
         ):
             procs = [a1.proc, a2.proc]
             spec = {"model": "ai/smollm2", "contextSize": 2048, "nodeSelector": selector}

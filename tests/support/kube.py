@@ -95,14 +95,10 @@ def operator_args(engine_url: str, namespace: str, *extra: str, drift: float = 2
     return ["--engine", f"{name}={engine_url}", "--namespace", namespace, "--drift-interval", str(drift), *extra]
 
 
-AGGREGATOR_LEASE_SECONDS = 3  # --leader-lease-seconds of the test agents: a killed aggregator is replaced soon
-
-
 def agent_args(node: str, engine_url: str, namespace: str, *extra: str, drift: float = 2.0) -> list[str]:
     """The arguments of a node agent for `node` on one engine, watching one namespace."""
     agent = ["--mode", "node-agent", "--node-name", node, "--engine", engine_url, "--namespace", namespace]
-    lease = ["--leader-lease-seconds", str(AGGREGATOR_LEASE_SECONDS)]
-    return [*agent, "--drift-interval", str(drift), *lease, *extra]
+    return [*agent, "--drift-interval", str(drift), *extra]
 
 
 @dataclass
