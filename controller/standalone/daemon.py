@@ -14,6 +14,11 @@ conditions' lastTransitionTime, generations) is saved in a file (controller/stan
 Between drift passes the engine watch (controller.engine.watch) looks at the engine's stored
 configs every `watch_period` seconds, one request shared by every model; a restart, an unload or
 another client's overwrite of a declared config makes just the affected models due at once.
+
+The daemon keeps the pass loop, declaring and reconciling, and the engine's health; it composes the
+parts around them: the file watch (watcher.py: what changed, the supervised watcher), the deletions
+(deletions.py: a deletionPolicy applied by the shared rule of controller/deletion.py) and the /status
+document (snapshot.py). Fleet rules shared with the operator are controller/fleet.py.
 """
 
 from __future__ import annotations
