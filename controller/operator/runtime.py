@@ -419,6 +419,8 @@ class Operator:
         self._claims.claim(key, spec, rank=created)
         return self._claims.conflicts().get(key)
 
+    # ---- results: the status writer (status_writer.py), a node agent's report (nodereport.py) ------
+
     def problems(self) -> list[str]:
         """What keeps this operator from working, for /readyz."""
         return self.status.problems()
