@@ -274,7 +274,7 @@ def run_baseline(
     argv = json.dumps([url, token, nodes, models, lease, idle])
     try:
         done = subprocess.run(
-            [sys.executable, "-c", BASELINE_SCRIPT.format(slots=RUNNER_SLOTS), argv],
+            [sys.executable, "-c", BASELINE_SCRIPT.replace("{slots}", str(RUNNER_SLOTS)), argv],
             cwd=worktree,
             env={**os.environ, "PYTHONPATH": str(worktree)},
             capture_output=True,
