@@ -22,7 +22,6 @@ from controller.operator.aggregator import Aggregator
 from controller.operator.config import OperatorConfig
 from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
 from controller.operator.kube import Gone, KubeClient, KubeError
-from controller.operator.nodereport import NodeReport, report_scope
 from controller.operator.outage import ApiOutage
 from controller.operator.passloops import PassLoops
 from controller.operator.presence import AgentPresence
@@ -43,14 +42,12 @@ class NodeAgent:
         presence: AgentPresence | None,
         elector: LeaderElector | None,
     ) -> None:
-        node = operator.config.node_name
-        assert node is not None
         self.operator = operator
         self.kube = kube
-        scope = report_scope(operator.config.namespaces)
-        self.report = NodeReport(node, scope)
+        assert operator.node_report is not None  # an Operator in node-agent mode reports on its node
+        self.report = operator.node_report
         self.writer = ReportWriter(kube, self.report)
-        operator.node_report, operator.on_report = self.report, self.writer.changed
+        operator.on_report = self.writer.changed
         self.loops = PassLoops(operator.reconcile_object, operator.wait_for_next_pass, self.finalize)
         self.presence = presence
         self.aggregator = Aggregator(
@@ -59,12 +56,12 @@ class NodeAgent:
             agent_selector=operator.config.agent_node_selector,
             presence=presence,
             clock=operator.clock,
-            scope=scope,
+            scope=self.report.scope,
         )
         self.elector = elector
         if presence is not None:
             presence.listing = False  # the aggregator lists; see presence.py
-            presence.on_change = self._presence_changed
+            presence.on_change = self.aggregator.everything_changed
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._aggregating: asyncio.Task[None] | None = None
@@ -130,10 +127,6 @@ class NodeAgent:
 
     def node_changed(self, event_type: str | None, node: Mapping[str, Any]) -> None:
         self.operator.node_changed(event_type, node)
-        self.aggregator.everything_changed()
-
-    def _presence_changed(self) -> None:
-        self.operator.presence_changed()
         self.aggregator.everything_changed()
 
     # ---- deletion ------------------------------------------------------------------------------

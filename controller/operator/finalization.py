@@ -3,8 +3,8 @@
     deleted -> deletionPolicy on each targeted engine (retried: controller.deletion) -> finalizer released
     an engine that keeps failing -> released anyway, a clean-up owed (cleanups.py) -> applied when it answers
 
-Node agents also release the finalizers of agents that will never do it themselves (their node is gone,
-their Lease expired), on a deletion and whenever the set of live agents changes.
+A node agent runs the same deletionPolicy step on its engine, then drops its entry from its
+LocalModelNode; the aggregator releases the object's one finalizer (agent.py, aggregator.py).
 
 What each object's pass remembers (its lock, body, claim) and whether this process leads stay with the
 Operator (runtime.py), which calls in here holding the object's lock; `FinalizationHost` is what this asks
@@ -26,7 +26,6 @@ from controller.operator import cleanups
 from controller.operator.cleanups import Cleanup
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef
-from controller.operator.identity import AGENT_FINALIZER_PREFIX, CENTRAL, NODE_AGENT, Identity
 from controller.operator.kube import KubeClient, KubeError
 from controller.operator.metrics import Metrics
 from controller.operator.status_writer import EventPoster, object_key
@@ -65,8 +64,6 @@ class Finalization:
         metrics: Metrics,
         *,
         engines: Callable[[], Sequence[FinalizingEngine]],
-        nodes: Callable[[], Mapping[str, Mapping[str, str]]],
-        agent_expired: Callable[[str], bool],
         post_event: EventPoster,
         clock: Callable[[], datetime],
         sleep: Callable[[float], Any] = asyncio.sleep,
@@ -77,8 +74,6 @@ class Finalization:
         self.kube = kube
         self.metrics = metrics
         self._engines = engines
-        self._nodes = nodes
-        self._agent_expired = agent_expired
         self._post_event = post_event
         self._clock = clock
         self._sleep = sleep
@@ -86,11 +81,6 @@ class Finalization:
         self.cleanups_task: asyncio.Task[None] | None = None
         self._cleanups_wake = asyncio.Event()
         self._unsaved: set[str] = set()  # entries the ConfigMap does not hold (its write failed)
-        self._release_tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def central(self) -> bool:
-        return self.config.mode == CENTRAL
 
     # ---- deletion ------------------------------------------------------------------------------
 
@@ -139,50 +129,6 @@ class Finalization:
         log_event(log, Event.FINALIZER_RELEASED, message, level=logging.WARNING, model=key, engine=engine.ref.name)
         self._post_event(obj, "Warning", Event.FINALIZER_RELEASED, message)
         self.start_cleanups()
-
-    # ---- finalizers of node agents that are gone ------------------------------------------------
-
-    async def release_gone_agents(self, obj: Mapping[str, Any]) -> None:
-        """Remove the finalizers of node agents whose node is gone or whose agent Lease expired: no agent
-        will ever release them."""
-        if self.central:
-            return
-        meta = obj["metadata"]
-        live = {Identity(NODE_AGENT, node).finalizer for node in self._nodes() if not self._agent_expired(node)}
-        gone = {
-            f
-            for f in meta.get("finalizers") or ()
-            if f.startswith(AGENT_FINALIZER_PREFIX) and f not in live and f != self.identity.finalizer
-        }
-        if not gone:
-            return
-        try:
-            await self.kube.remove_finalizers(meta.get("namespace", ""), meta["name"], obj, gone)
-        except KubeError as exc:  # changed meanwhile: the next deletion event brings a fresh body
-            log.debug("finalizers of gone nodes on %s not removed: %s", object_key(obj), exc)
-            return
-        message = "removed the finalizers of node agents whose node is gone or whose agent lease expired: " + ", ".join(
-            sorted(gone)
-        )
-        log_event(log, "FinalizerReleased", message, model=object_key(obj))
-        self._post_event(obj, "Normal", "FinalizerReleased", message)
-
-    def release_expired_agents(self, deleting: Sequence[Mapping[str, Any]]) -> None:
-        """The set of live agents changed: release, on each object being deleted, the finalizers of agents
-        that died meanwhile (the live agents may have finalized it already: nothing else would)."""
-        for body in deleting:
-            task = asyncio.create_task(self._release_expired_agents(body))
-            self._release_tasks.add(task)
-            task.add_done_callback(self._release_tasks.discard)
-
-    async def _release_expired_agents(self, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        try:
-            current = await self.kube.get_localmodel(meta.get("namespace", ""), meta.get("name", ""))
-        except KubeError as exc:  # gone: nothing to release
-            log.debug("%s: not re-read for expired agents' finalizers: %s", object_key(body), exc)
-            return
-        await self.release_gone_agents(current)
 
     # ---- clean-ups owed after a released finalizer (cleanups.py) ------------------------------
     async def load_cleanups(self) -> None:

@@ -1,10 +1,10 @@
-"""The few Kubernetes API calls the operator makes itself (kopf does the watching, the finalizers and
-the Events): read a LocalModel, write its status, read Nodes and a ConfigMap.
+"""The few Kubernetes API calls the operator makes itself (kopf does the watching, the central
+operator's finalizer and most Events): read a LocalModel, write its status and finalizers, a node
+agent's LocalModelNode and the aggregator's watch of them, Nodes, a ConfigMap, Leases.
 
 Status is written with server-side apply on the status subresource, under this process's own field
-manager, with the resourceVersion it was computed from as a precondition: two node agents that
-summarise the object at the same time cannot overwrite each other's view (the second one gets 409,
-re-reads and recomputes).
+manager (the central operator's with the resourceVersion it was computed from as a precondition: a
+write computed from a stale object gets 409, re-reads and recomputes).
 """
 
 from __future__ import annotations
@@ -129,32 +129,6 @@ class KubeClient:
             headers={"Content-Type": APPLY_CONTENT_TYPE},
             permission=Permission("patch", GROUP, f"{PLURAL}/status", namespace),
         )
-
-    async def remove_engine_entries(
-        self, namespace: str, name: str, current: Mapping[str, Any], names: set[str]
-    ) -> dict[str, Any]:
-        """Remove other writers' `status.engines[]` entries (their nodes are gone), guarded by the
-        object's resourceVersion and each entry's name."""
-        rv = (current.get("metadata") or {}).get("resourceVersion")
-        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
-        entries = (current.get("status") or {}).get("engines") or []
-        for index in sorted((i for i, e in enumerate(entries) if e.get("name") in names), reverse=True):
-            ops.append({"op": "test", "path": f"/status/engines/{index}/name", "value": entries[index]["name"]})
-            ops.append({"op": "remove", "path": f"/status/engines/{index}"})
-        return await self._request(
-            "PATCH",
-            _localmodel_path(namespace, name) + "/status",
-            content=json.dumps(ops),
-            headers={"Content-Type": JSON_PATCH_CONTENT_TYPE},
-            permission=Permission("patch", GROUP, f"{PLURAL}/status", namespace),
-        )
-
-    async def remove_finalizers(
-        self, namespace: str, name: str, current: Mapping[str, Any], names: set[str]
-    ) -> dict[str, Any]:
-        """Remove other writers' finalizers (node agents whose node is gone), guarded by the object's
-        resourceVersion and each finalizer's value."""
-        return await self.update_finalizers(namespace, name, current, remove=names)
 
     async def update_finalizers(
         self,

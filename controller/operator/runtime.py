@@ -36,9 +36,8 @@ from controller.operator.finalization import Finalization
 from controller.operator.identity import CENTRAL
 from controller.operator.kube import KubeClient, node_labels
 from controller.operator.metrics import Metrics
-from controller.operator.nodereport import NodeReport
+from controller.operator.nodereport import NodeReport, report_scope
 from controller.operator.outage import ApiOutage
-from controller.operator.presence import AgentPresence
 from controller.operator.status_writer import (
     FORBIDDEN_RETRIES,
     STATUS_RETRY_SECONDS,
@@ -48,7 +47,7 @@ from controller.operator.status_writer import (
     object_key,
 )
 from controller.operator.statuses import StatusUpdate, invalid_spec_status, spec_error_message
-from controller.operator.targeting import matching_nodes, raw_node_selector, selector_matches
+from controller.operator.targeting import raw_node_selector, selector_matches
 from controller.plan import effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
 from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
@@ -109,7 +108,6 @@ class Operator:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         client_factory: Callable[[EngineRef], EngineClient] | None = None,
-        presence: AgentPresence | None = None,
         elector: LeaderElector | None = None,
     ) -> None:
         self.config = config
@@ -128,8 +126,6 @@ class Operator:
             kube,
             self.metrics,
             post_event=post_event,
-            nodes=lambda: self.nodes,
-            agent_expired=self._agent_expired,
             on_permission_back=self._wake_forbidden,
             clock=clock,
             monotonic=monotonic,
@@ -144,8 +140,6 @@ class Operator:
             kube,
             self.metrics,
             engines=lambda: self.engines,
-            nodes=lambda: self.nodes,
-            agent_expired=self._agent_expired,
             post_event=post_event,
             clock=clock,
             sleep=sleep,
@@ -162,15 +156,15 @@ class Operator:
         self._watch_tasks: list[asyncio.Task[None]] = []
         # What an engine watch noticed, per (engine, object key), until the repair is verified.
         self._causes = RepairCauses[tuple[str, str]](self._monotonic)  # (engine, key): what the watch noticed
-        self.presence = presence  # node-agent mode: which agents are alive (presence.py)
-        self._deleting: dict[str, Mapping[str, Any]] = {}  # uid -> body, objects being deleted
-        if presence is not None:
-            presence.on_change = self.presence_changed
         # Central mode with several replicas (election.py): only the leader reconciles and writes.
         self.elector = elector
         self.leading = elector is None
         # Node-agent mode (agent.py): results go to this node's LocalModelNode, not to the LocalModels.
-        self.node_report: NodeReport | None = None
+        self.node_report = (
+            NodeReport(config.node_name, report_scope(config.namespaces))
+            if config.mode != CENTRAL and config.node_name
+            else None
+        )
         self.on_report: Callable[..., None] = lambda **_: None  # the report changed (urgent=False: progress)
         self._elector_task: asyncio.Task[None] | None = None
         self.on_lost_leadership: Callable[[], None] = lambda: None
@@ -213,8 +207,6 @@ class Operator:
                 engine.watch.client = engine.client.sibling()  # its own connection: the probe compares connections
                 task = asyncio.create_task(engine.watch.run(self._watch_stop), name=f"engine watch {engine.ref.name}")
                 self._watch_tasks.append(task)
-        if self.presence is not None:
-            self._watch_tasks.append(asyncio.create_task(self.presence.run(self._watch_stop), name="agent lease"))
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Stop starting passes, let the running ones finish (up to `grace` seconds), close the clients."""
@@ -295,7 +287,7 @@ class Operator:
                     if self.node_report is not None:
                         update = self._report(obj, statuses)
                     else:
-                        update = await self.status.publish(obj, statuses, targeted=bool(targets), state=state)
+                        update = await self.status.publish(obj, statuses, state=state)
                 finally:
                     held, state.held_events = state.held_events or [], None
                 # The pass's Normal events ("applied and verified") go out once its status is written: an
@@ -441,8 +433,7 @@ class Operator:
         else:
             self.node_report.drop(meta["uid"])
         self.on_report(urgent=True)
-        ready = all(s.ready for s in statuses)
-        return StatusUpdate(apply={}, prune=(), desired={}, changed=False, ready=ready)
+        return StatusUpdate(status={}, changed=False, ready=all(s.ready for s in statuses))
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -460,9 +451,6 @@ class Operator:
         if state is not None and state.progress is not None:
             self.status.progress_reported(state.progress, status)
 
-    def _agent_expired(self, node: str) -> bool:
-        return self.presence is not None and node in self.presence.expired()
-
     # ---- targeting -----------------------------------------------------------------------------
 
     def targets(self, obj: Mapping[str, Any]) -> list[Engine]:
@@ -477,33 +465,8 @@ class Operator:
         return []
 
     def expected_engines(self, obj: Mapping[str, Any]) -> list[str]:
-        """The engines that should report on the object: central, this process's engines; node
-        agents, the nodes matching the object's nodeSelector (and the agents' node selector)."""
-        if self.central:
-            return [engine.ref.name for engine in self.engines]
-        matching = matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
-        present = self._present_agents(obj)
-        return [node for node in matching if present is None or node in present]
-
-    def absent_agents(self, obj: Mapping[str, Any]) -> list[str]:
-        """Node-agent mode: the matching nodes without a live agent (named in the status, not waited for)."""
-        present = None if self.central else self._present_agents(obj)
-        if present is None:
-            return []
-        matching = matching_nodes(self.nodes, raw_node_selector(obj.get("spec")), self.config.agent_node_selector)
-        return [node for node in matching if node not in present]
-
-    def _present_agents(self, obj: Mapping[str, Any]) -> set[str] | None:
-        """The agents expected to report: a fresh Lease, or an entry on the object from an agent whose Lease
-        has not expired (a new agent reports before the others' next list of the Leases sees it: every
-        writer must summarise the same set, or they would rewrite each other's conditions). None: presence
-        is off, every matching node is expected."""
-        alive = self.presence.alive() if self.presence is not None else None
-        if alive is None or self.presence is None:
-            return None
-        entries = (obj.get("status") or {}).get("engines") or ()
-        reported = {str(e["name"]) for e in entries if isinstance(e, Mapping) and isinstance(e.get("name"), str)}
-        return alive | (reported - self.presence.expired())
+        """The engines that should report on the object (central mode: every engine of this process)."""
+        return [engine.ref.name for engine in self.engines]
 
     # ---- deletion ------------------------------------------------------------------------------
 
@@ -519,18 +482,7 @@ class Operator:
             return  # a standby replica: the leader finalized the object and it is gone
         async with state.lock:
             self._claims.release(key)
-            if not await self.finalization.finalize(obj, self.targets(obj)):
-                return
-        await self.finalization.release_gone_agents(obj)
-
-    def handles(self, obj: Mapping[str, Any]) -> bool:
-        """Whether this process runs passes (and so holds its finalizer) on the object. Central: always.
-        A node agent: when the object targets its node, still shows the agent's status entry (to be
-        removed), or targets no node at all (every agent reports NoEngines)."""
-        if self.central or self.targets(obj) or not self.expected_engines(obj):
-            return True
-        entries = (obj.get("status") or {}).get("engines") or ()
-        return any(entry.get("name") == self.config.node_name for entry in entries)
+            await self.finalization.finalize(obj, self.targets(obj))
 
     # ---- clean-ups owed after a released finalizer (finalization.py) --------------------------
 
@@ -569,11 +521,6 @@ class Operator:
         uid = meta.get("uid")
         if not uid:
             return
-        if self.presence is not None:  # objects being deleted: an agent Lease may expire meanwhile
-            if meta.get("deletionTimestamp") and event_type != "DELETED":
-                self._deleting[uid] = body
-            else:
-                self._deleting.pop(uid, None)
         if event_type == "DELETED":
             self.forget(body)
             return
@@ -634,14 +581,6 @@ class Operator:
                 return False
             await self._sleep(0.5)
         return True
-
-    def presence_changed(self) -> None:
-        """The set of live node agents changed (presence.py): re-run every pass (expected engines differ),
-        and release the finalizers of agents that died while an object was being deleted (the live
-        agents may have finalized it already: nothing else would ever release them)."""
-        for state in self._states.values():
-            state.wake.set()
-        self.finalization.release_expired_agents(list(self._deleting.values()))
 
     # ---- events --------------------------------------------------------------------------------
 

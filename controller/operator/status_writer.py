@@ -5,10 +5,9 @@ lasts, and what a status write refused for a missing permission does.
     pull reports -> at most one progress write per PROGRESS_WRITE_SECONDS, awaited before the pass's own
     403 -> Warning event once per object, /readyz names the permission, a recheck wakes the objects
 
-What the writer asks of the operator (which engines should report, whether it leads, the outage
-tracker) comes through `StatusHost`; it keeps nothing between passes but the missing permissions.
-The node-agent rules of who writes what (`should_write`, `owns`, `engine_exists`, and the prune in
-`publish`) are together at the end of the class.
+Central mode only: node agents write no LocalModel status (agent.py). What the writer asks of the
+operator (which engines should report, whether it leads, the outage tracker) comes through
+`StatusHost`; it keeps nothing between passes but the missing permissions.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,7 +25,6 @@ from typing import Any, Protocol
 from controller.backoff import Retries
 from controller.logs import log_event
 from controller.operator.config import OperatorConfig
-from controller.operator.identity import CENTRAL
 from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError, Permission
 from controller.operator.metrics import Metrics
 from controller.operator.outage import ApiOutage
@@ -81,8 +79,6 @@ class StatusHost(Protocol):
 
     def expected_engines(self, obj: Mapping[str, Any]) -> list[str]: ...
 
-    def absent_agents(self, obj: Mapping[str, Any]) -> list[str]: ...
-
 
 class StatusWriter:
     """Writes LocalModel statuses for one operator process; `missing` holds the permissions refused to it."""
@@ -95,8 +91,6 @@ class StatusWriter:
         metrics: Metrics,
         *,
         post_event: EventPoster,
-        nodes: Callable[[], Mapping[str, Mapping[str, str]]],
-        agent_expired: Callable[[str], bool],
         on_permission_back: Callable[[], None],
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
@@ -108,18 +102,12 @@ class StatusWriter:
         self.kube = kube
         self.metrics = metrics
         self._post_event = post_event
-        self._nodes = nodes
-        self._agent_expired = agent_expired
         self._on_permission_back = on_permission_back  # wake the objects whose status was refused
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
         self.missing: dict[Permission, str] = {}  # permissions refused to this process -> what to grant
         self.permission_check: asyncio.Task[None] | None = None
-
-    @property
-    def central(self) -> bool:
-        return self.config.mode == CENTRAL
 
     # ---- the pass's status -----------------------------------------------------------------------
 
@@ -151,7 +139,7 @@ class StatusWriter:
         return fresh
 
     async def publish(
-        self, obj: dict[str, Any], statuses: list[EngineStatus], *, targeted: bool, state: WriteState | None = None
+        self, obj: dict[str, Any], statuses: list[EngineStatus], *, state: WriteState | None = None
     ) -> StatusUpdate | None:
         """Write the status if it differs from what the object holds; None if it could not be written."""
         meta = obj["metadata"]
@@ -164,25 +152,18 @@ class StatusWriter:
                 statuses,
                 generation=generation,
                 expected=expected,
-                owns=self.owns,
-                existing_engine=self.engine_exists,
                 now=self._clock(),
-                absent=self._host.absent_agents(obj),
             )
-            if not update.changed or not self.should_write(current, targeted, expected, update):
+            if not update.changed:
                 self.metrics.status_writes.labels("unchanged").inc()
                 return update
             if not self._host.leading:
                 return None  # leadership lost during the pass: the next leader writes
             try:
-                if update.prune:
-                    await self.kube.remove_engine_entries(namespace, name, current, set(update.prune))
-                    current = await self.kube.get_localmodel(namespace, name)
-                    continue
                 await self.kube.apply_status(
                     namespace,
                     name,
-                    update.apply,
+                    update.status,
                     field_manager=self.identity.field_manager,
                     resource_version=current["metadata"].get("resourceVersion"),
                 )
@@ -239,11 +220,8 @@ class StatusWriter:
                 list(progress.statuses.values()),
                 generation=meta.get("generation"),
                 expected=self._host.expected_engines(obj),
-                owns=self.owns,
-                existing_engine=lambda _name: True,
                 now=self._clock(),
                 keep_own=True,
-                absent=self._host.absent_agents(obj),
             )
             if not update.changed or not self._host.leading:
                 return
@@ -251,7 +229,7 @@ class StatusWriter:
                 written = await self.kube.apply_status(
                     meta.get("namespace", ""),
                     meta["name"],
-                    update.apply,
+                    update.status,
                     field_manager=self.identity.field_manager,
                     resource_version=meta.get("resourceVersion"),
                 )
@@ -365,24 +343,6 @@ class StatusWriter:
             f"missing permission: {what} (grant it to the operator's account: ClusterRole localmodel-operator)"
             for what in self.missing.values()
         ]
-
-    # ---- node agents: who writes which entry ---------------------------------------------------
-
-    def should_write(
-        self, current: Mapping[str, Any], targeted: bool, expected: Sequence[str], update: StatusUpdate
-    ) -> bool:
-        """A node agent that the object does not target speaks only to remove its own entry, to
-        prune entries of nodes that are gone, or when no engine is targeted at all (NoEngines)."""
-        if self.central or targeted or update.prune or not expected:
-            return True
-        entries = (current.get("status") or {}).get("engines") or ()
-        return any(entry.get("name") == self.config.node_name for entry in entries)
-
-    def owns(self, name: str) -> bool:
-        return self.central or name == self.config.node_name
-
-    def engine_exists(self, name: str) -> bool:
-        return self.central or (name in self._nodes() and not self._agent_expired(name))
 
 
 def object_key(obj: Mapping[str, Any]) -> str:

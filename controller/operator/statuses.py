@@ -1,21 +1,19 @@
-"""The `status` a LocalModel should have after this process's pass, and whether it must be written
+"""The `status` a LocalModel should have after a central operator's pass, and whether it must be written
 (pure: no I/O, no clock reads).
 
-Who writes what:
-- central mode: one writer; it owns the whole status (every `status.engines[]` entry).
-- node-agent mode: each agent owns only the entry named after its node. Whoever writes recomputes
-  `observedGeneration` and the three conditions from ALL the entries of the engines that should be
-  there (the matching nodes), so the last write always summarises everything the object holds.
-  An entry of another agent is removed only when its node is gone.
+Central mode has one writer (the elected replica): it owns the whole status, `status.engines[]` entry by
+entry, and recomputes `observedGeneration`, the three conditions and `ready` from the entries of every
+engine it reconciles on. (Node agents write no LocalModel status: each reports in its LocalModelNode,
+and the aggregator writes a summary: nodereport.py, summary.py.)
 
-An entry written for an older generation, and a matching node without an entry yet, count as work in
-progress (`Reconciling`): the object is Ready only when every targeted engine reports the current spec.
+An entry written for an older generation, and an engine without an entry yet, count as work in
+progress (`Reconciling`): the object is Ready only when every engine reports the current spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +23,10 @@ from controller.status import Condition, EngineStatus, Phase, Reason, inherit_pe
 
 @dataclass(frozen=True)
 class StatusUpdate:
-    """What one writer sends: `apply` (the status fields it owns, for server-side apply), the other
-    writers' entries to remove (their nodes are gone), and the whole status the object will then hold."""
+    """What the writer sends (`status`, by server-side apply), whether it differs from what the object
+    holds, and whether the object is Ready with it."""
 
-    apply: dict[str, Any]
-    prune: tuple[str, ...]
-    desired: dict[str, Any]
+    status: dict[str, Any]
     changed: bool
     ready: bool
 
@@ -41,44 +37,25 @@ def compose_status(
     *,
     generation: int | None,
     expected: Sequence[str],
-    owns: Callable[[str], bool],
-    existing_engine: Callable[[str], bool],
     now: datetime,
     keep_own: bool = False,
-    absent: Sequence[str] = (),
 ) -> StatusUpdate:
-    """The status after this writer's pass.
+    """The status after this pass.
 
-    `own`: the entries this writer reports now. `owns(name)`: whether an entry is this writer's (its
-    own entries it does not report now are dropped). `expected`: the engines that should have an entry.
-    `existing_engine(name)`: False for an engine that is gone (its entry is pruned). `keep_own`: own
-    entries not reported now stay as they are (a pull-progress write in the middle of a pass). `absent`:
-    matching nodes without a live agent, named in the Ready message but not waited for.
+    `own`: the entries reported now; an entry not reported now is dropped, unless `keep_own` (a
+    pull-progress write in the middle of a pass: the others stay as they are). `expected`: the engines
+    that should have an entry.
     """
     current = current or {}
     persisted = {e.get("name"): e for e in current.get("engines") or () if isinstance(e, Mapping)}
-    own_entries = {status.engine: inherit_persisted(status, persisted.get(status.engine)).to_dict() for status in own}
-    kept: dict[str, dict[str, Any]] = {}
-    prune: list[str] = []
-    for entry in current.get("engines") or ():
-        name = entry.get("name")
-        if not isinstance(name, str) or name in own_entries:
-            continue
-        if owns(name):
-            if keep_own:
-                own_entries[name] = dict(entry)
-            continue
-        if existing_engine(name):
-            kept[name] = dict(entry)
-        else:
-            prune.append(name)
-    entries = {**kept, **own_entries}
+    entries = {status.engine: inherit_persisted(status, persisted.get(status.engine)).to_dict() for status in own}
+    if keep_own:
+        for name, entry in persisted.items():
+            if isinstance(name, str) and name not in entries:
+                entries[name] = dict(entry)
     summary = [_summary_entry(name, entries.get(name), generation) for name in expected]
     previous = [Condition.from_k8s(c) for c in current.get("conditions") or ()]
     conditions = summarize(summary, generation, previous, now)
-    if absent:
-        note = absent_note(absent)
-        conditions = [replace(c, message=f"{c.message}; {note}") if c.type == "Ready" else c for c in conditions]
     desired: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": [c.to_k8s() for c in conditions],
@@ -90,25 +67,8 @@ def compose_status(
         desired["backend"] = backend
     if generation is None:
         del desired["observedGeneration"]
-    applied = {k: v for k, v in desired.items() if k != "engines"}
-    if own_entries:
-        applied["engines"] = [own_entries[name] for name in sorted(own_entries)]
     ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-    return StatusUpdate(applied, tuple(sorted(prune)), desired, not same_status(current, desired), ready)
-
-
-MAX_NAMED_NODES = 5
-
-
-def absent_note(nodes: Sequence[str]) -> str:
-    """`no agent on node gpu-3 (...)`: at most MAX_NAMED_NODES names, then a count."""
-    names = ", ".join(nodes[:MAX_NAMED_NODES])
-    more = f" and {len(nodes) - MAX_NAMED_NODES} more" if len(nodes) > MAX_NAMED_NODES else ""
-    plural = "s" if len(nodes) > 1 else ""
-    return (
-        f"no agent on node{plural} {names}{more} (not waited for: no live agent lease; the agent DaemonSet "
-        "does not run there or its agent is down)"
-    )
+    return StatusUpdate(desired, not same_status(current, desired), ready)
 
 
 def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

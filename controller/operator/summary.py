@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from controller.operator.nodereport import entry_engine_status
-from controller.operator.statuses import absent_note, entry_status
+from controller.operator.statuses import entry_status
 from controller.status import Condition, EngineStatus, Phase, Reason, summarize
 
 MAX_FAILING_NODES: Final = 5
@@ -37,6 +37,20 @@ SUMMARY_FIELDS: Final = (
     "backend",
     "failingNodes",
 )
+
+
+MAX_NAMED_NODES = 5
+
+
+def absent_note(nodes: Sequence[str]) -> str:
+    """`no agent on node gpu-3 (...)`: at most MAX_NAMED_NODES names, then a count."""
+    names = ", ".join(nodes[:MAX_NAMED_NODES])
+    more = f" and {len(nodes) - MAX_NAMED_NODES} more" if len(nodes) > MAX_NAMED_NODES else ""
+    plural = "s" if len(nodes) > 1 else ""
+    return (
+        f"no agent on node{plural} {names}{more} (not waited for: no live agent lease; the agent DaemonSet "
+        "does not run there or its agent is down)"
+    )
 
 
 def node_status(node: str, entry: Mapping[str, Any] | None, generation: int | None) -> EngineStatus:

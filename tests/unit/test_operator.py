@@ -216,36 +216,15 @@ def stalled(engine: str, generation: int = 1) -> EngineStatus:
     )
 
 
-def central(current: dict[str, Any] | None, own: list[EngineStatus], generation: int = 1, now: datetime = T0) -> Any:
-    names = [s.engine for s in own]
-    return compose_status(
-        current,
-        own,
-        generation=generation,
-        expected=names,
-        owns=lambda _: True,
-        existing_engine=lambda _: True,
-        now=now,
-    )
-
-
-def agent(
-    node: str,
+def central(
     current: dict[str, Any] | None,
     own: list[EngineStatus],
-    expected: list[str],
-    nodes: set[str],
     generation: int = 1,
+    now: datetime = T0,
+    expected: list[str] | None = None,
 ) -> Any:
-    return compose_status(
-        current,
-        own,
-        generation=generation,
-        expected=expected,
-        owns=lambda n: n == node,
-        existing_engine=lambda n: n in nodes,
-        now=T0,
-    )
+    names = [s.engine for s in own] if expected is None else expected
+    return compose_status(current, own, generation=generation, expected=names, now=now)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -256,24 +235,24 @@ def test_ready_status_is_written_once_then_left_alone() -> None:
     first = central(None, [ready("e")])
     assert first.changed
     assert first.ready
-    assert conditions(first.desired) == {
+    assert conditions(first.status) == {
         "Ready": ("True", "Applied"),
         "Reconciling": ("False", "Applied"),
         "Stalled": ("False", "Applied"),
     }
-    assert all(c["observedGeneration"] == 1 for c in first.desired["conditions"])
-    assert first.desired["engines"] == [ready("e").to_dict()]
-    again = central(first.desired, [ready("e")], now=T0 + timedelta(minutes=5))
+    assert all(c["observedGeneration"] == 1 for c in first.status["conditions"])
+    assert first.status["engines"] == [ready("e").to_dict()]
+    again = central(first.status, [ready("e")], now=T0 + timedelta(minutes=5))
     assert not again.changed  # nothing differs: no write, and lastTransitionTime did not move
 
 
 def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
     first = central(None, [retrying("e")])
     later = T0 + timedelta(minutes=1)
-    second = central(first.desired, [retrying("e", 1)], now=later)
+    second = central(first.status, [retrying("e", 1)], now=later)
     assert not second.changed
-    flipped = central(first.desired, [ready("e")], now=later)
-    times = {c["type"]: c["lastTransitionTime"] for c in flipped.desired["conditions"]}
+    flipped = central(first.status, [ready("e")], now=later)
+    times = {c["type"]: c["lastTransitionTime"] for c in flipped.status["conditions"]}
     assert times == {
         "Ready": "2026-01-01T00:01:00Z",
         "Reconciling": "2026-01-01T00:01:00Z",
@@ -283,54 +262,33 @@ def test_last_transition_time_moves_only_when_a_condition_flips() -> None:
 
 def test_central_writes_the_whole_status_and_drops_engines_it_no_longer_has() -> None:
     first = central(None, [ready("a"), ready("b")])
-    second = central(first.desired, [ready("a")])
+    second = central(first.status, [ready("a")])
     assert second.changed
-    assert [e["name"] for e in second.apply["engines"]] == ["a"]
-    assert second.prune == ()
+    assert [e["name"] for e in second.status["engines"]] == ["a"]
 
 
-def test_node_agent_keeps_other_entries_and_summarises_all_of_them() -> None:
-    from_b = agent("b", None, [retrying("b")], ["a", "b"], {"a", "b"})
-    assert [e["name"] for e in from_b.apply["engines"]] == ["b"]  # only its own entry is applied
-    assert conditions(from_b.desired)["Reconciling"] == ("True", "Pending")  # a has not reported yet
-    from_a = agent("a", from_b.desired, [ready("a")], ["a", "b"], {"a", "b"})
-    assert [e["name"] for e in from_a.desired["engines"]] == ["a", "b"]
-    assert [e["name"] for e in from_a.apply["engines"]] == ["a"]
-    assert conditions(from_a.desired)["Reconciling"] == ("True", "EngineUnreachable")  # b is retrying
-    both = agent("b", from_a.desired, [ready("b")], ["a", "b"], {"a", "b"})
-    assert both.ready
-    assert conditions(both.desired)["Ready"] == ("True", "Applied")
+def test_the_ready_column_counts_engines_ready_of_those_expected() -> None:
+    update = central(None, [ready("a"), retrying("b")])
+    assert update.status["ready"] == "1/2"
+    assert not update.ready
 
 
 def test_entries_of_an_older_generation_are_work_in_progress() -> None:
-    old = agent(
-        "a",
-        None,
-        [
-            ready("a", 1),
-        ],
-        ["a"],
-        {"a"},
-        generation=1,
-    ).desired
-    old["engines"].append(ready("b", 1).to_dict())
-    update = agent("a", old, [ready("a", 2)], ["a", "b"], {"a", "b"}, generation=2)
+    old = central(None, [ready("a", 1), ready("b", 1)], generation=1).status
+    update = central(old, [ready("a", 2)], generation=2, expected=["a", "b"])
     assert not update.ready
-    assert conditions(update.desired)["Reconciling"] == ("True", "Pending")
+    assert conditions(update.status)["Reconciling"] == ("True", "Pending")
 
 
-def test_entries_of_gone_nodes_are_pruned_and_own_stale_entry_dropped() -> None:
-    current = {"engines": [ready("a").to_dict(), ready("b").to_dict(), ready("gone").to_dict()]}
-    update = agent("a", current, [], ["b"], {"a", "b"})  # a no longer matches; node "gone" is gone
-    assert update.prune == ("gone",)
-    assert "engines" not in update.apply  # a applies no entry: server-side apply removes its old one
-    assert [e["name"] for e in update.desired["engines"]] == ["b"]
-    assert update.ready
+def test_a_progress_write_keeps_the_entries_not_reported_now() -> None:
+    first = central(None, [ready("a"), ready("b")])
+    progress = compose_status(first.status, [retrying("a")], generation=1, expected=["a", "b"], now=T0, keep_own=True)
+    assert [e["name"] for e in progress.status["engines"]] == ["a", "b"]
 
 
 def test_no_targeted_engine_is_stalled() -> None:
-    update = agent("a", None, [], [], {"a"})
-    assert conditions(update.desired) == {
+    update = central(None, [])
+    assert conditions(update.status) == {
         "Ready": ("False", "NoEngines"),
         "Reconciling": ("False", "NoEngines"),
         "Stalled": ("True", "NoEngines"),
@@ -341,7 +299,7 @@ def test_invalid_spec_names_the_field_and_stalls() -> None:
     with pytest.raises(SpecInvalid) as error:
         validate_spec({"model": "ai/smollm2", "vllm": {"gpuMemoryUtilization": 1.5}}, "m")
     update = central(None, [invalid_spec_status("e", error.value, 1)])
-    stalled_condition = next(c for c in update.desired["conditions"] if c["type"] == "Stalled")
+    stalled_condition = next(c for c in update.status["conditions"] if c["type"] == "Stalled")
     assert stalled_condition["status"] == "True"
     assert stalled_condition["reason"] == "InvalidSpec"
     assert stalled_condition["message"].startswith("spec.vllm.gpuMemoryUtilization: 1.5 is out of range")
@@ -386,7 +344,7 @@ def obj(status: dict[str, Any] | None, generation: int = 1, deleting: bool = Fal
 def test_kstatus_and_argocd_of_each_state(
     peer_binaries: PeerBinaries, own: list[EngineStatus], verdict: str, health: str, is_ready: bool
 ) -> None:
-    status = central(None, own).desired
+    status = central(None, own).status
     assert kstatus_of(peer_binaries, obj(status)) == verdict
     assert argocd_health(peer_binaries, obj(status))[0]["status"] == health
     assert ready_verdict(obj(status)) is is_ready
@@ -394,7 +352,7 @@ def test_kstatus_and_argocd_of_each_state(
 
 @pytest.mark.peers
 def test_kstatus_sees_a_spec_the_controller_has_not_observed(peer_binaries: PeerBinaries) -> None:
-    status = central(None, [ready("e")], generation=1).desired
+    status = central(None, [ready("e")], generation=1).status
     assert kstatus_of(peer_binaries, obj(status, generation=2)) == "InProgress"
     assert not ready_verdict(obj(status, generation=2))  # Ready=True, but for generation 1
     assert kstatus_of(peer_binaries, obj(status, deleting=True)) == "Terminating"

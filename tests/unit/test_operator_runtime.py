@@ -8,16 +8,20 @@ import asyncio
 import copy
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from controller.emulator import RunningEmulator
+from controller.operator.aggregator import Aggregator
 from controller.operator.config import OperatorConfig
 from controller.operator.engines import EngineRef
 from controller.operator.kube import Conflict, Gone
 from controller.operator.runtime import Operator
 from tests.support.emulator import emulator
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
 class FakeKube:
@@ -99,17 +103,6 @@ class FakeKube:
 
     async def list_localmodels(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (ns, _), o in self.objects.items() if namespace in (None, ns)]
-
-    async def remove_engine_entries(
-        self, namespace: str, name: str, current: dict[str, Any], names: set[str]
-    ) -> dict[str, Any]:
-        body = self.objects[(namespace, name)]
-        if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
-            raise Conflict(409, "test failed")
-        body["status"]["engines"] = [e for e in body["status"]["engines"] if e["name"] not in names]
-        self.version += 1
-        body["metadata"]["resourceVersion"] = str(self.version)
-        return copy.deepcopy(body)
 
 
 class Events(list[tuple[str, str, str, str]]):
@@ -363,59 +356,48 @@ async def test_an_operator_with_many_finalize_attempts_never_sleeps_longer_than_
     await operator.aclose()
 
 
-async def test_node_agents_each_own_their_entry() -> None:
+async def test_node_agents_each_report_on_their_own_node_and_write_nothing_on_the_localmodel() -> None:
     kube, events = FakeKube(), Events()
     nodes = {"a": {"gpu": "yes"}, "b": {"gpu": "yes"}, "c": {}}
     async with emulator(preload_models=["ai/smollm2"]) as emu_a, emulator(preload_models=["ai/smollm2"]) as emu_b:
-        agent_a = Operator(
-            OperatorConfig(mode="node-agent", node_name="a"),
-            kube,  # type: ignore[arg-type]
-            [EngineRef("a", emu_a.url)],
-            nodes=nodes,
-            post_event=events,
-        )
-        agent_b = Operator(
-            OperatorConfig(mode="node-agent", node_name="b"),
-            kube,  # type: ignore[arg-type]
-            [EngineRef("b", emu_b.url)],
-            nodes=nodes,
-            post_event=events,
-        )
-        agent_c = Operator(
-            OperatorConfig(mode="node-agent", node_name="c"),
-            kube,  # type: ignore[arg-type]
-            [EngineRef("c", "http://127.0.0.1:9")],
-            nodes=nodes,
-            post_event=events,
-        )
+        agents = {
+            name: Operator(
+                OperatorConfig(mode="node-agent", node_name=name),
+                kube,  # type: ignore[arg-type]
+                [EngineRef(name, url)],
+                nodes=nodes,
+                post_event=events,
+            )
+            for name, url in (("a", emu_a.url), ("b", emu_b.url), ("c", "http://127.0.0.1:9"))
+        }
         kube.create("smol", {"model": "ai/smollm2", "nodeSelector": {"gpu": "yes"}})
-        await agent_a.reconcile_object(kube.get("smol"))
-        assert conditions(kube.get("smol"))["Ready"] == "False"  # b has not reported yet
-        await agent_c.reconcile_object(kube.get("smol"))  # not targeted: says nothing
-        await agent_b.reconcile_object(kube.get("smol"))
-        stored = kube.get("smol")
-        assert [e["name"] for e in stored["status"]["engines"]] == ["a", "b"]
-        assert conditions(stored)["Ready"] == "True"
-        assert kube.writes == ["localmodel-agent-a", "localmodel-agent-b"]
+        for agent in agents.values():
+            await agent.reconcile_object(kube.get("smol"))
+        assert kube.writes == []  # the LocalModel is the aggregator's to write
+        reports = {name: agent.node_report for name, agent in agents.items()}
+        assert {name: sorted(r.entries) for name, r in reports.items() if r} == {
+            "a": ["uid-smol"],
+            "b": ["uid-smol"],
+            "c": [],  # not targeted: nothing reported, nothing sent to its engine
+        }
         assert len(emu_a.state.config_entries()) == len(emu_b.state.config_entries()) == 1
 
-        # b's node loses the label: b removes its own entry (and unloads nothing on the way);
-        # a's view no longer expects b.
-        agent_b.node_changed("MODIFIED", {"metadata": {"name": "b", "labels": {}}})
-        agent_a.node_changed("MODIFIED", {"metadata": {"name": "b", "labels": {}}})
-        await agent_b.reconcile_object(kube.get("smol"))
-        stored = kube.get("smol")
-        assert [e["name"] for e in stored["status"]["engines"]] == ["a"]
-        assert conditions(stored)["Ready"] == "True"
+        aggregator = Aggregator(kube, nodes=lambda: nodes, clock=lambda: NOW)  # type: ignore[arg-type]
+        for report in reports.values():
+            assert report is not None
+            aggregator.node_report("ADDED", report.body())
+        assert aggregator.expected(kube.get("smol")) == (["a", "b"], [])
 
-        # Node a is deleted: b prunes a's entry, and no engine is targeted any more.
-        agent_b.node_changed("DELETED", {"metadata": {"name": "a"}})
-        await agent_b.reconcile_object(kube.get("smol"))
-        stored = kube.get("smol")
-        assert stored["status"]["engines"] == []
-        assert next(c["reason"] for c in stored["status"]["conditions"] if c["type"] == "Stalled") == "NoEngines"
-        for operator in (agent_a, agent_b, agent_c):
-            await operator.aclose()
+        # b's node loses the label: b drops its entry (and unloads nothing on the way).
+        nodes["b"] = {}
+        agents["b"].node_changed("MODIFIED", {"metadata": {"name": "b", "labels": {}}})
+        await agents["b"].reconcile_object(kube.get("smol"))
+        assert reports["b"] is not None
+        assert reports["b"].entries == {}
+        assert aggregator.expected(kube.get("smol")) == (["a"], [])
+        assert len(emu_b.state.config_entries()) == 1
+        for agent in agents.values():
+            await agent.aclose()
 
 
 async def test_an_engine_going_down_and_back_is_an_event_on_the_node_of_a_node_agent_only() -> None:

@@ -6,7 +6,6 @@ its status entry and, on deletion, its finalizer."""
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -14,16 +13,16 @@ from typing import Any
 import pytest
 
 from controller.emulator import RunningEmulator
-from controller.operator.config import OperatorConfig
-from controller.operator.engines import EngineRef
+from controller.operator.aggregator import Aggregator
 from controller.operator.kube import Forbidden
 from controller.operator.leases import AGENT_ROLE, LeaseRecord, Sighting, sight
+from controller.operator.nodereport import NodeReport
 from controller.operator.presence import AgentPresence, PresenceView, agent_lease_name
-from controller.operator.runtime import Operator
-from controller.operator.statuses import absent_note
+from controller.operator.summary import absent_note
+from controller.status import EngineStatus, Phase, Reason
 from tests.support.emulator import emulator
 from tests.support.leases import Clock, FakeLeases
-from tests.unit.test_operator_runtime import Events, FakeKube, conditions
+from tests.unit.test_operator_runtime import conditions
 
 NS = "localmodel-system"
 
@@ -199,151 +198,122 @@ async def test_without_lease_permissions_presence_is_off_and_every_matching_node
     assert agent.alive() is None
 
 
-# ---- what the operator makes of it ---------------------------------------------------------------
+# ---- what the aggregator makes of it (aggregator.py) ------------------------------------------------
 
 
-class Cluster(FakeKube, FakeLeases):
+class Recorder:
+    """The LocalModel writes the aggregator makes."""
+
     def __init__(self) -> None:
-        FakeKube.__init__(self)
-        FakeLeases.__init__(self)
-        self.removed_finalizers: list[set[str]] = []
+        self.finalizers: list[tuple[str | None, list[str]]] = []
+        self.statuses: list[dict[str, Any]] = []
 
-    async def remove_finalizers(
-        self, namespace: str, name: str, current: dict[str, Any], names: set[str]
-    ) -> dict[str, Any]:
-        body = self.objects[(namespace, name)]
-        body["metadata"]["finalizers"] = [f for f in body["metadata"].get("finalizers", []) if f not in names]
-        self.removed_finalizers.append(set(names))
-        return copy.deepcopy(body)
+    async def update_finalizers(self, namespace: str, name: str, current: Any, *, add: Any = None, remove: Any = ()):
+        self.finalizers.append((add, sorted(remove)))
+        return {}
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self.statuses.append(status)
+        return {}
 
 
-async def agent(
-    cluster: Cluster, clock: Clock, node: str, url: str, nodes: dict[str, dict[str, str]], events: Events
-) -> Operator:
-    presence = AgentPresence(
-        cluster,  # type: ignore[arg-type]
-        NS,
-        node,
-        duration=40,
-        monotonic=clock.monotonic,
-        wall_clock=clock.wall,
-    )
+async def presence_of(leases: FakeLeases, clock: Clock, node: str) -> AgentPresence:
+    presence = AgentPresence(leases, NS, node, duration=40, monotonic=clock.monotonic, wall_clock=clock.wall)  # type: ignore[arg-type]
     await presence.start()
-    return Operator(
-        OperatorConfig(mode="node-agent", node_name=node, operator_namespace=NS, watch_period=None),
-        cluster,  # type: ignore[arg-type]
-        [EngineRef(node, url)],
-        nodes=nodes,
-        post_event=events,
-        presence=presence,
-    )
+    return presence
 
 
-def ready_message(body: dict[str, Any]) -> str:
-    return next(c["message"] for c in body["status"]["conditions"] if c["type"] == "Ready")
+def report(node: str, *, ready: bool = True) -> dict[str, Any]:
+    body = NodeReport(node)
+    status = EngineStatus(node, Phase.READY, Reason.APPLIED, "ok", ready=ready, observed_generation=1)
+    body.report("ns", "smol", "uid-smol", status)
+    return body.body()
 
 
-async def test_a_matching_node_without_an_agent_is_named_and_does_not_hold_ready_back(emu: RunningEmulator) -> None:
-    cluster, clock, events = Cluster(), Clock(), Events()
-    nodes = {"a": {}, "control-plane": {}}  # the DaemonSet does not run on the tainted control-plane node
-    a = await agent(cluster, clock, "a", emu.url, nodes, events)
-    cluster.create("smol", {"model": "ai/smollm2"})
-    await a.reconcile_object(cluster.get("smol"))
-    stored = cluster.get("smol")
-    assert conditions(stored)["Ready"] == "True"
-    assert "no agent on node control-plane" in ready_message(stored)
-    assert [e["name"] for e in stored["status"]["engines"]] == ["a"]
-    await a.aclose()
-
-
-async def test_an_expired_agent_loses_its_entry_and_its_finalizer() -> None:
-    cluster, clock, events = Cluster(), Clock(), Events()
-    nodes = {"a": {}, "b": {}}
-    async with emulator(preload_models=["ai/smollm2"]) as emu_a, emulator(preload_models=["ai/smollm2"]) as emu_b:
-        a = await agent(cluster, clock, "a", emu_a.url, nodes, events)
-        b = await agent(cluster, clock, "b", emu_b.url, nodes, events)
-        await a.presence.refresh()  # type: ignore[union-attr]
-        cluster.create("smol", {"model": "ai/smollm2"})
-        cluster.objects[("ns", "smol")]["metadata"]["finalizers"] = ["localmodel.io/agent-a", "localmodel.io/agent-b"]
-        await a.reconcile_object(cluster.get("smol"))
-        await b.reconcile_object(cluster.get("smol"))
-        stored = cluster.get("smol")
-        assert [e["name"] for e in stored["status"]["engines"]] == ["a", "b"]
-        assert conditions(stored)["Ready"] == "True"
-        assert "no agent" not in ready_message(stored)
-
-        # b's agent dies (no renewal); a keeps renewing. After the lease duration a's list drops b and
-        # wakes the passes: a's next pass removes b's entry and stays Ready, naming b.
-        woken = a.state("uid-smol").wake
-        woken.clear()
-        for _ in range(5):
-            clock.advance(10)
-            await a.presence.renew()  # type: ignore[union-attr]
-        await a.presence.refresh()  # type: ignore[union-attr]
-        assert woken.is_set()
-        await a.reconcile_object(cluster.get("smol"))
-        stored = cluster.get("smol")
-        assert [e["name"] for e in stored["status"]["engines"]] == ["a"]
-        assert conditions(stored)["Ready"] == "True"
-        assert "no agent on node b" in ready_message(stored)
-
-        # Deleted: a applies the deletion policy and releases b's finalizer, which nobody else would.
-        deleting = cluster.get("smol")
-        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-        await a.finalize_object(deleting)
-        assert cluster.removed_finalizers == [{"localmodel.io/agent-b"}]
-        assert cluster.get("smol")["metadata"]["finalizers"] == ["localmodel.io/agent-a"]
-        assert "FinalizerReleased" in events.reasons("Normal")
-        for operator in (a, b):
-            await operator.aclose()
-
-
-async def test_an_agent_not_listed_yet_that_has_reported_is_expected_so_writers_agree() -> None:
-    cluster, clock, events = Cluster(), Clock(), Events()
-    nodes = {"a": {}, "b": {}}
-    async with emulator(preload_models=["ai/smollm2"]) as emu_a, emulator(preload_models=["ai/smollm2"]) as emu_b:
-        a = await agent(cluster, clock, "a", emu_a.url, nodes, events)  # lists before b's Lease exists
-        b = await agent(cluster, clock, "b", emu_b.url, nodes, events)
-        assert a.presence is not None
-        assert a.presence.alive() == {"a"}
-        cluster.create("smol", {"model": "ai/smollm2"})
-        await b.reconcile_object(cluster.get("smol"))
-        await a.reconcile_object(cluster.get("smol"))
-        stored = cluster.get("smol")
-        assert [e["name"] for e in stored["status"]["engines"]] == ["a", "b"]
-        assert "no agent" not in ready_message(stored)
-        # Both summarise the same set: further passes write nothing.
-        writes = len(cluster.writes)
-        for operator in (a, b, a, b):
-            await operator.reconcile_object(cluster.get("smol"))
-        assert len(cluster.writes) == writes
-        for operator in (a, b):
-            await operator.aclose()
-
-
-async def test_an_agent_that_dies_during_a_deletion_has_its_finalizer_released_when_its_lease_expires() -> None:
-    cluster, clock, events = Cluster(), Clock(), Events()
-    nodes = {"a": {}, "b": {}}
-    async with emulator(preload_models=["ai/smollm2"]) as emu_a:
-        a = await agent(cluster, clock, "a", emu_a.url, nodes, events)
-        b_presence = AgentPresence(cluster, NS, "b", monotonic=clock.monotonic, wall_clock=clock.wall)  # type: ignore[arg-type]
-        await b_presence.renew()
-        assert a.presence is not None
-        await a.presence.refresh()
-        assert a.presence.alive() == {"a", "b"}
-        # a finalized the object already (its finalizer is gone); b's agent died before finalizing.
-        cluster.create("smol", {"model": "ai/smollm2"})
-        meta = cluster.objects[("ns", "smol")]["metadata"]
-        meta["finalizers"] = ["localmodel.io/agent-b"]
+def smol(*, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "smol", "namespace": "ns", "uid": "uid-smol", "generation": 1}
+    meta["finalizers"] = ["localmodel.io/finalizer"]
+    if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-        a.object_changed("MODIFIED", cluster.get("smol"))
-        for _ in range(5):  # b's Lease expires; a keeps renewing and lists again
-            clock.advance(10)
-            await a.presence.renew()
-        await a.presence.refresh()
-        assert a.presence.expired() == {"b"}
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert cluster.removed_finalizers == [{"localmodel.io/agent-b"}]
-        assert cluster.get("smol")["metadata"]["finalizers"] == []
-        await a.aclose()
+    return {"metadata": meta, "spec": {"model": "ai/smollm2"}, "status": {}}
+
+
+def ready_message(status: dict[str, Any]) -> str:
+    return next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
+
+
+async def test_a_matching_node_without_an_agent_is_named_and_does_not_hold_ready_back() -> None:
+    leases, clock, api = FakeLeases(), Clock(), Recorder()
+    nodes = {"a": {}, "control-plane": {}}  # the DaemonSet does not run on the tainted control-plane node
+    presence = await presence_of(leases, clock, "a")
+    aggregator = Aggregator(api, nodes=lambda: nodes, presence=presence, clock=clock.wall)  # type: ignore[arg-type]
+    aggregator.node_report("ADDED", report("a"))
+    aggregator.object_changed("ADDED", smol())
+    await aggregator.settle("uid-smol")
+    [status] = api.statuses
+    assert status["ready"] == "1/1"
+    assert conditions({"status": status})["Ready"] == "True"
+    assert "no agent on node control-plane" in ready_message(status)
+
+
+async def test_an_expired_agent_is_no_longer_expected_nor_waited_for_on_deletion() -> None:
+    leases, clock, api = FakeLeases(), Clock(), Recorder()
+    nodes = {"a": {}, "b": {}}
+    a, b = await presence_of(leases, clock, "a"), await presence_of(leases, clock, "b")
+    await a.refresh()
+    aggregator = Aggregator(api, nodes=lambda: nodes, presence=a, clock=clock.wall)  # type: ignore[arg-type]
+    a.on_change = aggregator.everything_changed
+    for node in ("a", "b"):
+        aggregator.node_report("ADDED", report(node))
+    aggregator.object_changed("ADDED", smol())
+    await aggregator.settle("uid-smol")
+    assert api.statuses[-1]["ready"] == "2/2"
+
+    # b's agent dies (no renewal); a keeps renewing. After the lease duration a's list drops b and marks
+    # every object: the summary expects a only, and names b.
+    for _ in range(5):
+        clock.advance(10)
+        await a.renew()
+    await a.refresh()
+    assert a.expired() == {"b"}
+    assert "uid-smol" in aggregator._dirty
+    await aggregator.settle("uid-smol")
+    assert api.statuses[-1]["ready"] == "1/1"
+    assert "no agent on node b" in ready_message(api.statuses[-1])
+
+    # Deleted: a applied the deletion policy and dropped its entry; b's entry stays (it is dead), and
+    # the finalizer is released without it.
+    aggregator.node_report("MODIFIED", NodeReport("a").body())
+    aggregator.object_changed("MODIFIED", smol(deleting=True))
+    await aggregator.settle("uid-smol")
+    assert api.finalizers == [(None, ["localmodel.io/finalizer"])]
+    await b.refresh()  # (b is only here to have held a Lease)
+
+
+async def test_an_agent_not_listed_yet_that_has_reported_is_expected() -> None:
+    leases, clock, api = FakeLeases(), Clock(), Recorder()
+    nodes = {"a": {}, "b": {}}
+    a = await presence_of(leases, clock, "a")  # lists before b's Lease exists
+    await presence_of(leases, clock, "b")
+    assert a.alive() == {"a"}
+    aggregator = Aggregator(api, nodes=lambda: nodes, presence=a, clock=clock.wall)  # type: ignore[arg-type]
+    aggregator.node_report("ADDED", report("a"))
+    aggregator.node_report("ADDED", report("b"))
+    aggregator.object_changed("ADDED", smol())
+    assert aggregator.expected(smol()) == (["a", "b"], [])
+
+
+async def test_a_deletion_waits_for_a_live_agent_that_still_reports_the_object() -> None:
+    leases, clock, api = FakeLeases(), Clock(), Recorder()
+    nodes = {"a": {}, "b": {}}
+    a, b = await presence_of(leases, clock, "a"), await presence_of(leases, clock, "b")
+    await a.refresh()
+    aggregator = Aggregator(api, nodes=lambda: nodes, presence=a, clock=clock.wall)  # type: ignore[arg-type]
+    aggregator.node_report("ADDED", report("b"))
+    aggregator.object_changed("MODIFIED", smol(deleting=True))
+    await aggregator.settle("uid-smol")
+    assert api.finalizers == []  # b is alive and has not finalized yet
+    aggregator.node_report("MODIFIED", NodeReport("b").body())
+    await aggregator.settle("uid-smol")
+    assert api.finalizers == [(None, ["localmodel.io/finalizer"])]
+    await b.refresh()

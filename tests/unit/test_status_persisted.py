@@ -51,18 +51,14 @@ def test_a_restart_composes_the_status_the_object_already_holds() -> None:
         [ready(Reason.DRIFT_REPAIRED, T0)],
         generation=1,
         expected=["emu"],
-        owns=lambda _: True,
-        existing_engine=lambda _: True,
         now=T0,
     )
     after_restart = compose_status(
-        before.desired,
+        before.status,
         [ready()],
         generation=1,
         expected=["emu"],
-        owns=lambda _: True,
-        existing_engine=lambda _: True,
         now=T1,
     )
     assert not after_restart.changed
-    assert after_restart.desired == before.desired
+    assert after_restart.status == before.status
