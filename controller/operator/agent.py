@@ -22,6 +22,7 @@ from controller.operator.aggregator import Aggregator
 from controller.operator.config import OperatorConfig
 from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
 from controller.operator.kube import Gone, KubeClient, KubeError
+from controller.operator.nodereport import report_name
 from controller.operator.outage import ApiOutage
 from controller.operator.passloops import PassLoops
 from controller.operator.presence import AgentPresence
@@ -72,7 +73,7 @@ class NodeAgent:
         """Before the first pass: this node's report as the server holds it, without the entries of
         LocalModels that no longer exist (deleted while this agent was away: their finalizer was released
         without it, as for any agent whose Lease expired)."""
-        node = self.report.node
+        node = report_name(self.report.node, self.report.scope)
         try:
             self.report.load(await self.kube.get_localmodelnode(node))
         except Gone:

@@ -27,7 +27,7 @@ class FakeApi:
         self.status_writes = 0
 
     async def get_localmodelnode(self, name: str) -> dict[str, Any]:
-        if self.report is None:
+        if self.report is None or self.report["metadata"]["name"] != name:
             raise Gone(404, "not found")
         return self.report
 
@@ -51,8 +51,8 @@ def localmodel(name: str, spec: dict[str, Any], *, deleting: bool = False) -> di
     return {"apiVersion": "localmodel.io/v1alpha1", "kind": "LocalModel", "metadata": meta, "spec": spec}
 
 
-def node_agent(api: FakeApi, url: str) -> NodeAgent:
-    config = OperatorConfig(mode="node-agent", node_name=NODE, watch_period=None)
+def node_agent(api: FakeApi, url: str, namespaces: tuple[str, ...] = ()) -> NodeAgent:
+    config = OperatorConfig(mode="node-agent", node_name=NODE, watch_period=None, namespaces=namespaces)
     operator = Operator(config, api, [EngineRef(NODE, url)], nodes={NODE: {}})  # type: ignore[arg-type]
     return NodeAgent(operator, api, presence=None, elector=None)  # type: ignore[arg-type]
 
@@ -102,8 +102,8 @@ async def test_a_restarted_agent_drops_the_entries_of_deleted_localmodels() -> N
         {"namespace": "ns", "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"], "ready": True}
         for obj in (kept, deleted)
     ]
-    api = FakeApi(report={"metadata": {"name": NODE}, "status": {"models": entries}}, localmodels=[kept])
-    agent = node_agent(api, "http://127.0.0.1:9")
+    api = FakeApi(report={"metadata": {"name": f"{NODE}.ns-ns"}, "status": {"models": entries}}, localmodels=[kept])
+    agent = node_agent(api, "http://127.0.0.1:9", namespaces=("ns",))  # its report is named `<node>.<scope>`
     await agent.load()
     assert set(agent.report.entries) == {"uid-kept"}
     assert agent.report.changed  # the writer sends the report without the deleted object's entry
