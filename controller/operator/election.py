@@ -23,7 +23,6 @@ Takeover after a leader crash: at most `duration + retry` seconds (15 s + 2 s by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -38,6 +37,7 @@ from typing import Any, Final
 from controller.operator.identity import short_label
 from controller.operator.kube import Forbidden, Gone, KubeClient, KubeError
 from controller.operator.leases import LEADER_ROLE, LeaseRecord
+from controller.waits import sleep_or_wake
 
 log = logging.getLogger("localmodel.operator")
 
@@ -205,15 +205,7 @@ class LeaderElector:
             log.debug("leader election: %s", exc)
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
-        waiter = asyncio.ensure_future(stop.wait())
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        try:
-            await asyncio.wait([waiter, sleeper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, sleeper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await sleep_or_wake(seconds, stop.wait(), sleep=self._sleep)
 
 
 def _changed(before: LeaseRecord, after: LeaseRecord) -> bool:

@@ -32,6 +32,7 @@ from controller.operator.status_writer import EventPoster, object_key
 from controller.reconcile import EngineReconciler
 from controller.refs import canonical_ref
 from controller.spec import API_VERSION, KIND, LocalModel, ObjectMeta, SpecInvalid, validate_spec
+from controller.waits import sleep_or_wake
 
 log = logging.getLogger("localmodel.operator")
 
@@ -196,13 +197,7 @@ class Finalization:
             delay = cleanups.RETRIES.after(failures)
             assert delay is not None  # clean-ups are retried until they are done or dropped
             self._cleanups_wake.clear()
-            sleeper = asyncio.ensure_future(self._sleep(delay))
-            waker = asyncio.ensure_future(self._cleanups_wake.wait())
-            try:
-                await asyncio.wait([sleeper, waker], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await sleep_or_wake(delay, self._cleanups_wake.wait(), sleep=self._sleep)
             failures = 0 if await self.retry_cleanups() else failures + 1
 
     async def retry_cleanups(self) -> bool:

@@ -23,7 +23,6 @@ before: an error in the log says which permission to grant.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from typing import Any, Final
 from controller.operator.identity import Identity
 from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError
 from controller.operator.leases import AGENT_ROLE, ROLE_LABEL, LeaseRecord, Sighting, sight
+from controller.waits import sleep_or_wake
 
 log = logging.getLogger("localmodel.operator")
 
@@ -136,14 +136,7 @@ class AgentPresence:
                 self.on_change()
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
-        waiter, sleeper = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._sleep(seconds))
-        try:
-            await asyncio.wait([waiter, sleeper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, sleeper):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await sleep_or_wake(seconds, stop.wait(), sleep=self._sleep)
 
     async def renew(self) -> None:
         now = self._wall_clock()
