@@ -179,6 +179,10 @@ class Finalization:
         self._unsaved = set()
         return True
 
+    def engine_answers(self) -> None:
+        """An engine was seen answering again (the engine watch): try the owed clean-ups now."""
+        self._cleanups_wake.set()
+
     def start_cleanups(self) -> None:
         self.metrics.pending_cleanups.set(len(self.owed))
         if (

@@ -391,6 +391,7 @@ class Operator:
         engine.observations.invalidate()
         for state in self._states.values():
             state.wake.set()
+        self.finalization.engine_answers()
 
     def _node_event(self, kind: str, reason: str, message: str) -> None:
         """A node agent's engine is its node's: going down and coming back are one Event each on the Node

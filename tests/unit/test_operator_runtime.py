@@ -336,6 +336,48 @@ async def test_an_engine_that_is_gone_releases_the_finalizer_with_a_warning() ->
     await operator.aclose()
 
 
+async def test_an_owed_clean_up_is_tried_at_once_when_the_engine_answers_again() -> None:
+    """The clean-ups owed after a released finalizer wait for their backoff, or for the engine watch to
+    see the engine answer again: then at once (the wake-up was never set before)."""
+    kube, events = FakeKube(), Events()
+    async with emulator(preload_models=["ai/smollm2"]) as emu:
+        url = emu.url
+    # The engine is down now (same address, nothing listening): the finalizer is released, a clean-up owed.
+    long_sleeps = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds >= 10:  # the clean-ups' backoff: only the engine coming back may end it
+            long_sleeps.set()
+            await asyncio.Event().wait()
+
+    operator = Operator(
+        OperatorConfig(finalize_attempts=1, watch_period=1.0),
+        kube,  # type: ignore[arg-type]
+        [EngineRef("emu", url)],
+        post_event=events,
+        sleep=sleep,
+    )
+    await operator.finalize_object(kube.create("smol", {"model": "ai/smollm2"}))
+    del kube.objects[("ns", "smol")]  # the finalizer released, the API server removes the object
+    assert len(operator.finalization.owed) == 1
+    await asyncio.wait_for(long_sleeps.wait(), 5)
+    rounds: list[bool] = []
+    retry = operator.finalization.retry_cleanups
+
+    async def counted() -> bool:
+        rounds.append(await retry())
+        return rounds[-1]
+
+    operator.finalization.retry_cleanups = counted  # type: ignore[method-assign]
+    operator._engine_back(operator.engines[0], 0.0)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if rounds:
+            break
+    assert rounds  # tried without waiting for the backoff
+    await operator.aclose()
+
+
 async def test_an_operator_with_many_finalize_attempts_never_sleeps_longer_than_the_backoff_cap() -> None:
     kube, events = FakeKube(), Events()
     slept: list[float] = []
