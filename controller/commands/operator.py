@@ -18,10 +18,12 @@ modes:
               docker-model-runner Service (in the operator's namespace) and the host's DMR (kind,
               minikube) answers.
   node-agent  a DaemonSet, one agent per node: the node's own engine (its address, --engine-port),
-              for the LocalModels whose spec.nodeSelector matches the node's labels. Each agent has
-              its own finalizer and writes only its own status.engines[] entry. Each agent renews
-              a Lease (localmodel-agent-<node>, operator's namespace): a matching node without a
-              live agent is named in the status but does not hold Ready back.
+              for the LocalModels whose spec.nodeSelector matches the node's labels. Each agent
+              reports in its node's LocalModelNode (kubectl get lmn) and renews a Lease
+              (localmodel-agent-<node>, operator's namespace). One agent, elected on the Lease
+              localmodel-aggregator, writes each LocalModel's summary (READY 37/40) and holds its
+              one finalizer: a matching node without a live agent is named in the status but does
+              not hold Ready back, nor a deletion.
 
 central mode runs two replicas in the shipped manifests: they elect a leader on a Lease; the standby
 replica reconciles nothing and writes nothing until it takes over (its /readyz answers 200: it is

@@ -90,7 +90,8 @@ def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
 
 def entry_status(entry: Mapping[str, Any]) -> EngineStatus:
-    """An EngineStatus from a `status.engines[]` entry (another writer's), enough to summarise it."""
+    """An EngineStatus from a `status.engines[]`-shaped entry (a node's entry in its LocalModelNode, for the
+    aggregator's summary), enough to summarise it."""
     try:
         reason = Reason(entry.get("reason") or "")
     except ValueError:
