@@ -134,7 +134,8 @@ async def test_an_agent_creates_then_renews_its_lease_and_notices_an_expiry() ->
     assert a.alive() == {"a", "b"}
 
 
-async def test_the_agent_loop_renews_every_quarter_duration_and_lists_every_duration() -> None:
+async def calls_in_a_loop(*, listing: bool, seconds: float) -> list[str]:
+    """The Lease API calls of agent `a`'s loop (after its start) over `seconds` of virtual time."""
     clock, api = Clock(), FakeLeases()
     agent = AgentPresence(
         api,  # type: ignore[arg-type]
@@ -146,46 +147,31 @@ async def test_the_agent_loop_renews_every_quarter_duration_and_lists_every_dura
         sleep=clock.sleep,
     )
     await agent.start()
+    agent.listing = listing
     api.calls.clear()
     stop = asyncio.Event()
 
-    async def sleep_a_virtual_minute(seconds: float) -> None:
-        await clock.sleep(seconds)
-        if clock.t > 1000 + 60:
+    async def sleep_until_the_end(step: float) -> None:
+        await clock.sleep(step)
+        if clock.t > 1000 + seconds:
             stop.set()
 
-    agent._sleep = sleep_a_virtual_minute
+    agent._sleep = sleep_until_the_end
     await agent.run(stop)
-    assert api.calls.count("update") == 6  # every 10 s for 60 s
-    assert api.calls.count("list") == 1  # at 40 s
-    assert "get" not in api.calls
-    assert "create" not in api.calls
+    return list(api.calls)
+
+
+async def test_the_agent_loop_renews_every_quarter_duration_and_lists_every_duration() -> None:
+    calls = await calls_in_a_loop(listing=True, seconds=60)
+    assert calls.count("update") == 6  # every 10 s for 60 s
+    assert calls.count("list") == 1  # at 40 s
+    assert "get" not in calls
+    assert "create" not in calls
 
 
 async def test_an_agent_that_is_not_the_aggregator_only_renews() -> None:
-    clock, api = Clock(), FakeLeases()
-    agent = AgentPresence(
-        api,  # type: ignore[arg-type]
-        NS,
-        "a",
-        duration=40,
-        monotonic=clock.monotonic,
-        wall_clock=clock.wall,
-        sleep=clock.sleep,
-    )
-    agent.listing = False  # only the aggregator lists the agent Leases (aggregator.py)
-    await agent.renew()
-    api.calls.clear()
-    stop = asyncio.Event()
-
-    async def sleep_two_virtual_minutes(seconds: float) -> None:
-        await clock.sleep(seconds)
-        if clock.t > 1000 + 120:
-            stop.set()
-
-    agent._sleep = sleep_two_virtual_minutes
-    await agent.run(stop)
-    assert api.calls == ["update"] * 12  # one request per renewal period, nothing else
+    # Only the aggregator lists the agent Leases (aggregator.py): one request per renewal period, nothing else.
+    assert await calls_in_a_loop(listing=False, seconds=120) == ["update"] * 12
 
 
 async def test_without_lease_permissions_presence_is_off_and_every_matching_node_is_expected() -> None:
