@@ -231,6 +231,7 @@ async def run_design(
                 waiting = [i for i in items if not ready_verdict(i)]
                 print(f"  {len(waiting)} of {len(items)} LocalModels not Ready yet", file=sys.stderr)
         ready_seconds = time.monotonic() - t0
+        engine_requests = sum(e.client.requests_sent for d in running for e in d.agent.operator.engines)
         rollout = delta(await asyncio.to_thread(server_counters, http), before)
         rss = rss_bytes() - rss0
         idle_before = await asyncio.to_thread(server_counters, http)
@@ -251,6 +252,7 @@ async def run_design(
         "rss_per_node": rss / len(nodes),
         "status_writes": status_writes,
         "conflicts": 0,
+        "engine_requests_per_node": engine_requests / len(nodes),  # until all Ready (the agents' own engines)
     }
 
 
@@ -381,6 +383,8 @@ def print_row(size: int, design: str, r: dict[str, Any] | str, *, flush: bool = 
         file=sys.stderr,
         flush=flush,
     )
+    if "engine_requests_per_node" in r:
+        print(f"  engine requests per node until all Ready: {r['engine_requests_per_node']:.0f}", file=sys.stderr)
     idle = {k[4:]: v for k, v in r["idle_per_minute"].items() if k.startswith("req ") and v >= 0.5}
     if idle:
         print("  idle requests/min: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(idle.items())), file=sys.stderr)

@@ -132,8 +132,6 @@ class AgentPresence:
                 continue
             if self._monotonic() - self._listed_at >= self.duration:
                 await self.refresh()
-            elif self._recompute():  # a Lease may have expired since the last list
-                self.on_change()
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
         await sleep_or_wake(seconds, stop.wait(), sleep=self._sleep)
@@ -183,9 +181,12 @@ class AgentPresence:
             self.on_change()
 
     def _recompute(self) -> bool:
-        now = self._monotonic()
-        alive = self.view.alive(now) | {self.node}
-        self._expired = self.view.expired(now) - {self.node}
+        # Judged as of the last list, the last time anyone looked: between two lists a live agent's renewals
+        # are simply not seen, and a Lease first seen with an old renewTime would otherwise expire before the
+        # next list could show its renewals (test_a_live_agent_first_seen_with_an_old_renewal_...).
+        seen = self._listed_at
+        alive = self.view.alive(seen) | {self.node}
+        self._expired = self.view.expired(seen) - {self.node}
         if alive == self._alive:
             return False
         gone, came = sorted(self._alive - alive), sorted(alive - self._alive)

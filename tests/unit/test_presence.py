@@ -134,6 +134,29 @@ async def test_an_agent_creates_then_renews_its_lease_and_notices_an_expiry() ->
     assert a.alive() == {"a", "b"}
 
 
+async def test_a_live_agent_first_seen_with_an_old_renewal_is_not_expired_before_the_next_list() -> None:
+    """Measured at 50 nodes (docs/scale.md): the aggregator saw an agent's Lease for the first time 12 s after
+    its last renewal (credited with that age), and the loop's check between two lists expired it 28 s later,
+    though the agent renewed every 10 s: nobody had looked. Expiry needs a list that shows no renewal."""
+    clock, api = Clock(), FakeLeases()
+    changes: list[set[str] | None] = []
+    b = AgentPresence(api, NS, "b", duration=40, monotonic=clock.monotonic, wall_clock=clock.wall)  # type: ignore[arg-type]
+    await b.renew()
+    clock.advance(12)
+    a = AgentPresence(api, NS, "a", duration=40, monotonic=clock.monotonic, wall_clock=clock.wall)  # type: ignore[arg-type]
+    await a.start()  # first sight of b: renewed 12 s ago
+    a.on_change = lambda: changes.append(a.alive())
+    assert a.alive() == {"a", "b"}
+    for _ in range(3):  # b keeps renewing every 10 s; a's loop renews and checks, without listing yet
+        clock.advance(10)
+        await b.renew()
+        await a.renew()
+        if a._recompute():
+            a.on_change()
+    assert a.alive() == {"a", "b"}
+    assert changes == []
+
+
 async def calls_in_a_loop(*, listing: bool, seconds: float) -> list[str]:
     """The Lease API calls of agent `a`'s loop (after its start) over `seconds` of virtual time."""
     clock, api = Clock(), FakeLeases()
