@@ -174,6 +174,8 @@ class Aggregator:
                 except KubeError as exc:
                     log.warning("aggregator: %s not settled: %s; trying again", _key(self.objects.get(uid)), exc)
                     self._dirty.add(uid)
+                except Exception:  # one object's surprise must not end every summary: its next event retries
+                    log.exception("aggregator: %s not settled", _key(self.objects.get(uid)))
             if self._dirty:
                 self._wake.set()
             await self._sleep(self.interval)  # coalesce: a wave of node reports becomes one write per object

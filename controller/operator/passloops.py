@@ -9,7 +9,8 @@ interval), and the aggregator holds the object's one finalizer (aggregator.py).
 
 Deletion: once the object shows a deletionTimestamp its loop stops and `finalize` runs once (apply
 `deletionPolicy` on this node's engine, then drop the node's entry); the aggregator releases the
-finalizer when no live agent reports the object any more.
+finalizer when no live agent reports the object any more. An object that is gone (DELETED) without a
+deletionTimestamp seen first is finalized then, once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PassLoops:
         self.bodies: dict[str, Mapping[str, Any]] = {}  # uid -> the object as last seen
         self._loops: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._finalizing: dict[str, asyncio.Task[None]] = {}
+        self._finalized: set[str] = set()  # uids finalized here, until their DELETED event
         self.closed = False
 
     def changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -48,14 +50,19 @@ class PassLoops:
         if not uid or self.closed:
             return
         if event_type == "DELETED":
-            self.bodies.pop(uid, None)
+            known = self.bodies.pop(uid, None) is not None
             self._stop(uid)
+            # Gone without a deletion seen first (deleted before the aggregator's finalizer was on it, or while
+            # this agent's watch was down): the DELETED event is the evidence; finalize once, as on a deletion.
+            if known and uid not in self._finalized and uid not in self._finalizing:
+                self._start_finalize(uid, body)
+            self._finalized.discard(uid)
             return
         self.bodies[uid] = body
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             self._stop(uid)
-            if uid not in self._finalizing:
-                self._finalizing[uid] = asyncio.create_task(self._finalize_once(uid, body), name=f"finalize {uid}")
+            if uid not in self._finalizing and uid not in self._finalized:
+                self._start_finalize(uid, body)
             return
         if uid not in self._loops:
             stop = asyncio.Event()
@@ -77,9 +84,13 @@ class PassLoops:
                 return
             await self._wait(uid, delay, stop.wait())
 
+    def _start_finalize(self, uid: str, body: Mapping[str, Any]) -> None:
+        self._finalizing[uid] = asyncio.create_task(self._finalize_once(uid, body), name=f"finalize {uid}")
+
     async def _finalize_once(self, uid: str, body: Mapping[str, Any]) -> None:
         try:
             await self._finalize(body)
+            self._finalized.add(uid)
         except Exception:  # the aggregator keeps the finalizer while this node still reports the object
             log.exception("finalizing %s failed; the node keeps its entry until the next deletion event", _key(body))
         finally:

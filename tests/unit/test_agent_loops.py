@@ -79,6 +79,32 @@ async def test_a_deletion_stops_the_passes_and_finalizes_once() -> None:
     await loops.aclose()
 
 
+async def test_an_object_gone_without_a_deletion_seen_first_is_finalized_once() -> None:
+    """Deleted before the aggregator's finalizer was on it: the DELETED event is all the agent sees."""
+    rec = Recorder()
+    loops = PassLoops(rec.run_pass, rec.wait, rec.finalize)
+    loops.changed("ADDED", body("a"))
+    await settle()
+    loops.changed("DELETED", body("a"))
+    await settle()
+    assert rec.finalized == ["a"]
+    await loops.aclose()
+
+
+async def test_a_deletion_then_its_deleted_event_finalize_once_and_an_unknown_object_not_at_all() -> None:
+    rec = Recorder()
+    loops = PassLoops(rec.run_pass, rec.wait, rec.finalize)
+    loops.changed("ADDED", body("a"))
+    await settle()
+    loops.changed("MODIFIED", body("a", deleting=True))
+    await settle()
+    loops.changed("DELETED", body("a", deleting=True))
+    loops.changed("DELETED", body("never-seen"))
+    await settle()
+    assert rec.finalized == ["a"]
+    await loops.aclose()
+
+
 async def test_a_failing_pass_is_logged_and_tried_again_not_the_end_of_the_loop() -> None:
     rec = Recorder(fail_first=1)
     loops = PassLoops(rec.run_pass, rec.wait, rec.finalize)
