@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.operator.aggregator import FINALIZER, Aggregator
-from controller.operator.kube import Conflict
+from controller.operator.kube import Conflict, Gone
 from controller.operator.nodereport import NodeReport, node_entries, report_node, report_scope
 from controller.operator.summary import MAX_FAILING_NODES, same_summary, summarize_nodes
 from controller.status import EngineStatus, Phase, Reason
@@ -291,3 +292,56 @@ def test_only_the_objects_whose_entry_changed_are_marked() -> None:
     body["status"]["models"].append({**node_entries(body)["u1"], "uid": "u2", "name": "other"})
     agg.node_report("MODIFIED", body)
     assert agg._dirty == {"u2"}
+
+
+class WatchingKube(RecordingKube):
+    """LocalModelNodes: a list, then watches that each yield some events and end as the server says."""
+
+    def __init__(self, lists: list[list[dict[str, Any]]], watches: list[list[dict[str, Any]] | Exception]) -> None:
+        super().__init__()
+        self.lists, self.watches = lists, watches
+        self.listed = 0
+        self.watched_from: list[str] = []
+
+    async def list_localmodelnodes(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        assert label_selector == "localmodel.io/scope=cluster"
+        self.listed += 1
+        return self.lists.pop(0), f"rv{self.listed}"
+
+    async def watch_localmodelnodes(self, label_selector: str, resource_version: str):  # type: ignore[no-untyped-def]
+        self.watched_from.append(resource_version)
+        if not self.watches:
+            await asyncio.Event().wait()  # the last watch stays open
+        step = self.watches.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        for event in step:
+            yield event
+
+
+def event(kind: str, body: dict[str, Any], rv: str) -> dict[str, Any]:
+    return {"type": kind, "object": {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}}
+
+
+async def test_the_aggregator_follows_the_reports_resumes_its_watch_and_lists_again_when_it_expired() -> None:
+    first, second = node_object("n1", ready("n1")), node_object("n2", ready("n2"))
+    kube = WatchingKube(
+        lists=[[first], [first, second]],
+        watches=[
+            [event("BOOKMARK", {"metadata": {}}, "rv5")],  # the server ends the watch after a bookmark
+            [event("ADDED", second, "rv6")],
+            Gone(410, "too old resource version"),  # expired: list again
+        ],
+    )
+    agg = aggregator(kube, ["n1", "n2"])  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(agg._follow(stop))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    stop.set()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert kube.watched_from == ["rv1", "rv5", "rv6", "rv2"]  # resumed from the bookmark, then from a new list
+    assert kube.listed == 2
+    assert sorted(agg.reports) == ["n1", "n2"]
