@@ -46,7 +46,7 @@ from controller.operator.status_writer import (
     StatusWriter,
     object_key,
 )
-from controller.operator.statuses import StatusUpdate, invalid_spec_status, spec_error_message
+from controller.operator.statuses import invalid_spec_status, spec_error_message
 from controller.operator.targeting import raw_node_selector, selector_matches
 from controller.plan import effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
@@ -282,12 +282,12 @@ class Operator:
                     written_against = await self.status.with_finalizer(obj, body, state)
                     if written_against is not obj:
                         obj = self._bodies[key] = written_against
-                update: StatusUpdate | None
                 try:
                     if self.node_report is not None:
-                        update = self._report(obj, statuses)
+                        ready: bool | None = self._report(obj, statuses)
                     else:
                         update = await self.status.publish(obj, statuses, state=state)
+                        ready = None if update is None else update.ready
                 finally:
                     held, state.held_events = state.held_events or [], None
                 # The pass's Normal events ("applied and verified") go out once its status is written: an
@@ -300,10 +300,10 @@ class Operator:
         state.last_pass_end = self._monotonic()
         if state.forbidden:
             requeue = FORBIDDEN_RETRIES.after(state.forbidden)
-        elif update is None:
+        elif ready is None:  # the status could not be written
             requeue = min(requeue or STATUS_RETRY_SECONDS, STATUS_RETRY_SECONDS)
         else:
-            self._ready.update(meta["uid"], update.ready)
+            self._ready.update(meta["uid"], ready)
         self.metrics.reconciles.labels(result).inc()
         self.metrics.models_ready.set(len(self._ready))
         self.metrics.models.set(len(self._states))
@@ -424,9 +424,9 @@ class Operator:
             if state.forbidden:
                 state.wake.set()
 
-    def _report(self, obj: Mapping[str, Any], statuses: Sequence[EngineStatus]) -> StatusUpdate:
+    def _report(self, obj: Mapping[str, Any], statuses: Sequence[EngineStatus]) -> bool:
         """Node-agent mode: this node's result goes into its LocalModelNode (written by agent.py's writer);
-        an object that does not target the node has no entry there."""
+        an object that does not target the node has no entry there. Returns whether it is ready here."""
         assert self.node_report is not None
         meta = obj["metadata"]
         if statuses:
@@ -434,7 +434,7 @@ class Operator:
         else:
             self.node_report.drop(meta["uid"])
         self.on_report(urgent=True)
-        return StatusUpdate(status={}, changed=False, ready=all(s.ready for s in statuses))
+        return all(s.ready for s in statuses)
 
     @property
     def clock(self) -> Callable[[], datetime]:
