@@ -1,11 +1,13 @@
 """The operator's one pass per LocalModel, whatever triggered it, and its finalizer.
 
     pass = parse the spec -> reconcile on each targeted engine (controller.reconcile) -> write status
+           (central mode: the object's status; a node agent: its node's LocalModelNode report)
 
-The kopf handlers (handlers.py) only decide *when* a pass runs; everything else is here or in the parts
-this composes, free of kopf, so it can be tested with a fake API server and emulated engines: the status
-writes, pull progress and missing permissions are status_writer.py's; deletion on the engines, the
-finalizers of gone agents and the clean-ups owed after a released finalizer are finalization.py's.
+The kopf handlers (handlers.py) and, for a node agent, agent.py only decide *when* a pass runs;
+everything else is here or in the parts this composes, free of kopf, so it can be tested with a fake API
+server and emulated engines: the status writes, pull progress and missing permissions are
+status_writer.py's; deletion on the engines and the clean-ups owed after a released finalizer are
+finalization.py's.
 State kept between passes is only what makes them cheap (the shared engine observations, when each object
 last passed) and can be lost: a restarted operator re-derives everything from the objects and the engines.
 """
