@@ -147,19 +147,62 @@ class Agent:
         await self.http.aclose()
 
 
+SERVE_ENGINES = "--serve-engines"  # (internal) this script as the engines' own process
+
+
+async def serve_engines(count: int, models: list[str]) -> None:
+    """(In the engines' own process) `count` emulated engines; their URLs as one JSON line on stdout;
+    until stdin closes."""
+    async with engines_here(count, models) as urls:
+        print(json.dumps(urls), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+@contextlib.asynccontextmanager
+async def engines_here(count: int, models: list[str]) -> AsyncIterator[list[str]]:
+    catalog = Catalog([*DEFAULT_ARTIFACTS, *(artifact_from_json({"name": m}) for m in models)])
+    async with contextlib.AsyncExitStack() as stack:
+        urls = []
+        for _ in range(count):
+            emu = await stack.enter_async_context(
+                running_emulator("127.0.0.1", 0, catalog=catalog, preload_models=models, load_seconds=0)
+            )
+            urls.append(emu.url)
+        yield urls
+
+
+@contextlib.asynccontextmanager
+async def engines(count: int, models: list[str], *, separate: bool) -> AsyncIterator[list[str]]:
+    """The nodes' emulated engines: in this process, or (`separate`) in one process of their own, as real
+    engines are not in their agents' process (the agents' CPU is then theirs alone, as on real nodes)."""
+    if not separate:
+        async with engines_here(count, models) as urls:
+            yield urls
+        return
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, SERVE_ENGINES, str(count), json.dumps(models),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    line = await proc.stdout.readline()
+    try:
+        yield json.loads(line)
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+
+
 @contextlib.asynccontextmanager
 async def agents(
-    url: str, token: str, namespace: str, nodes: list[str], models: list[str], lease: float
+    url: str, token: str, namespace: str, nodes: list[str], models: list[str], lease: float, separate: bool
 ) -> AsyncIterator[list[Agent]]:
-    catalog = Catalog([*DEFAULT_ARTIFACTS, *(artifact_from_json({"name": m}) for m in models)])
     labels = {node: {"localmodel-bench": "yes"} for node in nodes}
     async with contextlib.AsyncExitStack() as stack:
         running: list[Agent] = []
         tasks: list[asyncio.Task[None]] = []
-        for node in nodes:
-            emu = await stack.enter_async_context(
-                running_emulator("127.0.0.1", 0, catalog=catalog, preload_models=models, load_seconds=0)
-            )
+        urls = await stack.enter_async_context(engines(len(nodes), models, separate=separate))
+        for node, engine_url in zip(nodes, urls, strict=True):
             kube = KubeClient(url, token=lambda: token, verify=False)
             config = OperatorConfig(
                 mode="node-agent",
@@ -172,7 +215,7 @@ async def agents(
             )
             presence = AgentPresence(kube, OPERATOR_NAMESPACE, node, duration=lease)
             await presence.start()
-            operator = Operator(config, kube, [EngineRef(node, emu.url)], nodes=labels)
+            operator = Operator(config, kube, [EngineRef(node, engine_url)], nodes=labels)
             agent = NodeAgent(operator, kube, presence=presence, elector=aggregator_elector(config, kube))
             await agent.load()
             agent.start_watches()
@@ -190,7 +233,14 @@ async def agents(
 
 
 async def run_design(
-    http: httpx.Client, url: str, token: str, nodes: list[str], models: list[str], lease: float, idle: float
+    http: httpx.Client,
+    url: str,
+    token: str,
+    nodes: list[str],
+    models: list[str],
+    lease: float,
+    idle: float,
+    separate_engines: bool = True,
 ) -> dict[str, Any]:
     namespace = f"scale-bounded-{len(nodes)}-{int(time.time())}"
     created = await asyncio.to_thread(
@@ -200,7 +250,7 @@ async def run_design(
     )
     created.raise_for_status()
     rss0 = rss_bytes()
-    async with agents(url, token, namespace, nodes, models, lease) as running:
+    async with agents(url, token, namespace, nodes, models, lease, separate_engines) as running:
         await asyncio.sleep(1)  # watches open
         before = await asyncio.to_thread(server_counters, http)
         t0 = time.monotonic()
@@ -298,6 +348,9 @@ def main() -> int:
     import controller.emulator.runners
 
     controller.emulator.runners.RUNNER_SLOTS = RUNNER_SLOTS
+    if sys.argv[1:2] == [SERVE_ENGINES]:
+        asyncio.run(serve_engines(int(sys.argv[2]), json.loads(sys.argv[3])))
+        return 0
 
     logging.basicConfig(level=logging.ERROR, format="%(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,6 +360,11 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=40.0, help="agent lease seconds (default: 40)")
     parser.add_argument("--baseline", default=BASELINE_REV, help=f"commit of the baseline (default: {BASELINE_REV})")
     parser.add_argument("--no-baseline", action="store_true", help="measure today's design only")
+    parser.add_argument(
+        "--engines-here",
+        action="store_true",
+        help="run the emulated engines in the agents' process (default: in one process of their own)",
+    )
     parser.add_argument(
         "--baseline-timeout", type=float, default=600.0, help="seconds a baseline size may take (default: 600)"
     )
@@ -344,7 +402,9 @@ def main() -> int:
                 made = max(made, size)
                 nodes = [f"node-{i:04d}" for i in range(size)]
                 result: dict[str, Any] | str = asyncio.run(
-                    run_design(http, kas.url, kas.admin_token, nodes, models, args.lease, args.idle)
+                    run_design(
+                        http, kas.url, kas.admin_token, nodes, models, args.lease, args.idle, not args.engines_here
+                    )
                 )
                 rows.append((size, "bounded", result))
                 print_row(size, "bounded", result, flush=True)
