@@ -109,6 +109,22 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the processes of this machine, summed by command name
+    (/proc/PID/stat: comm, utime, stime), to show where a rollout's time goes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        totals[comm] = totals.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
@@ -253,6 +269,7 @@ async def run_design(
     async with agents(url, token, namespace, nodes, models, lease, separate_engines) as running:
         await asyncio.sleep(1)  # watches open
         before = await asyncio.to_thread(server_counters, http)
+        cpu_before = cpu_by_command()
         t0 = time.monotonic()
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
         for index, model in enumerate(models):
@@ -281,6 +298,8 @@ async def run_design(
                 waiting = [i for i in items if not ready_verdict(i)]
                 print(f"  {len(waiting)} of {len(items)} LocalModels not Ready yet", file=sys.stderr)
         ready_seconds = time.monotonic() - t0
+        cpu_after = cpu_by_command()
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items() if v - cpu_before.get(k, 0.0) >= 0.5}
         engine_requests = sum(e.client.requests_sent for d in running for e in d.agent.operator.engines)
         rollout = delta(await asyncio.to_thread(server_counters, http), before)
         rss = rss_bytes() - rss0
@@ -303,6 +322,7 @@ async def run_design(
         "status_writes": status_writes,
         "conflicts": 0,
         "engine_requests_per_node": engine_requests / len(nodes),  # until all Ready (the agents' own engines)
+        "rollout_cpu_seconds": cpu,  # by process command name, until all Ready
     }
 
 
@@ -445,6 +465,9 @@ def print_row(size: int, design: str, r: dict[str, Any] | str, *, flush: bool = 
     )
     if "engine_requests_per_node" in r:
         print(f"  engine requests per node until all Ready: {r['engine_requests_per_node']:.0f}", file=sys.stderr)
+    if r.get("rollout_cpu_seconds"):
+        cpu = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(r["rollout_cpu_seconds"].items(), key=lambda kv: -kv[1]))
+        print(f"  CPU until all Ready: {cpu}", file=sys.stderr)
     idle = {k[4:]: v for k, v in r["idle_per_minute"].items() if k.startswith("req ") and v >= 0.5}
     if idle:
         print("  idle requests/min: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(idle.items())), file=sys.stderr)
