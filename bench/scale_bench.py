@@ -120,6 +120,10 @@ def cpu_by_command() -> dict[str, float]:
         except OSError:
             continue
         comm = text[text.index("(") + 1 : text.rindex(")")]
+        if stat.parent.name == str(os.getpid()):
+            comm = "agents (this process)"
+        elif comm.startswith("python"):
+            comm = "python (the engines)"
         fields = text[text.rindex(")") + 2 :].split()
         totals[comm] = totals.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return totals
