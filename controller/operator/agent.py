@@ -155,10 +155,15 @@ class NodeAgent:
 
     def _start_aggregating(self) -> None:
         log_event(log, "AggregatorElected", f"the agent on {self.report.node} writes the LocalModels' summaries")
+        self._aggregating = asyncio.create_task(self._aggregate(), name="aggregator")
+
+    async def _aggregate(self) -> None:
+        """List the agent Leases first (a standby's view of them is as old as its start: summaries written
+        from it would name live agents as absent), then write summaries until stopped."""
         if self.presence is not None:
             self.presence.listing = True
-            asyncio.ensure_future(self.presence.refresh())
-        self._aggregating = asyncio.create_task(self.aggregator.run(self._stop), name="aggregator")
+            await self.presence.refresh()
+        await self.aggregator.run(self._stop)
 
     def _stop_aggregating(self) -> None:
         if self.presence is not None:
