@@ -5,6 +5,7 @@ entries of LocalModels deleted while it was away."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from controller.operator.agent import NodeAgent
@@ -107,4 +108,34 @@ async def test_a_restarted_agent_drops_the_entries_of_deleted_localmodels() -> N
     await agent.load()
     assert set(agent.report.entries) == {"uid-kept"}
     assert agent.report.changed  # the writer sends the report without the deleted object's entry
+    await agent.operator.aclose()
+
+
+async def test_a_newly_elected_aggregator_lists_the_agent_leases_before_its_first_summary() -> None:
+    """A standby's view of the agent Leases is as old as its start: summaries written from it named live agents
+    as absent (seen at 50 nodes). Elected, it lists them first, then aggregates."""
+    order: list[str] = []
+
+    class Presence:
+        listing = False
+        on_change: Any = None
+
+        async def refresh(self) -> None:
+            await asyncio.sleep(0)  # the list is a request to the API server
+            order.append(f"list (listing={self.listing})")
+
+        async def run(self, stop: Any) -> None:
+            return None
+
+    agent = node_agent(FakeApi(), "http://127.0.0.1:9")
+    agent.presence = Presence()  # type: ignore[assignment]
+
+    async def aggregate(stop: Any) -> None:
+        order.append("summaries")
+
+    agent.aggregator.run = aggregate  # type: ignore[method-assign]
+    agent._start_aggregating()
+    assert agent._aggregating is not None
+    await agent._aggregating
+    assert order == ["list (listing=True)", "summaries"]
     await agent.operator.aclose()
