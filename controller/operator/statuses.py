@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from controller.spec import SpecInvalid
 from controller.status import Condition, EngineStatus, Phase, Reason, inherit_persisted, summarize
@@ -53,7 +53,7 @@ def compose_status(
         for name, entry in persisted.items():
             if isinstance(name, str) and name not in entries:
                 entries[name] = dict(entry)
-    summary = [_summary_entry(name, entries.get(name), generation) for name in expected]
+    summary = [expected_entry(n, entries.get(n), generation, who=f"the engine of {n}") for n in expected]
     previous = [Condition.from_k8s(c) for c in current.get("conditions") or ()]
     conditions = summarize(summary, generation, previous, now)
     desired: dict[str, Any] = {
@@ -71,22 +71,20 @@ def compose_status(
     return StatusUpdate(desired, not same_status(current, desired), ready)
 
 
-def same_status(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether the object already holds `desired` (entries compared by name, in any order)."""
+STATUS_FIELDS: Final = ("observedGeneration", "conditions", "engines", "ready", "backend")
+_LIST_KEYS: Final = {"conditions": "type", "engines": "name"}  # lists compared by key, in any order
 
-    def engines(status: Mapping[str, Any]) -> dict[str, Any]:
-        return {e.get("name"): e for e in status.get("engines") or ()}
 
-    def conditions(status: Mapping[str, Any]) -> dict[str, Any]:
-        return {c.get("type"): c for c in status.get("conditions") or ()}
+def same_status(current: Mapping[str, Any], desired: Mapping[str, Any], fields: Sequence[str] = STATUS_FIELDS) -> bool:
+    """Whether the object already holds `desired` in `fields` (conditions by type, entries by name)."""
 
-    return (
-        current.get("observedGeneration") == desired.get("observedGeneration")
-        and conditions(current) == conditions(desired)
-        and engines(current) == engines(desired)
-        and current.get("ready") == desired.get("ready")
-        and current.get("backend") == desired.get("backend")
-    )
+    def value(status: Mapping[str, Any], field: str) -> Any:
+        key = _LIST_KEYS.get(field)
+        if key is None:
+            return status.get(field)
+        return {item.get(key): item for item in status.get(field) or () if isinstance(item, Mapping)}
+
+    return all(value(current, field) == value(desired, field) for field in fields)
 
 
 def entry_status(entry: Mapping[str, Any]) -> EngineStatus:
@@ -111,13 +109,15 @@ def entry_status(entry: Mapping[str, Any]) -> EngineStatus:
     )
 
 
-def _summary_entry(name: str, entry: Mapping[str, Any] | None, generation: int | None) -> EngineStatus:
+def expected_entry(name: str, entry: Mapping[str, Any] | None, generation: int | None, *, who: str) -> EngineStatus:
+    """One expected engine's (or node's) part in the conditions: its entry, or Pending while it has none
+    yet or has not reconciled this generation. `who`: how messages name it (`the engine of gpu-1`)."""
     if entry is None:
-        return EngineStatus(name, Phase.PENDING, Reason.PENDING, f"waiting for the engine of {name} to report")
+        return EngineStatus(name, Phase.PENDING, Reason.PENDING, f"waiting for {who} to report")
     status = entry_status(entry)
     if generation is not None and status.observed_generation != generation:
         return EngineStatus(
-            name, Phase.PENDING, Reason.PENDING, f"the engine of {name} has not reconciled generation {generation} yet"
+            name, Phase.PENDING, Reason.PENDING, f"{who} has not reconciled generation {generation} yet"
         )
     return status
 

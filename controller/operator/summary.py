@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from controller.operator.nodereport import entry_engine_status
-from controller.operator.statuses import entry_status
-from controller.status import Condition, EngineStatus, Phase, Reason, summarize
+from controller.operator.statuses import expected_entry, same_status
+from controller.status import Condition, Phase, summarize
 
 MAX_FAILING_NODES: Final = 5
 SUMMARY_FIELDS: Final = (
@@ -53,19 +53,6 @@ def absent_note(nodes: Sequence[str]) -> str:
     )
 
 
-def node_status(node: str, entry: Mapping[str, Any] | None, generation: int | None) -> EngineStatus:
-    """One expected node's part in the summary: its entry, or Pending when it has none yet or has not
-    reconciled this generation."""
-    if entry is None:
-        return EngineStatus(node, Phase.PENDING, Reason.PENDING, f"waiting for the agent on node {node} to report")
-    status = entry_status(entry_engine_status(node, entry))
-    if generation is not None and status.observed_generation != generation:
-        return EngineStatus(
-            node, Phase.PENDING, Reason.PENDING, f"the agent on node {node} has not reconciled generation {generation}"
-        )
-    return status
-
-
 def summarize_nodes(
     current: Mapping[str, Any] | None,
     reports: Mapping[str, Mapping[str, Any]],
@@ -79,7 +66,10 @@ def summarize_nodes(
 
     `current`: the status the object holds (its conditions keep their lastTransitionTime when unchanged)."""
     current = current or {}
-    statuses = [node_status(node, reports.get(node), generation) for node in sorted(expected)]
+    statuses = [
+        expected_entry(node, _engine_entry(node, reports.get(node)), generation, who=f"the agent on node {node}")
+        for node in sorted(expected)
+    ]
     previous = [Condition.from_k8s(dict(c)) for c in current.get("conditions") or () if isinstance(c, Mapping)]
     conditions = summarize(statuses, generation, previous, now)
     if absent:
@@ -111,9 +101,8 @@ def same_summary(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
     """Whether the object already holds `desired` and nothing of the old per-node layout
     (`status.engines[]`, which the aggregator removes on its first write: docs/scale.md, upgrade)."""
     current = current or {}
-    if current.get("engines"):
-        return False
-    conditions = {c.get("type"): c for c in current.get("conditions") or () if isinstance(c, Mapping)}
-    wanted = {c.get("type"): c for c in desired.get("conditions") or ()}
-    others = [f for f in SUMMARY_FIELDS if f != "conditions"]
-    return conditions == wanted and all(current.get(f) == desired.get(f) for f in others)
+    return not current.get("engines") and same_status(current, desired, SUMMARY_FIELDS)
+
+
+def _engine_entry(node: str, entry: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if entry is None else entry_engine_status(node, entry)
