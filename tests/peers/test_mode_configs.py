@@ -5,6 +5,8 @@ runs with them. Checked on the argv the real engine gives the (fake) llama-serve
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from controller.documents import load_text
@@ -26,10 +28,22 @@ def flag_value(argv: list[str], flag: str) -> str | None:
     return argv[argv.index(flag) + 1] if flag in argv else None
 
 
+async def no_runner_loading(client: EngineClient, timeout: float = 30.0) -> None:
+    """Wait until the engine loads nothing. An accepted configure starts a load in the background
+    (docs/engine-contract.md §3.3); a preload of another mode of the same model at that moment made the real
+    engine unpack the model's bundle twice at once and fail one load with `link ...: file exists` (seen once
+    in CI). The engine's race, not what these tests are about."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(runner.loading for runner in await client.ps()):
+        assert asyncio.get_running_loop().time() < deadline, f"a runner still loading after {timeout} s"
+        await asyncio.sleep(0.1)
+
+
 async def test_the_embedding_mode_ignores_the_completion_config(dmr_server: DMRServer) -> None:
     model = dmr_server.embedding_model
     async with EngineClient(dmr_server.url) as client:
         await client.configure({"model": model, "context-size": 1024, "runtime-flags": ["-ub", "512"]})
+        await no_runner_loading(client)
         await client.preload(model, mode="embedding")
         argv = runner_argv(dmr_server, "--embeddings")
         assert flag_value(argv, "--ctx-size") != "1024"
@@ -39,6 +53,7 @@ async def test_the_embedding_mode_ignores_the_completion_config(dmr_server: DMRS
             {"model": model, "mode": "embedding", "context-size": 1024, "runtime-flags": ["-ub", "512"]}
         )
         await client.unload(models=[model])
+        await no_runner_loading(client)
         await client.preload(model, mode="embedding")
         argv = runner_argv(dmr_server, "--embeddings")
         assert flag_value(argv, "--ctx-size") == "1024"
@@ -49,6 +64,7 @@ async def test_the_reranking_mode_falls_back_to_the_completion_config(dmr_server
     model = dmr_server.model
     async with EngineClient(dmr_server.url) as client:
         await client.configure({"model": model, "context-size": 1536})
+        await no_runner_loading(client)
         await client.preload(model, mode="reranking")
         assert flag_value(runner_argv(dmr_server, "--reranking"), "--ctx-size") == "1536"
 
