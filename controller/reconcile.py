@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ from controller.plan import (
     plan_model,
 )
 from controller.policy import Decision, blocked_policy, error_policy, rechecked_each_pass, unobserved_policy
+from controller.shared_read import SharedRead
 from controller.spec import LocalModel, LocalModelSpec
 from controller.status import EngineStatus, Phase, PullProgressInfo, Reason
 from controller.wire import backend_for_format
@@ -56,6 +58,8 @@ log = logging.getLogger("localmodel.reconcile")
 MAX_STEPS = 8
 # After a configure the engine loads the model in the background; look at the runner again soon.
 LOADING_RECHECK_SECONDS = 5.0
+# A shared read waits this long for the passes that configure at about the same time to join it.
+READ_GATHER_SECONDS = 0.01
 
 EventSink = Callable[[str, str, str, str], None]  # (key, "Normal" | "Warning", reason, message)
 ProgressSink = Callable[[str, EngineStatus], None]
@@ -122,6 +126,10 @@ class EngineReconciler:
         # What the engine's release keeps (controller/engine/capabilities.py): detected on the first
         # observation, again after the engine was unreachable (it may come back as another release).
         self.capabilities: Capabilities | None = None
+        # The reads back after a configure (stored configs, runners), shared by the passes that configured
+        # at about the same time: each reads after its write was answered, with the others that wrote.
+        self._configs = SharedRead(lambda: self.client.stored_configs(), gather=READ_GATHER_SECONDS)
+        self._runners = SharedRead(lambda: self.client.ps(), gather=READ_GATHER_SECONDS)
 
     # ---- observe -------------------------------------------------------------------------------
 
@@ -309,8 +317,10 @@ class EngineReconciler:
         request = action.request
         await self.client.configure(request.body, backend=request.backend)
         # Read back what the engine stored, and the runners (a configure evicts an idle runner and
-        # starts a background load; a runner that was loading keeps its old config).
-        configs, runners = await asyncio.gather(self.client.stored_configs(model=spec.model), self.client.ps())
+        # starts a background load; a runner that was loading keeps its old config): reads started after
+        # the engine answered, shared with the passes that configured meanwhile.
+        answered = time.monotonic()
+        configs, runners = await asyncio.gather(self._configs.get(answered), self._runners.get(answered))
         assert plan.model is not None
         assert plan.backend is not None
         mode = effective_mode(spec)

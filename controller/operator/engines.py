@@ -1,5 +1,4 @@
-"""The engines an operator reconciles against: where the list comes from, and how each engine's
-observation is shared by every LocalModel on it.
+"""The engines an operator reconciles against: where the list comes from.
 
 Central mode reads a list of engines, first found wins:
 
@@ -16,14 +15,12 @@ Node-agent mode has exactly one engine, named after the node, on the node's addr
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
 from controller.engine.discovery import engine_root
-from controller.plan import Observation
 
 ENV_ENGINES: Final = "LOCALMODEL_ENGINES"
 CONFIGMAP_KEYS: Final = ("engines", ENV_ENGINES)
@@ -122,48 +119,3 @@ def node_engine(node: str, address: str, port: int = DMR_PORT) -> EngineRef:
     """The engine of a node agent: named after the node, on the node's address."""
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     return EngineRef(node, f"http://{host}:{port}")
-
-
-class SharedObservation:
-    """One engine's observation, shared by every LocalModel reconciled against it.
-
-    `get(not_before)` returns an observation *started* at or after `not_before` (monotonic seconds):
-    the cached one when it is recent enough, the one in flight when it started late enough, or a new
-    one. Each LocalModel asks for an observation newer than its own previous pass, so when all are
-    idle the engine is observed about once per drift interval in total, not once per model.
-    `invalidate()` is called when the engine changed under us (a pull, a configure, an unload).
-    """
-
-    def __init__(
-        self, observe: Callable[[], Awaitable[Observation]], clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._observe = observe
-        self._clock = clock
-        self._latest: tuple[float, Observation] | None = None
-        self._inflight: tuple[float, asyncio.Future[Observation]] | None = None
-        self._valid_from = float("-inf")
-        self.observations = 0  # how many observe rounds were made (for metrics and tests)
-
-    async def get(self, not_before: float) -> Observation:
-        not_before = max(not_before, self._valid_from)
-        if self._latest is not None and self._latest[0] >= not_before:
-            return self._latest[1]
-        if self._inflight is not None and self._inflight[0] >= not_before:
-            return await asyncio.shield(self._inflight[1])
-        started = self._clock()
-        future: asyncio.Future[Observation] = asyncio.ensure_future(self._observe())
-        self._inflight = (started, future)
-        self.observations += 1
-        try:
-            observation = await asyncio.shield(future)
-        finally:
-            if self._inflight is not None and self._inflight[1] is future:
-                self._inflight = None
-        if (self._latest is None or self._latest[0] < started) and started >= self._valid_from:
-            self._latest = (started, observation)
-        return observation
-
-    def invalidate(self) -> None:
-        """Forget what was seen so far: the next `get` observes again."""
-        self._valid_from = self._clock()
-        self._latest = None

@@ -33,7 +33,7 @@ from controller.fleet import Claims, Readiness, RepairCauses, conflict_status, e
 from controller.logs import log_event
 from controller.operator.config import OperatorConfig
 from controller.operator.election import LeaderElector
-from controller.operator.engines import EngineRef, SharedObservation
+from controller.operator.engines import EngineRef
 from controller.operator.finalization import Finalization
 from controller.operator.identity import CENTRAL
 from controller.operator.kube import KubeClient, node_labels
@@ -50,8 +50,9 @@ from controller.operator.status_writer import (
 )
 from controller.operator.statuses import invalid_spec_status, spec_error_message
 from controller.operator.targeting import raw_node_selector, selector_matches
-from controller.plan import effective_mode
+from controller.plan import Observation, effective_mode
 from controller.reconcile import EngineReconciler, Outcome, utcnow
+from controller.shared_read import SharedRead
 from controller.spec import LocalModel, LocalModelSpec, ObjectMeta, SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 
@@ -68,7 +69,7 @@ class Engine:
 
     ref: EngineRef
     reconciler: EngineReconciler
-    observations: SharedObservation
+    observations: SharedRead[Observation]  # the engine observed, shared by every LocalModel's pass
     client: EngineClient
     watch: EngineWatch | None = None  # looks at the engine every watch period (None: drift passes only)
 
@@ -185,7 +186,7 @@ class Operator:
             on_event=lambda key, kind, reason, message: self._engine_event(ref.name, key, kind, reason, message),
             on_progress=self._engine_progress,
         )
-        engine = Engine(ref, reconciler, SharedObservation(reconciler.observe, self._monotonic), client)
+        engine = Engine(ref, reconciler, SharedRead(reconciler.observe, self._monotonic), client)
         if self.config.watch_period:
             engine.watch = EngineWatch(
                 client,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
 from controller.engine import capabilities as caps
@@ -338,3 +339,43 @@ async def test_deletion_policies(engine: Engine, policy: str, config_kept: bool,
     assert bool(present) == model_kept
     if policy != "Retain":
         assert not [r for r in await engine.client.ps() if same_model(r.model, engine.fresh_model)]
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """Counts the requests sent, by method and path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return await super().handle_async_request(request)
+
+
+async def test_passes_that_configure_at_once_share_their_reads_back(engine: Engine) -> None:
+    """The operator runs one pass per LocalModel, concurrently: four objects created at once on one engine
+    each configure, then read back the stored configs and the runners. Reads that start after every
+    configure has been answered serve them all: fewer reads than passes, each pass still verified."""
+    transport = CountingTransport()
+    client = EngineClient(engine.url, transport=transport)
+    try:
+        reconciler = reconciler_for(engine)
+        reconciler.client = client
+        models = [
+            localmodel(f"{i}", model=ref, mode=mode, contextSize=1024 + i)
+            for i, (ref, mode) in enumerate(
+                (ref, mode) for ref in (engine.model, engine.draft_model) for mode in ("completion", "embedding")
+            )
+        ]
+        observation = await reconciler.observe()
+        transport.sent.clear()
+        outcomes = await asyncio.gather(*(reconciler.reconcile(m.name, m, observation) for m in models))
+        assert all(o.status.ready for o in outcomes), [o.status for o in outcomes]
+        for model, outcome in zip(models, outcomes, strict=True):
+            assert outcome.status.applied_config == {"context-size": model.spec.context_size}
+        assert transport.sent.count("POST /engines/llama.cpp/_configure") == len(models)
+        reads = [r for r in transport.sent if r in ("GET /engines/_configure", "GET /engines/ps")]
+        assert len(reads) < len(models), transport.sent
+    finally:
+        await client.aclose()

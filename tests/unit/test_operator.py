@@ -3,7 +3,6 @@ the kstatus verdicts it leads to."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 from controller.operator.engines import (
     EngineListError,
     EngineRef,
-    SharedObservation,
     configured_engines,
     engines_from_configmap,
     node_engine,
@@ -22,7 +20,6 @@ from controller.operator.engines import (
 from controller.operator.identity import Identity, short_label
 from controller.operator.statuses import compose_status, entry_status, invalid_spec_status
 from controller.operator.targeting import matching_nodes, parse_selector, raw_node_selector, selector_matches
-from controller.plan import Observation
 from controller.spec import SpecInvalid, validate_spec
 from controller.status import EngineStatus, Phase, Reason
 from tests.support.gitops import argocd_health, kstatus_of
@@ -107,39 +104,6 @@ def test_engines_from_a_configmap() -> None:
 def test_node_engines_are_named_after_the_node() -> None:
     assert node_engine("n1", "10.0.0.7") == EngineRef("n1", "http://10.0.0.7:12434")
     assert node_engine("n1", "fd00::7", 8080).url == "http://[fd00::7]:8080"
-
-
-# ---- shared observations -----------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_one_observation_serves_every_model_that_accepts_it() -> None:
-    clock, calls = Clock(), []
-
-    async def observe() -> Observation:
-        calls.append(clock.now)
-        await asyncio.sleep(0)
-        return Observation("e")
-
-    shared = SharedObservation(observe, clock)
-    await asyncio.gather(*(shared.get(not_before=99.0) for _ in range(50)))  # concurrent: one in flight
-    assert calls == [100.0]
-    clock.now = 130.0
-    await shared.get(not_before=100.0)  # taken at 100: recent enough for a pass that last ran at 100
-    assert calls == [100.0]
-    await shared.get(not_before=101.0)  # older than this pass's previous one: observe again
-    assert calls == [100.0, 130.0]
-    shared.invalidate()  # the engine changed (a configure): nothing seen before counts
-    await shared.get(not_before=0.0)
-    assert calls == [100.0, 130.0, 130.0]
-    assert shared.observations == 3
 
 
 # ---- targeting ---------------------------------------------------------------------------------
