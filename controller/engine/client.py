@@ -79,6 +79,10 @@ MAX_ERROR_BODY = 64 * KIB  # of an error answer, only this much is read
 MAX_MESSAGE = 500  # characters of an engine's text kept in a message
 MAX_PULL_LINE = 1 * MIB  # a progress line is some 300 bytes
 MAX_PULL_STREAM = 1024 * MIB  # a million progress lines: far beyond any real pull
+# Connections kept open between requests. httpx keeps 20, and checks every idle one before each request
+# (a select() per connection): after a burst of concurrent passes that doubled the CPU of each request
+# (bench/scale_bench.py). A new plain-HTTP connection to a local engine costs less.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
 
 ErrorMap = Mapping[int, type[EngineError]]
 T = TypeVar("T")
@@ -131,6 +135,7 @@ class EngineClient:
             http2=False,
             auth=httpx.BasicAuth(*self.endpoint.auth) if self.endpoint.auth else None,
             headers={"User-Agent": f"localmodel/{__version__}", "Accept": "application/json"},
+            limits=POOL_LIMITS,
         )
         self._reads = Limits(self.deadline, MAX_READ_BODY)
         self._writes = Limits(self.deadline, MAX_WRITE_BODY)

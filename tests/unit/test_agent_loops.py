@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from controller.operator.kube import KubeError
 from controller.operator.nodereport import NodeReport
 from controller.operator.passloops import PassLoops
-from controller.operator.reporter import ReportWriter
+from controller.operator.reporter import WRITE_SPACING, ReportWriter
 from controller.status import EngineStatus, Phase, Reason
 
 
@@ -166,3 +167,72 @@ async def test_a_refused_write_is_tried_again_with_backoff() -> None:
     await asyncio.wait_for(task, 1)
     assert len(kube.applied) == 1
     assert slept[:2] == [1.0, 2.0]  # WRITE_RETRIES: 1 s, then doubling
+
+
+async def test_passes_that_finish_within_a_second_share_one_write() -> None:
+    """A rollout finishes the passes of one node one after another: the first result is written at once,
+    the ones after it within WRITE_SPACING together, not one write each."""
+    kube, report = FakeNodes(), NodeReport("n1")
+    clock = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        for _ in range(20):  # the other passes finish meanwhile
+            await asyncio.sleep(0)
+        clock[0] += seconds
+
+    writer = ReportWriter(kube, report, monotonic=lambda: clock[0], sleep=sleep)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    for index in range(20):
+        report.report("ns", f"m{index}", f"u{index}", status(True))
+        writer.changed()
+        clock[0] += 0.05
+        await asyncio.sleep(0)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    stop.set()
+    writer.changed()
+    await asyncio.wait_for(task, 1)
+    assert [a["status"]["ready"] for a in kube.applied][-1] == "20/20"
+    assert len(kube.applied) <= 2, [a["status"]["ready"] for a in kube.applied]
+    assert slept
+    assert all(s <= WRITE_SPACING for s in slept)
+
+
+async def test_a_result_during_a_progress_wait_is_written_within_the_spacing() -> None:
+    """Pull progress is written at most every PROGRESS_WRITE_SECONDS; a pass's result that comes during that
+    wait does not wait for it (before, it waited the whole 5 s)."""
+    kube, report = FakeNodes(), NodeReport("n1")
+    clock = [0.0]
+    progress_wait_started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds > WRITE_SPACING:  # the progress wait: ends only when cut short
+            progress_wait_started.set()
+            await release.wait()
+        clock[0] += seconds
+
+    writer = ReportWriter(kube, report, monotonic=lambda: clock[0], sleep=sleep)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    report.report("ns", "a", "u1", status(False))
+    writer.changed(urgent=False)  # first progress: written at once
+    await settle()
+    report.report("ns", "a", "u1", replace(status(False), message="pulling 50%"))
+    writer.changed(urgent=False)
+    await asyncio.wait_for(progress_wait_started.wait(), 1)
+    report.report("ns", "a", "u1", status(True))
+    writer.changed()
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if len(kube.applied) == 2:
+            break
+    stop.set()
+    release.set()
+    writer.changed()
+    await asyncio.wait_for(task, 1)
+    assert [a["status"]["ready"] for a in kube.applied] == ["0/1", "1/1"]
+    assert clock[0] <= WRITE_SPACING
