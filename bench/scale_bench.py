@@ -236,7 +236,7 @@ async def agents(
             presence = AgentPresence(kube, OPERATOR_NAMESPACE, node, duration=lease)
             await presence.start()
             operator = Operator(config, kube, [EngineRef(node, engine_url)], nodes=labels)
-            agent = NodeAgent(operator, kube, presence=presence, elector=aggregator_elector(config, kube))
+            agent = NodeAgent(operator, kube, presence=presence, elector=aggregator_elector(config, kube, presence))
             await agent.load()
             agent.start_watches()
             driver = Agent(agent, url, token, namespace)

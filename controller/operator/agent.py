@@ -31,6 +31,8 @@ from controller.operator.runtime import Operator
 
 log = logging.getLogger("localmodel.operator")
 
+STANDBY_READERS = 4  # standby agents reading the aggregator Lease per lease duration, in all (aggregator_elector)
+
 
 class NodeAgent:
     """Everything one node agent runs; the kopf front-end (handlers.py) only relays watch events to it."""
@@ -188,21 +190,37 @@ class NodeAgent:
         return self.operator.problems()
 
 
-def aggregator_elector(config: OperatorConfig, kube: KubeClient) -> LeaderElector:
+def aggregator_elector(config: OperatorConfig, kube: KubeClient, presence: AgentPresence | None) -> LeaderElector:
     """The agents elect the aggregator on the Lease `localmodel-aggregator` (one per set of watched
     namespaces), on the agents' own Lease timing (--agent-lease-seconds, 40 s): the aggregator renews
-    every 10 s, and a standby reads the Lease every 40 s (client-go's 2 s would cost N/2 requests a
-    second for nothing). Idle, an agent then costs the API server its own Lease renewal every 10 s and
-    this read every 40 s, whatever the node count. The price: after the aggregator crashes, another agent
-    takes over within 40 s + 40 s (the agents keep reconciling meanwhile; only the summaries wait); a
-    clean stop releases the Lease, and the next agent takes it at its next read."""
+    every 10 s and writes into the Lease how many live agents it knows of (it alone lists their Leases);
+    a standby reads the Lease once per 40 s x agents / 4 (at most every 30 min), so that about 4 standbys
+    read it per 40 s in all, whatever the node count (client-go's standbys read every 2 s: N/2 requests a
+    second for nothing). Idle, an agent then costs the API server its own Lease renewal, nothing more.
+
+    The price is in the takeover: a standby whose read shows the aggregator two renewals late (by the
+    renewTime, a hint only) reads every 40 s again, and takes over once it has seen no renewal for 40 s by
+    its own clock: about 80 s after the aggregator crashed (the agents keep reconciling meanwhile; only the
+    summaries wait). A clean stop releases the Lease, and the next standby to read takes it."""
     assert config.node_name is not None
     duration = config.agent_lease_seconds
-    timing = ElectionTiming(duration, renew_deadline=duration * 3 / 4, retry=duration / 4, standby_retry=duration)
+    timing = ElectionTiming(
+        duration,
+        renew_deadline=duration * 3 / 4,
+        retry=duration / 4,
+        standby_retry=duration,
+        standby_readers=STANDBY_READERS,
+    )
+
+    def candidates() -> int | None:
+        alive = presence.alive() if presence is not None else None
+        return len(alive) if alive is not None else None
+
     return LeaderElector(
         kube,
         config.operator_namespace,
         leader_lease_name(config.namespaces, role="aggregator"),
         identity=config.node_name,
         timing=timing,
+        candidates=candidates,
     )

@@ -63,12 +63,8 @@ async def build_operator(
         post_event=post_event,
         nodes={name: node_labels(node) for name, node in nodes.items()},
     )
-    agent = NodeAgent(
-        operator,
-        kube,
-        presence=await agent_presence(config, kube),
-        elector=aggregator_elector(config, kube),
-    )
+    presence = await agent_presence(config, kube)
+    agent = NodeAgent(operator, kube, presence=presence, elector=aggregator_elector(config, kube, presence))
     await operator.load_cleanups()
     await agent.load()
     return agent

@@ -42,6 +42,9 @@ from controller.waits import sleep_or_wake
 log = logging.getLogger("localmodel.operator")
 
 LEADER_LEASE_SECONDS: Final = 15.0  # client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry
+# The longest a standby that spreads its reads (ElectionTiming.standby_readers) waits between two: the count
+# it read may be old (the cluster shrank, fewer standbys share the reads).
+MAX_STANDBY_WAIT: Final = 1800.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class ElectionTiming:
     # How often a standby reads the Lease (client-go: `retry`). The node agents' aggregator election uses
     # a longer one: N standbys reading every 2 s would be N/2 requests a second for nothing (agent.py).
     standby_retry: float | None = None
+    # With many standbys (the node agents), how many of them should read the Lease per `standby_retry` in all:
+    # the leader writes how many candidates there are (`candidates`), and each standby reads that much less
+    # often while the Lease looks renewed. None: every standby reads every `standby_retry`.
+    standby_readers: int | None = None
 
     @classmethod
     def for_duration(cls, duration: float) -> ElectionTiming:
@@ -90,7 +97,10 @@ class LeaderElector:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Any] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        candidates: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """`candidates`: how many processes compete, as the leader knows it (written into the Lease for
+        the standbys, see ElectionTiming.standby_readers); None when it does not know."""
         self.kube = kube
         self.namespace = namespace
         self.name = name
@@ -102,6 +112,7 @@ class LeaderElector:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._jitter = jitter
+        self._candidates = candidates
         self.leading = False
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0  # monotonic time this process saw `_observed` change
@@ -112,8 +123,7 @@ class LeaderElector:
         while not stop.is_set():
             if await self.try_acquire_or_renew():
                 break
-            standby = self.timing.standby_retry or self.timing.retry
-            await self._wait(stop, standby * (1 + 0.2 * self._jitter()))
+            await self._wait(stop, self._standby_wait())
         else:
             return
         self.leading = True
@@ -144,7 +154,9 @@ class LeaderElector:
         try:
             current = LeaseRecord.from_k8s(await self.kube.get_lease(self.namespace, self.name))
         except Gone:
-            record = LeaseRecord(self.name, self.identity, self.timing.duration, wall, wall)
+            record = LeaseRecord(
+                self.name, self.identity, self.timing.duration, wall, wall, candidates=self._candidates()
+            )
             return await self._write(record, create=True, now=now)
         except KubeError as exc:
             self._report(exc)
@@ -155,7 +167,7 @@ class LeaderElector:
         if held_by_other and now - self._observed_at < max(current.duration, self.timing.duration):
             return False
         if current.holder == self.identity:
-            record = replace(current, renewed=wall, duration=self.timing.duration)
+            record = replace(current, renewed=wall, duration=self.timing.duration, candidates=self._candidates())
         else:
             record = replace(
                 current,
@@ -164,8 +176,24 @@ class LeaderElector:
                 renewed=wall,
                 acquired=wall,
                 transitions=current.transitions + 1,
+                candidates=self._candidates(),
             )
         return await self._write(record, create=False, now=now)
+
+    def _standby_wait(self) -> float:
+        """Until a standby's next read: `standby_retry` (client-go: `retry`), with 20 % jitter; with
+        `standby_readers`, while the Lease looks renewed, that times candidates / readers with full jitter
+        (so that about `standby_readers` standbys read per `standby_retry` in all), at most MAX_STANDBY_WAIT.
+
+        Whether the Lease looks renewed is judged by the leader's renewTime against this machine's clock:
+        only a hint to look again soon (a leader that missed two renewals), never a reason to take over."""
+        base = self.timing.standby_retry or self.timing.retry
+        seen, readers = self._observed, self.timing.standby_readers
+        if readers and seen is not None and seen.candidates and seen.candidates > readers and seen.holder:
+            late = seen.renewed is None or (self._wall_clock() - seen.renewed).total_seconds() > 2 * self.timing.retry
+            if not late:
+                return min(MAX_STANDBY_WAIT, base * seen.candidates / readers * (0.5 + self._jitter()))
+        return base * (1 + 0.2 * self._jitter())
 
     async def release(self) -> None:
         """Hand the Lease over at once (empty holder), if this process holds it."""

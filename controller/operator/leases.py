@@ -23,6 +23,8 @@ ROLE_LABEL: Final = "localmodel.io/lease"  # agent | leader
 AGENT_ROLE: Final = "agent"
 LEADER_ROLE: Final = "leader"
 MANAGED_BY: Final = {"app.kubernetes.io/name": "localmodel"}
+# On an election Lease: how many candidates the leader knows of (the standbys spread their reads by it).
+CANDIDATES_ANNOTATION: Final = "localmodel.io/candidates"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class LeaseRecord:
     acquired: datetime | None = None
     transitions: int = 0
     resource_version: str | None = None
+    candidates: int | None = None  # CANDIDATES_ANNOTATION, when the leader says
 
     @classmethod
     def from_k8s(cls, obj: Mapping[str, Any]) -> LeaseRecord:
@@ -43,6 +46,7 @@ class LeaseRecord:
         spec = obj.get("spec") or {}
         duration = spec.get("leaseDurationSeconds")
         transitions = spec.get("leaseTransitions")
+        candidates = (meta.get("annotations") or {}).get(CANDIDATES_ANNOTATION)
         return cls(
             name=str(meta.get("name", "")),
             holder=str(spec.get("holderIdentity") or ""),
@@ -51,6 +55,7 @@ class LeaseRecord:
             acquired=parse_micro_time(spec.get("acquireTime")),
             transitions=transitions if isinstance(transitions, int) and transitions >= 0 else 0,
             resource_version=meta.get("resourceVersion"),
+            candidates=int(candidates) if isinstance(candidates, str) and candidates.isdigit() else None,
         )
 
     def to_k8s(self, namespace: str, role: str) -> dict[str, Any]:
@@ -62,6 +67,8 @@ class LeaseRecord:
         }
         if self.resource_version:
             metadata["resourceVersion"] = self.resource_version
+        if self.candidates is not None:
+            metadata["annotations"] = {CANDIDATES_ANNOTATION: str(self.candidates)}
         spec: dict[str, Any] = {
             "holderIdentity": self.holder,
             "leaseDurationSeconds": max(1, round(self.duration)),

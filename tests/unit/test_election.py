@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.operator.config import OperatorConfig
-from controller.operator.election import ElectionTiming, LeaderElector, leader_lease_name
+from controller.operator.election import MAX_STANDBY_WAIT, ElectionTiming, LeaderElector, leader_lease_name
 from controller.operator.engines import EngineRef
 from controller.operator.runtime import Operator
 from tests.support.emulator import emulator
@@ -220,3 +220,66 @@ async def test_a_standby_does_not_release_the_finalizer_of_an_object_being_delet
     await finalizing
     assert standby.metrics.finalizations.labels("done")._value.get() == 0
     await standby.aclose()
+
+
+AGENTS = ElectionTiming(duration=40, renew_deadline=30, retry=10, standby_retry=40, standby_readers=4)
+
+
+def agent_elector(api: FakeLeases, clock: Clock, who: str, candidates: int | None = None) -> LeaderElector:
+    return LeaderElector(
+        api,  # type: ignore[arg-type]
+        NS,
+        "localmodel-aggregator",
+        identity=who,
+        timing=AGENTS,
+        monotonic=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+        jitter=lambda: 0.5,
+        candidates=lambda: candidates,
+    )
+
+
+async def standby_waits(standby: LeaderElector, reads: int = 1) -> list[float]:
+    """The waits a standby's loop chooses between its first `reads` reads of the Lease."""
+    waits: list[float] = []
+    stop = asyncio.Event()
+
+    async def wait(_stop: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == reads:
+            stop.set()
+
+    standby._wait = wait  # type: ignore[method-assign]
+    await standby.run(stop)
+    return waits
+
+
+async def test_standby_agents_spread_their_reads_so_that_a_few_read_per_lease_duration_in_all() -> None:
+    """200 agents: each standby reading the aggregator Lease every 40 s is 300 requests a minute for nothing.
+    The aggregator writes how many agents there are into its Lease; each standby then reads it once per
+    40 s x 200 / 4 (with jitter): 4 reads per 40 s in all, whatever the node count."""
+    clock, api = Clock(), FakeLeases()
+    assert await agent_elector(api, clock, "node-0", candidates=100).try_acquire_or_renew()
+    assert api.items[(NS, "localmodel-aggregator")]["metadata"]["annotations"]["localmodel.io/candidates"] == "100"
+    assert await standby_waits(agent_elector(api, clock, "node-1")) == [40 * 100 / 4]  # jitter 0.5: the middle
+    # At most MAX_STANDBY_WAIT: a standby that read "5000" long ago still looks now and then (the cluster
+    # may have shrunk since, and fewer standbys now share the reads).
+    assert await agent_elector(api, clock, "node-0", candidates=5000).try_acquire_or_renew()
+    assert await standby_waits(agent_elector(api, clock, "node-1")) == [MAX_STANDBY_WAIT]
+    # An aggregator that does not say (an older agent), or a small cluster: every standby_retry.
+    assert await agent_elector(api, clock, "node-0", candidates=3).try_acquire_or_renew()
+    assert await standby_waits(agent_elector(api, clock, "node-2")) == [40 * 1.1]
+
+
+async def test_a_standby_that_sees_the_aggregator_miss_two_renewals_reads_often_and_takes_over() -> None:
+    """The renewTime is another machine's clock: a hint to look again soon, never the reason to take over
+    (that still takes a whole duration without a change, by the standby's own clock)."""
+    clock, api = Clock(), FakeLeases()
+    aggregator = agent_elector(api, clock, "node-0", candidates=200)
+    assert await aggregator.try_acquire_or_renew()
+    clock.advance(25)  # the aggregator died 25 s ago: two renewals (every 10 s) missed
+    standby = agent_elector(api, clock, "node-1")
+    assert await standby_waits(standby) == [40 * 1.1]
+    clock.advance(40 * 1.1)
+    assert await standby.try_acquire_or_renew()
