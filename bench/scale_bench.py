@@ -21,7 +21,7 @@ per node (an agent and its emulated engine).
 What the driver replaces: kopf's watch. Each agent has its own LocalModel watch (a real watch stream, so
 watch event bytes are real) and relays its events to the agent, as handlers.py does.
 
-    .venv/bin/python bench/scale_bench.py [--nodes 10,50,200] [--models 20] [--idle 60] [--lease 40]
+    .venv/bin/python bench/scale_bench.py [--nodes 10,50,200] [--models 20] [--idle 60] [--settle 0] [--lease 40]
 """
 
 from __future__ import annotations
@@ -261,6 +261,7 @@ async def run_design(
     lease: float,
     idle: float,
     separate_engines: bool = True,
+    settle: float = 0.0,
 ) -> dict[str, Any]:
     namespace = f"scale-bounded-{len(nodes)}-{int(time.time())}"
     created = await asyncio.to_thread(
@@ -307,6 +308,7 @@ async def run_design(
         engine_requests = sum(e.client.requests_sent for d in running for e in d.agent.operator.engines)
         rollout = delta(await asyncio.to_thread(server_counters, http), before)
         rss = rss_bytes() - rss0
+        await asyncio.sleep(settle)
         idle_before = await asyncio.to_thread(server_counters, http)
         await asyncio.sleep(idle)
         idle_after = await asyncio.to_thread(server_counters, http)
@@ -323,6 +325,7 @@ async def run_design(
         "idle_per_minute": idle_delta,
         "largest_object": largest,
         "rss_per_node": rss / len(nodes),
+        "renewals_per_minute": len(nodes) * 60 / (lease / 4),  # one per agent per renewal period
         "status_writes": status_writes,
         "conflicts": 0,
         "engine_requests_per_node": engine_requests / len(nodes),  # until all Ready (the agents' own engines)
@@ -381,6 +384,13 @@ def main() -> int:
     parser.add_argument("--nodes", default="10,50,200", help="node counts, comma-separated (default: 10,50,200)")
     parser.add_argument("--models", type=int, default=20, help="LocalModels, each on every node (default: 20)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured (default: 60)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds between all Ready and the idle measurement (default: 0); the standby agents spread "
+        "their reads of the aggregator Lease by the agent count, which the aggregator learns in its first minutes",
+    )
     parser.add_argument("--lease", type=float, default=40.0, help="agent lease seconds (default: 40)")
     parser.add_argument("--baseline", default=BASELINE_REV, help=f"commit of the baseline (default: {BASELINE_REV})")
     parser.add_argument("--no-baseline", action="store_true", help="measure today's design only")
@@ -427,7 +437,15 @@ def main() -> int:
                 nodes = [f"node-{i:04d}" for i in range(size)]
                 result: dict[str, Any] | str = asyncio.run(
                     run_design(
-                        http, kas.url, kas.admin_token, nodes, models, args.lease, args.idle, not args.engines_here
+                        http,
+                        kas.url,
+                        kas.admin_token,
+                        nodes,
+                        models,
+                        args.lease,
+                        args.idle,
+                        not args.engines_here,
+                        args.settle,
                     )
                 )
                 rows.append((size, "bounded", result))
@@ -475,6 +493,9 @@ def print_row(size: int, design: str, r: dict[str, Any] | str, *, flush: bool = 
     idle = {k[4:]: v for k, v in r["idle_per_minute"].items() if k.startswith("req ") and v >= 0.5}
     if idle:
         print("  idle requests/min: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(idle.items())), file=sys.stderr)
+    if "renewals_per_minute" in r:
+        ratio = r["idle_per_minute"]["requests"] / r["renewals_per_minute"]
+        print(f"  idle requests per agent per renewal period: {ratio:.3f}", file=sys.stderr)
 
 
 def print_table(rows: list[tuple[int, str, dict[str, Any] | str]], args: argparse.Namespace) -> None:
@@ -482,19 +503,23 @@ def print_table(rows: list[tuple[int, str, dict[str, Any] | str]], args: argpars
     header = (
         f"{'nodes':>5} {'design':<8} {'ready s':>8} {'rollout req':>11} {'rollout MB':>10} {'watch MB':>9} "
         f"{'idle req/min':>12} {'idle kB/min':>11} {'idle watch kB':>13} {'idle LM writes':>14} "
-        f"{'largest kB':>10} {'RSS MB/node':>11}"
+        f"{'largest kB':>10} {'RSS MB/node':>11} {'idle/renewal':>12}"
     )
     print(header)
     for size, design, r in rows:
         if isinstance(r, str):
             print(f"{size:>5} {design:<8} {r}")
             continue
+        # idle requests per agent per renewal period (the target: 1, the renewal itself)
+        renewals = r.get("renewals_per_minute")
+        ratio = f"{r['idle_per_minute']['requests'] / renewals:.3f}" if renewals else "-"
         print(
             f"{size:>5} {design:<8} {r['ready_seconds']:>8.1f} {r['rollout']['requests']:>11.0f} "
             f"{r['rollout']['response_bytes'] / 1e6:>10.2f} {r['rollout']['watch_bytes'] / 1e6:>9.2f} "
             f"{r['idle_per_minute']['requests']:>12.0f} {r['idle_per_minute']['response_bytes'] / 1e3:>11.1f} "
             f"{r['idle_per_minute']['watch_bytes'] / 1e3:>13.1f} {r['idle_per_minute'].get('lm_writes', 0):>14.0f} "
-            f"{r['largest_object'] / 1e3:>10.1f} {r['rss_per_node'] / 1e6:>11.2f}"
+            f"{r['largest_object'] / 1e3:>10.1f} {r['rss_per_node'] / 1e6:>11.2f} "
+            f"{ratio:>12}"
         )
 
 
