@@ -36,17 +36,22 @@ class Claims:
         self._specs: dict[str, LocalModelSpec] = {}
         self._ranks: dict[str, str] = {}
         self._sequence = itertools.count()
+        self._conflicts: dict[str, str] | None = None  # computed once per change of the claims (every pass asks)
 
     def claim(self, key: str, spec: LocalModelSpec, rank: str | None = None) -> None:
+        before = (self._specs.get(key), self._ranks.get(key))
         self._specs[key] = spec
         if rank is not None:
             self._ranks[key] = rank
         elif key not in self._ranks:
             self._ranks[key] = f"{next(self._sequence):020d}"
+        if before != (spec, self._ranks[key]):
+            self._conflicts = None
 
     def release(self, key: str) -> None:
         """`key` claims nothing any more (gone, an invalid spec, no engine targeted): a later one may own it."""
-        self._specs.pop(key, None)
+        if self._specs.pop(key, None) is not None:
+            self._conflicts = None
         self._ranks.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
@@ -58,7 +63,9 @@ class Claims:
 
     def conflicts(self) -> dict[str, str]:
         """The keys whose (model, mode) an older claim holds, with the message that says so."""
-        return find_conflicts([(key, self._specs[key]) for key in self.ordered()])
+        if self._conflicts is None:
+            self._conflicts = find_conflicts([(key, self._specs[key]) for key in self.ordered()])
+        return dict(self._conflicts)
 
 
 def conflict_status(engine: str, message: str, generation: int | None = None) -> EngineStatus:

@@ -82,7 +82,7 @@ MAX_PULL_STREAM = 1024 * MIB  # a million progress lines: far beyond any real pu
 # Connections kept open between requests. httpx keeps 20, and checks every idle one before each request
 # (a select() per connection): after a burst of concurrent passes that doubled the CPU of each request
 # (bench/scale_bench.py). A new plain-HTTP connection to a local engine costs less.
-POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=8)
 
 ErrorMap = Mapping[int, type[EngineError]]
 T = TypeVar("T")

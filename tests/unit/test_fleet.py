@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import fleet
 from controller.backoff import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, Retries, backoff_delay
 from controller.fleet import Claims, Event, Readiness, RepairCauses, conflict_status, event_level
 from controller.spec import LocalModelSpec, validate_spec
@@ -99,6 +100,28 @@ def test_a_rank_orders_claims_then_the_key_breaks_ties() -> None:
     claims.release("ns/a")
     assert "ns/a" not in claims
     assert sorted(claims.conflicts()) == ["ns/b"]
+
+
+def test_conflicts_are_computed_once_per_change_of_the_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pass of every LocalModel claims and asks for the conflicts: 20 objects cost 20 x 20 mode
+    lookups a round when each question recomputes; unchanged claims reuse the last answer."""
+    computed = []
+    real = fleet.find_conflicts
+    monkeypatch.setattr(fleet, "find_conflicts", lambda specs: computed.append(len(specs)) or real(specs))
+    claims = Claims()
+    claims.claim("a", spec())
+    claims.claim("b", spec())
+    for _ in range(5):  # the next passes: the same claims
+        claims.claim("a", spec())
+        claims.claim("b", spec())
+        assert list(claims.conflicts()) == ["b"]
+    assert computed == [2]
+    claims.claim("b", spec(mode="embedding"))  # b changes its mode: no conflict any more
+    assert claims.conflicts() == {}
+    claims.release("a")
+    claims.claim("c", spec(mode="embedding"))
+    assert list(claims.conflicts()) == ["c"]
+    assert computed == [2, 2, 2]
 
 
 def test_a_conflict_is_stalled_until_one_of_the_two_changes() -> None:
