@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from controller.engine.capabilities import Capabilities, detect
 from controller.engine.client import EngineClient
 from controller.engine.compare import config_differences, find_stored_config
 from controller.engine.errors import BackendOverridden, EngineError, ModelNotInRegistry, NotFound, VerifyFailed
-from controller.engine.types import PullProgress, RunnerInfo
+from controller.engine.types import ModelInfo, PullProgress, RunnerInfo, StoredConfig
 from controller.plan import (
     CheckLiveRunner,
     Configure,
@@ -126,8 +126,8 @@ class EngineReconciler:
         # What the engine's release keeps (controller/engine/capabilities.py): detected on the first
         # observation, again after the engine was unreachable (it may come back as another release).
         self.capabilities: Capabilities | None = None
-        # The reads back after a configure (stored configs, runners), shared by the passes that configured
-        # at about the same time: each reads after its write was answered, with the others that wrote.
+        # The stored configs and the runners, read by every observation and after every configure: shared by
+        # the callers that need them at about the same time (each gets a read started after it asked).
         self._configs = SharedRead(lambda: self.client.stored_configs(), gather=READ_GATHER_SECONDS)
         self._runners = SharedRead(lambda: self.client.ps(), gather=READ_GATHER_SECONDS)
 
@@ -135,10 +135,16 @@ class EngineReconciler:
 
     async def observe(self) -> Observation:
         """One round of reads shared by every model on this engine. Never raises."""
+        now = time.monotonic()
+        # Every read is awaited, even when one fails: none is left running past the observation.
+        answers = await asyncio.gather(
+            self.client.list_models(), self._configs.get(now), self._runners.get(now), return_exceptions=True
+        )
         try:
-            models, configs, runners = await asyncio.gather(
-                self.client.list_models(), self.client.stored_configs(), self.client.ps()
-            )
+            failed = next((answer for answer in answers if isinstance(answer, BaseException)), None)
+            if failed is not None:
+                raise failed
+            models, configs, runners = cast(tuple[list[ModelInfo], list[StoredConfig], list[RunnerInfo]], answers)
             if self.capabilities is None:
                 self.capabilities = await detect(self.client)
         except EngineError as exc:
