@@ -10,7 +10,9 @@ status, nor post Events, nor touch engines. The rules, as client-go's:
   a replica that just started waits a whole `duration` before it takes over a silent holder, and no
   clock skew between machines matters);
 - every write is a replace with the resourceVersion read just before: of two replicas that try at
-  once, one gets 409 and stays standby;
+  once, one gets 409 and stays standby. A leader renews without reading first, guarded by the
+  resourceVersion of its own last write (client-go reads every time): any change by someone else
+  makes that 409, and the leader then reads and judges as above;
 - the leader renews every `retry` seconds; if no renewal succeeded for `renew_deadline` seconds
   (< `duration`) it stops leading *before* anyone can take over, and the process exits (the pod is
   restarted as a standby), so that two writers never overlap;
@@ -35,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from controller.operator.identity import short_label
-from controller.operator.kube import Forbidden, Gone, KubeClient, KubeError
+from controller.operator.kube import Conflict, Forbidden, Gone, KubeClient, KubeError
 from controller.operator.leases import LEADER_ROLE, LeaseRecord
 from controller.waits import sleep_or_wake
 
@@ -151,6 +153,22 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt (client-go's tryAcquireOrRenew): True when this process holds the Lease now."""
         now, wall = self._monotonic(), self._wall_clock()
+        if self.leading and self._observed is not None and self._observed.holder == self.identity:
+            # A leader renews what it wrote last, guarded by that resourceVersion, without reading it first:
+            # a change by anyone else makes the replace fail with 409, and the read below judges it.
+            renewal = replace(
+                self._observed, renewed=wall, duration=self.timing.duration, candidates=self._candidates()
+            )
+            try:
+                written = await self.kube.replace_lease(self.namespace, renewal.to_k8s(self.namespace, LEADER_ROLE))
+            except (Conflict, Gone):
+                pass
+            except KubeError as exc:
+                self._report(exc)
+                return False
+            else:
+                self._observed, self._observed_at, self._renewed_at = LeaseRecord.from_k8s(written), now, now
+                return True
         try:
             current = LeaseRecord.from_k8s(await self.kube.get_lease(self.namespace, self.name))
         except Gone:

@@ -283,3 +283,29 @@ async def test_a_standby_that_sees_the_aggregator_miss_two_renewals_reads_often_
     assert await standby_waits(standby) == [40 * 1.1]
     clock.advance(40 * 1.1)
     assert await standby.try_acquire_or_renew()
+
+
+async def test_a_leader_renews_with_one_request_and_notices_a_change_by_anyone_else() -> None:
+    """client-go reads the Lease before each renewal; a leader here replaces what it wrote last, guarded by
+    its resourceVersion: one request per renewal (the aggregator's 6 a minute instead of 12)."""
+    clock, api = Clock(), FakeLeases()
+    leads = asyncio.Event()
+    a = elector(api, clock, "a", on_started=leads.set)
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.run(stop))
+    await leads.wait()
+    api.calls.clear()
+    for _ in range(200):
+        await asyncio.sleep(0)
+        if api.calls.count("update") >= 3:
+            break
+    renewals = api.calls.count("update")
+    assert renewals >= 3
+    assert api.calls == ["update"] * renewals  # no read before a renewal
+    lease = api.items[(NS, "localmodel-leader")]
+    lease["spec"]["holderIdentity"] = "intruder"  # changed under the leader: its replace fails, it reads
+    api.version += 1
+    lease["metadata"]["resourceVersion"] = str(api.version)
+    await asyncio.wait_for(task, 1)
+    assert not a.leading
+    assert api.calls[-2:] == ["update", "get"]
