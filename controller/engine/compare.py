@@ -19,6 +19,7 @@ compared by meaning:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
@@ -77,7 +78,13 @@ def effective_flags(config: Mapping[str, Any]) -> list[str]:
     if flags:
         return [str(flag) for flag in flags]
     raw = config.get(wire.RAW_RUNTIME_FLAGS) or ""
-    return shlex.split(raw, posix=True)
+    return list(_shell_split(raw)) if raw else []
+
+
+@functools.lru_cache(maxsize=1024)
+def _shell_split(raw: str) -> tuple[str, ...]:
+    # Every pass asks for the mode of every config it looks at: shlex builds a lexer each time.
+    return tuple(shlex.split(raw, posix=True))
 
 
 def effective_mode(desired_body: Mapping[str, Any]) -> str:
