@@ -151,23 +151,33 @@ def _number_hint(text: str) -> str:
     if ":" in text:
         what = "a YAML 1.1 base-60 number; Kubernetes and docker-agent read it as the text " + repr(text)
         if "." not in body:
-            value = 0
-            for part in body.split(":"):
-                value = value * 60 + int(part)
+            parts = [_digits(part, 10) for part in body.split(":")]
+            if None not in parts:
+                value = 0
+                for part_value in parts:
+                    value = value * 60 + (part_value or 0)
     elif body.startswith(("0x", "0X")):
-        what, value = "a YAML 1.1 hexadecimal number", int(body[2:], 16)
+        what, value = "a YAML 1.1 hexadecimal number", _digits(body[2:], 16)
     elif body.startswith(("0b", "0B")):
-        what, value = "a YAML 1.1 binary number", int(body[2:], 2)
+        what, value = "a YAML 1.1 binary number", _digits(body[2:], 2)
     elif "_" in text:
         what = "a number with YAML 1.1 digit separators (_)"
-        value = int(body) if body.isdigit() else None
+        value = _digits(body, 10)
     elif body.startswith("0") and body.isdigit():
         what = "a YAML 1.1 octal number (a leading 0; YAML 1.2 reads it as decimal)"
-        value = int(body, 8)
+        value = _digits(body, 8)
     else:
         what = "a YAML 1.1 number form"
     instead = f"write {sign * value}" if value is not None else "write the number out in decimal"
     return f"{text} is {what}; it is not read as a number here: quote it ('{text}') if it is text, or {instead}"
+
+
+def _digits(digits: str, base: int) -> int | None:
+    """`digits` read in `base`; None when they are not a number in it (`0x_` has no digits at all)."""
+    try:
+        return int(digits, base) if digits.isalnum() else None
+    except ValueError:
+        return None
 
 
 _SafeBase: Any  # PyYAML's safe loader, its events from libyaml when PyYAML has it

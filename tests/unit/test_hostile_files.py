@@ -113,6 +113,9 @@ def test_recursion_and_depth_are_file_errors(text: str, message: str) -> None:
         ("8_192", "write 8192"),
         ("020000", "write 8192"),  # octal in YAML 1.1, 20000 in YAML 1.2
         ("0b10000000000000", "write 8192"),
+        ("0x_", "write the number out in decimal"),  # an int to YAML 1.1 without a digit (found by hypothesis)
+        ("0b_", "write the number out in decimal"),
+        ("-0x_", "write the number out in decimal"),
     ],
 )
 def test_yaml_1_1_number_forms_are_refused_with_a_hint(written: str, hint: str) -> None:
