@@ -21,17 +21,26 @@ NS = "localmodel-system"
 TIMING = ElectionTiming(duration=15, renew_deadline=10, retry=2)
 
 
-def elector(api: FakeLeases, clock: Clock, who: str, **kwargs: Any) -> LeaderElector:
+def elector(
+    api: FakeLeases,
+    clock: Clock,
+    who: str,
+    *,
+    name: str = "localmodel-leader",
+    timing: ElectionTiming = TIMING,
+    jitter: float = 0.0,
+    **kwargs: Any,
+) -> LeaderElector:
     return LeaderElector(
         api,  # type: ignore[arg-type]
         NS,
-        "localmodel-leader",
+        name,
         identity=who,
-        timing=TIMING,
+        timing=timing,
         monotonic=clock.monotonic,
         wall_clock=clock.wall,
         sleep=clock.sleep,
-        jitter=lambda: 0.0,
+        jitter=lambda: jitter,
         **kwargs,
     )
 
@@ -71,17 +80,7 @@ async def test_one_leader_and_a_standby_that_takes_over_only_after_the_lease_dur
 async def test_a_standby_with_a_standby_retry_reads_the_lease_that_often_only() -> None:
     clock, api = Clock(), FakeLeases()
     assert await elector(api, clock, "a").try_acquire_or_renew()
-    standby = LeaderElector(
-        api,  # type: ignore[arg-type]
-        NS,
-        "localmodel-leader",
-        identity="b",
-        timing=replace(TIMING, standby_retry=40),
-        monotonic=clock.monotonic,
-        wall_clock=clock.wall,
-        sleep=clock.sleep,
-        jitter=lambda: 0.0,
-    )
+    standby = elector(api, clock, "b", timing=replace(TIMING, standby_retry=40))
     waits: list[float] = []
     stop = asyncio.Event()
 
@@ -226,17 +225,8 @@ AGENTS = ElectionTiming(duration=40, renew_deadline=30, retry=10, standby_retry=
 
 
 def agent_elector(api: FakeLeases, clock: Clock, who: str, candidates: int | None = None) -> LeaderElector:
-    return LeaderElector(
-        api,  # type: ignore[arg-type]
-        NS,
-        "localmodel-aggregator",
-        identity=who,
-        timing=AGENTS,
-        monotonic=clock.monotonic,
-        wall_clock=clock.wall,
-        sleep=clock.sleep,
-        jitter=lambda: 0.5,
-        candidates=lambda: candidates,
+    return elector(
+        api, clock, who, name="localmodel-aggregator", timing=AGENTS, jitter=0.5, candidates=lambda: candidates
     )
 
 
