@@ -1,7 +1,8 @@
 """Node agents at cluster scale, simulated on the real kube-apiserver (tests/peers/build): N node agents
 in this one process, each the real agent code (controller.operator.agent.NodeAgent: the Operator's
 passes, its own LocalModelNode, its presence Lease, the aggregator election) with its own KubeClient,
-its own in-process emulated engine and its own Node object, x 20 LocalModels that target every node.
+its own emulated engine (all the engines in one process of their own; `--engines-here`: in this one) and
+its own Node object, x 20 LocalModels that target every node.
 
 Two designs, side by side, each on a fresh namespace of the same API server:
 - `bounded`: today's agents (docs/scale.md): per-node detail in one LocalModelNode per node, one elected
@@ -16,7 +17,8 @@ and response bytes during the rollout and per idle minute, from the API server's
 (`apiserver_request_total`, `apiserver_response_sizes_sum`, `apiserver_watch_events_sizes_sum`, for
 localmodels, localmodelnodes and leases; the bench's own Ready polls are subtracted); status writes
 to LocalModels per idle minute; the largest LocalModel object; the process's resident memory growth
-per node (an agent and its emulated engine).
+per node (an agent; with `--engines-here`, and its emulated engine); idle requests per agent per renewal
+period (the target: 1, the agent's own Lease renewal).
 
 What the driver replaces: kopf's watch. Each agent has its own LocalModel watch (a real watch stream, so
 watch event bytes are real) and relays its events to the agent, as handlers.py does.
