@@ -55,7 +55,7 @@ class LeaseRecord:
             acquired=parse_micro_time(spec.get("acquireTime")),
             transitions=transitions if isinstance(transitions, int) and transitions >= 0 else 0,
             resource_version=meta.get("resourceVersion"),
-            candidates=int(candidates) if isinstance(candidates, str) and candidates.isdigit() else None,
+            candidates=_count(candidates),
         )
 
     def to_k8s(self, namespace: str, role: str) -> dict[str, Any]:
@@ -79,6 +79,13 @@ class LeaseRecord:
         if self.acquired is not None:
             spec["acquireTime"] = format_micro_time(self.acquired)
         return {"apiVersion": API_VERSION, "kind": "Lease", "metadata": metadata, "spec": spec}
+
+
+def _count(value: Any) -> int | None:
+    """A count written by another process: ASCII digits, at most 9 of them; None otherwise."""
+    if isinstance(value, str) and 0 < len(value) <= 9 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def parse_micro_time(value: Any) -> datetime | None:

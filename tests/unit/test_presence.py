@@ -84,11 +84,20 @@ def test_the_view_forgets_leases_no_longer_listed() -> None:
 
 def test_the_round_trip_through_the_k8s_lease_keeps_every_field() -> None:
     clock = Clock()
-    record = LeaseRecord("localmodel-agent-a", "a", 40, clock.wall(), clock.wall(), 3, "17")
+    record = LeaseRecord("localmodel-agent-a", "a", 40, clock.wall(), clock.wall(), 3, "17", candidates=200)
     body = record.to_k8s(NS, AGENT_ROLE)
     assert body["spec"]["renewTime"].endswith("Z")
     assert body["metadata"]["labels"]["localmodel.io/lease"] == "agent"
     assert LeaseRecord.from_k8s(body) == record
+
+
+@pytest.mark.parametrize("written", ["", "-3", "²", "1e3", "9" * 5000, "12 ", 7])
+def test_a_candidate_count_that_is_not_a_plain_number_is_ignored(written: object) -> None:
+    """Anyone who can edit the Lease can write the annotation: an unreadable count is no count, never a
+    crash (`int("²")` and a 5,000-digit `int` raise)."""
+    body = LeaseRecord("localmodel-aggregator", "a", 40).to_k8s(NS, AGENT_ROLE)
+    body["metadata"]["annotations"] = {"localmodel.io/candidates": written}
+    assert LeaseRecord.from_k8s(body).candidates is None
 
 
 def test_the_absent_note_names_a_handful_of_nodes_then_counts() -> None:
