@@ -130,6 +130,7 @@ class EngineReconciler:
         # the callers that need them at about the same time (each gets a read started after it asked).
         self._configs = SharedRead(lambda: self.client.stored_configs(), gather=READ_GATHER_SECONDS)
         self._runners = SharedRead(lambda: self.client.ps(), gather=READ_GATHER_SECONDS)
+        self._release = SharedRead(lambda: detect(self.client))  # observations that start together ask once
 
     # ---- observe -------------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class EngineReconciler:
                 raise failed
             models, configs, runners = cast(tuple[list[ModelInfo], list[StoredConfig], list[RunnerInfo]], answers)
             if self.capabilities is None:
-                self.capabilities = await detect(self.client)
+                self.capabilities = await self._release.get(now)
         except EngineError as exc:
             self.capabilities = None
             return Observation(self.name, error=exc)

@@ -379,3 +379,19 @@ async def test_passes_that_configure_at_once_share_their_reads_back(engine: Engi
         assert len(reads) < len(models), transport.sent
     finally:
         await client.aclose()
+
+
+async def test_observations_that_start_together_detect_the_engine_release_once(engine: Engine) -> None:
+    """Two passes of a node agent that has just started each observe the engine; the release is asked once."""
+    transport = CountingTransport()
+    client = EngineClient(engine.url, transport=transport)
+    try:
+        reconciler = reconciler_for(engine)
+        reconciler.client = client
+        first, second = await asyncio.gather(reconciler.observe(), reconciler.observe())
+        assert first.error is None
+        assert second.error is None
+        assert first.capabilities == second.capabilities
+        assert transport.sent.count("GET /version") == 1, transport.sent
+    finally:
+        await client.aclose()
