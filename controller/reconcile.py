@@ -114,6 +114,7 @@ class EngineReconciler:
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
         preload_timeout: float = 300.0,
+        read_gather: float = READ_GATHER_SECONDS,
     ) -> None:
         self.name = name
         self.client = client
@@ -128,8 +129,8 @@ class EngineReconciler:
         self.capabilities: Capabilities | None = None
         # The stored configs and the runners, read by every observation and after every configure: shared by
         # the callers that need them at about the same time (each gets a read started after it asked).
-        self._configs = SharedRead(lambda: self.client.stored_configs(), gather=READ_GATHER_SECONDS)
-        self._runners = SharedRead(lambda: self.client.ps(), gather=READ_GATHER_SECONDS)
+        self._configs = SharedRead(lambda: self.client.stored_configs(), gather=read_gather)
+        self._runners = SharedRead(lambda: self.client.ps(), gather=read_gather)
         self._release = SharedRead(lambda: detect(self.client))  # observations that start together ask once
 
     # ---- observe -------------------------------------------------------------------------------

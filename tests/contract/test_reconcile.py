@@ -356,11 +356,13 @@ class CountingTransport(httpx.AsyncHTTPTransport):
 async def test_passes_that_configure_at_once_share_their_reads_back(engine: Engine) -> None:
     """The operator runs one pass per LocalModel, concurrently: four objects created at once on one engine
     each configure, then read back the stored configs and the runners. Reads that start after every
-    configure has been answered serve them all: fewer reads than passes, each pass still verified."""
+    configure has been answered serve them all: fewer reads than passes, each pass still verified.
+    (A read waits READ_GATHER_SECONDS, 10 ms, for others to join; here 0.5 s, so that a loaded machine's
+    slower configures still join it.)"""
     transport = CountingTransport()
     client = EngineClient(engine.url, transport=transport)
     try:
-        reconciler = reconciler_for(engine)
+        reconciler = reconciler_for(engine, read_gather=0.5)
         reconciler.client = client
         models = [
             localmodel(f"{i}", model=ref, mode=mode, contextSize=1024 + i)
