@@ -151,11 +151,7 @@ def _number_hint(text: str) -> str:
     if ":" in text:
         what = "a YAML 1.1 base-60 number; Kubernetes and docker-agent read it as the text " + repr(text)
         if "." not in body:
-            parts = [_digits(part, 10) for part in body.split(":")]
-            if None not in parts:
-                value = 0
-                for part_value in parts:
-                    value = value * 60 + (part_value or 0)
+            value = _base_60(body)
     elif body.startswith(("0x", "0X")):
         what, value = "a YAML 1.1 hexadecimal number", _digits(body[2:], 16)
     elif body.startswith(("0b", "0B")):
@@ -175,9 +171,20 @@ def _number_hint(text: str) -> str:
 def _digits(digits: str, base: int) -> int | None:
     """`digits` read in `base`; None when they are not a number in it (`0x_` has no digits at all)."""
     try:
-        return int(digits, base) if digits.isalnum() else None
+        return int(digits, base)
     except ValueError:
         return None
+
+
+def _base_60(body: str) -> int | None:
+    """`2:16:32` read as YAML 1.1 does (8192); None when a part is not a number."""
+    value = 0
+    for part in body.split(":"):
+        digits = _digits(part, 10)
+        if digits is None:
+            return None
+        value = value * 60 + digits
+    return value
 
 
 _SafeBase: Any  # PyYAML's safe loader, its events from libyaml when PyYAML has it
