@@ -125,8 +125,12 @@ def test_a_node_agents_engine_going_down_and_back_is_one_event_each_on_its_node(
             with emulator_process("--port", str(port), "--preload-models", MODEL):
                 wait_until("EngineUp on the node", lambda: "EngineUp" in node_reasons(), 30, [op.proc])
                 api.wait_ready(ns, "smol", [op.proc])
-            described = kubectl(peer_binaries, "describe", "node", node, kubeconfig=localmodel_cluster.admin_kubeconfig)
-        assert sorted(node_reasons()) == ["EngineDown", "EngineUp"]
+                # Read while the engine still answers: once it stops, the agent rightly posts another EngineDown.
+                reasons = sorted(node_reasons())
+                described = kubectl(
+                    peer_binaries, "describe", "node", node, kubeconfig=localmodel_cluster.admin_kubeconfig
+                )
+        assert reasons == ["EngineDown", "EngineUp"]
         down = next(e for e in api.events("default", node) if e["reason"] == "EngineDown")
         assert (down["type"], down["involvedObject"].get("namespace")) == ("Warning", None)
         assert f"engine {node} does not answer" in down["message"]
