@@ -204,6 +204,18 @@ class Engine:
             assert loop.time() < deadline, f"{model} did not finish loading on the {self.kind} engine in {timeout}s"
             await asyncio.sleep(0.02)
 
+    async def settled_runner(self, model: str, timeout: float = 10.0) -> RunnerInfo:
+        """The runner of `model` once it is loaded and nothing uses it: the engine's own background load
+        after a configure waits for the same runner and holds it for a moment once it is ready."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            runners = [r for r in await self.client.ps() if same_model(r.model, model)]
+            if len(runners) == 1 and not runners[0].loading and not runners[0].in_use:
+                return runners[0]
+            assert loop.time() < deadline, f"{model}: no single idle runner on the {self.kind} engine: {runners}"
+            await asyncio.sleep(0.02)
+
     def needs_vllm(self) -> str:
         if self.vllm_model is None:
             pytest.skip(f"the {self.kind} engine has no vLLM model")

@@ -17,11 +17,9 @@ async def test_preload_starts_a_runner_with_the_stored_config(engine: Engine) ->
     body = {"model": engine.model, "context-size": 4096, "keep_alive": "10m"}
     await engine.client.configure(body)
     await engine.client.preload(engine.model)  # v1.0.10 ignores X-Preload-Only: a real (empty) chat completion
-    (runner,) = [r for r in await engine.client.ps() if r.model == engine.model]
+    runner = await engine.settled_runner(engine.model)  # loaded, and not left in use
     kept = engine.has(caps.KEEP_ALIVE)  # v1.0.10: neither the stored config nor ps has a keep_alive
     assert (runner.backend, runner.mode, runner.keep_alive) == ("llama.cpp", "completion", "10m0s" if kept else None)
-    assert not runner.loading
-    assert not runner.in_use
     model = await engine.client.get_model(engine.model)
     (live,) = await engine.client.runner_configs(engine.model)
     assert live.model_id == model.id
