@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -83,6 +83,11 @@ MAX_PULL_STREAM = 1024 * MIB  # a million progress lines: far beyond any real pu
 # (a select() per connection): after a burst of concurrent passes that doubled the CPU of each request
 # (bench/scale_bench.py). A new plain-HTTP connection to a local engine costs less.
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=8)
+# Short exchanges (reads, configures, unloads, deletes) one client has in flight at once; more wait their
+# turn. With twenty passes at once, httpx's pool spent more CPU matching requests to connections and opening
+# new ones than on the requests: at most 4 at once cost a quarter less per request (bench/scale_bench.py).
+# Pulls and preloads, which take minutes, never wait for a turn nor hold one.
+MAX_EXCHANGES = 4
 
 ErrorMap = Mapping[int, type[EngineError]]
 T = TypeVar("T")
@@ -139,6 +144,7 @@ class EngineClient:
         )
         self._reads = Limits(self.deadline, MAX_READ_BODY)
         self._writes = Limits(self.deadline, MAX_WRITE_BODY)
+        self._turns = asyncio.Semaphore(MAX_EXCHANGES)
 
     def sibling(self) -> EngineClient:
         """A client of its own for the same engine (the engine watch's: one connection, never shared)."""
@@ -341,6 +347,7 @@ class EngineClient:
             headers={wire.PRELOAD_ONLY_HEADER: "true"},
             timeout=httpx.Timeout(self.timeout, read=timeout),
             limits=Limits(timeout + PRELOAD_MARGIN, MAX_WRITE_BODY),
+            long=True,
         )
         if response.status_code == 503 and _text(response).startswith(_INSTALL_FAILED):
             raise BackendNotInstalled(_text(response), status=503, url=self._shown(response.request))
@@ -398,13 +405,19 @@ class EngineClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
+        long: bool = False,
     ) -> httpx.Response:
         """One exchange within `limits`: the response with its body read (an error body: its first
-        MAX_ERROR_BODY bytes)."""
+        MAX_ERROR_BODY bytes). A short one waits for one of MAX_EXCHANGES turns first (not counted in the
+        deadline, which is the engine's); a `long` one (a preload) goes at once."""
         request = self._request(method, path, params=params, json=json, headers=headers, timeout=timeout)
         received = [0]
         try:
-            async with asyncio.timeout(limits.deadline), self._exchange(request) as response:
+            async with (
+                nullcontext() if long else self._turns,
+                asyncio.timeout(limits.deadline),
+                self._exchange(request) as response,
+            ):
                 if response.is_success:
                     return await _buffered(response, limits.max_body, counter=received, url=self._shown(request))
                 return await _buffered(response, MAX_ERROR_BODY, truncate=True, counter=received)

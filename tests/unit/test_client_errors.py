@@ -3,6 +3,7 @@ request shapes. The behaviour against a real HTTP server is in tests/contract.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.engine.client import EngineClient
+from controller.engine.client import MAX_EXCHANGES, EngineClient
 from controller.engine.errors import (
     BackendNotInstalled,
     BadRequest,
@@ -282,3 +283,32 @@ async def test_ps_zero_time_is_no_last_use() -> None:
     assert not runner.loading
     assert runner.last_used is None
     assert runner.keep_alive is None
+
+
+async def test_a_client_has_at_most_a_few_short_exchanges_in_flight_and_a_preload_never_waits_for_them() -> None:
+    in_flight: list[str] = []
+    most = 0
+    answered, full = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal most
+        in_flight.append(request.url.path)
+        most = max(most, len(in_flight))
+        if len(in_flight) >= MAX_EXCHANGES:
+            full.set()
+        try:
+            if request.headers.get("X-Preload-Only") != "true":
+                await answered.wait()  # a slow engine: the short exchanges hang until the test says
+            return httpx.Response(200, json=[])
+        finally:
+            in_flight.remove(request.url.path)
+
+    client = EngineClient("http://engine:12434", transport=httpx.MockTransport(handler))
+    reads = [asyncio.create_task(client.stored_configs()) for _ in range(3 * MAX_EXCHANGES)]
+    await asyncio.wait_for(full.wait(), 5)
+    await asyncio.sleep(0.05)  # time for more to arrive, were there no turns
+    assert len(in_flight) == MAX_EXCHANGES  # the others wait for a turn
+    await asyncio.wait_for(client.preload("ai/smollm2"), 5)  # not queued behind them
+    answered.set()
+    assert await asyncio.gather(*reads) == [[]] * (3 * MAX_EXCHANGES)
+    assert most == MAX_EXCHANGES + 1  # the preload beside the short ones
