@@ -86,7 +86,7 @@ POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=8)
 # Short exchanges (reads, configures, unloads, deletes) one client has in flight at once; more wait their
 # turn. With twenty passes at once, httpx's pool spent more CPU matching requests to connections and opening
 # new ones than on the requests: at most 4 at once cost a quarter less per request (bench/scale_bench.py).
-# Pulls and preloads, which take minutes, never wait for a turn nor hold one.
+# Pulls and preloads, which take minutes, never wait for a turn nor hold one; the wait counts in the deadline.
 MAX_EXCHANGES = 4
 
 ErrorMap = Mapping[int, type[EngineError]]
@@ -408,20 +408,24 @@ class EngineClient:
         long: bool = False,
     ) -> httpx.Response:
         """One exchange within `limits`: the response with its body read (an error body: its first
-        MAX_ERROR_BODY bytes). A short one waits for one of MAX_EXCHANGES turns first (not counted in the
-        deadline, which is the engine's); a `long` one (a preload) goes at once."""
+        MAX_ERROR_BODY bytes). A short one first waits for one of MAX_EXCHANGES turns, within the same
+        deadline; a `long` one (a preload) goes at once."""
         request = self._request(method, path, params=params, json=json, headers=headers, timeout=timeout)
-        received = [0]
+        received: list[int] = []  # bytes of the body so far, once the request has its turn
         try:
-            async with (
-                nullcontext() if long else self._turns,
-                asyncio.timeout(limits.deadline),
-                self._exchange(request) as response,
-            ):
-                if response.is_success:
-                    return await _buffered(response, limits.max_body, counter=received, url=self._shown(request))
-                return await _buffered(response, MAX_ERROR_BODY, truncate=True, counter=received)
+            async with asyncio.timeout(limits.deadline), nullcontext() if long else self._turns:
+                received.append(0)
+                async with self._exchange(request) as response:
+                    if response.is_success:
+                        return await _buffered(response, limits.max_body, counter=received, url=self._shown(request))
+                    return await _buffered(response, MAX_ERROR_BODY, truncate=True, counter=received)
         except TimeoutError:
+            if not received:
+                raise EngineTooSlow(
+                    f"{method} {request.url.path} was not sent: the engine was still answering the {MAX_EXCHANGES} "
+                    f"requests before it after {limits.deadline:g} s; it is overloaded",
+                    url=self._shown(request),
+                ) from None
             raise EngineTooSlow(
                 f"the engine did not finish answering {method} {request.url.path} within {limits.deadline:g} s "
                 f"(it had sent {received[0]} bytes of the body); it is overloaded or not a Docker Model Runner",

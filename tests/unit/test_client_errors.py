@@ -18,6 +18,7 @@ from controller.engine.errors import (
     DeleteConflict,
     EngineError,
     EngineRejected,
+    EngineTooSlow,
     EngineUnreachable,
     LoadFailed,
     ModelNotInRegistry,
@@ -312,3 +313,17 @@ async def test_a_client_has_at_most_a_few_short_exchanges_in_flight_and_a_preloa
     answered.set()
     assert await asyncio.gather(*reads) == [[]] * (3 * MAX_EXCHANGES)
     assert most == MAX_EXCHANGES + 1  # the preload beside the short ones
+
+
+async def test_the_wait_for_a_turn_counts_in_the_deadline_and_says_the_request_was_not_sent() -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(60)  # an engine that never answers
+        return httpx.Response(200, json=[])
+
+    client = EngineClient("http://engine:12434", transport=httpx.MockTransport(hang), deadline=0.3)
+    results = await asyncio.gather(*(client.stored_configs() for _ in range(MAX_EXCHANGES + 1)), return_exceptions=True)
+    # The last one's deadline ran out while it waited for a turn: it was never sent.
+    messages = sorted(str(error) for error in results if isinstance(error, EngineTooSlow))
+    assert len(messages) == MAX_EXCHANGES + 1, results
+    assert sum("did not finish answering GET /engines/_configure within 0.3 s" in m for m in messages) == MAX_EXCHANGES
+    assert sum(f"was not sent: the engine was still answering the {MAX_EXCHANGES} requests" in m for m in messages) == 1
