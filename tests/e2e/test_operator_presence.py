@@ -47,6 +47,10 @@ def metric(op: OperatorProcess, name: str, labels: str = "") -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def written(op: OperatorProcess) -> float:
+    return metric(op, "localmodel_operator_status_writes_total", '{result="written"}')
+
+
 def agent(cluster: KubeAPIServer, node: str, url: str, ns: str, workdir: Path) -> Any:
     return operator_process(cluster, *agent_args(node, url, ns, "--agent-lease-seconds", str(LEASE)), workdir=workdir)
 
@@ -170,8 +174,9 @@ def test_two_central_replicas_one_leads_and_the_other_takes_over_when_it_is_kill
         [leader] = [r for r in replicas if metric(r, "localmodel_operator_leader") == 1]
         [standby] = [r for r in replicas if r is not leader]
         assert httpx.get(standby.health_url + "/readyz", timeout=5).status_code == 200
-        assert metric(leader, "localmodel_operator_status_writes_total", '{result="written"}') >= 1
-        assert metric(standby, "localmodel_operator_status_writes_total", '{result="written"}') == 0
+        # The API server has the write before the writer has counted its answer: wait for the count.
+        wait_until("the leader's write counted", lambda: written(leader) >= 1, 10, procs)
+        assert written(standby) == 0
         assert metric(standby, "localmodel_operator_reconciles_total", '{result="ready"}') == 0
 
         leader.proc.popen.kill()  # no release: the standby must wait for the Lease to expire
@@ -184,7 +189,7 @@ def test_two_central_replicas_one_leads_and_the_other_takes_over_when_it_is_kill
         )
         assert api.create_localmodel(ns, "second", {"model": "ai/llama3.2", "contextSize": 4096}).status_code == 201
         api.wait_ready(ns, "second", [standby.proc])
-        assert metric(standby, "localmodel_operator_status_writes_total", '{result="written"}') >= 1
+        wait_until("the new leader's write counted", lambda: written(standby) >= 1, 10, [standby.proc])
         lease = api.http.get(
             f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases/{leader_lease_name((ns,))}"
         ).json()
