@@ -151,11 +151,23 @@ class FakeLlamaHolds:
         )
 
     async def _until(self, model: str, held: Callable[[RunnerInfo], bool], timeout: float = 30.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not any(same_model(r.model, model) and held(r) for r in await self._client.ps()):
-            assert loop.time() < deadline, f"the runner of {model} was not held in {timeout}s"
-            await asyncio.sleep(0.02)
+        await runners_when(
+            self._client, model, lambda runners: any(map(held, runners)), timeout, f"the runner of {model} was not held"
+        )
+
+
+async def runners_when(
+    client: EngineClient, model: str, done: Callable[[list[RunnerInfo]], bool], timeout: float, failure: str
+) -> list[RunnerInfo]:
+    """The runners of `model` (GET /engines/ps, every 20 ms) once `done` says so; `failure` after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        runners = [r for r in await client.ps() if same_model(r.model, model)]
+        if done(runners):
+            return runners
+        assert loop.time() < deadline, f"{failure} in {timeout}s: {runners}"
+        await asyncio.sleep(0.02)
 
 
 def _without_none(body: dict[str, Any]) -> dict[str, Any]:
@@ -198,23 +210,25 @@ class Engine:
     async def wait_loaded(self, model: str, timeout: float = 30.0) -> None:
         """Wait until `model` has a loaded (not loading) runner: a configure starts a background load
         that the real engine finishes some 0.5 s later (its readiness poll runs every 500 ms)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not any(same_model(r.model, model) and not r.loading for r in await self.client.ps()):
-            assert loop.time() < deadline, f"{model} did not finish loading on the {self.kind} engine in {timeout}s"
-            await asyncio.sleep(0.02)
+        await runners_when(
+            self.client,
+            model,
+            lambda runners: any(not r.loading for r in runners),
+            timeout,
+            f"{model} did not finish loading on the {self.kind} engine",
+        )
 
     async def settled_runner(self, model: str, timeout: float = 10.0) -> RunnerInfo:
         """The runner of `model` once it is loaded and nothing uses it: the engine's own background load
         after a configure waits for the same runner and holds it for a moment once it is ready."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            runners = [r for r in await self.client.ps() if same_model(r.model, model)]
-            if len(runners) == 1 and not runners[0].loading and not runners[0].in_use:
-                return runners[0]
-            assert loop.time() < deadline, f"{model}: no single idle runner on the {self.kind} engine: {runners}"
-            await asyncio.sleep(0.02)
+        (runner,) = await runners_when(
+            self.client,
+            model,
+            lambda runners: len(runners) == 1 and not runners[0].loading and not runners[0].in_use,
+            timeout,
+            f"{model}: no single idle runner on the {self.kind} engine",
+        )
+        return runner
 
     def needs_vllm(self) -> str:
         if self.vllm_model is None:
