@@ -411,16 +411,17 @@ class EngineClient:
         MAX_ERROR_BODY bytes). A short one first waits for one of MAX_EXCHANGES turns, within the same
         deadline; a `long` one (a preload) goes at once."""
         request = self._request(method, path, params=params, json=json, headers=headers, timeout=timeout)
-        received: list[int] = []  # bytes of the body so far, once the request has its turn
+        received = [0]  # bytes of the body so far
+        sent = False
         try:
             async with asyncio.timeout(limits.deadline), nullcontext() if long else self._turns:
-                received.append(0)
+                sent = True
                 async with self._exchange(request) as response:
                     if response.is_success:
                         return await _buffered(response, limits.max_body, counter=received, url=self._shown(request))
                     return await _buffered(response, MAX_ERROR_BODY, truncate=True, counter=received)
         except TimeoutError:
-            if not received:
+            if not sent:
                 raise EngineTooSlow(
                     f"{method} {request.url.path} was not sent: the engine was still answering the {MAX_EXCHANGES} "
                     f"requests before it after {limits.deadline:g} s; it is overloaded",
